@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// connectFrame is the client's connect req: token auth, no device, so any
+// proxy may replay it (PROTOCOL.md §2, §3).
+func connectFrame(id string) []byte {
+	return []byte(`{"type":"req","id":"` + id + `","method":"connect","params":{"minProtocol":4,"maxProtocol":4,` +
+		`"client":{"id":"test","version":"1.0.0","platform":"linux","mode":"test"},` +
+		`"role":"operator","scopes":["operator.read"],"auth":{"token":"bench-token"}}}`)
+}
+
+// frameHead is the part of a frame the client looks at.
+type frameHead struct {
+	Type    string `json:"type"`
+	Event   string `json:"event"`
+	ID      string `json:"id"`
+	OK      bool   `json:"ok"`
+	Payload struct {
+		Type string `json:"type"`
+	} `json:"payload"`
+	Error *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// newDialer returns the load generator's WebSocket dialer.
+func newDialer(timeout time.Duration) *websocket.Dialer {
+	return &websocket.Dialer{HandshakeTimeout: timeout, ReadBufferSize: 4096, WriteBufferSize: 4096}
+}
+
+// handshake dials wsURL and runs the client side of the gateway handshake:
+// wait for connect.challenge, send connect, wait for the res with hello-ok.
+// The whole exchange is bounded by timeout. On success the session is
+// spliced and the returned conn echoes.
+func handshake(ctx context.Context, d *websocket.Dialer, wsURL, id string, timeout time.Duration) (*websocket.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, resp, err := d.DialContext(ctx, wsURL, nil)
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("dial: %w (HTTP %d)", err, resp.StatusCode)
+		}
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetReadDeadline(deadline)
+	sentConnect := false
+	for {
+		_, msg, err := conn.ReadMessage()
+		if err != nil {
+			conn.Close()
+			if sentConnect {
+				return nil, fmt.Errorf("waiting for hello-ok: %w", err)
+			}
+			return nil, fmt.Errorf("waiting for challenge: %w", err)
+		}
+		var f frameHead
+		if err := json.Unmarshal(msg, &f); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("bad frame: %w", err)
+		}
+		switch {
+		case !sentConnect && f.Type == "event" && f.Event == "connect.challenge":
+			_ = conn.SetWriteDeadline(deadline)
+			if err := conn.WriteMessage(websocket.TextMessage, connectFrame(id)); err != nil {
+				conn.Close()
+				return nil, fmt.Errorf("send connect: %w", err)
+			}
+			sentConnect = true
+		case sentConnect && f.Type == "res" && f.ID == id:
+			if !f.OK || f.Payload.Type != "hello-ok" {
+				conn.Close()
+				if f.Error != nil {
+					return nil, fmt.Errorf("connect refused: %s: %s", f.Error.Code, f.Error.Message)
+				}
+				return nil, fmt.Errorf("connect refused: %.200s", msg)
+			}
+			_ = conn.SetReadDeadline(time.Time{})
+			_ = conn.SetWriteDeadline(time.Time{})
+			return conn, nil
+		}
+	}
+}
+
+// echoPayload returns a text message of exactly size bytes that is a valid
+// req frame, so a proxy that looks into frames sees ordinary traffic.
+func echoPayload(size int) []byte {
+	head := `{"type":"req","id":"echo","method":"echo","params":{"pad":"`
+	tail := `"}}`
+	pad := size - len(head) - len(tail)
+	if pad < 0 {
+		pad = 0
+	}
+	return []byte(head + strings.Repeat("x", pad) + tail)
+}
+
+// newHTTPClient returns a client for probes and stats with a short timeout.
+func newHTTPClient() *http.Client {
+	return &http.Client{Timeout: 2 * time.Second}
+}
+
+// httpGet builds a GET request for url bound to ctx.
+func httpGet(ctx context.Context, url string) (*http.Request, error) {
+	return http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+}
+
+// sessionID returns the connect id for session i.
+func sessionID(i int) string {
+	return "c" + strconv.Itoa(i)
+}

@@ -1,0 +1,323 @@
+// Command bench measures holdfast side by side with a direct connection and
+// two reference proxies, all in front of the same upstream.
+//
+// The upstream is a minimal gateway (connect.challenge, connect, hello-ok,
+// then echo; see upstream.go). Four paths reach it:
+//
+//   - direct: the load generator talks to the upstream;
+//   - tunnel: net/http/httputil.ReverseProxy, a byte tunnel after the 101;
+//   - koding: github.com/koding/websocketproxy, which copies whole messages;
+//   - holdfast: the real proxy, built from the repository root and run with
+//     its normal configuration.
+//
+// The upstream and every proxy run as separate processes (the reference
+// proxies are this binary re-executed with -serve-proxy), so each proxy's
+// resident memory is its own and the load generator shares a heap with none
+// of them. Everything listens on 127.0.0.1 on free ports, and every child is
+// killed when the run ends, fails or is interrupted.
+//
+// Figures, each scenario run over all paths in turn in one run:
+//
+//   - throughput: 64 sessions echo 1 KiB text messages (4 in flight each) for
+//     a fixed time; completed echoes per second;
+//   - latency: 2000 messages/s in total over 64 sessions, one in flight per
+//     session; round-trip p50 and p99;
+//   - idle: resident memory (VmRSS) growth of the proxy process over N idle
+//     spliced sessions, divided by N. For direct there is no proxy, so the
+//     figure is the upstream process's growth: the server's own cost, shown
+//     for scale;
+//   - handshakes: 32 workers dial, complete the handshake and close; per
+//     second;
+//   - window (holdfast only): the upstream is a fake gateway that answers
+//     every connect with the startup UNAVAILABLE for 5 s and allows 32
+//     unauthenticated sockets per IP; 1000 clients arrive evenly over those 5
+//     s and each makes exactly one attempt. Reported: clients that got
+//     hello-ok, p99 time to hello-ok after the window ends, and connect
+//     attempts the upstream saw per client.
+//
+// Usage, from the repository root:
+//
+//	go run ./bench -quick                 # about a minute, for CI smoke runs
+//	go run ./bench -json bench.json       # full run (several minutes)
+//	go run ./bench -paths tunnel,holdfast -holdfast-bin ./holdfast
+//
+// The run prints a table with each figure and its ratio to the other paths,
+// then checks holdfast against its goals. -json FILE writes the figures with
+// keys throughput_msgs_per_s, rtt_p50_us, rtt_p99_us, idle_bytes_per_session
+// and handshakes_per_s (each keyed by path) and window. The exit status is 1
+// when the harness itself fails, not when a goal is missed.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// settings holds the knobs of one run.
+type settings struct {
+	quick       bool
+	paths       []string
+	rounds      int // each scenario runs over all paths this many times
+	sessions    int
+	msgSize     int
+	inFlight    int
+	rate        float64
+	throughDur  time.Duration
+	latencyDur  time.Duration
+	handDur     time.Duration
+	handWorkers int
+	idleN       int
+	settle      time.Duration
+	window      windowSettings
+}
+
+// run parses args and either serves as a child (-serve-upstream,
+// -serve-proxy) or runs the benchmark. It returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "short run (under a minute) for CI smoke use")
+	jsonFile := fs.String("json", "", "write the figures as JSON to this `file`")
+	paths := fs.String("paths", "direct,tunnel,koding,holdfast", "comma-separated paths to measure")
+	src := fs.String("src", ".", "repository root holdfast is built from")
+	holdfastBin := fs.String("holdfast-bin", "", "use this holdfast `binary` instead of building one from -src")
+	idle := fs.Int("idle", 0, "idle sessions per path (default 5000, 500 with -quick)")
+	window := fs.Bool("window", true, "run the startup-window scenario (holdfast only)")
+	cpuProfile := fs.String("holdfast-cpuprofile", "", "save a CPU profile of holdfast during its throughput run to `file`, if it serves /debug/pprof")
+	keep := fs.Bool("keep", false, "keep the temporary directory (child logs, holdfast config)")
+	serveUp := fs.Bool("serve-upstream", false, "internal: run the bench upstream")
+	serveProxyKind := fs.String("serve-proxy", "", "internal: run a reference proxy, `tunnel` or koding")
+	listen := fs.String("listen", "127.0.0.1:0", "internal: listen address for -serve-upstream and -serve-proxy")
+	upstreamURL := fs.String("upstream", "", "internal: upstream URL for -serve-proxy")
+	startupWindow := fs.Duration("startup-window", 0, "internal: startup window of -serve-upstream")
+	maxPreauth := fs.Int("max-preauth", 0, "internal: unauthenticated sockets per IP allowed by -serve-upstream (0: no limit)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if _, err := raiseFileLimit(); err != nil {
+		fmt.Fprintf(stderr, "bench: raise file limit: %v\n", err)
+	}
+	switch {
+	case *serveUp:
+		if err := serveUpstream(*listen, *startupWindow, *maxPreauth); err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+		return 0
+	case *serveProxyKind != "":
+		if err := serveProxy(*serveProxyKind, *listen, *upstreamURL); err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+
+	s := settings{
+		quick: *quick, paths: strings.Split(*paths, ","),
+		rounds: 2, sessions: 64, msgSize: 1024, inFlight: 4, rate: 2000,
+		throughDur: 5 * time.Second, latencyDur: 5 * time.Second,
+		handDur: 3 * time.Second, handWorkers: 32,
+		idleN: 5000, settle: 3 * time.Second,
+		window: windowSettings{clients: 1000, window: 5 * time.Second, timeout: 20 * time.Second},
+	}
+	if *quick {
+		s.rounds = 1
+		s.throughDur, s.latencyDur, s.handDur = 2*time.Second, 2*time.Second, 1500*time.Millisecond
+		s.idleN, s.settle = 500, time.Second
+	}
+	if *idle > 0 {
+		s.idleN = *idle
+	}
+	for _, p := range s.paths {
+		if !slices.Contains(pathNames(), p) {
+			fmt.Fprintf(stderr, "bench: unknown path %q (want %s)\n", p, strings.Join(pathNames(), ","))
+			return 2
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir, err := os.MkdirTemp("", "holdfast-bench-")
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	if *keep {
+		fmt.Fprintf(stderr, "bench: temporary files in %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	cs := &children{dir: dir}
+	defer cs.killAll()
+
+	r := newReport(map[bool]string{true: "quick", false: "full"}[*quick])
+	b := &bench{s: s, cs: cs, dir: dir, log: stderr, r: r, src: *src, holdfastBin: *holdfastBin, cpuProfile: *cpuProfile}
+	if err := b.setup(ctx); err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	b.runScenarios(ctx)
+	if *window && slices.Contains(s.paths, "holdfast") {
+		b.runWindow(ctx)
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintf(stderr, "bench: interrupted\n")
+		return 1
+	}
+	fmt.Fprintln(stdout)
+	r.printTable(stdout)
+	if *jsonFile != "" {
+		if err := r.writeJSON(*jsonFile); err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+// bench is one benchmark run: its settings, children, targets and report.
+type bench struct {
+	s           settings
+	cs          *children
+	dir         string
+	log         io.Writer
+	r           *report
+	src         string
+	holdfastBin string
+	cpuProfile  string
+
+	upstream        *child
+	targets         []target
+	holdfastMetrics string // address of holdfast's metrics listener
+}
+
+// logf prints progress to the log writer.
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.log, "bench: "+format+"\n", args...)
+}
+
+// setup starts the upstream and every selected proxy. A proxy that fails to
+// start is reported as missing; only an upstream failure is fatal.
+func (b *bench) setup(ctx context.Context) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	b.upstream, err = b.cs.start("upstream", exe, []string{"-serve-upstream"}, true, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	upURL := "ws://" + b.upstream.addr + "/"
+	for _, p := range b.s.paths {
+		var t target
+		var err error
+		switch p {
+		case "direct":
+			t = target{name: p, url: upURL, proc: b.upstream}
+		case "tunnel", "koding":
+			var c *child
+			c, err = b.cs.start(p, exe, []string{"-serve-proxy", p, "-upstream", "http://" + b.upstream.addr}, true, 10*time.Second)
+			if err == nil {
+				t = target{name: p, url: "ws://" + c.addr + "/", proc: c}
+			}
+		case "holdfast":
+			t, err = b.startHoldfast(ctx, upURL)
+		}
+		if err != nil {
+			b.logf("%s unavailable: %v", p, err)
+			b.r.fail("setup", p, err)
+			continue
+		}
+		b.targets = append(b.targets, t)
+	}
+	return nil
+}
+
+// holdfastConfig is holdfast's normal configuration for the bench.
+const holdfastConfig = `listen: %q
+upstream:
+  url: %q
+metrics:
+  listen: %q
+handshake:
+  budget: 12s
+log:
+  level: warn
+`
+
+// startHoldfast builds holdfast (unless -holdfast-bin is set), starts it
+// against upstreamURL and waits for its /readyz.
+func (b *bench) startHoldfast(ctx context.Context, upstreamURL string) (target, error) {
+	bin, err := b.buildHoldfast(ctx)
+	if err != nil {
+		return target{}, err
+	}
+	c, metricsAddr, err := b.launchHoldfast(ctx, bin, "holdfast", upstreamURL)
+	if err != nil {
+		return target{}, err
+	}
+	b.holdfastMetrics = metricsAddr
+	return target{name: "holdfast", url: "ws://" + c.addr + "/", proc: c}, nil
+}
+
+// buildHoldfast returns the holdfast binary, building it once from b.src.
+func (b *bench) buildHoldfast(ctx context.Context) (string, error) {
+	if b.holdfastBin != "" {
+		return b.holdfastBin, nil
+	}
+	bin := filepath.Join(b.dir, "holdfast")
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(bctx, "go", "build", "-o", bin, ".")
+	cmd.Dir = b.src
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build holdfast: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	b.holdfastBin = bin
+	return bin, nil
+}
+
+// launchHoldfast writes a config for upstreamURL, starts holdfast with it as
+// child name, and waits until its metrics listener answers /healthz and its
+// data port accepts. It returns the child and the metrics address.
+func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL string) (*child, string, error) {
+	listen, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	metricsAddr, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := filepath.Join(b.dir, name+".yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, holdfastConfig, listen, upstreamURL, metricsAddr), 0o644); err != nil {
+		return nil, "", err
+	}
+	c, err := b.cs.start(name, bin, []string{"-config", cfg}, false, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	c.addr = listen
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := waitHTTP(wctx, c, "http://"+metricsAddr+"/healthz"); err != nil {
+		c.kill()
+		return nil, "", err
+	}
+	return c, metricsAddr, nil
+}

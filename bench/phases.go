@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+)
+
+// runScenarios runs idle, throughput, latency and handshakes over every
+// started path. Idle runs first, on fresh processes, so the memory figure
+// is not blurred by heap left over from the load scenarios. Within a
+// scenario the paths take turns, round by round, so slow drifts of the
+// machine spread over all of them.
+func (b *bench) runScenarios(ctx context.Context) {
+	for _, t := range b.targets {
+		if ctx.Err() != nil {
+			return
+		}
+		v, err := measureIdle(ctx, t, b.s.idleN, b.s.settle)
+		b.record("idle", t, err, func() { b.r.Idle[t.name] = v }, "%.0f B/session", v)
+		waitUpstreamDrained(ctx, b.upstream.addr)
+	}
+
+	sums := map[string]float64{}
+	for round := range b.s.rounds {
+		for _, t := range b.targets {
+			if ctx.Err() != nil {
+				return
+			}
+			var stopProfile func()
+			if t.name == "holdfast" && round == 0 && b.cpuProfile != "" {
+				stopProfile = b.profileHoldfast(ctx, b.s.throughDur)
+			}
+			v, err := measureThroughput(ctx, t, b.s.sessions, b.s.inFlight, b.s.msgSize, b.s.throughDur)
+			if stopProfile != nil {
+				stopProfile()
+			}
+			b.record("throughput", t, err, func() {
+				sums[t.name] += v
+				b.r.Throughput[t.name] = sums[t.name] / float64(round+1)
+			}, "round %d: %.0f msg/s", round+1, v)
+			waitUpstreamDrained(ctx, b.upstream.addr)
+		}
+	}
+
+	rtts := map[string][]time.Duration{}
+	for round := range b.s.rounds {
+		for _, t := range b.targets {
+			if ctx.Err() != nil {
+				return
+			}
+			d, err := measureLatency(ctx, t, b.s.sessions, b.s.msgSize, b.s.rate, b.s.latencyDur)
+			b.record("latency", t, err, func() {
+				rtts[t.name] = append(rtts[t.name], d...)
+				b.r.RTTP50[t.name] = float64(percentile(rtts[t.name], 50).Microseconds())
+				b.r.RTTP99[t.name] = float64(percentile(rtts[t.name], 99).Microseconds())
+			}, "round %d: p50 %v p99 %v (%d samples)", round+1, percentile(d, 50), percentile(d, 99), len(d))
+			waitUpstreamDrained(ctx, b.upstream.addr)
+		}
+	}
+
+	clear(sums)
+	for round := range b.s.rounds {
+		for _, t := range b.targets {
+			if ctx.Err() != nil {
+				return
+			}
+			v, err := measureHandshakes(ctx, t, b.s.handWorkers, b.s.handDur)
+			b.record("handshakes", t, err, func() {
+				sums[t.name] += v
+				b.r.Handshakes[t.name] = sums[t.name] / float64(round+1)
+			}, "round %d: %.0f/s", round+1, v)
+			waitUpstreamDrained(ctx, b.upstream.addr)
+		}
+	}
+}
+
+// record logs one measurement and stores it with set, or records err as the
+// reason the figure is missing. A scenario that fails for a path in one
+// round leaves that path's figure out.
+func (b *bench) record(scenario string, t target, err error, set func(), format string, args ...any) {
+	if err != nil {
+		b.logf("%s %s: %v", scenario, t.name, err)
+		b.r.fail(scenario, t.name, err)
+		return
+	}
+	if _, failed := b.r.Errors[scenario+"/"+t.name]; failed {
+		return
+	}
+	set()
+	b.logf("%s %s: %s", scenario, t.name, fmt.Sprintf(format, args...))
+}
+
+// profileHoldfast starts fetching a CPU profile of holdfast for d from its
+// metrics listener's /debug/pprof/profile and returns a function that waits
+// for it and saves it to b.cpuProfile. If holdfast serves no profile, that
+// is logged and nothing is saved.
+func (b *bench) profileHoldfast(ctx context.Context, d time.Duration) func() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", b.holdfastMetrics, int(d.Seconds()+0.5))
+		req, err := httpGet(ctx, url)
+		if err != nil {
+			return
+		}
+		resp, err := (&http.Client{Timeout: d + 10*time.Second}).Do(req)
+		if err != nil {
+			b.logf("holdfast cpu profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.logf("holdfast cpu profile: %s answered %s; holdfast exposes no profile", url, resp.Status)
+			return
+		}
+		f, err := os.Create(b.cpuProfile)
+		if err != nil {
+			b.logf("holdfast cpu profile: %v", err)
+			return
+		}
+		defer f.Close()
+		if _, err := io.Copy(f, resp.Body); err != nil {
+			b.logf("holdfast cpu profile: %v", err)
+			return
+		}
+		b.logf("holdfast cpu profile saved to %s", b.cpuProfile)
+	}()
+	return func() { <-done }
+}

@@ -1,0 +1,16 @@
+// Package e2e holds holdfast's end-to-end suite. The tests carry the build
+// tag e2e: they install real OpenClaw gateways and CLIs into a cache
+// directory outside the repository (setup.sh), start them on 127.0.0.1, put
+// holdfast in front, and drive real clients through it.
+//
+// Run everything with e2e/run.sh, or, once setup.sh has run:
+//
+//	go test -tags e2e -count=1 -v -timeout 25m ./e2e/
+//
+// Environment:
+//   - HOLDFAST_E2E_CACHE: the install cache (default $HOME/.cache/holdfast-e2e).
+//   - HOLDFAST_E2E_BYPASS=1: clients go straight to the gateway and holdfast
+//     is not started; every scenario is expected to fail then, which shows
+//     that the assertions depend on holdfast being in the path.
+//   - HOLDFAST_E2E_BIN: a prebuilt holdfast binary to use instead of building one.
+package e2e

@@ -10,14 +10,32 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 )
 
-// connectFrame is the client's connect req: token auth, no device, so any
-// proxy may replay it (PROTOCOL.md §2, §3).
-func connectFrame(id string) []byte {
+// benchToken is the shared secret the clients present and the window
+// scenario's gateway expects.
+const benchToken = "bench-token"
+
+// connectFrame is the client's connect req with token auth. Without dev it
+// carries no device, so any proxy may replay it; with dev it carries a
+// device proof bound to this socket's challenge nonce and ts, as current
+// clients send (PROTOCOL.md §2, §3).
+func connectFrame(id string, dev *deviceauth.Identity, nonce string, ts int64) []byte {
+	device := ""
+	if dev != nil {
+		sig := dev.Sign(deviceauth.Payload{
+			DeviceID: dev.ID(), ClientID: "test", ClientMode: "test", Role: "operator",
+			Scopes: []string{"operator.read"}, SignedAtMs: ts, Token: benchToken,
+			Nonce: nonce, Platform: "linux",
+		})
+		device = `,"device":{"id":"` + dev.ID() + `","publicKey":"` + dev.PublicKey() + `","signature":"` + sig +
+			`","signedAt":` + strconv.FormatInt(ts, 10) + `,"nonce":"` + nonce + `"}`
+	}
 	return []byte(`{"type":"req","id":"` + id + `","method":"connect","params":{"minProtocol":4,"maxProtocol":4,` +
 		`"client":{"id":"test","version":"1.0.0","platform":"linux","mode":"test"},` +
-		`"role":"operator","scopes":["operator.read"],"auth":{"token":"bench-token"}}}`)
+		`"role":"operator","scopes":["operator.read"],"auth":{"token":"` + benchToken + `"}` + device + `}}`)
 }
 
 // frameHead is the part of a frame the client looks at.
@@ -27,7 +45,9 @@ type frameHead struct {
 	ID      string `json:"id"`
 	OK      bool   `json:"ok"`
 	Payload struct {
-		Type string `json:"type"`
+		Type  string `json:"type"`  // hello-ok in a connect res
+		Nonce string `json:"nonce"` // in connect.challenge
+		TS    int64  `json:"ts"`    // in connect.challenge
 	} `json:"payload"`
 	Error *struct {
 		Code    string `json:"code"`
@@ -41,10 +61,10 @@ func newDialer(timeout time.Duration) *websocket.Dialer {
 }
 
 // handshake dials wsURL and runs the client side of the gateway handshake:
-// wait for connect.challenge, send connect, wait for the res with hello-ok.
-// The whole exchange is bounded by timeout. On success the session is
-// spliced and the returned conn echoes.
-func handshake(ctx context.Context, d *websocket.Dialer, wsURL, id string, timeout time.Duration) (*websocket.Conn, error) {
+// wait for connect.challenge, send connect (signed by dev unless it is nil),
+// wait for the res with hello-ok. It makes exactly one attempt, bounded by
+// timeout. On success the session is spliced and the returned conn echoes.
+func handshake(ctx context.Context, d *websocket.Dialer, wsURL, id string, dev *deviceauth.Identity, timeout time.Duration) (*websocket.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	conn, resp, err := d.DialContext(ctx, wsURL, nil)
@@ -74,7 +94,7 @@ func handshake(ctx context.Context, d *websocket.Dialer, wsURL, id string, timeo
 		switch {
 		case !sentConnect && f.Type == "event" && f.Event == "connect.challenge":
 			_ = conn.SetWriteDeadline(deadline)
-			if err := conn.WriteMessage(websocket.TextMessage, connectFrame(id)); err != nil {
+			if err := conn.WriteMessage(websocket.TextMessage, connectFrame(id, dev, f.Payload.Nonce, f.Payload.TS)); err != nil {
 				conn.Close()
 				return nil, fmt.Errorf("send connect: %w", err)
 			}

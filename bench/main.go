@@ -97,9 +97,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	holdfastBin := fs.String("holdfast-bin", "", "use this holdfast `binary` instead of building one from -src")
 	idle := fs.Int("idle", 0, "idle sessions per path (default 5000, 500 with -quick)")
 	window := fs.Bool("window", true, "run the startup-window scenario (holdfast only)")
+	windowPath := fs.String("window-path", "holdfast", "path of the window scenario: `holdfast`, or direct to see what no-retry clients get without it")
+	windowGW := fs.String("window-gateway", "fakegw", "gateway of the window scenario: `fakegw` (internal/fakegw) or bench (the bench upstream with a startup window)")
 	cpuProfile := fs.String("holdfast-cpuprofile", "", "save a CPU profile of holdfast during its throughput run to `file`, if it serves /debug/pprof")
 	keep := fs.Bool("keep", false, "keep the temporary directory (child logs, holdfast config)")
 	serveUp := fs.Bool("serve-upstream", false, "internal: run the bench upstream")
+	serveGW := fs.Bool("serve-fakegw", false, "internal: run internal/fakegw with -startup-window")
 	serveProxyKind := fs.String("serve-proxy", "", "internal: run a reference proxy, `tunnel` or koding")
 	listen := fs.String("listen", "127.0.0.1:0", "internal: listen address for -serve-upstream and -serve-proxy")
 	upstreamURL := fs.String("upstream", "", "internal: upstream URL for -serve-proxy")
@@ -118,6 +121,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	case *serveGW:
+		if err := serveFakegw(*listen, *startupWindow); err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+		return 0
 	case *serveProxyKind != "":
 		if err := serveProxy(*serveProxyKind, *listen, *upstreamURL); err != nil {
 			fmt.Fprintf(stderr, "bench: %v\n", err)
@@ -132,7 +141,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		throughDur: 5 * time.Second, latencyDur: 5 * time.Second,
 		handDur: 3 * time.Second, handWorkers: 32,
 		idleN: 5000, settle: 3 * time.Second,
-		window: windowSettings{clients: 1000, window: 5 * time.Second, timeout: 20 * time.Second},
+		window: windowSettings{clients: 1000, window: 5 * time.Second, timeout: 15 * time.Second, gateway: *windowGW, path: *windowPath},
 	}
 	if *quick {
 		s.rounds = 1
@@ -171,7 +180,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	b.runScenarios(ctx)
-	if *window && slices.Contains(s.paths, "holdfast") {
+	if *window && (*windowPath == "direct" || slices.Contains(s.paths, "holdfast")) {
 		b.runWindow(ctx)
 	}
 	if ctx.Err() != nil {

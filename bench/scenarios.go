@@ -44,7 +44,7 @@ func openSessions(ctx context.Context, t target, n, par int) ([]*websocket.Conn,
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			conns[i], errs[i] = handshake(ctx, d, t.url, sessionID(i), handshakeTimeout)
+			conns[i], errs[i] = handshake(ctx, d, t.url, sessionID(i), nil, handshakeTimeout)
 		}()
 	}
 	wg.Wait()
@@ -258,7 +258,7 @@ func measureHandshakes(ctx context.Context, t target, workers int, dur time.Dura
 		go func() {
 			defer wg.Done()
 			for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
-				c, err := handshake(ctx, d, t.url, sessionID(w*1_000_000+i), handshakeTimeout)
+				c, err := handshake(ctx, d, t.url, sessionID(w*1_000_000+i), nil, handshakeTimeout)
 				if err != nil {
 					failed.Add(1)
 					once.Do(func() { firstErr = err })

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 )
 
 // windowSettings shapes the startup-window scenario.
@@ -15,6 +18,8 @@ type windowSettings struct {
 	clients int           // clients arriving evenly during the window
 	window  time.Duration // how long the gateway answers connects with UNAVAILABLE
 	timeout time.Duration // one client's bound from dial to hello-ok
+	gateway string        // fakegw or bench
+	path    string        // holdfast, or direct to see what clients get without it
 }
 
 // windowMaxPreauth is the gateway's limit of unauthenticated sockets per
@@ -31,47 +36,72 @@ func (b *bench) runWindow(ctx context.Context) {
 	w, err := b.measureWindow(ctx)
 	if err != nil {
 		b.logf("window: %v", err)
-		b.r.fail("window", "holdfast", err)
+		b.r.fail("window", b.s.window.path, err)
 		return
 	}
 	b.r.Window = w
-	b.logf("window: %d/%d hello-ok, p99 after window %.0f ms, %.3f upstream connects per client",
-		w.OK, w.Clients, w.P99AfterWindowMs, w.UpstreamConnectsPerClient)
+	b.logf("window (%s): %d/%d hello-ok, p99 after window %.0f ms, %.3f upstream connects per client",
+		b.s.window.path, w.OK, w.Clients, w.P99AfterWindowMs, w.UpstreamConnectsPerClient)
 }
 
 // measureWindow does the work of runWindow.
 func (b *bench) measureWindow(ctx context.Context) (*windowReport, error) {
-	bin, err := b.buildHoldfast(ctx)
-	if err != nil {
-		return nil, err
+	bin := ""
+	if b.s.window.path == "holdfast" {
+		var err error
+		if bin, err = b.buildHoldfast(ctx); err != nil {
+			return nil, err
+		}
 	}
 	gwAddr, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	hf, _, err := b.launchHoldfast(ctx, bin, "holdfast-window", "ws://"+gwAddr+"/")
-	if err != nil {
-		return nil, err
+	url := "ws://" + gwAddr + "/"
+	if b.s.window.path == "holdfast" {
+		hf, _, err := b.launchHoldfast(ctx, bin, "holdfast-window", url)
+		if err != nil {
+			return nil, err
+		}
+		defer hf.kill()
+		url = "ws://" + hf.addr + "/"
 	}
-	defer hf.kill()
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	ws := b.s.window
-	gw, err := b.cs.start("window-gateway", exe, []string{
-		"-serve-upstream", "-listen", gwAddr,
-		"-startup-window", ws.window.String(),
-		"-max-preauth", strconv.Itoa(windowMaxPreauth),
-	}, true, 10*time.Second)
+	args := []string{"-listen", gwAddr, "-startup-window", ws.window.String()}
+	switch ws.gateway {
+	case "fakegw":
+		args = append(args, "-serve-fakegw")
+	case "bench":
+		args = append(args, "-serve-upstream", "-max-preauth", strconv.Itoa(windowMaxPreauth))
+	default:
+		return nil, fmt.Errorf("unknown window gateway %q (want fakegw or bench)", ws.gateway)
+	}
+	gw, err := b.cs.start("window-gateway", exe, args, true, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	defer gw.kill()
 	start := time.Now() // the window opens when the gateway listens
 	windowEnd := start.Add(ws.window)
+	statsAddr := gw.addr
+	if f := strings.Fields(gw.addr); len(f) == 2 {
+		statsAddr = f[1]
+	}
 
-	url := "ws://" + hf.addr + "/"
+	// Half the clients sign a device proof bound to their socket's nonce
+	// (what current clients send; a proxy cannot replay it), half use the
+	// token alone (replayable).
+	devs := make([]*deviceauth.Identity, ws.clients)
+	for i := 0; i < ws.clients; i += 2 {
+		if devs[i], err = deviceauth.NewIdentity(); err != nil {
+			return nil, err
+		}
+	}
+
 	d := newDialer(ws.timeout)
 	after := make([]time.Duration, ws.clients)
 	errs := make([]error, ws.clients)
@@ -84,7 +114,7 @@ func (b *bench) measureWindow(ctx context.Context) (*windowReport, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := handshake(ctx, d, url, sessionID(i), ws.timeout)
+			c, err := handshake(ctx, d, url, sessionID(i), devs[i], ws.timeout)
 			if err != nil {
 				errs[i] = err
 				return
@@ -98,11 +128,11 @@ func (b *bench) measureWindow(ctx context.Context) (*windowReport, error) {
 		return nil, ctx.Err()
 	}
 
-	st, err := fetchStats(ctx, gw.addr)
+	st, err := fetchStats(ctx, statsAddr)
 	if err != nil {
 		return nil, err
 	}
-	w := &windowReport{Clients: ws.clients, Upstream: "bench", Failures: map[string]int{}}
+	w := &windowReport{Clients: ws.clients, Path: ws.path, Upstream: ws.gateway, Failures: map[string]int{}}
 	var ok []time.Duration
 	for i, err := range errs {
 		if err != nil {
@@ -119,7 +149,7 @@ func (b *bench) measureWindow(ctx context.Context) (*windowReport, error) {
 	return w, nil
 }
 
-// fetchStats reads the bench upstream's counters.
+// fetchStats reads the window gateway's counters.
 func fetchStats(ctx context.Context, addr string) (gatewayStats, error) {
 	var st gatewayStats
 	req, err := httpGet(ctx, "http://"+addr+"/benchstats")

@@ -1,0 +1,345 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/holdfast-proxy/holdfast/proxy"
+)
+
+// Config is holdfast's configuration file. Every key, its default and its
+// meaning are documented in the shipped proxy.yaml.
+type Config struct {
+	Listen         string          `yaml:"listen"`
+	TrustedProxies []string        `yaml:"trusted_proxies"`
+	Upstream       UpstreamConfig  `yaml:"upstream"`
+	Handshake      HandshakeConfig `yaml:"handshake"`
+	Readiness      ReadinessConfig `yaml:"readiness"`
+	Splice         SpliceConfig    `yaml:"splice"`
+	Passthrough    PassConfig      `yaml:"passthrough"`
+	Metrics        MetricsConfig   `yaml:"metrics"`
+	Log            LogConfig       `yaml:"log"`
+	Shutdown       ShutdownConfig  `yaml:"shutdown"`
+}
+
+// UpstreamConfig is the gateway holdfast fronts.
+type UpstreamConfig struct {
+	URL                  string        `yaml:"url"`
+	DialTimeout          time.Duration `yaml:"dial_timeout"`
+	MaxPreauthPerAddress int           `yaml:"max_preauth_per_address"`
+	TLS                  TLSConfig     `yaml:"tls"`
+}
+
+// TLSConfig applies to wss:// upstreams.
+type TLSConfig struct {
+	CAFile             string `yaml:"ca_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// HandshakeConfig bounds each client's handshake.
+type HandshakeConfig struct {
+	Budget          time.Duration `yaml:"budget"`
+	PreauthTimeout  time.Duration `yaml:"preauth_timeout"`
+	HoldMargin      time.Duration `yaml:"hold_margin"`
+	AnswerTimeout   time.Duration `yaml:"answer_timeout"`
+	DialBackoffBase time.Duration `yaml:"dial_backoff_base"`
+	DialBackoffMax  time.Duration `yaml:"dial_backoff_max"`
+}
+
+// ReadinessConfig tunes the shared readiness watcher.
+type ReadinessConfig struct {
+	PollInterval time.Duration `yaml:"poll_interval"`
+	FreshFor     time.Duration `yaml:"fresh_for"`
+	ProbeTimeout time.Duration `yaml:"probe_timeout"`
+}
+
+// SpliceConfig tunes spliced sessions.
+type SpliceConfig struct {
+	WriteTimeout    time.Duration `yaml:"write_timeout"`
+	CloseGrace      time.Duration `yaml:"close_grace"`
+	MaxMessageBytes int64         `yaml:"max_message_bytes"`
+}
+
+// PassConfig lists the WebSocket paths that are not the control socket.
+type PassConfig struct {
+	WebSocketPaths []string `yaml:"websocket_paths"`
+}
+
+// MetricsConfig is the operational listener.
+type MetricsConfig struct {
+	Listen string `yaml:"listen"`
+}
+
+// LogConfig selects the log output.
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// ShutdownConfig bounds a graceful stop.
+type ShutdownConfig struct {
+	Grace time.Duration `yaml:"grace"`
+}
+
+// DefaultConfig returns the configuration a file leaves unchanged: the
+// values documented in proxy.yaml.
+func DefaultConfig() Config {
+	return Config{
+		Listen: "127.0.0.1:18790",
+		Upstream: UpstreamConfig{
+			URL:                  "ws://127.0.0.1:18789",
+			DialTimeout:          5 * time.Second,
+			MaxPreauthPerAddress: 24,
+		},
+		Handshake: HandshakeConfig{
+			Budget:          12 * time.Second,
+			PreauthTimeout:  15 * time.Second,
+			HoldMargin:      1500 * time.Millisecond,
+			AnswerTimeout:   10 * time.Second,
+			DialBackoffBase: 100 * time.Millisecond,
+			DialBackoffMax:  2 * time.Second,
+		},
+		Readiness: ReadinessConfig{
+			PollInterval: 100 * time.Millisecond,
+			FreshFor:     time.Second,
+			ProbeTimeout: time.Second,
+		},
+		Splice: SpliceConfig{
+			WriteTimeout:    10 * time.Second,
+			CloseGrace:      time.Second,
+			MaxMessageBytes: 25 << 20,
+		},
+		Passthrough: PassConfig{WebSocketPaths: append([]string(nil), proxy.DefaultPassthroughPaths...)},
+		Metrics:     MetricsConfig{Listen: "127.0.0.1:9464"},
+		Log:         LogConfig{Level: "info", Format: "text"},
+		Shutdown:    ShutdownConfig{Grace: 10 * time.Second},
+	}
+}
+
+// LoadConfig reads a YAML file over DefaultConfig. Unknown keys are errors.
+// It returns every problem found, each naming its YAML key.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config: %w", err)
+	}
+	return ParseConfig(data)
+}
+
+// ParseConfig decodes and validates a configuration document.
+func ParseConfig(data []byte) (Config, error) {
+	cfg := DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+		// Type errors leave the rest decoded: report them with every
+		// other problem.
+		return Config{}, errors.Join(yamlError(te), cfg.Validate())
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// yamlSections maps the Go types of the configuration to their YAML keys.
+var yamlSections = map[string]string{
+	"main.Config":          "the top level",
+	"main.UpstreamConfig":  "upstream",
+	"main.TLSConfig":       "upstream.tls",
+	"main.HandshakeConfig": "handshake",
+	"main.ReadinessConfig": "readiness",
+	"main.SpliceConfig":    "splice",
+	"main.PassConfig":      "passthrough",
+	"main.MetricsConfig":   "metrics",
+	"main.LogConfig":       "log",
+	"main.ShutdownConfig":  "shutdown",
+}
+
+// yamlError rewords the decoder's messages so that they name keys, not Go
+// types: "line 2: unknown key "bogus" in upstream".
+func yamlError(te *yaml.TypeError) error {
+	errs := make([]error, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		// yaml.v3: "line N: field X not found in type main.T"
+		if i := strings.Index(e, ": field "); i >= 0 {
+			if j := strings.Index(e, " not found in type "); j > i {
+				section := yamlSections[e[j+len(" not found in type "):]]
+				if section == "" {
+					section = "this section"
+				}
+				e = fmt.Sprintf("%s: unknown key %q in %s", e[:i], e[i+len(": field "):j], section)
+			}
+		}
+		e = strings.ReplaceAll(e, "into time.Duration", "into a duration (write it like \"12s\")")
+		e = strings.ReplaceAll(e, "into int64", "into an integer")
+		e = strings.ReplaceAll(e, "into int", "into an integer")
+		e = strings.ReplaceAll(e, "into bool", "into true or false")
+		errs = append(errs, errors.New("config: "+e))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks every key and returns all problems at once.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+	}
+	checkAddr := func(key, v string) {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			bad(key, "must be host:port, got %q", v)
+		}
+	}
+	positive := func(key string, d time.Duration) {
+		if d <= 0 {
+			bad(key, "must be a positive duration, got %s", d)
+		}
+	}
+	checkAddr("listen", c.Listen)
+	checkAddr("metrics.listen", c.Metrics.Listen)
+	if c.Listen == c.Metrics.Listen {
+		bad("metrics.listen", "must differ from listen (%q)", c.Listen)
+	}
+	for i, p := range c.TrustedProxies {
+		if _, err := parsePrefix(p); err != nil {
+			bad(fmt.Sprintf("trusted_proxies[%d]", i), "must be an IP address or CIDR, got %q", p)
+		}
+	}
+	if u, err := url.Parse(c.Upstream.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		bad("upstream.url", "must be a ws:// or wss:// URL with a host, got %q", c.Upstream.URL)
+	}
+	positive("upstream.dial_timeout", c.Upstream.DialTimeout)
+	if n := c.Upstream.MaxPreauthPerAddress; n < 1 || n > 32 {
+		bad("upstream.max_preauth_per_address", "must be between 1 and 32 (the gateway refuses the 33rd), got %d", n)
+	}
+	if f := c.Upstream.TLS.CAFile; f != "" {
+		if _, err := os.Stat(f); err != nil {
+			bad("upstream.tls.ca_file", "cannot be read: %v", err)
+		}
+	}
+	positive("handshake.budget", c.Handshake.Budget)
+	positive("handshake.preauth_timeout", c.Handshake.PreauthTimeout)
+	positive("handshake.hold_margin", c.Handshake.HoldMargin)
+	positive("handshake.answer_timeout", c.Handshake.AnswerTimeout)
+	positive("handshake.dial_backoff_base", c.Handshake.DialBackoffBase)
+	positive("handshake.dial_backoff_max", c.Handshake.DialBackoffMax)
+	if c.Handshake.Budget >= 15*time.Second {
+		bad("handshake.budget", "must be shorter than the clients' 15s connect timeout, got %s", c.Handshake.Budget)
+	}
+	if c.Handshake.HoldMargin >= c.Handshake.PreauthTimeout && c.Handshake.PreauthTimeout > 0 {
+		bad("handshake.hold_margin", "must be shorter than handshake.preauth_timeout (%s), got %s", c.Handshake.PreauthTimeout, c.Handshake.HoldMargin)
+	}
+	if c.Handshake.DialBackoffMax < c.Handshake.DialBackoffBase {
+		bad("handshake.dial_backoff_max", "must be at least handshake.dial_backoff_base (%s), got %s", c.Handshake.DialBackoffBase, c.Handshake.DialBackoffMax)
+	}
+	positive("readiness.poll_interval", c.Readiness.PollInterval)
+	positive("readiness.fresh_for", c.Readiness.FreshFor)
+	positive("readiness.probe_timeout", c.Readiness.ProbeTimeout)
+	positive("splice.write_timeout", c.Splice.WriteTimeout)
+	positive("splice.close_grace", c.Splice.CloseGrace)
+	if c.Splice.MaxMessageBytes < 65536 {
+		bad("splice.max_message_bytes", "must be at least 65536, got %d", c.Splice.MaxMessageBytes)
+	}
+	for i, p := range c.Passthrough.WebSocketPaths {
+		if !strings.HasPrefix(p, "/") || p == "/" {
+			bad(fmt.Sprintf("passthrough.websocket_paths[%d]", i), "must be a path prefix starting with / (and not / itself), got %q", p)
+		}
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	positive("shutdown.grace", c.Shutdown.Grace)
+	return errors.Join(errs...)
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err
+}
+
+// ProxyConfig converts the file's settings for the proxy package.
+func (c Config) ProxyConfig() (proxy.Config, error) {
+	u, err := url.Parse(c.Upstream.URL)
+	if err != nil {
+		return proxy.Config{}, err
+	}
+	var tlsConfig *tls.Config
+	if u.Scheme == "wss" {
+		tlsConfig = &tls.Config{
+			ServerName:         c.Upstream.TLS.ServerName,
+			InsecureSkipVerify: c.Upstream.TLS.InsecureSkipVerify, //nolint:gosec // operator's explicit choice
+			MinVersion:         tls.VersionTLS12,
+		}
+		if f := c.Upstream.TLS.CAFile; f != "" {
+			pem, err := os.ReadFile(f)
+			if err != nil {
+				return proxy.Config{}, fmt.Errorf("upstream.tls.ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return proxy.Config{}, fmt.Errorf("upstream.tls.ca_file: no PEM certificates in %q", f)
+			}
+			tlsConfig.RootCAs = pool
+		}
+	}
+	var trusted []netip.Prefix
+	for _, p := range c.TrustedProxies {
+		pf, _ := parsePrefix(p)
+		trusted = append(trusted, pf)
+	}
+	return proxy.Config{
+		Upstream:              u,
+		TLSClientConfig:       tlsConfig,
+		TrustedProxies:        trusted,
+		PassthroughPaths:      c.Passthrough.WebSocketPaths,
+		Budget:                c.Handshake.Budget,
+		DialTimeout:           c.Upstream.DialTimeout,
+		PreauthTimeout:        c.Handshake.PreauthTimeout,
+		HoldMargin:            c.Handshake.HoldMargin,
+		AnswerTimeout:         c.Handshake.AnswerTimeout,
+		MaxPreauthPerAddress:  c.Upstream.MaxPreauthPerAddress,
+		DialBackoffBase:       c.Handshake.DialBackoffBase,
+		DialBackoffMax:        c.Handshake.DialBackoffMax,
+		WriteTimeout:          c.Splice.WriteTimeout,
+		CloseGrace:            c.Splice.CloseGrace,
+		MaxMessageBytes:       c.Splice.MaxMessageBytes,
+		ReadinessPollInterval: c.Readiness.PollInterval,
+		ReadinessFreshFor:     c.Readiness.FreshFor,
+		ReadinessProbeTimeout: c.Readiness.ProbeTimeout,
+	}, nil
+}

@@ -1,0 +1,221 @@
+// Package metrics defines holdfast's Prometheus collectors.
+//
+// New registers every collector on the registerer it is given; nothing is
+// registered globally. Callers record through the semantic methods of
+// Metrics, whose label values come from the closed sets below, so no series
+// ever carries a client address or connection id.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Result is how a client's handshake through holdfast ended.
+type Result string
+
+// The handshake results.
+const (
+	// ResultOK: the client got hello-ok and its session was spliced.
+	ResultOK Result = "ok"
+	// ResultRejected: the gateway answered the connect with an error other
+	// than startup unavailability (bad token, pairing, protocol…), or
+	// closed the socket; the answer was passed through.
+	ResultRejected Result = "rejected"
+	// ResultUnavailable: the gateway was still unavailable when the budget
+	// ran out, or its startup UNAVAILABLE could not be replayed.
+	ResultUnavailable Result = "unavailable"
+	// ResultClientGone: the client left before the handshake finished.
+	ResultClientGone Result = "client_gone"
+	// ResultError: holdfast or the transport failed (bad client frame,
+	// upstream protocol violation, I/O error).
+	ResultError Result = "error"
+)
+
+// RetryReason is why holdfast made another upstream attempt.
+type RetryReason string
+
+// The retry reasons.
+const (
+	// RetryStartupUnavailable: a replayable connect got the startup UNAVAILABLE.
+	RetryStartupUnavailable RetryReason = "startup_unavailable"
+	// RetryDial: the upstream dial or upgrade failed (refused, 5xx, timeout,
+	// closed before its challenge).
+	RetryDial RetryReason = "dial"
+)
+
+// ProbeResult labels readiness probes.
+type ProbeResult string
+
+// The readiness probe results.
+const (
+	ProbeStarted  ProbeResult = "started"
+	ProbeStarting ProbeResult = "starting"
+	ProbeDown     ProbeResult = "down"
+	ProbeError    ProbeResult = "error"
+)
+
+// Metrics holds holdfast's collectors. The zero value is not usable; use New.
+// A nil *Metrics is valid and records nothing.
+type Metrics struct {
+	handshakes      *prometheus.CounterVec
+	retries         *prometheus.CounterVec
+	holds           prometheus.Counter
+	handshakeTime   prometheus.Histogram
+	sessionsActive  prometheus.Gauge
+	upstreamPending prometheus.Gauge
+	probes          *prometheus.CounterVec
+	passthrough     prometheus.Counter
+	messages        *prometheus.CounterVec
+}
+
+// New creates the collectors and registers them on reg, together with the Go
+// and process collectors when withRuntime is true. It panics if a collector
+// is already registered on reg, as promauto does.
+func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
+	if withRuntime {
+		reg.MustRegister(
+			collectors.NewGoCollector(),
+			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		)
+	}
+	f := promauto.With(reg)
+	m := &Metrics{
+		handshakes: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "holdfast",
+			Name:      "handshakes_total",
+			Help:      "Client handshakes through holdfast, by how they ended.",
+		}, []string{"result"}),
+		retries: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "holdfast",
+			Name:      "upstream_retries_total",
+			Help:      "Upstream attempts made again after a failed one, by reason.",
+		}, []string{"reason"}),
+		holds: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "holdfast",
+			Name:      "connect_holds_total",
+			Help:      "Client connects held on their upstream socket until the gateway had started.",
+		}),
+		handshakeTime: f.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "holdfast",
+			Name:      "handshake_duration_seconds",
+			Help:      "Time from the client's upgrade request to the end of its handshake, whatever the result.",
+			Buckets:   []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2, 3, 5, 8, 12, 15, 20},
+		}),
+		sessionsActive: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: "holdfast",
+			Name:      "sessions_active",
+			Help:      "Client sessions currently spliced to the gateway.",
+		}),
+		upstreamPending: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: "holdfast",
+			Name:      "upstream_handshakes_in_flight",
+			Help:      "Unauthenticated upstream sockets currently open (each counts against the gateway's per-address limit).",
+		}),
+		probes: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "holdfast",
+			Name:      "readiness_probes_total",
+			Help:      "Readiness probes of the gateway, by what they found.",
+		}, []string{"result"}),
+		passthrough: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "holdfast",
+			Name:      "passthrough_requests_total",
+			Help:      "Requests reverse-proxied unchanged (everything but control WebSocket upgrades).",
+		}),
+		messages: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "holdfast",
+			Name:      "spliced_messages_total",
+			Help:      "Messages relayed between spliced clients and the gateway, by direction.",
+		}, []string{"direction"}),
+	}
+	for _, r := range []Result{ResultOK, ResultRejected, ResultUnavailable, ResultClientGone, ResultError} {
+		m.handshakes.WithLabelValues(string(r))
+	}
+	for _, r := range []RetryReason{RetryStartupUnavailable, RetryDial} {
+		m.retries.WithLabelValues(string(r))
+	}
+	for _, r := range []ProbeResult{ProbeStarted, ProbeStarting, ProbeDown, ProbeError} {
+		m.probes.WithLabelValues(string(r))
+	}
+	m.messages.WithLabelValues("to_upstream")
+	m.messages.WithLabelValues("to_client")
+	return m
+}
+
+// Handshake records a finished handshake and its duration.
+func (m *Metrics) Handshake(r Result, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.handshakes.WithLabelValues(string(r)).Inc()
+	m.handshakeTime.Observe(d.Seconds())
+}
+
+// Retry records one more upstream attempt.
+func (m *Metrics) Retry(r RetryReason) {
+	if m == nil {
+		return
+	}
+	m.retries.WithLabelValues(string(r)).Inc()
+}
+
+// Hold records a connect held until the gateway started.
+func (m *Metrics) Hold() {
+	if m == nil {
+		return
+	}
+	m.holds.Inc()
+}
+
+// SessionStarted and SessionEnded track spliced sessions.
+func (m *Metrics) SessionStarted() {
+	if m == nil {
+		return
+	}
+	m.sessionsActive.Inc()
+}
+
+// SessionEnded is the counterpart of SessionStarted.
+func (m *Metrics) SessionEnded() {
+	if m == nil {
+		return
+	}
+	m.sessionsActive.Dec()
+}
+
+// UpstreamPending adds delta to the unauthenticated upstream sockets.
+func (m *Metrics) UpstreamPending(delta int) {
+	if m == nil {
+		return
+	}
+	m.upstreamPending.Add(float64(delta))
+}
+
+// Probe records a readiness probe.
+func (m *Metrics) Probe(r ProbeResult) {
+	if m == nil {
+		return
+	}
+	m.probes.WithLabelValues(string(r)).Inc()
+}
+
+// Passthrough records a reverse-proxied request.
+func (m *Metrics) Passthrough() {
+	if m == nil {
+		return
+	}
+	m.passthrough.Inc()
+}
+
+// MessageCounters returns the counters of relayed messages, to upstream and
+// to the client, so the splice can hold them without a label lookup per
+// message. With a nil receiver both are nil.
+func (m *Metrics) MessageCounters() (toUpstream, toClient prometheus.Counter) {
+	if m == nil {
+		return nil, nil
+	}
+	return m.messages.WithLabelValues("to_upstream"), m.messages.WithLabelValues("to_client")
+}

@@ -1,0 +1,32 @@
+package proxy
+
+import (
+	"log"
+	"log/slog"
+	"sync"
+)
+
+// Buffer sizes of the WebSocket legs. Reads use one small buffer per socket
+// for its lifetime; write buffers are lent by a pool only while a message is
+// being written, so an idle session holds none.
+const (
+	readBufferSize  = 2048
+	writeBufferSize = 4096
+)
+
+// bufferPool implements websocket.BufferPool over sync.Pool.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool { return &bufferPool{} }
+
+// Get returns a pooled buffer or nil (gorilla then allocates one).
+func (b *bufferPool) Get() any { return b.p.Get() }
+
+// Put returns a buffer to the pool.
+func (b *bufferPool) Put(v any) { b.p.Put(v) }
+
+// slogErrorLog adapts a slog.Logger for the standard library's *log.Logger
+// hooks (http.Server.ErrorLog, ReverseProxy.ErrorLog).
+func slogErrorLog(l *slog.Logger) *log.Logger {
+	return slog.NewLogLogger(l.Handler(), slog.LevelWarn)
+}

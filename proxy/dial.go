@@ -1,0 +1,264 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/holdfast-proxy/holdfast/metrics"
+	"github.com/holdfast-proxy/holdfast/retry"
+)
+
+// admission queues upstream handshakes per attributed client address. The
+// gateway admits a fixed number of unauthenticated sockets per address
+// (32 by default; the next upgrade gets HTTP 503), and every local client
+// shares holdfast's address, so a crowd must take turns instead of spraying
+// upgrades that would be refused. Waiters are served in arrival order.
+type admission struct {
+	limit int
+
+	mu    sync.Mutex
+	slots map[string]*slotQueue
+}
+
+type slotQueue struct {
+	sem  chan struct{}
+	refs int
+}
+
+func newAdmission(limit int) *admission {
+	return &admission{limit: limit, slots: make(map[string]*slotQueue)}
+}
+
+// acquire waits for a slot for key and returns its release function, which
+// may be called more than once.
+func (a *admission) acquire(ctx context.Context, key string) (release func(), err error) {
+	a.mu.Lock()
+	q := a.slots[key]
+	if q == nil {
+		q = &slotQueue{sem: make(chan struct{}, a.limit)}
+		a.slots[key] = q
+	}
+	q.refs++
+	a.mu.Unlock()
+
+	unref := func() {
+		a.mu.Lock()
+		q.refs--
+		if q.refs == 0 {
+			delete(a.slots, key)
+		}
+		a.mu.Unlock()
+	}
+	select {
+	case q.sem <- struct{}{}:
+	case <-ctx.Done():
+		unref()
+		return nil, ctx.Err()
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			<-q.sem
+			unref()
+		})
+	}, nil
+}
+
+// upstream is one upstream WebSocket that has delivered its challenge and
+// not yet authenticated.
+type upstream struct {
+	ws        *websocket.Conn
+	challenge []byte    // the challenge frame, as received
+	nonce     string    // for logs only; never a secret
+	opened    time.Time // when the upgrade completed: the gateway's pre-auth timer runs from here
+	protocol  string    // the subprotocol the gateway chose, if any
+	release   func()    // gives back the admission slot
+	m         *metrics.Metrics
+}
+
+// close releases the slot and closes the socket. Safe to call twice.
+func (u *upstream) close(code int, reason string) {
+	if u == nil || u.ws == nil {
+		return
+	}
+	_ = u.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	_ = u.ws.Close()
+	u.authenticated()
+}
+
+// authenticated gives back the admission slot: the socket no longer counts
+// against the gateway's unauthenticated limit.
+func (u *upstream) authenticated() {
+	if u.release != nil {
+		u.release()
+		u.release = nil
+		u.m.UpstreamPending(-1)
+	}
+}
+
+// httpError is an upstream upgrade answered with a status other than 101.
+type httpError struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (e *httpError) Error() string {
+	return fmt.Sprintf("upstream refused the upgrade: HTTP %d", e.status)
+}
+
+// retryable: 5xx means the gateway is not (yet) able to take the socket,
+// including 503 "Too many unauthenticated sockets". 4xx is its answer.
+func (e *httpError) retryable() bool { return e.status >= 500 }
+
+// errBudget reports that the budget ended before an upstream socket could be
+// had; it wraps the last failure.
+type budgetError struct{ last error }
+
+func (e *budgetError) Error() string {
+	return fmt.Sprintf("handshake budget spent before the gateway took the connection: %v", e.last)
+}
+func (e *budgetError) Unwrap() error { return e.last }
+
+// dialUpstream opens an upstream socket and reads its challenge, retrying
+// transport failures (refused, timeout, 5xx, a close before the challenge)
+// with capped, fully jittered exponential back-off within budget. It returns
+// an *httpError for a non-retryable upgrade answer, a *budgetError when the
+// budget ran out, or ctx's error.
+func (h *Handler) dialUpstream(ctx context.Context, hdr http.Header, key string, budget retry.Budget) (*upstream, error) {
+	for attempt := 1; ; attempt++ {
+		u, err := h.dialOnce(ctx, hdr, key, budget)
+		if err == nil {
+			return u, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var he *httpError
+		if errors.As(err, &he) && !he.retryable() {
+			return nil, err
+		}
+		var be *budgetError
+		if errors.As(err, &be) {
+			return nil, err
+		}
+		if !(errors.As(err, &he) && he.status == http.StatusServiceUnavailable) {
+			// A 503 is the per-address limit or a gateway that answers;
+			// anything else here means the gateway is not there.
+			h.watcher.Observe(retry.Down)
+		}
+		delay := h.backoff.Dial(attempt)
+		if !budget.Allows(delay, h.cfg.MinAttempt) {
+			return nil, &budgetError{last: err}
+		}
+		h.metrics.Retry(metrics.RetryDial)
+		h.log.Debug("upstream dial failed; retrying", "attempt", attempt, "delay", delay, "err", err)
+		if err := sleep(ctx, delay); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// dialOnce makes one attempt. It holds an admission slot for key from before
+// the upgrade; on success the slot stays with the returned upstream.
+func (h *Handler) dialOnce(ctx context.Context, hdr http.Header, key string, budget retry.Budget) (*upstream, error) {
+	actx, cancel := context.WithDeadline(ctx, budget.Deadline())
+	release, err := h.admission.acquire(actx, key)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &budgetError{last: errors.New("waiting for an upstream handshake slot")}
+	}
+	h.metrics.UpstreamPending(1)
+	u := &upstream{release: release, m: h.metrics}
+	ok := false
+	defer func() {
+		if !ok {
+			u.authenticated()
+		}
+	}()
+
+	timeout := min(h.cfg.DialTimeout, budget.Remaining())
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	ws, resp, err := h.dialer.DialContext(dctx, h.cfg.Upstream.String(), hdr)
+	if err != nil {
+		if resp != nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			he := &httpError{status: resp.StatusCode, header: resp.Header.Clone(), body: body}
+			h.noteRefusal(he)
+			return nil, he
+		}
+		return nil, fmt.Errorf("dial upstream: %w", err)
+	}
+	u.ws = ws
+	u.opened = time.Now()
+	u.protocol = ws.Subprotocol()
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+
+	// The gateway sends its challenge at once on upgrade; an event loop busy
+	// with startup can delay it, so it gets the rest of the dial timeout.
+	deadline, _ := dctx.Deadline()
+	ws.SetReadLimit(preauthReadLimit)
+	_ = ws.SetReadDeadline(deadline)
+	mt, data, err := ws.ReadMessage()
+	if err != nil {
+		_ = ws.Close()
+		return nil, fmt.Errorf("upstream closed before its challenge: %w", err)
+	}
+	ch, valid := parseChallenge(data)
+	if mt != websocket.TextMessage || !valid {
+		u.close(websocket.CloseProtocolError, "expected connect.challenge")
+		return nil, errors.New("upstream sent something other than connect.challenge first")
+	}
+	_ = ws.SetReadDeadline(time.Time{})
+	u.challenge = data
+	u.nonce = ch.Nonce
+	ok = true
+	return u, nil
+}
+
+// noteRefusal logs, at most once a minute, the refusal an operator must act
+// on: the gateway does not trust holdfast's forwarding headers.
+func (h *Handler) noteRefusal(e *httpError) {
+	if e.status != http.StatusForbidden || !strings.Contains(string(e.body), "proxy_attribution_required") {
+		return
+	}
+	h.attributionWarn.Do(func() {
+		h.log.Error("the gateway refused a forwarded client (HTTP 403 proxy_attribution_required): " +
+			"add holdfast's address to gateway.trustedProxies in the gateway's config, " +
+			"so that it accepts the X-Forwarded-For holdfast sets for remote clients")
+	})
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// isTimeout reports a network timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

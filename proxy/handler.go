@@ -1,0 +1,336 @@
+// Package proxy is holdfast's WebSocket reverse proxy for OpenClaw gateways.
+//
+// A Handler accepts client WebSocket upgrades on the gateway's control path,
+// runs the upstream handshake itself, holds or retries the client's connect
+// until the gateway has finished starting (within a per-connection budget),
+// then splices frames both ways. Every other request is reverse-proxied
+// unchanged.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/holdfast-proxy/holdfast/metrics"
+	"github.com/holdfast-proxy/holdfast/retry"
+)
+
+// preauthReadLimit is the gateway's limit on a frame before hello-ok
+// (MAX_PREAUTH_PAYLOAD_BYTES); holdfast applies it on both legs.
+const preauthReadLimit = 64 << 10
+
+// Config is what a Handler needs to know. Zero durations and counts take the
+// defaults noted; New never changes the caller's value.
+type Config struct {
+	// Upstream is the gateway's WebSocket URL (ws or wss). Required.
+	Upstream *url.URL
+	// TLSClientConfig is used for wss upstreams and their readiness probes.
+	TLSClientConfig *tls.Config
+	// TrustedProxies are the peers whose forwarding headers holdfast
+	// believes (none by default).
+	TrustedProxies []netip.Prefix
+	// PassthroughPaths are path prefixes whose WebSocket upgrades are not
+	// the gateway's control socket and are reverse-proxied unchanged
+	// (default DefaultPassthroughPaths).
+	PassthroughPaths []string
+
+	// Budget bounds each client's handshake: dials, holds, waits and
+	// retries (default 12s, well before clients' 15 s connect timeout).
+	Budget time.Duration
+	// DialTimeout bounds one upstream dial, upgrade and challenge (default 5s).
+	DialTimeout time.Duration
+	// MinAttempt is the least budget worth starting another attempt with
+	// (default 250ms).
+	MinAttempt time.Duration
+	// PreauthTimeout is the gateway's pre-auth timer (default 15s): it
+	// closes a socket that has not authenticated this long after upgrade.
+	PreauthTimeout time.Duration
+	// HoldMargin is how long before that timer a held connect is forwarded
+	// at the latest (default 1.5s).
+	HoldMargin time.Duration
+	// AnswerTimeout bounds the wait for the gateway's answer to a forwarded
+	// connect (default 10s).
+	AnswerTimeout time.Duration
+	// MaxPreauthPerAddress is how many unauthenticated upstream sockets
+	// holdfast opens at once per attributed client address (default 24;
+	// the gateway refuses the 33rd).
+	MaxPreauthPerAddress int
+	// DialBackoffBase and DialBackoffMax shape the back-off between
+	// transport attempts (defaults 100ms and 2s).
+	DialBackoffBase, DialBackoffMax time.Duration
+
+	// WriteTimeout bounds every write to either leg (default 10s).
+	WriteTimeout time.Duration
+	// CloseGrace is how long a closing session waits for the peer's close
+	// frame before dropping the sockets (default 1s).
+	CloseGrace time.Duration
+	// MaxMessageBytes limits client messages after hello-ok when hello-ok
+	// states no policy.maxPayload (default 25 MiB, the gateway's).
+	MaxMessageBytes int64
+
+	// Readiness tunes the shared readiness watcher.
+	ReadinessPollInterval time.Duration // default 100ms
+	ReadinessFreshFor     time.Duration // default 1s
+	ReadinessProbeTimeout time.Duration // default 1s
+}
+
+// DefaultPassthroughPaths are the gateway's WebSocket routes other than the
+// control socket (its other upgrade paths reach the control socket).
+var DefaultPassthroughPaths = []string{"/__openclaw__/", "/desktop/observe", "/node-desktop/attach"}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.Budget, 12*time.Second)
+	def(&c.DialTimeout, 5*time.Second)
+	def(&c.MinAttempt, 250*time.Millisecond)
+	def(&c.PreauthTimeout, 15*time.Second)
+	def(&c.HoldMargin, 1500*time.Millisecond)
+	def(&c.AnswerTimeout, 10*time.Second)
+	def(&c.DialBackoffBase, 100*time.Millisecond)
+	def(&c.DialBackoffMax, 2*time.Second)
+	def(&c.WriteTimeout, 10*time.Second)
+	def(&c.CloseGrace, time.Second)
+	def(&c.ReadinessPollInterval, 100*time.Millisecond)
+	def(&c.ReadinessFreshFor, time.Second)
+	def(&c.ReadinessProbeTimeout, time.Second)
+	if c.MaxPreauthPerAddress <= 0 {
+		c.MaxPreauthPerAddress = 24
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = 25 << 20
+	}
+	if c.PassthroughPaths == nil {
+		c.PassthroughPaths = DefaultPassthroughPaths
+	}
+	c.TrustedProxies = append([]netip.Prefix(nil), c.TrustedProxies...)
+	c.PassthroughPaths = append([]string(nil), c.PassthroughPaths...)
+	return c
+}
+
+// Options carries a Handler's collaborators. Every field may be nil.
+type Options struct {
+	// Logger receives operational logs; nil discards them. Connect params
+	// (tokens, passwords, signatures) are never logged.
+	Logger *slog.Logger
+	// Metrics records what the handler does; nil records nothing.
+	Metrics *metrics.Metrics
+	// Clock and Rand drive the retry policy; nil means the system ones.
+	Clock retry.Clock
+	Rand  retry.Rand
+	// Probe replaces the HTTP readiness probe of the upstream (tests).
+	Probe retry.Probe
+}
+
+// Handler is holdfast's proxy. Create it with New; it is safe for concurrent
+// use. Call Shutdown to close its sessions and Close to stop its watcher.
+type Handler struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	clock   retry.Clock
+	backoff retry.Backoff
+	watcher *retry.Watcher
+
+	admission   *admission
+	dialer      *websocket.Dialer
+	upgrader    websocket.Upgrader
+	passthrough *httputil.ReverseProxy
+	bufPool     *bufferPool
+
+	attributionWarn everyInterval
+
+	mu       sync.Mutex
+	sessions map[*conn]struct{}
+	closing  bool
+	wg       sync.WaitGroup
+}
+
+// New returns a Handler for cfg.
+func New(cfg Config, opts Options) (*Handler, error) {
+	if cfg.Upstream == nil {
+		return nil, errors.New("proxy: no upstream URL")
+	}
+	switch cfg.Upstream.Scheme {
+	case "ws", "wss":
+	default:
+		return nil, errors.New("proxy: upstream URL scheme must be ws or wss")
+	}
+	cfg = cfg.withDefaults()
+	h := &Handler{
+		cfg:      cfg,
+		log:      opts.Logger,
+		metrics:  opts.Metrics,
+		clock:    opts.Clock,
+		sessions: make(map[*conn]struct{}),
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.clock == nil {
+		h.clock = retry.SystemClock{}
+	}
+	h.backoff = retry.Backoff{Base: cfg.DialBackoffBase, Max: cfg.DialBackoffMax, Rand: opts.Rand}
+	h.attributionWarn.every = time.Minute
+
+	probe := opts.Probe
+	if probe == nil {
+		hp := retry.NewHTTPProbe(cfg.Upstream, cfg.TLSClientConfig)
+		hp.Clock = h.clock
+		probe = hp.Probe
+	}
+	h.watcher = retry.NewWatcher(retry.WatcherConfig{
+		Probe:        probe,
+		Clock:        h.clock,
+		PollInterval: cfg.ReadinessPollInterval,
+		ProbeTimeout: cfg.ReadinessProbeTimeout,
+		FreshFor:     cfg.ReadinessFreshFor,
+		OnProbe: func(s retry.State, err error) {
+			switch {
+			case err != nil:
+				h.metrics.Probe(metrics.ProbeError)
+			case s == retry.Started:
+				h.metrics.Probe(metrics.ProbeStarted)
+			case s == retry.Down:
+				h.metrics.Probe(metrics.ProbeDown)
+			default:
+				h.metrics.Probe(metrics.ProbeStarting)
+			}
+		},
+	})
+	h.admission = newAdmission(cfg.MaxPreauthPerAddress)
+	h.bufPool = newBufferPool()
+	h.dialer = &websocket.Dialer{
+		Proxy:            nil,
+		TLSClientConfig:  cfg.TLSClientConfig,
+		HandshakeTimeout: cfg.DialTimeout,
+		ReadBufferSize:   readBufferSize,
+		WriteBufferPool:  h.bufPool,
+		WriteBufferSize:  writeBufferSize,
+	}
+	h.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.DialTimeout,
+		// Zero read size: reuse the HTTP server's buffered reader.
+		WriteBufferPool: h.bufPool,
+		WriteBufferSize: writeBufferSize,
+		// The gateway judges Origin itself (gateway.controlUi.allowedOrigins);
+		// holdfast passes it through unchanged.
+		CheckOrigin: func(*http.Request) bool { return true },
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			http.Error(w, reason.Error(), status)
+		},
+	}
+	h.passthrough = h.newPassthrough()
+	return h, nil
+}
+
+// Watcher returns the shared readiness watcher of the upstream.
+func (h *Handler) Watcher() *retry.Watcher { return h.watcher }
+
+// ServeHTTP sends control WebSocket upgrades through holdfast's handshake
+// and everything else to the reverse proxy.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.isControlUpgrade(r) {
+		h.serveControl(w, r)
+		return
+	}
+	h.metrics.Passthrough()
+	h.passthrough.ServeHTTP(w, r)
+}
+
+func (h *Handler) isControlUpgrade(r *http.Request) bool {
+	if r.Method != http.MethodGet || !websocket.IsWebSocketUpgrade(r) {
+		return false
+	}
+	for _, p := range h.cfg.PassthroughPaths {
+		if strings.HasPrefix(r.URL.Path, p) {
+			return false
+		}
+	}
+	return true
+}
+
+// Shutdown closes every spliced session with 1001 "going away" toward the
+// client and waits, until ctx ends, for every connection to finish.
+// Connections still in their handshake finish it within their budget.
+func (h *Handler) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	h.closing = true
+	for c := range h.sessions {
+		c.goingAway()
+	}
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		h.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the readiness watcher. Call it after Shutdown.
+func (h *Handler) Close() { h.watcher.Close() }
+
+// Ready reports whether the handler takes new connections.
+func (h *Handler) Ready() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.closing
+}
+
+// track registers a spliced session for Shutdown; the returned function
+// removes it.
+func (h *Handler) track(c *conn) (untrack func()) {
+	h.mu.Lock()
+	h.sessions[c] = struct{}{}
+	closing := h.closing
+	h.mu.Unlock()
+	if closing {
+		c.goingAway()
+	}
+	return func() {
+		h.mu.Lock()
+		delete(h.sessions, c)
+		h.mu.Unlock()
+	}
+}
+
+// everyInterval runs a function at most once per interval.
+type everyInterval struct {
+	every time.Duration
+	mu    sync.Mutex
+	last  time.Time
+}
+
+// Do runs f unless it ran less than every ago.
+func (e *everyInterval) Do(f func()) {
+	e.mu.Lock()
+	now := time.Now()
+	run := e.last.IsZero() || now.Sub(e.last) >= e.every
+	if run {
+		e.last = now
+	}
+	e.mu.Unlock()
+	if run {
+		f()
+	}
+}

@@ -1,0 +1,175 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// splice relays frames both ways until either side closes. The caller's
+// goroutine copies upstream→client; the client reader copies
+// client→upstream. maxPayload (hello-ok's policy.maxPayload, 0 for none)
+// limits client messages.
+func (c *conn) splice(maxPayload int64) {
+	untrack := c.h.track(c)
+	defer untrack()
+	c.h.metrics.SessionStarted()
+	defer c.h.metrics.SessionEnded()
+
+	up := c.up.ws
+	up.SetReadLimit(0) // streamed, never buffered whole
+	_ = up.SetReadDeadline(time.Time{})
+	up.SetPingHandler(func(data string) error {
+		_ = c.client.WriteControl(websocket.PingMessage, []byte(data), time.Now().Add(c.h.cfg.WriteTimeout))
+		return nil
+	})
+	up.SetPongHandler(func(data string) error {
+		_ = c.client.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.h.cfg.WriteTimeout))
+		return nil
+	})
+
+	// Hand the client→upstream direction to the reader: queued frames go
+	// first, in order, then the reader writes directly.
+	c.mu.Lock()
+	if maxPayload > 0 {
+		c.maxPayload = maxPayload
+	}
+	var werr error
+	for _, f := range c.queue {
+		if werr == nil {
+			_ = up.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
+			werr = up.WriteMessage(f.typ, f.data)
+		}
+	}
+	c.queue = nil
+	rerr := c.readErr
+	c.spliced.Store(true)
+	c.mu.Unlock()
+
+	if rerr == nil && werr == nil {
+		for _, f := range c.helloFrames {
+			if werr = c.writeClient(f.typ, f.data); werr != nil {
+				break
+			}
+		}
+		c.helloFrames = nil
+	}
+	switch {
+	case rerr != nil:
+		// The client left (or broke a rule) before the splice began.
+		sendClose(up, wireClose(rerr, closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+	case werr != nil:
+		sendClose(c.client, websocket.FormatCloseMessage(closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
+		sendClose(up, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+	default:
+		_, toClient := c.h.metrics.MessageCounters()
+		err, readSide := copyMessages(c.client, up, c.h.cfg.WriteTimeout, toClient)
+		if readSide {
+			// The gateway closed or vanished: tell the client why.
+			sendClose(c.client, wireClose(err, closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
+		} else {
+			sendClose(up, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+		}
+	}
+	c.endSession()
+}
+
+// endSession waits up to CloseGrace for the other direction to see its
+// close, then drops both sockets and waits for the reader.
+func (c *conn) endSession() {
+	t := time.NewTimer(c.h.cfg.CloseGrace)
+	select {
+	case <-c.readerDone:
+	case <-t.C:
+	}
+	t.Stop()
+	_ = c.client.Close()
+	_ = c.up.ws.Close()
+	c.up.authenticated()
+	<-c.readerDone
+}
+
+// pumpClient copies client→upstream after the splice began.
+func (c *conn) pumpClient() {
+	limit := c.maxPayload
+	if limit <= 0 {
+		limit = c.h.cfg.MaxMessageBytes
+	}
+	c.client.SetReadLimit(limit)
+	toUpstream, _ := c.h.metrics.MessageCounters()
+	err, readSide := copyMessages(c.up.ws, c.client, c.h.cfg.WriteTimeout, toUpstream)
+	c.endClientSide(err, readSide)
+}
+
+// endClientSide propagates the end of the client→upstream direction:
+// the client's close goes to the gateway; a failed write to the gateway is
+// reported to the client. The other direction then ends on the echo, or
+// CloseGrace later at most.
+func (c *conn) endClientSide(err error, readSide bool) {
+	switch {
+	case readSide && errors.Is(err, websocket.ErrReadLimit):
+		sendClose(c.client, websocket.FormatCloseMessage(websocket.CloseMessageTooBig, "message too big"), c.h.cfg.WriteTimeout)
+		sendClose(c.up.ws, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+	case readSide:
+		sendClose(c.up.ws, wireClose(err, closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+	default:
+		sendClose(c.client, websocket.FormatCloseMessage(closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
+	}
+	// Unblock the upstream reader if the gateway never answers the close.
+	time.AfterFunc(c.h.cfg.CloseGrace, func() { _ = c.up.ws.Close() })
+}
+
+// goingAway closes a spliced session because holdfast shuts down.
+func (c *conn) goingAway() {
+	sendClose(c.client, websocket.FormatCloseMessage(websocket.CloseGoingAway, "holdfast shutting down"), time.Second)
+	sendClose(c.up.ws, websocket.FormatCloseMessage(websocket.CloseGoingAway, "proxy shutting down"), time.Second)
+}
+
+// copyMessages relays whole messages from src to dst, streaming each one
+// through dst's pooled write buffer, until a read or a write fails. readSide
+// reports which. Message boundaries, types and order are kept.
+func copyMessages(dst, src *websocket.Conn, writeTimeout time.Duration, count prometheus.Counter) (err error, readSide bool) {
+	rr := &recordingReader{}
+	for {
+		typ, r, err := src.NextReader()
+		if err != nil {
+			return err, true
+		}
+		_ = dst.SetWriteDeadline(time.Now().Add(writeTimeout))
+		w, err := dst.NextWriter(typ)
+		if err != nil {
+			return err, false
+		}
+		rr.r, rr.err = r, nil
+		if _, err := io.Copy(w, rr); err != nil {
+			if rr.err != nil {
+				return rr.err, true
+			}
+			return err, false
+		}
+		if err := w.Close(); err != nil {
+			return err, false
+		}
+		if count != nil {
+			count.Inc()
+		}
+	}
+}
+
+// recordingReader remembers the error of the reader it wraps, so that a
+// failed copy can be blamed on the right side.
+type recordingReader struct {
+	r   io.Reader
+	err error
+}
+
+func (rr *recordingReader) Read(p []byte) (int, error) {
+	n, err := rr.r.Read(p)
+	if err != nil && err != io.EOF {
+		rr.err = err
+	}
+	return n, err
+}

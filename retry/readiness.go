@@ -1,0 +1,217 @@
+package retry
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// State is what is known of a gateway's startup.
+type State int
+
+// The states a Watcher can hold.
+const (
+	// Unknown: nothing observed yet, or the last observation has aged out.
+	Unknown State = iota
+	// Down: the gateway did not accept a connection.
+	Down
+	// Starting: the gateway answers but its startup gate is still closed.
+	Starting
+	// Started: the gateway's WebSocket startup gate is open.
+	Started
+)
+
+func (s State) String() string {
+	switch s {
+	case Down:
+		return "down"
+	case Starting:
+		return "starting"
+	case Started:
+		return "started"
+	default:
+		return "unknown"
+	}
+}
+
+// Probe asks the gateway once for its state. It must honour ctx.
+type Probe func(ctx context.Context) (State, error)
+
+// WatcherConfig configures a Watcher. Zero durations take the defaults noted.
+type WatcherConfig struct {
+	// Probe is required.
+	Probe Probe
+	// Clock dates observations; nil means the system clock.
+	Clock Clock
+	// PollInterval is the pause between probes while someone waits
+	// (default 100ms).
+	PollInterval time.Duration
+	// ProbeTimeout bounds one probe (default 1s).
+	ProbeTimeout time.Duration
+	// FreshFor is how long an observation of Started counts as confirmed
+	// (default 1s). A nonce-bound connect is forwarded only on a fresh one.
+	FreshFor time.Duration
+	// OnProbe, if set, is called after each probe with its result.
+	OnProbe func(State, error)
+}
+
+// Watcher tracks one upstream gateway's startup state for every connection
+// to it. Connections report what they see (Observe); those that must wait
+// for the gateway call WaitStarted. The watcher probes the gateway only while
+// at least one caller waits, once per PollInterval whatever the number of
+// waiters, so N clients waiting through one startup cost the gateway a
+// handful of probes, not N.
+type Watcher struct {
+	cfg WatcherConfig
+
+	mu      sync.Mutex
+	state   State
+	at      time.Time     // when state was observed
+	changed chan struct{} // closed and replaced on every observation of Started
+	waiters int
+	polling bool
+	closed  bool
+
+	ctx    context.Context // cancelled by Close; parent of every probe
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewWatcher returns a watcher in state Unknown. Call Close when done.
+func NewWatcher(cfg WatcherConfig) *Watcher {
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock{}
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 100 * time.Millisecond
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = time.Second
+	}
+	if cfg.FreshFor <= 0 {
+		cfg.FreshFor = time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Watcher{cfg: cfg, changed: make(chan struct{}), ctx: ctx, cancel: cancel}
+}
+
+// Observe records what a connection or probe saw of the gateway.
+func (w *Watcher) Observe(s State) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.state = s
+	w.at = w.cfg.Clock.Now()
+	if s == Started {
+		close(w.changed)
+		w.changed = make(chan struct{})
+	}
+}
+
+// State returns the last observation and its age.
+func (w *Watcher) State() (State, time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.at.IsZero() {
+		return Unknown, 0
+	}
+	return w.state, w.cfg.Clock.Now().Sub(w.at)
+}
+
+// Started reports whether Started was observed within FreshFor.
+func (w *Watcher) Started() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.startedLocked()
+}
+
+func (w *Watcher) startedLocked() bool {
+	return w.state == Started && w.cfg.Clock.Now().Sub(w.at) <= w.cfg.FreshFor
+}
+
+// WaitStarted returns nil as soon as Started is confirmed fresh, probing the
+// gateway meanwhile, or ctx's error when ctx ends first. It returns
+// immediately when a fresh Started is already known.
+func (w *Watcher) WaitStarted(ctx context.Context) error {
+	w.mu.Lock()
+	if w.startedLocked() {
+		w.mu.Unlock()
+		return nil
+	}
+	if w.closed {
+		w.mu.Unlock()
+		return context.Canceled
+	}
+	w.waiters++
+	// A waiter that arrives while the poller sleeps waits for its next
+	// probe (at most PollInterval) rather than triggering one: that keeps
+	// the probe rate independent of the arrival rate.
+	if !w.polling {
+		w.polling = true
+		w.wg.Add(1)
+		go w.poll()
+	}
+	defer func() {
+		w.mu.Lock()
+		w.waiters--
+		w.mu.Unlock()
+	}()
+	for {
+		ch := w.changed
+		w.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w.ctx.Done():
+			return context.Canceled
+		case <-ch:
+		}
+		w.mu.Lock()
+		if w.startedLocked() {
+			w.mu.Unlock()
+			return nil
+		}
+	}
+}
+
+// poll probes until nobody waits any more. Exactly one poll goroutine runs at
+// a time (guarded by w.polling).
+func (w *Watcher) poll() {
+	defer w.wg.Done()
+	timer := time.NewTimer(w.cfg.PollInterval)
+	defer timer.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(w.ctx, w.cfg.ProbeTimeout)
+		s, err := w.cfg.Probe(ctx)
+		cancel()
+		if err != nil && s == Unknown {
+			s = Down
+		}
+		if w.cfg.OnProbe != nil {
+			w.cfg.OnProbe(s, err)
+		}
+		if w.ctx.Err() == nil {
+			w.Observe(s)
+		}
+		w.mu.Lock()
+		if w.waiters == 0 || w.closed {
+			w.polling = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		timer.Reset(w.cfg.PollInterval)
+		select {
+		case <-timer.C:
+		case <-w.ctx.Done():
+		}
+	}
+}
+
+// Close stops the poller and releases every waiter with context.Canceled.
+func (w *Watcher) Close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.cancel()
+	w.wg.Wait()
+}

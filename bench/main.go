@@ -137,15 +137,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	s := settings{
 		quick: *quick, paths: strings.Split(*paths, ","),
-		rounds: 2, sessions: 64, msgSize: 1024, inFlight: 4, rate: 2000,
-		throughDur: 5 * time.Second, latencyDur: 5 * time.Second,
-		handDur: 3 * time.Second, handWorkers: 32,
+		rounds: 4, sessions: 64, msgSize: 1024, inFlight: 4, rate: 2000,
+		throughDur: 2500 * time.Millisecond, latencyDur: 2500 * time.Millisecond,
+		handDur: 1500 * time.Millisecond, handWorkers: 32,
 		idleN: 5000, settle: 3 * time.Second,
 		window: windowSettings{clients: 1000, window: 5 * time.Second, timeout: 15 * time.Second, gateway: *windowGW, path: *windowPath},
 	}
 	if *quick {
-		s.rounds = 1
-		s.throughDur, s.latencyDur, s.handDur = 2*time.Second, 2*time.Second, 1500*time.Millisecond
+		s.rounds = 2
+		s.throughDur, s.latencyDur, s.handDur = time.Second, time.Second, 750*time.Millisecond
 		s.idleN, s.settle = 500, time.Second
 	}
 	if *idle > 0 {

@@ -1,0 +1,243 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/holdfast-proxy/holdfast/internal/fakegw"
+	"github.com/holdfast-proxy/holdfast/metrics"
+	"github.com/holdfast-proxy/holdfast/proxy"
+)
+
+// TestMain fails the package when goroutines of holdfast's own packages
+// outlive the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		if leaked := waitNoLeaks(5 * time.Second); leaked != "" {
+			os.Stderr.WriteString("goroutines leaked:\n" + leaked)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func waitNoLeaks(d time.Duration) string {
+	deadline := time.Now().Add(d)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var leaked []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "holdfast/proxy.") || strings.Contains(g, "holdfast/retry.") ||
+				strings.Contains(g, "holdfast/internal/fakegw.") {
+				leaked = append(leaked, g)
+			}
+		}
+		if len(leaked) == 0 {
+			return ""
+		}
+		if time.Now().After(deadline) {
+			return strings.Join(leaked, "\n\n")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// syncBuffer collects logs from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// harness is holdfast on a real 127.0.0.1 listener in front of an upstream.
+type harness struct {
+	t    *testing.T
+	h    *proxy.Handler
+	reg  *prometheus.Registry
+	url  string // ws://127.0.0.1:port
+	http string // http://127.0.0.1:port
+	logs *syncBuffer
+}
+
+// startProxy runs holdfast in front of upstreamAddr. wrap, if set, wraps the
+// listener (to present clients from another address).
+func startProxy(t *testing.T, upstreamAddr string, tweak func(*proxy.Config), wrap func(net.Listener) net.Listener) *harness {
+	t.Helper()
+	u := &url.URL{Scheme: "ws", Host: upstreamAddr}
+	cfg := proxy.Config{
+		Upstream:              u,
+		Budget:                8 * time.Second,
+		ReadinessPollInterval: 50 * time.Millisecond,
+		CloseGrace:            500 * time.Millisecond,
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	logs := &syncBuffer{}
+	reg := prometheus.NewRegistry()
+	h, err := proxy.New(cfg, proxy.Options{
+		Logger:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Metrics: metrics.New(reg, false),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if wrap != nil {
+		ln = wrap(ln)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		if err := h.Shutdown(ctx); err != nil {
+			t.Errorf("proxy shutdown: %v", err)
+		}
+		h.Close()
+		<-done
+		if t.Failed() {
+			t.Logf("holdfast log:\n%s", logs.String())
+		}
+	})
+	return &harness{t: t, h: h, reg: reg, url: "ws://" + addr, http: "http://" + addr, logs: logs}
+}
+
+// startGateway runs a fake gateway and stops it at the end of the test.
+func startGateway(t *testing.T, cfg fakegw.Config) *fakegw.Gateway {
+	t.Helper()
+	g, err := fakegw.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g
+}
+
+// metric returns the value of a counter or gauge with the given labels
+// (name=value pairs), or a histogram's sample count.
+func (hs *harness) metric(name string, labels ...string) float64 {
+	hs.t.Helper()
+	mfs, err := hs.reg.Gather()
+	if err != nil {
+		hs.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if labelValue(m, labels[i]) != labels[i+1] {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	hs.t.Fatalf("metric %s%v not found", name, labels)
+	return 0
+}
+
+func labelValue(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// waitMetric polls until metric reaches want (sessions end asynchronously).
+func (hs *harness) waitMetric(want float64, name string, labels ...string) {
+	hs.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := hs.metric(name, labels...)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			hs.t.Fatalf("%s%v = %v; want %v", name, labels, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// freeAddr returns a 127.0.0.1 address nobody listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// remoteListener presents every accepted 127.0.0.1 connection as coming from
+// another address, so that holdfast treats its client as remote. No traffic
+// goes anywhere but 127.0.0.1.
+type remoteListener struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (l remoteListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return remoteConn{c, l.addr}, nil
+}
+
+type remoteConn struct {
+	net.Conn
+	addr net.Addr
+}
+
+func (c remoteConn) RemoteAddr() net.Addr { return c.addr }

@@ -40,10 +40,10 @@ type child struct {
 	done chan struct{}
 }
 
-// start runs bin with args as a child in its own process group, its stderr
-// going to a log file. When wantReady is set it waits for the ready line on
+// start runs bin with args (and env added to the harness's environment) as
+// a child in its own process group, its stderr going to a log file. When wantReady is set it waits for the ready line on
 // stdout (bounded by timeout) and records the address.
-func (cs *children) start(name, bin string, args []string, wantReady bool, timeout time.Duration) (*child, error) {
+func (cs *children) start(name, bin string, args []string, wantReady bool, timeout time.Duration, env ...string) (*child, error) {
 	logPath := filepath.Join(cs.dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -51,6 +51,9 @@ func (cs *children) start(name, bin string, args []string, wantReady bool, timeo
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = logf
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var stdout io.ReadCloser
 	if wantReady {

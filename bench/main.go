@@ -40,6 +40,13 @@
 //	go run ./bench -quick                 # about a minute, for CI smoke runs
 //	go run ./bench -json bench.json       # full run (several minutes)
 //	go run ./bench -paths tunnel,holdfast -holdfast-bin ./holdfast
+//	go run ./bench -quick -holdfast-cpuprofile cpu.out   # then: go tool pprof -top cpu.out
+//	go run ./bench -quick -paths direct -window-path direct   # window without a proxy
+//
+// holdfast serves no pprof of its own; -holdfast-cpuprofile builds it with
+// one extra file (added by go build -overlay, the checkout is untouched)
+// that serves net/http/pprof on 127.0.0.1, and profiles its first
+// throughput round.
 //
 // The run prints a table with each figure and its ratio to the other paths,
 // then checks holdfast against its goals. -json FILE writes the figures with
@@ -99,7 +106,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	window := fs.Bool("window", true, "run the startup-window scenario (holdfast only)")
 	windowPath := fs.String("window-path", "holdfast", "path of the window scenario: `holdfast`, or direct to see what no-retry clients get without it")
 	windowGW := fs.String("window-gateway", "fakegw", "gateway of the window scenario: `fakegw` (internal/fakegw) or bench (the bench upstream with a startup window)")
-	cpuProfile := fs.String("holdfast-cpuprofile", "", "save a CPU profile of holdfast during its throughput run to `file`, if it serves /debug/pprof")
+	cpuProfile := fs.String("holdfast-cpuprofile", "", "build holdfast with a pprof listener and save a CPU profile of its first throughput round to `file`")
 	keep := fs.Bool("keep", false, "keep the temporary directory (child logs, holdfast config)")
 	serveUp := fs.Bool("serve-upstream", false, "internal: run the bench upstream")
 	serveGW := fs.Bool("serve-fakegw", false, "internal: run internal/fakegw with -startup-window")
@@ -212,6 +219,7 @@ type bench struct {
 	upstream        *child
 	targets         []target
 	holdfastMetrics string // address of holdfast's metrics listener
+	pprofAddr       string // address of the profiling build's pprof listener
 }
 
 // logf prints progress to the log writer.
@@ -291,7 +299,15 @@ func (b *bench) buildHoldfast(ctx context.Context) (string, error) {
 	bin := filepath.Join(b.dir, "holdfast")
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(bctx, "go", "build", "-o", bin, ".")
+	args := []string{"build", "-o", bin}
+	if b.cpuProfile != "" {
+		overlay, err := pprofOverlay(b.dir, b.src)
+		if err != nil {
+			return "", err
+		}
+		args = append(args, "-overlay", overlay)
+	}
+	cmd := exec.CommandContext(bctx, "go", append(args, ".")...)
 	cmd.Dir = b.src
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -317,7 +333,14 @@ func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL strin
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, holdfastConfig, listen, upstreamURL, metricsAddr), 0o644); err != nil {
 		return nil, "", err
 	}
-	c, err := b.cs.start(name, bin, []string{"-config", cfg}, false, 0)
+	var env []string
+	if b.cpuProfile != "" && name == "holdfast" {
+		if b.pprofAddr, err = freePort(); err != nil {
+			return nil, "", err
+		}
+		env = append(env, pprofEnv+"="+b.pprofAddr)
+	}
+	c, err := b.cs.start(name, bin, []string{"-config", cfg}, false, 0, env...)
 	if err != nil {
 		return nil, "", err
 	}

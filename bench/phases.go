@@ -94,15 +94,14 @@ func (b *bench) record(scenario string, t target, err error, set func(), format 
 	b.logf("%s %s: %s", scenario, t.name, fmt.Sprintf(format, args...))
 }
 
-// profileHoldfast starts fetching a CPU profile of holdfast for d from its
-// metrics listener's /debug/pprof/profile and returns a function that waits
-// for it and saves it to b.cpuProfile. If holdfast serves no profile, that
-// is logged and nothing is saved.
+// profileHoldfast starts fetching a CPU profile of holdfast for d from the
+// pprof listener of its profiling build (see pprofOverlay) and returns a
+// function that waits for it and saves it to b.cpuProfile.
 func (b *bench) profileHoldfast(ctx context.Context, d time.Duration) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", b.holdfastMetrics, int(d.Seconds()+0.5))
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", b.pprofAddr, max(1, int(d.Seconds()+0.5)))
 		req, err := httpGet(ctx, url)
 		if err != nil {
 			return
@@ -114,7 +113,7 @@ func (b *bench) profileHoldfast(ctx context.Context, d time.Duration) func() {
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			b.logf("holdfast cpu profile: %s answered %s; holdfast exposes no profile", url, resp.Status)
+			b.logf("holdfast cpu profile: %s answered %s", url, resp.Status)
 			return
 		}
 		f, err := os.Create(b.cpuProfile)

@@ -41,6 +41,7 @@ type session struct {
 	mu            sync.Mutex
 	authed        bool
 	closeSent     bool
+	closeDeadline time.Time // when the wait for the peer's close frame ends
 	preauthHeld   bool
 	preauthTimer  *time.Timer
 	keepaliveStop chan struct{}
@@ -168,15 +169,19 @@ func (s *session) run() {
 		// reason, as the ws library does for the gateway.
 		s.mu.Lock()
 		s.closeSent = true
+		s.closeDeadline = time.Now().Add(closeWait)
 		s.mu.Unlock()
 		g.logf("%s frame over the read limit: closed 1009", s.connID)
 	}
+	s.mu.Lock()
+	drainUntil := s.closeDeadline
+	s.mu.Unlock()
 	var ce *websocket.CloseError
-	if s.closing() && !s.peerClosed.Load() && !errors.As(readErr, &ce) {
-		// Give the peer up to closeWait to answer our close frame; the
-		// websocket reader is unusable now, so drain the raw connection.
+	if !drainUntil.IsZero() && time.Now().Before(drainUntil) && !s.peerClosed.Load() && !errors.As(readErr, &ce) {
+		// Give the peer the rest of closeWait to answer our close frame;
+		// the websocket reader is unusable now, so drain the raw connection.
 		nc := s.ws.NetConn()
-		_ = nc.SetReadDeadline(time.Now().Add(closeWait))
+		_ = nc.SetReadDeadline(drainUntil)
 		_, _ = io.Copy(io.Discard, nc)
 	}
 }
@@ -190,9 +195,11 @@ func (s *session) closeWith(code int, reason string) {
 		return
 	}
 	s.closeSent = true
+	dl := time.Now().Add(closeWait)
+	s.closeDeadline = dl
 	s.mu.Unlock()
 	_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, truncateCloseReason(reason)), time.Now().Add(writeWait))
-	_ = s.ws.SetReadDeadline(time.Now().Add(closeWait))
+	_ = s.ws.SetReadDeadline(dl)
 }
 
 // terminate drops the TCP connection without a close frame.

@@ -330,7 +330,9 @@ func buildParams(o *Options, nonce string, ts int64) map[string]any {
 }
 
 // Call sends one RPC and returns the payload of its res, skipping events and
-// unrelated frames. A failed res is returned as a *ErrorShape error.
+// unrelated frames. A failed res is returned as a *ErrorShape error. If ctx
+// ends first the Conn is unusable afterwards (a WebSocket read error is
+// permanent).
 func (c *Conn) Call(ctx context.Context, method string, params any) (json.RawMessage, error) {
 	id := newID()
 	req := map[string]any{"type": "req", "id": id, "method": method}
@@ -362,7 +364,8 @@ func (c *Conn) Call(ctx context.Context, method string, params any) (json.RawMes
 }
 
 // ReadMessage returns the next text frame as raw JSON. When the peer closes
-// the connection the error is a *websocket.CloseError.
+// the connection the error is a *websocket.CloseError. As with Call, a read
+// cut short by ctx leaves the Conn unusable.
 func (c *Conn) ReadMessage(ctx context.Context) (json.RawMessage, error) {
 	stop := c.bind(ctx)
 	defer stop()

@@ -268,6 +268,7 @@ func (c *conn) clientFailed(err error) {
 	case errors.Is(err, errPreauthTooLarge):
 		sendClose(c.client, websocket.FormatCloseMessage(websocket.CloseMessageTooBig, "preauth payload too large"), time.Second)
 		c.up.close(closeClientGone, "client gone")
+		drain(c.client, c.h.cfg.CloseGrace)
 		_ = c.client.Close()
 		c.finish(metrics.ResultError, "client frame over the pre-auth limit")
 	case errors.Is(err, errTooManyPending):
@@ -541,11 +542,21 @@ func (c *conn) signal() {
 
 // readClient reads the client's frames. Before the splice it queues them
 // (at most maxPendingFrames, each within the pre-auth limit) for run; from
-// the splice on it copies them to the upstream.
+// the splice on it streams them to the upstream.
 func (c *conn) readClient() {
 	defer close(c.readerDone)
-	for !c.spliced.Load() {
+	for {
 		mt, r, err := c.client.NextReader()
+		if c.spliced.Load() {
+			// A message that arrives after hello-ok was sent is streamed,
+			// whatever its size; pipelined ones came before and are small.
+			if err != nil {
+				c.endClientSide(err, true)
+				return
+			}
+			c.pumpClient(&message{typ: mt, r: r})
+			return
+		}
 		var data []byte
 		if err == nil {
 			data, err = io.ReadAll(io.LimitReader(r, preauthReadLimit+1))
@@ -567,7 +578,8 @@ func (c *conn) readClient() {
 				c.endClientSide(werr, false)
 				return
 			}
-			break
+			c.pumpClient(nil)
+			return
 		}
 		if err == nil && len(c.queue) >= maxPendingFrames {
 			err = errTooManyPending
@@ -583,7 +595,6 @@ func (c *conn) readClient() {
 		c.mu.Unlock()
 		c.signal()
 	}
-	c.pumpClient()
 }
 
 func (c *conn) onClientPing(data string) error {

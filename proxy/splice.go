@@ -66,7 +66,7 @@ func (c *conn) splice(maxPayload int64) {
 		sendClose(up, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
 	default:
 		_, toClient := c.h.metrics.MessageCounters()
-		err, readSide := copyMessages(c.client, up, c.h.cfg.WriteTimeout, toClient)
+		err, readSide := copyMessages(c.client, up, nil, c.h.cfg.WriteTimeout, toClient)
 		if readSide {
 			// The gateway closed or vanished: tell the client why.
 			sendClose(c.client, wireClose(err, closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
@@ -92,15 +92,16 @@ func (c *conn) endSession() {
 	<-c.readerDone
 }
 
-// pumpClient copies client→upstream after the splice began.
-func (c *conn) pumpClient() {
+// pumpClient copies client→upstream after the splice began, starting with
+// first when the reader already holds the next message.
+func (c *conn) pumpClient(first *message) {
 	limit := c.maxPayload
 	if limit <= 0 {
 		limit = c.h.cfg.MaxMessageBytes
 	}
 	c.client.SetReadLimit(limit)
 	toUpstream, _ := c.h.metrics.MessageCounters()
-	err, readSide := copyMessages(c.up.ws, c.client, c.h.cfg.WriteTimeout, toUpstream)
+	err, readSide := copyMessages(c.up.ws, c.client, first, c.h.cfg.WriteTimeout, toUpstream)
 	c.endClientSide(err, readSide)
 }
 
@@ -111,8 +112,10 @@ func (c *conn) pumpClient() {
 func (c *conn) endClientSide(err error, readSide bool) {
 	switch {
 	case readSide && errors.Is(err, websocket.ErrReadLimit):
+		// gorilla has sent the client 1009 already.
 		sendClose(c.client, websocket.FormatCloseMessage(websocket.CloseMessageTooBig, "message too big"), c.h.cfg.WriteTimeout)
 		sendClose(c.up.ws, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+		drain(c.client, c.h.cfg.CloseGrace)
 	case readSide:
 		sendClose(c.up.ws, wireClose(err, closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
 	default:
@@ -128,22 +131,37 @@ func (c *conn) goingAway() {
 	sendClose(c.up.ws, websocket.FormatCloseMessage(websocket.CloseGoingAway, "proxy shutting down"), time.Second)
 }
 
+// message is a message whose reader was obtained but not yet copied.
+type message struct {
+	typ int
+	r   io.Reader
+}
+
 // copyMessages relays whole messages from src to dst, streaming each one
-// through dst's pooled write buffer, until a read or a write fails. readSide
-// reports which. Message boundaries, types and order are kept.
-func copyMessages(dst, src *websocket.Conn, writeTimeout time.Duration, count prometheus.Counter) (err error, readSide bool) {
+// through dst's pooled write buffer, until a read or a write fails. It
+// starts with first, if set. readSide reports which side failed. Message
+// boundaries, types and order are kept.
+func copyMessages(dst, src *websocket.Conn, first *message, writeTimeout time.Duration, count prometheus.Counter) (err error, readSide bool) {
 	rr := &recordingReader{}
 	for {
-		typ, r, err := src.NextReader()
-		if err != nil {
-			return err, true
+		var typ int
+		if first != nil {
+			typ, rr.r = first.typ, first.r
+			first = nil
+		} else {
+			var r io.Reader
+			typ, r, err = src.NextReader()
+			if err != nil {
+				return err, true
+			}
+			rr.r = r
 		}
+		rr.err = nil
 		_ = dst.SetWriteDeadline(time.Now().Add(writeTimeout))
 		w, err := dst.NextWriter(typ)
 		if err != nil {
 			return err, false
 		}
-		rr.r, rr.err = r, nil
 		if _, err := io.Copy(w, rr); err != nil {
 			if rr.err != nil {
 				return rr.err, true
@@ -157,6 +175,15 @@ func copyMessages(dst, src *websocket.Conn, writeTimeout time.Duration, count pr
 			count.Inc()
 		}
 	}
+}
+
+// drain discards what the peer still sends for up to d, so that closing the
+// socket with unread data does not reset the connection before the peer has
+// read the close frame sent to it.
+func drain(ws *websocket.Conn, d time.Duration) {
+	nc := ws.NetConn()
+	_ = nc.SetReadDeadline(time.Now().Add(d))
+	_, _ = io.Copy(io.Discard, nc)
 }
 
 // recordingReader remembers the error of the reader it wraps, so that a

@@ -1,0 +1,398 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/holdfast-proxy/holdfast/internal/fakegw"
+)
+
+// rawClient is a WebSocket client that speaks the handshake by hand, for
+// tests that need control over every frame.
+type rawClient struct {
+	t  *testing.T
+	ws *websocket.Conn
+}
+
+func dialRaw(t *testing.T, url string, hdr http.Header) *rawClient {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	ws, resp, err := d.Dial(url, hdr)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial %s: %v (HTTP %d)", url, err, status)
+	}
+	t.Cleanup(func() { ws.Close() })
+	ws.SetReadLimit(64 << 20)
+	return &rawClient{t: t, ws: ws}
+}
+
+func (c *rawClient) read() (int, []byte) {
+	c.t.Helper()
+	_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	typ, data, err := c.ws.ReadMessage()
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	return typ, data
+}
+
+func (c *rawClient) write(typ int, data []byte) {
+	c.t.Helper()
+	if err := c.ws.WriteMessage(typ, data); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// handshake reads the challenge, sends a token-only connect followed at
+// once by pipelined, then reads up to hello-ok.
+func (c *rawClient) handshake(pipelined ...[]byte) {
+	c.t.Helper()
+	_, ch := c.read()
+	if !bytes.Contains(ch, []byte(`"connect.challenge"`)) {
+		c.t.Fatalf("first frame %s; want connect.challenge", ch)
+	}
+	connect := fmt.Sprintf(`{"type":"req","id":"c1","method":"connect","params":{"minProtocol":3,"maxProtocol":4,`+
+		`"client":{"id":"cli","version":"1.0.0","platform":"linux","mode":"cli"},"auth":{"token":%q}}}`, token)
+	c.write(websocket.TextMessage, []byte(connect))
+	for _, p := range pipelined {
+		typ := websocket.TextMessage
+		if !json.Valid(p) {
+			typ = websocket.BinaryMessage
+		}
+		c.write(typ, p)
+	}
+	_, res := c.read()
+	if !bytes.Contains(res, []byte(`"hello-ok"`)) {
+		c.t.Fatalf("answer %s; want hello-ok", res)
+	}
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// After hello-ok: pipelined frames, text and binary, a 10 MiB message and
+// ping/pong cross holdfast byte-identical and in order.
+func TestSpliceRelaysFrames(t *testing.T) {
+	gw := startGateway(t, fakegw.Config{Token: token, Echo: true})
+	hs := startProxy(t, gw.Addr(), nil, nil)
+	c := dialRaw(t, hs.url, nil)
+
+	pipelined := [][]byte{
+		[]byte(`{"type":"req","id":"p1","method":"health"}`),
+		[]byte(`{"type":"req","id":"p2","method":"status"}`),
+		randomBytes(t, 300), // binary
+		[]byte(`{"type":"req","id":"p3","method":"health"}`),
+	}
+	c.handshake(pipelined...)
+	for i, want := range pipelined {
+		typ, got := c.read()
+		wantTyp := websocket.TextMessage
+		if !json.Valid(want) {
+			wantTyp = websocket.BinaryMessage
+		}
+		if typ != wantTyp || !bytes.Equal(got, want) {
+			t.Fatalf("echo %d: type %d %q; want type %d %q", i, typ, trim(got), wantTyp, trim(want))
+		}
+	}
+
+	// Many messages in order, text and binary alternating.
+	var sent [][]byte
+	for i := range 200 {
+		msg := randomBytes(t, 1+i*37%5000)
+		typ := websocket.BinaryMessage
+		if i%2 == 0 {
+			msg = []byte(fmt.Sprintf(`{"n":%d,"pad":%q}`, i, bytes.Repeat([]byte("x"), i)))
+			typ = websocket.TextMessage
+		}
+		c.write(typ, msg)
+		sent = append(sent, msg)
+	}
+	for i, want := range sent {
+		if _, got := c.read(); !bytes.Equal(got, want) {
+			t.Fatalf("message %d out of order or altered", i)
+		}
+	}
+
+	// A 10 MiB message, streamed through.
+	big := randomBytes(t, 10<<20)
+	c.write(websocket.BinaryMessage, big)
+	if typ, got := c.read(); typ != websocket.BinaryMessage || !bytes.Equal(got, big) {
+		t.Fatalf("10 MiB message: type %d, %d bytes, equal=%v", typ, len(got), bytes.Equal(got, big))
+	}
+
+	// The gateway's close code and reason reach the client.
+	gw.CloseSessions(4321, "custom reason")
+	_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var err error
+	for err == nil {
+		_, _, err = c.ws.ReadMessage()
+	}
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4321 || ce.Text != "custom reason" {
+		t.Fatalf("close %v; want 4321 \"custom reason\"", err)
+	}
+	hs.waitMetric(0, "holdfast_sessions_active")
+	if got := hs.metric("holdfast_spliced_messages_total", "direction", "to_upstream"); got < 200 {
+		t.Errorf("messages to upstream = %v; want ≥ 200", got)
+	}
+}
+
+// Pings cross holdfast both ways: the client's ping is answered by the
+// gateway, and the gateway's pings reach the client, whose pongs reach the
+// gateway in time (it terminates a session that misses one).
+func TestSplicePingPong(t *testing.T) {
+	gw := startGateway(t, fakegw.Config{Token: token, Echo: true, PingInterval: 300 * time.Millisecond})
+	hs := startProxy(t, gw.Addr(), nil, nil)
+	c := dialRaw(t, hs.url, nil)
+	c.handshake()
+
+	pong := make(chan string, 1)
+	c.ws.SetPongHandler(func(s string) error { pong <- s; return nil })
+	pings := make(chan string, 64)
+	c.ws.SetPingHandler(func(s string) error {
+		select {
+		case pings <- s:
+		default:
+		}
+		return c.ws.WriteControl(websocket.PongMessage, []byte(s), time.Now().Add(time.Second))
+	})
+	if err := c.ws.WriteControl(websocket.PingMessage, []byte("are-you-there"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// Reading drives the control handlers: keep a message going for four
+	// of the gateway's ping periods.
+	gotPong := false
+	for end := time.Now().Add(1200 * time.Millisecond); time.Now().Before(end); {
+		c.write(websocket.TextMessage, []byte(`{"still":"alive"}`))
+		if _, got := c.read(); string(got) != `{"still":"alive"}` {
+			t.Fatalf("echo %q", got)
+		}
+		select {
+		case s := <-pong:
+			if s != "are-you-there" {
+				t.Fatalf("pong %q; want the ping's payload", s)
+			}
+			gotPong = true
+		default:
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	if !gotPong {
+		t.Error("no pong for the client's ping")
+	}
+	if len(pings) < 2 {
+		t.Errorf("%d gateway pings reached the client; want ≥ 2", len(pings))
+	}
+}
+
+func trim(b []byte) string {
+	if len(b) > 60 {
+		return string(b[:60]) + "…"
+	}
+	return string(b)
+}
+
+// closeRecorder is a minimal upstream: challenge, hello-ok, then it records
+// how the session ended. With drop set it cuts TCP right after hello-ok.
+type closeRecorder struct {
+	closes chan error
+	drop   bool
+}
+
+func startRecorder(t *testing.T, drop bool) (*closeRecorder, string) {
+	t.Helper()
+	rec := &closeRecorder{closes: make(chan error, 1), drop: drop}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := websocket.Upgrader{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/startupz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"ok":true,"status":"started"}`))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"event","event":"connect.challenge","payload":{"nonce":"n-1","ts":1}}`))
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		var req struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(data, &req)
+		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"res","id":"`+req.ID+`","ok":true,"payload":{"type":"hello-ok","protocol":4,"policy":{"maxPayload":1048576}}}`))
+		if rec.drop {
+			ws.UnderlyingConn().Close()
+			return
+		}
+		ws.SetCloseHandler(func(int, string) error { return nil })
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				rec.closes <- err
+				return
+			}
+		}
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		srv.Close()
+	})
+	return rec, ln.Addr().String()
+}
+
+func (r *closeRecorder) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-r.closes:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream saw no end of the session")
+		return nil
+	}
+}
+
+// Close codes cross holdfast both ways; an end without a close frame is
+// reported with a legal code, never 1005/1006 on the wire.
+func TestCloseCodes(t *testing.T) {
+	t.Run("client close reaches the gateway", func(t *testing.T) {
+		rec, addr := startRecorder(t, false)
+		hs := startProxy(t, addr, nil, nil)
+		c := dialRaw(t, hs.url, nil)
+		c.handshake()
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4002, "bye now"), time.Now().Add(time.Second))
+		var ce *websocket.CloseError
+		if err := rec.wait(t); !errors.As(err, &ce) || ce.Code != 4002 || ce.Text != "bye now" {
+			t.Fatalf("upstream saw %v; want 4002 \"bye now\"", err)
+		}
+	})
+	t.Run("client vanishing is 1001 upstream", func(t *testing.T) {
+		rec, addr := startRecorder(t, false)
+		hs := startProxy(t, addr, nil, nil)
+		c := dialRaw(t, hs.url, nil)
+		c.handshake()
+		c.ws.UnderlyingConn().Close()
+		var ce *websocket.CloseError
+		if err := rec.wait(t); !errors.As(err, &ce) || ce.Code != 1001 {
+			t.Fatalf("upstream saw %v; want 1001", err)
+		}
+	})
+	t.Run("gateway vanishing is 1011 to the client", func(t *testing.T) {
+		_, addr := startRecorder(t, true)
+		hs := startProxy(t, addr, nil, nil)
+		c := dialRaw(t, hs.url, nil)
+		c.handshake()
+		_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _, err := c.ws.ReadMessage()
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != 1011 {
+			t.Fatalf("client saw %v; want 1011", err)
+		}
+	})
+	t.Run("gateway shutdown is its shutdown event and 1012", func(t *testing.T) {
+		gw := startGateway(t, fakegw.Config{Token: token})
+		hs := startProxy(t, gw.Addr(), nil, nil)
+		c := dialRaw(t, hs.url, nil)
+		c.handshake()
+		go gw.Stop()
+		var sawShutdown bool
+		_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			_, data, err := c.ws.ReadMessage()
+			if err != nil {
+				var ce *websocket.CloseError
+				if !errors.As(err, &ce) || ce.Code != 1012 || ce.Text != "service restart" {
+					t.Fatalf("close %v; want 1012 \"service restart\"", err)
+				}
+				break
+			}
+			if bytes.Contains(data, []byte(`"event":"shutdown"`)) {
+				sawShutdown = true
+			}
+		}
+		if !sawShutdown {
+			t.Error("no shutdown event before the close")
+		}
+	})
+}
+
+// A client message over hello-ok's policy.maxPayload closes 1009.
+func TestMessageOverMaxPayload(t *testing.T) {
+	_, addr := startRecorder(t, false) // its hello-ok states 1 MiB
+	hs := startProxy(t, addr, nil, nil)
+	c := dialRaw(t, hs.url, nil)
+	c.handshake()
+	go func() { _ = c.ws.WriteMessage(websocket.BinaryMessage, make([]byte, 2<<20)) }()
+	_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err := c.ws.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig {
+		t.Fatalf("client saw %v; want 1009", err)
+	}
+}
+
+// A pre-auth frame over 64 KiB closes 1009, as on the gateway.
+func TestPreauthFrameTooLarge(t *testing.T) {
+	gw := startGateway(t, fakegw.Config{Token: token})
+	hs := startProxy(t, gw.Addr(), nil, nil)
+	c := dialRaw(t, hs.url, nil)
+	c.read() // challenge
+	c.write(websocket.TextMessage, bytes.Repeat([]byte("x"), 70<<10))
+	_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err := c.ws.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig {
+		t.Fatalf("client saw %v; want 1009", err)
+	}
+	hs.waitMetric(1, "holdfast_handshakes_total", "result", "error")
+}
+
+// A first frame that is not a connect goes to the gateway, whose answer and
+// close code come back unchanged.
+func TestNonConnectFirstFrame(t *testing.T) {
+	gw := startGateway(t, fakegw.Config{Token: token})
+	hs := startProxy(t, gw.Addr(), nil, nil)
+	c := dialRaw(t, hs.url, nil)
+	c.read()
+	c.write(websocket.TextMessage, []byte(`{"type":"req","id":"x","method":"health"}`))
+	_, data := c.read()
+	if !bytes.Contains(data, []byte("first request must be connect")) {
+		t.Fatalf("answer %s; want the gateway's invalid handshake error", data)
+	}
+	_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err := c.ws.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 1008 {
+		t.Fatalf("close %v; want the gateway's 1008", err)
+	}
+}

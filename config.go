@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -152,7 +153,7 @@ func ParseConfig(data []byte) (Config, error) {
 		}
 		// Type errors leave the rest decoded: report them with every
 		// other problem.
-		return Config{}, errors.Join(yamlError(te), cfg.Validate())
+		return Config{}, errors.Join(yamlError(te, data), cfg.Validate())
 	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
@@ -160,42 +161,93 @@ func ParseConfig(data []byte) (Config, error) {
 	return cfg, nil
 }
 
-// yamlSections maps the Go types of the configuration to their YAML keys.
-var yamlSections = map[string]string{
-	"main.Config":          "the top level",
-	"main.UpstreamConfig":  "upstream",
-	"main.TLSConfig":       "upstream.tls",
-	"main.HandshakeConfig": "handshake",
-	"main.ReadinessConfig": "readiness",
-	"main.SpliceConfig":    "splice",
-	"main.PassConfig":      "passthrough",
-	"main.MetricsConfig":   "metrics",
-	"main.LogConfig":       "log",
-	"main.ShutdownConfig":  "shutdown",
-}
-
-// yamlError rewords the decoder's messages so that they name keys, not Go
-// types: "line 2: unknown key "bogus" in upstream".
-func yamlError(te *yaml.TypeError) error {
+// yamlError rewords the decoder's messages so that they name the YAML key
+// and the expected form, not Go types:
+//
+//	upstream.dial_timeot: unknown key (line 5)
+//	handshake.budget: must be a duration such as "12s", got 12 (line 2)
+func yamlError(te *yaml.TypeError, data []byte) error {
+	paths := keyPaths(data)
 	errs := make([]error, 0, len(te.Errors))
 	for _, e := range te.Errors {
-		// yaml.v3: "line N: field X not found in type main.T"
-		if i := strings.Index(e, ": field "); i >= 0 {
-			if j := strings.Index(e, " not found in type "); j > i {
-				section := yamlSections[e[j+len(" not found in type "):]]
-				if section == "" {
-					section = "this section"
-				}
-				e = fmt.Sprintf("%s: unknown key %q in %s", e[:i], e[i+len(": field "):j], section)
-			}
+		line, rest := 0, e
+		if _, err := fmt.Sscanf(e, "line %d:", &line); err == nil {
+			rest = strings.TrimSpace(e[strings.Index(e, ":")+1:])
 		}
-		e = strings.ReplaceAll(e, "into time.Duration", "into a duration (write it like \"12s\")")
-		e = strings.ReplaceAll(e, "into int64", "into an integer")
-		e = strings.ReplaceAll(e, "into int", "into an integer")
-		e = strings.ReplaceAll(e, "into bool", "into true or false")
-		errs = append(errs, errors.New("config: "+e))
+		path := paths[line]
+		switch {
+		case strings.HasPrefix(rest, "field ") && strings.Contains(rest, " not found in type "):
+			errs = append(errs, fmt.Errorf("%s: unknown key (line %d)", path, line))
+		case strings.HasPrefix(rest, "cannot unmarshal "):
+			// cannot unmarshal !!str `lots` into int64
+			got := rest
+			if a, b := strings.Index(rest, "`"), strings.LastIndex(rest, "`"); a >= 0 && b > a {
+				got = rest[a+1 : b]
+			}
+			want := rest[strings.LastIndex(rest, " into ")+len(" into "):]
+			switch want {
+			case "time.Duration":
+				want = `a duration such as "12s"`
+			case "int", "int64":
+				want = "an integer"
+			case "bool":
+				want = "true or false"
+			case "string":
+				want = "a string"
+			default:
+				want = "a " + strings.TrimPrefix(strings.TrimPrefix(want, "[]"), "main.")
+			}
+			if _, err := strconv.ParseFloat(got, 64); err != nil {
+				got = strconv.Quote(got)
+			}
+			errs = append(errs, fmt.Errorf("%s: must be %s, got %s (line %d)", path, want, got, line))
+		default:
+			errs = append(errs, fmt.Errorf("config: %s", e))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// keyPaths maps each line of a YAML document that holds a key or a list
+// item to its dotted path, such as "upstream.tls.ca_file" or
+// "trusted_proxies[1]".
+func keyPaths(data []byte) map[int]string {
+	var doc yaml.Node
+	paths := make(map[int]string)
+	if yaml.Unmarshal(data, &doc) != nil {
+		return paths
+	}
+	var walk func(n *yaml.Node, prefix string)
+	walk = func(n *yaml.Node, prefix string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, prefix)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if prefix != "" {
+					p = prefix + "." + k.Value
+				}
+				paths[k.Line] = p
+				if v.Line != k.Line || v.Kind != yaml.ScalarNode {
+					walk(v, p)
+				}
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", prefix, i)
+				if _, ok := paths[c.Line]; !ok || c.Line != n.Line {
+					paths[c.Line] = p
+				}
+				walk(c, p)
+			}
+		}
+	}
+	walk(&doc, "")
+	return paths
 }
 
 // Validate checks every key and returns all problems at once.

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestShippedConfigIsValidAndDefault(t *testing.T) {
+	cfg, err := LoadConfig("proxy.yaml")
+	if err != nil {
+		t.Fatalf("proxy.yaml: %v", err)
+	}
+	// The shipped file documents the defaults: loading it must change
+	// nothing.
+	def := DefaultConfig()
+	if got, want := strings.Join(strings.Fields(strings.ReplaceAll(sprint(cfg), "\n", " ")), " "),
+		strings.Join(strings.Fields(strings.ReplaceAll(sprint(def), "\n", " ")), " "); got != want {
+		t.Errorf("proxy.yaml differs from the defaults:\n file %s\n code %s", got, want)
+	}
+	if cfg.Upstream.URL != "ws://127.0.0.1:18789" || cfg.Handshake.Budget != 12*time.Second {
+		t.Errorf("unexpected defaults: %+v", cfg)
+	}
+}
+
+func TestEmptyConfigTakesDefaults(t *testing.T) {
+	cfg, err := ParseConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sprint(cfg) != sprint(DefaultConfig()) {
+		t.Error("an empty file must give the defaults")
+	}
+}
+
+func TestBadConfigs(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		want []string
+	}{
+		{"testdata/invalid-unknown-keys.yaml", []string{
+			`listne: unknown key (line 2)`,
+			`upstream.dial_timeot: unknown key (line 5)`,
+		}},
+		{"testdata/invalid-values.yaml", []string{
+			`listen: must be host:port, got "nowhere"`,
+			`trusted_proxies[1]: must be an IP address or CIDR, got "not-an-ip"`,
+			`upstream.url: must be a ws:// or wss:// URL with a host, got "http://127.0.0.1:18789"`,
+			`upstream.max_preauth_per_address: must be between 1 and 32 (the gateway refuses the 33rd), got 40`,
+			`handshake.budget: must be shorter than the clients' 15s connect timeout, got 20s`,
+			`handshake.hold_margin: must be a positive duration, got 0s`,
+			`log.level: must be debug, info, warn or error, got "loud"`,
+			`log.format: must be text or json, got "xml"`,
+		}},
+		{"testdata/invalid-types.yaml", []string{
+			`handshake.budget: must be a duration such as "12s", got 12`,
+			`splice.max_message_bytes: must be an integer, got "lots"`,
+		}},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			_, err := LoadConfig(tc.file)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q; got:\n%v", w, err)
+				}
+			}
+			if n := strings.Count(err.Error(), "\n") + 1; n != len(tc.want) {
+				t.Errorf("%d problems reported; want %d:\n%v", n, len(tc.want), err)
+			}
+			if strings.Contains(err.Error(), "main.") || strings.Contains(err.Error(), "time.Duration") {
+				t.Errorf("error shows Go type names:\n%v", err)
+			}
+		})
+	}
+}
+
+func TestCheckConfigCommand(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"-check-config", "-config", "proxy.yaml"}, &out, &errOut); err != nil {
+		t.Fatalf("check of proxy.yaml: %v %s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), "ok") {
+		t.Errorf("stdout %q", out.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	if err := run(context.Background(), []string{"-check-config", "-config", "testdata/invalid-values.yaml"}, &out, &errOut); err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	if got := strings.Count(errOut.String(), "\n  - "); got != 8 {
+		t.Errorf("listed %d problems; want 8:\n%s", got, errOut.String())
+	}
+}
+
+func sprint(c Config) string { return fmt.Sprintf("%+v", c) }

@@ -1,0 +1,283 @@
+package retry
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func TestClampRetryAfter(t *testing.T) {
+	for _, tc := range []struct {
+		ms   int64
+		want time.Duration
+	}{
+		{-1, 500 * time.Millisecond}, // absent: the gateway's default
+		{0, 100 * time.Millisecond},
+		{50, 100 * time.Millisecond},
+		{500, 500 * time.Millisecond},
+		{1999, 1999 * time.Millisecond},
+		{60000, 2 * time.Second},
+	} {
+		if got := ClampRetryAfter(tc.ms); got != tc.want {
+			t.Errorf("ClampRetryAfter(%d) = %v; want %v", tc.ms, got, tc.want)
+		}
+	}
+}
+
+func TestBackoffDial(t *testing.T) {
+	b := Backoff{Base: 100 * time.Millisecond, Max: time.Second}
+	for _, tc := range []struct {
+		attempt int
+		r       float64
+		want    time.Duration
+	}{
+		{1, 0, 25 * time.Millisecond}, // the floor: Base/4
+		{1, 1, 100 * time.Millisecond},
+		{2, 1, 200 * time.Millisecond},
+		{3, 1, 400 * time.Millisecond},
+		{4, 1, 800 * time.Millisecond},
+		{5, 1, time.Second}, // capped
+		{50, 1, time.Second},
+		{50, 0.5, 25*time.Millisecond + (time.Second-25*time.Millisecond)/2},
+	} {
+		b.Rand = func() float64 { return tc.r }
+		if got := b.Dial(tc.attempt); got != tc.want {
+			t.Errorf("Dial(%d) with rand %v = %v; want %v", tc.attempt, tc.r, got, tc.want)
+		}
+	}
+}
+
+func TestBackoffRetryAfterJitter(t *testing.T) {
+	b := Backoff{Rand: LockedRand(1)}
+	d := 500 * time.Millisecond
+	for range 1000 {
+		got := b.RetryAfter(d)
+		if got < d || got >= d+d/4 {
+			t.Fatalf("RetryAfter(%v) = %v; want in [%v, %v)", d, got, d, d+d/4)
+		}
+	}
+}
+
+func TestBudget(t *testing.T) {
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	b := NewBudget(clk, 2*time.Second)
+	if !b.Allows(time.Second, 500*time.Millisecond) {
+		t.Error("a fresh 2s budget must allow a 1s wait plus 0.5s")
+	}
+	clk.Advance(1600 * time.Millisecond)
+	if got := b.Remaining(); got != 400*time.Millisecond {
+		t.Errorf("Remaining = %v; want 400ms", got)
+	}
+	if b.Allows(200*time.Millisecond, 250*time.Millisecond) {
+		t.Error("400ms left must not allow 200ms + 250ms")
+	}
+	clk.Advance(time.Hour)
+	if got := b.Remaining(); got != 0 {
+		t.Errorf("Remaining after the deadline = %v; want 0", got)
+	}
+}
+
+// One watcher serves every waiter with one poller, probes only while
+// someone waits, and releases all waiters when the gateway has started.
+func TestWatcherSharesOnePoller(t *testing.T) {
+	var probes, concurrent, maxConcurrent atomic.Int64
+	var started atomic.Bool
+	w := NewWatcher(WatcherConfig{
+		PollInterval: 20 * time.Millisecond,
+		Probe: func(ctx context.Context) (State, error) {
+			probes.Add(1)
+			n := concurrent.Add(1)
+			defer concurrent.Add(-1)
+			for {
+				m := maxConcurrent.Load()
+				if n <= m || maxConcurrent.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			if started.Load() {
+				return Started, nil
+			}
+			return Starting, nil
+		},
+	})
+	defer w.Close()
+
+	const waiters = 100
+	var wg sync.WaitGroup
+	errs := make(chan error, waiters)
+	for range waiters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			errs <- w.WaitStarted(ctx)
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	started.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("WaitStarted: %v", err)
+		}
+	}
+	n := probes.Load()
+	if n < 5 || n > 25 {
+		t.Errorf("%d probes for 100 waiters over ~300ms at 20ms; want 5..25", n)
+	}
+	if maxConcurrent.Load() != 1 {
+		t.Errorf("%d probes ran at once; want 1", maxConcurrent.Load())
+	}
+	// Nobody waits now: no more probes.
+	time.Sleep(100 * time.Millisecond)
+	before := probes.Load()
+	time.Sleep(200 * time.Millisecond)
+	if after := probes.Load(); after != before {
+		t.Errorf("%d probes with nobody waiting; want 0", after-before)
+	}
+}
+
+func TestWatcherFreshness(t *testing.T) {
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	w := NewWatcher(WatcherConfig{Clock: clk, FreshFor: time.Second,
+		Probe: func(context.Context) (State, error) { return Starting, nil }})
+	defer w.Close()
+	if w.Started() {
+		t.Fatal("a new watcher must not claim Started")
+	}
+	w.Observe(Started)
+	if !w.Started() {
+		t.Fatal("Started just observed must count")
+	}
+	clk.Advance(1100 * time.Millisecond)
+	if w.Started() {
+		t.Fatal("a Started observation older than FreshFor must not count")
+	}
+	if s, age := w.State(); s != Started || age != 1100*time.Millisecond {
+		t.Errorf("State = %v, %v", s, age)
+	}
+	// An Observe from a connection wakes a waiter at once.
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- w.WaitStarted(ctx)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	w.Observe(Started)
+	if err := <-done; err != nil {
+		t.Fatalf("WaitStarted after Observe(Started): %v", err)
+	}
+}
+
+func TestWatcherCloseReleasesWaiters(t *testing.T) {
+	w := NewWatcher(WatcherConfig{PollInterval: 10 * time.Millisecond,
+		Probe: func(context.Context) (State, error) { return Starting, nil }})
+	done := make(chan error, 1)
+	go func() { done <- w.WaitStarted(context.Background()) }()
+	time.Sleep(50 * time.Millisecond)
+	w.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("WaitStarted returned nil after Close")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close did not release the waiter")
+	}
+}
+
+func TestHTTPProbe(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		startupz func(w http.ResponseWriter)
+		readyz   func(w http.ResponseWriter)
+		want     State
+	}{
+		{"startupz started", jsonAnswer(200, `{"ok":true,"status":"started"}`), nil, Started},
+		{"startupz starting", jsonAnswer(503, `{"ok":false,"status":"starting"}`), nil, Starting},
+		{"startupz draining", jsonAnswer(503, `{"ok":false,"status":"draining"}`), nil, Starting},
+		{"legacy html, readyz starting", htmlAnswer, jsonAnswer(503, `{"ready":false,"failing":["startup-sidecars"],"uptimeMs":5}`), Starting},
+		{"legacy html, readyz ready", htmlAnswer, jsonAnswer(200, `{"ready":true}`), Started},
+		{"legacy html, readyz failing for another reason", htmlAnswer, jsonAnswer(503, `{"ready":false,"failing":["channel:slack"]}`), Started},
+		{"legacy html, plain readyz body", htmlAnswer, jsonAnswer(503, `{"ready":false}`), Starting},
+		{"no startupz route", func(w http.ResponseWriter) { http.NotFound(w, nil) }, jsonAnswer(200, `{"ready":true}`), Started},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var forwarded atomic.Bool
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != "" {
+					forwarded.Store(true)
+				}
+				switch r.URL.Path {
+				case "/startupz":
+					tc.startupz(w)
+				case "/readyz":
+					if tc.readyz == nil {
+						t.Error("probe fell back to /readyz")
+						http.NotFound(w, r)
+						return
+					}
+					tc.readyz(w)
+				}
+			}))
+			defer srv.Close()
+			u, _ := url.Parse("ws" + srv.URL[len("http"):] + "/")
+			p := NewHTTPProbe(u, nil)
+			got, err := p.Probe(context.Background())
+			if err != nil || got != tc.want {
+				t.Fatalf("Probe = %v, %v; want %v", got, err, tc.want)
+			}
+			if forwarded.Load() {
+				t.Error("the probe sent forwarding headers")
+			}
+		})
+	}
+}
+
+func TestHTTPProbeGatewayDown(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	u, _ := url.Parse("ws" + srv.URL[len("http"):])
+	srv.Close()
+	got, err := NewHTTPProbe(u, nil).Probe(context.Background())
+	if err == nil || got != Down {
+		t.Fatalf("Probe of a closed port = %v, %v; want Down and an error", got, err)
+	}
+}
+
+func jsonAnswer(status int, body string) func(http.ResponseWriter) {
+	return func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(body))
+	}
+}
+
+func htmlAnswer(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = w.Write([]byte("<!doctype html><title>Control UI</title>"))
+}

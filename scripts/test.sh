@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The project's test command (README.md, "Testing"). It installs what it needs
+# and runs, in order: formatting and static checks, the unit and integration
+# tests under the race detector, a quick benchmark smoke run, and the
+# end-to-end suite against real OpenClaw gateways (skip it with
+# HOLDFAST_E2E=0).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+export PATH="$PATH:$(go env GOPATH)/bin"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+step "go vet"
+go vet ./...
+go vet -tags e2e ./e2e/
+
+step "staticcheck"
+if ! staticcheck -version 2>/dev/null | grep -q '(0.8.2)'; then
+	go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
+staticcheck ./...
+staticcheck -tags e2e ./e2e/
+
+step "go test -race"
+go test -race -count=1 -timeout 15m ./...
+
+step "benchmark smoke run (go run ./bench -quick)"
+bench_json=$(mktemp)
+go run ./bench -quick -json "$bench_json"
+for key in throughput_msgs_per_s rtt_p50_us rtt_p99_us idle_bytes_per_session handshakes_per_s window; do
+	grep -q "\"$key\"" "$bench_json" || { echo "bench JSON lacks $key"; exit 1; }
+done
+rm -f "$bench_json"
+
+if [ "${HOLDFAST_E2E:-1}" != "0" ]; then
+	step "end-to-end suite against real gateways (e2e/run.sh)"
+	bash e2e/run.sh
+fi
+echo
+echo "all checks passed"

@@ -27,7 +27,8 @@ const delayPluginID = "holdfast-e2e-delay"
 // gatewayOptions says which gateway to run and how long to keep it starting.
 type gatewayOptions struct {
 	Version string
-	// DelayMs is passed to the delay plugin; 0 leaves the plugin out and
+	// DelayMs is the longest the delay plugin keeps the gateway starting;
+	// ReleaseWindow ends the window earlier. 0 leaves the plugin out and
 	// gives the gateway's natural (short) startup window.
 	DelayMs int
 }
@@ -40,6 +41,8 @@ type gateway struct {
 	Token   string
 	Dir     string // isolated HOME, state and config
 	logPath string
+	// releasePath is the file whose creation ends the delay plugin's hold.
+	releasePath string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -49,6 +52,7 @@ type gateway struct {
 
 	// Measured on the most recent start.
 	PortOpenAfter time.Duration // process start → TCP accept
+	ReleasedAfter time.Duration // process start → ReleaseWindow
 	ReadyAfter    time.Duration // process start → readiness endpoint says started
 }
 
@@ -86,6 +90,7 @@ func newGateway(t testing.TB, opts gatewayOptions) *gateway {
 		Dir:   t.TempDir(),
 	}
 	g.logPath = filepath.Join(g.Dir, "gateway.out")
+	g.releasePath = filepath.Join(g.Dir, "release-startup-window")
 	if err := os.MkdirAll(filepath.Join(g.Dir, ".openclaw", "logs"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -108,9 +113,14 @@ func newGateway(t testing.TB, opts gatewayOptions) *gateway {
 			t.Fatal(err)
 		}
 		cfg["plugins"] = map[string]any{
-			"load": map[string]any{"paths": []string{pluginDir}},
+			// Only the delay plugin: bundled plugins would lengthen the
+			// start and make the window depend on them.
+			"allow": []string{delayPluginID},
+			"load":  map[string]any{"paths": []string{pluginDir}},
 			"entries": map[string]any{
-				delayPluginID: map[string]any{"enabled": true, "config": map[string]any{"delayMs": opts.DelayMs}},
+				delayPluginID: map[string]any{"enabled": true, "config": map[string]any{
+					"delayMs": opts.DelayMs, "releaseFile": g.releasePath,
+				}},
 			},
 		}
 	}
@@ -127,20 +137,38 @@ func newGateway(t testing.TB, opts gatewayOptions) *gateway {
 
 func (g *gateway) configPath() string { return filepath.Join(g.Dir, ".openclaw", "openclaw.json") }
 
-// Start launches the gateway in a session and process group of its own
-// (setsid), so Stop can signal it and its helper processes together, and
-// waits until its port accepts TCP connections.
-func (g *gateway) Start(ctx context.Context) {
-	g.t.Helper()
+// Start spawns the gateway and waits until its port accepts TCP
+// connections.
+func (g *gateway) Start(t testing.TB, ctx context.Context) {
+	t.Helper()
+	g.Spawn(t)
+	g.WaitPort(t, ctx)
+}
+
+// WaitPort waits until the spawned gateway's port accepts TCP connections.
+func (g *gateway) WaitPort(t testing.TB, ctx context.Context) {
+	t.Helper()
+	if err := g.waitPort(ctx, 120*time.Second); err != nil {
+		t.Fatalf("gateway %s: %v\n%s", g.opts.Version, err, g.LogTail())
+	}
+	t.Logf("gateway %s: port open after %v", g.opts.Version, g.PortOpenAfter.Round(time.Millisecond))
+}
+
+// Spawn launches the gateway in a session and process group of its own
+// (setsid), so Stop can signal it and its helper processes together. The
+// startup window stays open until ReleaseWindow (or DelayMs).
+func (g *gateway) Spawn(t testing.TB) {
+	t.Helper()
+	_ = os.Remove(g.releasePath)
 	g.mu.Lock()
 	if g.cmd != nil {
 		g.mu.Unlock()
-		g.t.Fatalf("gateway %s already running", g.opts.Version)
+		t.Fatalf("gateway %s already running", g.opts.Version)
 	}
 	out, err := os.OpenFile(g.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		g.mu.Unlock()
-		g.t.Fatal(err)
+		t.Fatal(err)
 	}
 	cmd := exec.Command(nodeBin(), openclawEntry(g.opts.Version),
 		"gateway", "run", "--port", strconv.Itoa(g.Port), "--bind", "loopback", "--auth", "token")
@@ -152,7 +180,7 @@ func (g *gateway) Start(ctx context.Context) {
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		g.mu.Unlock()
-		g.t.Fatalf("start gateway: %v", err)
+		t.Fatalf("start gateway: %v", err)
 	}
 	g.started = time.Now()
 	g.cmd = cmd
@@ -166,11 +194,46 @@ func (g *gateway) Start(ctx context.Context) {
 	}()
 	g.mu.Unlock()
 
-	g.t.Logf("gateway %s: pid/pgid %d, port %d, delayMs %d", g.opts.Version, cmd.Process.Pid, g.Port, g.opts.DelayMs)
-	if err := g.waitPort(ctx, 120*time.Second); err != nil {
-		g.t.Fatalf("gateway %s: %v\n%s", g.opts.Version, err, g.LogTail())
+	t.Logf("gateway %s: pid/pgid %d, port %d, delayMs %d", g.opts.Version, cmd.Process.Pid, g.Port, g.opts.DelayMs)
+}
+
+// ReleaseWindow lets the delay plugin's start() resolve, which ends the
+// startup window as soon as the gateway's other sidecars are ready.
+func (g *gateway) ReleaseWindow(t testing.TB) {
+	t.Helper()
+	if err := os.WriteFile(g.releasePath, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
-	g.t.Logf("gateway %s: port open after %v", g.opts.Version, g.PortOpenAfter.Round(time.Millisecond))
+	g.ReleasedAfter = time.Since(g.started)
+}
+
+// PortOpen reports whether the gateway's port accepts connections now.
+func (g *gateway) PortOpen() bool {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", g.Port), 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// WaitOutput waits until the gateway's output since the latest spawn
+// contains s.
+func (g *gateway) WaitOutput(t testing.TB, ctx context.Context, s string, limit time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		b, _ := os.ReadFile(g.logPath)
+		if i := bytes.LastIndex(b, []byte("=== start ")); i >= 0 && bytes.Contains(b[i:], []byte(s)) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("gateway %s: %q not in its output after %v\n%s", g.opts.Version, s, limit, g.LogTail())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (g *gateway) waitPort(ctx context.Context, limit time.Duration) error {
@@ -229,8 +292,8 @@ func (g *gateway) Readiness(ctx context.Context) (readiness, error) {
 
 // WaitStarted polls the readiness endpoint every 50 ms until the gateway
 // reports started, and records when that happened.
-func (g *gateway) WaitStarted(ctx context.Context, limit time.Duration) {
-	g.t.Helper()
+func (g *gateway) WaitStarted(t testing.TB, ctx context.Context, limit time.Duration) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	var last readiness
@@ -239,16 +302,16 @@ func (g *gateway) WaitStarted(ctx context.Context, limit time.Duration) {
 		r, err := g.Readiness(ctx)
 		if err == nil && r.Started {
 			g.ReadyAfter = time.Since(g.started)
-			g.t.Logf("gateway %s: started after %v (window ≈ %v after port open)", g.opts.Version,
+			t.Logf("gateway %s: started after %v (window ≈ %v after port open)", g.opts.Version,
 				g.ReadyAfter.Round(time.Millisecond), (g.ReadyAfter - g.PortOpenAfter).Round(time.Millisecond))
 			return
 		}
 		last, lastErr = r, err
 		select {
 		case <-g.done:
-			g.t.Fatalf("gateway %s exited while starting\n%s", g.opts.Version, g.LogTail())
+			t.Fatalf("gateway %s exited while starting\n%s", g.opts.Version, g.LogTail())
 		case <-ctx.Done():
-			g.t.Fatalf("gateway %s not started after %v: last %+v err %v\n%s", g.opts.Version, limit, last, lastErr, g.LogTail())
+			t.Fatalf("gateway %s not started after %v: last %+v err %v\n%s", g.opts.Version, limit, last, lastErr, g.LogTail())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# run.sh installs (or verifies) the cached gateways and CLIs, then runs the
+# end-to-end suite. Extra arguments go to `go test` (e.g. -run TestCurrent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${HOLDFAST_E2E_CACHE:-$HOME/.cache/holdfast-e2e}"
+export HOLDFAST_E2E_CACHE="$CACHE"
+
+# stop_leftovers stops gateway process groups recorded by a test binary that
+# was killed before its cleanups ran (see gateway_test.go).
+stop_leftovers() {
+	local f pgid
+	for f in "$CACHE"/run/gateway-*.pgid; do
+		[ -e "$f" ] || continue
+		pgid=$(cat "$f")
+		if [ -n "$pgid" ] && kill -0 -- "-$pgid" 2>/dev/null &&
+			grep -qa openclaw "/proc/$pgid/cmdline" 2>/dev/null; then
+			echo "e2e: stopping leftover gateway process group $pgid" >&2
+			kill -TERM -- "-$pgid" 2>/dev/null || true
+			sleep 3
+			kill -KILL -- "-$pgid" 2>/dev/null || true
+		fi
+		rm -f "$f"
+	done
+}
+trap stop_leftovers EXIT
+
+start=$(date +%s)
+bash e2e/setup.sh
+stop_leftovers
+status=0
+go test -tags e2e -count=1 -v -timeout 25m ./e2e/ "$@" || status=$?
+echo "e2e: finished in $(($(date +%s) - start)) s with status $status"
+exit "$status"

@@ -129,7 +129,7 @@ func serve(ctx context.Context, cfg Config, logOut io.Writer, ready chan<- liste
 	msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 
 	errc := make(chan error, 2)
-	go func() { errc <- psrv.Serve(pl) }()
+	go func() { errc <- psrv.Serve(h.WrapListener(pl)) }()
 	go func() { errc <- msrv.Serve(ml) }()
 	logger.Info("holdfast listening", "listen", pl.Addr().String(), "metrics", ml.Addr().String(), "upstream", cfg.Upstream.URL)
 	if ready != nil {

@@ -6,11 +6,12 @@ import (
 	"sync"
 )
 
-// Buffer sizes of the WebSocket legs. Reads use one small buffer per socket
-// for its lifetime; write buffers are lent by a pool only while a message is
-// being written, so an idle session holds none.
+// Buffer sizes of the WebSocket legs. gorilla's reader keeps a small buffer
+// per socket for its lifetime (its minimum is one control frame); larger
+// reads gather in the batchConn's pooled chunks. Write buffers are lent by a
+// pool only while a message is being written, so an idle session holds none.
 const (
-	readBufferSize  = 2048
+	readBufferSize  = 256
 	writeBufferSize = 4096
 )
 

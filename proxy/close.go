@@ -51,9 +51,11 @@ func truncateReason(s string) string {
 	return s
 }
 
-// sendClose writes a close frame, best effort, within timeout.
+// sendClose writes a close frame, best effort, within timeout, and flushes
+// it out of any batch.
 func sendClose(ws *websocket.Conn, payload []byte, timeout time.Duration) {
 	_ = ws.WriteControl(websocket.CloseMessage, payload, time.Now().Add(timeout))
+	flushConn(ws.NetConn())
 }
 
 // closeCode returns the code of a received close, or 0.

@@ -90,7 +90,33 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
 	c.log = h.log.With("client", r.RemoteAddr)
 	c.hdr = upstreamHeader(r)
 	applyForwarding(c.hdr, c.attr, r)
-	c.run(w)
+	splice, maxPayload := c.run(w)
+	if !splice {
+		c.release()
+		return
+	}
+	// The session outlives this handler: its two directions run in fresh
+	// goroutines with small stacks, and the HTTP server's connection state
+	// and this goroutine's deep handshake stack are freed.
+	c.r, c.hdr = nil, nil
+	c.cancel() // the handshake context: nothing waits on it any more
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		c.splice(maxPayload)
+		c.release()
+	}()
+}
+
+// release ends the client reader (its socket is closed by then) and waits
+// for it.
+func (c *conn) release() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	if c.readerDone != nil {
+		<-c.readerDone
+	}
 }
 
 // upstreamHeader copies the client's upgrade request headers for the
@@ -130,13 +156,15 @@ func (c *conn) finish(res metrics.Result, msg string, args ...any) {
 	}
 }
 
-func (c *conn) run(w http.ResponseWriter) {
+// run takes the connection through its handshake. It returns true when the
+// session is to be spliced, with the client message limit to apply.
+func (c *conn) run(w http.ResponseWriter) (splice bool, maxPayload int64) {
 	// 1. An upstream socket with its challenge, before the client sees a
 	// 101: a browser waits only 750 ms for the challenge after open.
 	up, err := c.h.dialUpstream(c.r.Context(), c.hdr, c.attr.key(), c.budget)
 	if err != nil {
 		c.failDial(w, err)
-		return
+		return false, 0
 	}
 	c.up = up
 
@@ -149,41 +177,40 @@ func (c *conn) run(w http.ResponseWriter) {
 	if err != nil {
 		up.close(closeClientGone, "client upgrade failed")
 		c.finish(metrics.ResultError, "client upgrade failed", "err", err)
-		return
+		return false, 0
 	}
 	c.client = client
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	defer c.cancel()
 	client.SetReadLimit(c.h.cfg.MaxMessageBytes)
 	client.SetPingHandler(c.onClientPing)
 	client.SetPongHandler(c.onClientPong)
 	c.readerDone = make(chan struct{})
 	go c.readClient()
-	defer func() { <-c.readerDone }()
 
 	if err := c.writeClient(websocket.TextMessage, up.challenge); err != nil {
 		c.abort(metrics.ResultClientGone, "client went away before the challenge", err)
-		return
+		return false, 0
 	}
+	up.challenge = nil
 
 	// 3. The client's first frame.
 	first, err := c.awaitFirst()
 	if err != nil {
-		return // awaitFirst finished the connection
+		return false, 0 // awaitFirst finished the connection
 	}
 	kind, id := classifyConnect(first.data)
 	c.log = c.log.With("connect", kind.String())
 	if kind == notConnect {
 		// Not something holdfast understands: the gateway answers it.
 		c.finish(metrics.ResultRejected, "client's first frame is not a connect; passed to the gateway")
-		c.splice(0)
-		return
+		return true, 0
 	}
 
 	// 4. Hold, forward, retry.
 	if c.handshake(first, kind, id) {
-		c.splice(c.maxPayload)
+		return true, c.maxPayload
 	}
+	return false, 0
 }
 
 // failDial answers an upgrade that never reached an upstream challenge.

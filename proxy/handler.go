@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
@@ -151,6 +152,7 @@ type Handler struct {
 	upgrader    websocket.Upgrader
 	passthrough *httputil.ReverseProxy
 	bufPool     *bufferPool
+	chunks      *chunkPool
 
 	attributionWarn everyInterval
 
@@ -214,9 +216,18 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	})
 	h.admission = newAdmission(cfg.MaxPreauthPerAddress)
 	h.bufPool = newBufferPool()
+	h.chunks = newChunkPool()
+	netDialer := &net.Dialer{KeepAlive: 30 * time.Second}
 	h.dialer = &websocket.Dialer{
-		Proxy:            nil,
-		TLSClientConfig:  cfg.TLSClientConfig,
+		Proxy:           nil,
+		TLSClientConfig: cfg.TLSClientConfig,
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := netDialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return newBatchConn(c, h.chunks), nil
+		},
 		HandshakeTimeout: cfg.DialTimeout,
 		ReadBufferSize:   readBufferSize,
 		WriteBufferPool:  h.bufPool,
@@ -224,8 +235,8 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.DialTimeout,
-		// Zero read size: reuse the HTTP server's buffered reader.
-		WriteBufferPool: h.bufPool,
+		ReadBufferSize:   readBufferSize,
+		WriteBufferPool:  h.bufPool,
 		WriteBufferSize: writeBufferSize,
 		// The gateway judges Origin itself (gateway.controlUi.allowedOrigins);
 		// holdfast passes it through unchanged.

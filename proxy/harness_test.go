@@ -116,6 +116,7 @@ func startProxy(t *testing.T, upstreamAddr string, tweak func(*proxy.Config), wr
 	if wrap != nil {
 		ln = wrap(ln)
 	}
+	ln = h.WrapListener(ln)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {

@@ -46,6 +46,7 @@ func (c *conn) splice(maxPayload int64) {
 	}
 	c.queue = nil
 	rerr := c.readErr
+	c.batch(true)
 	c.spliced.Store(true)
 	c.mu.Unlock()
 
@@ -67,6 +68,7 @@ func (c *conn) splice(maxPayload int64) {
 	default:
 		_, toClient := c.h.metrics.MessageCounters()
 		err, readSide := copyMessages(c.client, up, nil, c.h.cfg.WriteTimeout, toClient)
+		flushConn(up.NetConn()) // gorilla's echo of a close frame
 		if readSide {
 			// The gateway closed or vanished: tell the client why.
 			sendClose(c.client, wireClose(err, closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
@@ -75,6 +77,27 @@ func (c *conn) splice(maxPayload int64) {
 		}
 	}
 	c.endSession()
+}
+
+// batch turns frame batching on both legs on or off. While on, each leg
+// flushes the other before it blocks on a read, so frames relayed in one
+// burst leave in one write.
+func (c *conn) batch(on bool) {
+	cb, cok := c.client.NetConn().(*batchConn)
+	ub, uok := c.up.ws.NetConn().(*batchConn)
+	if !cok || !uok {
+		return
+	}
+	if on {
+		flushUp, flushClient := func() { _ = ub.Flush() }, func() { _ = cb.Flush() }
+		cb.beforeRead.Store(&flushUp)
+		ub.beforeRead.Store(&flushClient)
+	} else {
+		cb.beforeRead.Store(nil)
+		ub.beforeRead.Store(nil)
+	}
+	cb.setBatching(on)
+	ub.setBatching(on)
 }
 
 // endSession waits up to CloseGrace for the other direction to see its
@@ -102,6 +125,7 @@ func (c *conn) pumpClient(first *message) {
 	c.client.SetReadLimit(limit)
 	toUpstream, _ := c.h.metrics.MessageCounters()
 	err, readSide := copyMessages(c.up.ws, c.client, first, c.h.cfg.WriteTimeout, toUpstream)
+	flushConn(c.client.NetConn()) // gorilla's echo of a close frame
 	c.endClientSide(err, readSide)
 }
 
@@ -126,6 +150,7 @@ func (c *conn) endClientSide(err error, readSide bool) {
 }
 
 // goingAway closes a spliced session because holdfast shuts down.
+// sendClose flushes each close frame out of its batch.
 func (c *conn) goingAway() {
 	sendClose(c.client, websocket.FormatCloseMessage(websocket.CloseGoingAway, "holdfast shutting down"), time.Second)
 	sendClose(c.up.ws, websocket.FormatCloseMessage(websocket.CloseGoingAway, "proxy shutting down"), time.Second)

@@ -237,7 +237,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 		HandshakeTimeout: cfg.DialTimeout,
 		ReadBufferSize:   readBufferSize,
 		WriteBufferPool:  h.bufPool,
-		WriteBufferSize: writeBufferSize,
+		WriteBufferSize:  writeBufferSize,
 		// The gateway judges Origin itself (gateway.controlUi.allowedOrigins);
 		// holdfast passes it through unchanged.
 		CheckOrigin: func(*http.Request) bool { return true },

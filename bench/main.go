@@ -41,6 +41,7 @@
 //	go run ./bench -json bench.json       # full run (several minutes)
 //	go run ./bench -paths tunnel,holdfast -holdfast-bin ./holdfast
 //	go run ./bench -quick -holdfast-cpuprofile cpu.out   # then: go tool pprof -top cpu.out
+//	go run ./bench -quick -paths holdfast -holdfast-cpuprofile cpu.out -profile-phase handshakes
 //	go run ./bench -quick -paths direct -window-path direct   # window without a proxy
 //
 // holdfast serves no pprof of its own; -holdfast-cpuprofile builds it with
@@ -106,7 +107,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	window := fs.Bool("window", true, "run the startup-window scenario (holdfast only)")
 	windowPath := fs.String("window-path", "holdfast", "path of the window scenario: `holdfast`, or direct to see what no-retry clients get without it")
 	windowGW := fs.String("window-gateway", "fakegw", "gateway of the window scenario: `fakegw` (internal/fakegw) or bench (the bench upstream with a startup window)")
-	cpuProfile := fs.String("holdfast-cpuprofile", "", "build holdfast with a pprof listener and save a CPU profile of its first throughput round to `file`")
+	cpuProfile := fs.String("holdfast-cpuprofile", "", "build holdfast with a pprof listener and save a CPU profile of its first round of -profile-phase to `file`")
+	profilePhase := fs.String("profile-phase", "throughput", "phase profiled by -holdfast-cpuprofile: `throughput` or handshakes")
 	keep := fs.Bool("keep", false, "keep the temporary directory (child logs, holdfast config)")
 	serveUp := fs.Bool("serve-upstream", false, "internal: run the bench upstream")
 	serveGW := fs.Bool("serve-fakegw", false, "internal: run internal/fakegw with -startup-window")
@@ -181,7 +183,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cs.killAll()
 
 	r := newReport(map[bool]string{true: "quick", false: "full"}[*quick])
-	b := &bench{s: s, cs: cs, dir: dir, log: stderr, r: r, src: *src, holdfastBin: *holdfastBin, cpuProfile: *cpuProfile}
+	b := &bench{s: s, cs: cs, dir: dir, log: stderr, r: r, src: *src, holdfastBin: *holdfastBin, cpuProfile: *cpuProfile, profilePhase: *profilePhase}
 	if err := b.setup(ctx); err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 1
@@ -215,6 +217,8 @@ type bench struct {
 	src         string
 	holdfastBin string
 	cpuProfile  string
+	// profilePhase is the phase -holdfast-cpuprofile profiles.
+	profilePhase string
 
 	upstream        *child
 	targets         []target

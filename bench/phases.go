@@ -31,7 +31,7 @@ func (b *bench) runScenarios(ctx context.Context) {
 				return
 			}
 			var stopProfile func()
-			if t.name == "holdfast" && round == 0 && b.cpuProfile != "" {
+			if t.name == "holdfast" && round == 0 && b.cpuProfile != "" && b.profilePhase == "throughput" {
 				stopProfile = b.profileHoldfast(ctx, b.s.throughDur)
 			}
 			v, err := measureThroughput(ctx, t, b.s.sessions, b.s.inFlight, b.s.msgSize, b.s.throughDur)
@@ -68,7 +68,14 @@ func (b *bench) runScenarios(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			var stopProfile func()
+			if t.name == "holdfast" && round == 0 && b.cpuProfile != "" && b.profilePhase == "handshakes" {
+				stopProfile = b.profileHoldfast(ctx, b.s.handDur)
+			}
 			v, err := measureHandshakes(ctx, t, b.s.handWorkers, b.s.handDur)
+			if stopProfile != nil {
+				stopProfile()
+			}
 			b.record("handshakes", t, err, func() {
 				sums[t.name] += v
 				b.r.Handshakes[t.name] = sums[t.name] / float64(round+1)

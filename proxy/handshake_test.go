@@ -308,3 +308,32 @@ func TestLegacyGatewayReadiness(t *testing.T) {
 		t.Errorf("gateway stats %+v; want /readyz probes and no refused connect", st)
 	}
 }
+
+// A spliced session that sees the gateway close with 1012 makes holdfast
+// forget that the gateway had started: a device-signed client arriving at
+// once is held through the new window, not forwarded to be refused.
+func TestRestartSeenBySession(t *testing.T) {
+	gw := startGateway(t, fakegw.Config{Token: token})
+	hs := startProxy(t, gw.Addr(), nil, nil)
+	c1, res := connect(t, hs.url, newDevice(t))
+	if !res.HelloOK {
+		t.Fatalf("first client: %+v", res)
+	}
+	gw.Stop() // the session gets shutdown and 1012
+	_ = c1.WS().SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if _, _, err := c1.WS().ReadMessage(); err != nil {
+			break
+		}
+	}
+	if err := gw.Restart(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	_, res = connect(t, hs.url, newDevice(t))
+	if !res.HelloOK {
+		t.Fatalf("client after the restart: %+v (error %v); want hello-ok", res, res.Error)
+	}
+	if got := gw.Stats().StartupRejects; got != 0 {
+		t.Errorf("gateway refused %d connects; want 0", got)
+	}
+}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/holdfast-proxy/holdfast/retry"
 )
 
 // splice relays frames both ways until either side closes. The caller's
@@ -70,6 +72,11 @@ func (c *conn) splice(maxPayload int64) {
 		err, readSide := copyMessages(c.client, up, nil, c.h.cfg.WriteTimeout, toClient)
 		flushConn(up.NetConn()) // gorilla's echo of a close frame
 		if readSide {
+			if code := closeCode(err); code == websocket.CloseServiceRestart || code == 0 || code == websocket.CloseAbnormalClosure {
+				// Restarting or gone: the next connect must not trust an
+				// old observation that it had started.
+				c.h.watcher.Observe(retry.Down)
+			}
 			// The gateway closed or vanished: tell the client why.
 			sendClose(c.client, wireClose(err, closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
 		} else {

@@ -77,7 +77,7 @@ func (s *syncBuffer) String() string {
 
 // harness is holdfast on a real 127.0.0.1 listener in front of an upstream.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	h    *proxy.Handler
 	reg  *prometheus.Registry
 	url  string // ws://127.0.0.1:port
@@ -87,7 +87,7 @@ type harness struct {
 
 // startProxy runs holdfast in front of upstreamAddr. wrap, if set, wraps the
 // listener (to present clients from another address).
-func startProxy(t *testing.T, upstreamAddr string, tweak func(*proxy.Config), wrap func(net.Listener) net.Listener) *harness {
+func startProxy(t testing.TB, upstreamAddr string, tweak func(*proxy.Config), wrap func(net.Listener) net.Listener) *harness {
 	t.Helper()
 	u := &url.URL{Scheme: "ws", Host: upstreamAddr}
 	cfg := proxy.Config{

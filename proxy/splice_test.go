@@ -20,11 +20,11 @@ import (
 // rawClient is a WebSocket client that speaks the handshake by hand, for
 // tests that need control over every frame.
 type rawClient struct {
-	t  *testing.T
+	t  testing.TB
 	ws *websocket.Conn
 }
 
-func dialRaw(t *testing.T, url string, hdr http.Header) *rawClient {
+func dialRaw(t testing.TB, url string, hdr http.Header) *rawClient {
 	t.Helper()
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	ws, resp, err := d.Dial(url, hdr)

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"encoding/binary"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -191,5 +193,81 @@ func (h *Handler) WrapListener(ln net.Listener) net.Listener {
 func flushConn(nc net.Conn) {
 	if bc, ok := nc.(*batchConn); ok {
 		_ = bc.Flush()
+	}
+}
+
+// maxFrameHeader is the largest WebSocket frame header: 2 bytes, an 8-byte
+// extended length and a 4-byte mask key.
+const maxFrameHeader = 14
+
+// writeFrame writes one data frame (RFC 6455 §5.2) into the batch under the
+// write lock, so that it never interleaves with a control frame gorilla
+// writes from another goroutine. Frames toward the gateway are masked with a
+// fresh key (§5.3). With batching off the frame is flushed at once. The
+// payload must not exceed chunkSize-maxFrameHeader.
+func (c *batchConn) writeFrame(opcode byte, fin, masked bool, payload []byte) error {
+	var hdr [maxFrameHeader]byte
+	hdr[0] = opcode
+	if fin {
+		hdr[0] |= 0x80
+	}
+	n := len(payload)
+	h := 2
+	switch {
+	case n <= 125:
+		hdr[1] = byte(n)
+	case n <= 0xffff:
+		hdr[1] = 126
+		binary.BigEndian.PutUint16(hdr[2:], uint16(n))
+		h = 4
+	default:
+		hdr[1] = 127
+		binary.BigEndian.PutUint64(hdr[2:], uint64(n))
+		h = 10
+	}
+	var key [4]byte
+	if masked {
+		hdr[1] |= 0x80
+		binary.LittleEndian.PutUint32(key[:], rand.Uint32())
+		copy(hdr[h:], key[:])
+		h += 4
+	}
+
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	if !c.batching || c.wn+h+n > chunkSize {
+		if err := c.flushLocked(); err != nil {
+			return err
+		}
+	}
+	if c.wbuf == nil {
+		c.wbuf = c.pool.get()
+	}
+	b := (*c.wbuf)[c.wn:]
+	copy(b, hdr[:h])
+	copy(b[h:], payload)
+	if masked {
+		maskBytes(key, b[h:h+n])
+	}
+	c.wn += h + n
+	if !c.batching {
+		return c.flushLocked()
+	}
+	return nil
+}
+
+// maskBytes XORs b with the mask key, 8 bytes at a time where it can.
+func maskBytes(key [4]byte, b []byte) {
+	k := uint64(binary.LittleEndian.Uint32(key[:]))
+	k |= k << 32
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], binary.LittleEndian.Uint64(b[i:])^k)
+	}
+	for ; i < len(b); i++ {
+		b[i] ^= key[i&3]
 	}
 }

@@ -69,7 +69,7 @@ func (c *conn) splice(maxPayload int64) {
 		sendClose(up, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
 	default:
 		_, toClient := c.h.metrics.MessageCounters()
-		err, readSide := copyMessages(c.client, up, nil, c.h.cfg.WriteTimeout, toClient)
+		err, readSide := copyMessages(c.client, up, nil, false, c.h.chunks, c.h.cfg.WriteTimeout, toClient)
 		flushConn(up.NetConn()) // gorilla's echo of a close frame
 		if readSide {
 			if code := closeCode(err); code == websocket.CloseServiceRestart || code == 0 || code == websocket.CloseAbnormalClosure {
@@ -131,7 +131,7 @@ func (c *conn) pumpClient(first *message) {
 	}
 	c.client.SetReadLimit(limit)
 	toUpstream, _ := c.h.metrics.MessageCounters()
-	err, readSide := copyMessages(c.up.ws, c.client, first, c.h.cfg.WriteTimeout, toUpstream)
+	err, readSide := copyMessages(c.up.ws, c.client, first, true, c.h.chunks, c.h.cfg.WriteTimeout, toUpstream)
 	flushConn(c.client.NetConn()) // gorilla's echo of a close frame
 	c.endClientSide(err, readSide)
 }
@@ -169,11 +169,17 @@ type message struct {
 	r   io.Reader
 }
 
-// copyMessages relays whole messages from src to dst, streaming each one
-// through dst's pooled write buffer, until a read or a write fails. It
-// starts with first, if set. readSide reports which side failed. Message
-// boundaries, types and order are kept.
-func copyMessages(dst, src *websocket.Conn, first *message, writeTimeout time.Duration, count prometheus.Counter) (err error, readSide bool) {
+// copyMessages relays whole messages from src to dst until a read or a
+// write fails; readSide reports which. It starts with first, if set.
+// Message types, boundaries and order are kept, and a message is streamed,
+// never buffered whole. mask is true toward the gateway (holdfast is its
+// client and masks its frames).
+//
+// When dst's socket is a batchConn, frames are written straight into its
+// batch (one write per burst, no allocation per message); otherwise through
+// gorilla's writer.
+func copyMessages(dst, src *websocket.Conn, first *message, mask bool, pool *chunkPool, writeTimeout time.Duration, count prometheus.Counter) (err error, readSide bool) {
+	bc, direct := dst.NetConn().(*batchConn)
 	rr := &recordingReader{}
 	for {
 		var typ int
@@ -189,24 +195,58 @@ func copyMessages(dst, src *websocket.Conn, first *message, writeTimeout time.Du
 			rr.r = r
 		}
 		rr.err = nil
-		_ = dst.SetWriteDeadline(time.Now().Add(writeTimeout))
-		w, err := dst.NextWriter(typ)
-		if err != nil {
-			return err, false
+		if direct {
+			err = relayFrames(bc, rr, typ, mask, pool, writeTimeout)
+		} else {
+			err = relayMessage(dst, rr, typ, writeTimeout)
 		}
-		if _, err := io.Copy(w, rr); err != nil {
+		if err != nil {
 			if rr.err != nil {
 				return rr.err, true
 			}
-			return err, false
-		}
-		if err := w.Close(); err != nil {
 			return err, false
 		}
 		if count != nil {
 			count.Inc()
 		}
 	}
+}
+
+// relayFrames streams one message from r into frames of at most one chunk
+// on bc.
+func relayFrames(bc *batchConn, r io.Reader, typ int, mask bool, pool *chunkPool, writeTimeout time.Duration) error {
+	scratch := pool.get()
+	defer pool.put(scratch)
+	buf := (*scratch)[:chunkSize-maxFrameHeader]
+	_ = bc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	opcode := byte(typ)
+	for {
+		n, err := io.ReadFull(r, buf)
+		fin := err == io.EOF || err == io.ErrUnexpectedEOF
+		if err != nil && !fin {
+			return err
+		}
+		if werr := bc.writeFrame(opcode, fin, mask, buf[:n]); werr != nil {
+			return werr
+		}
+		if fin {
+			return nil
+		}
+		opcode = 0 // continuation
+	}
+}
+
+// relayMessage streams one message from r through gorilla's writer.
+func relayMessage(dst *websocket.Conn, r io.Reader, typ int, writeTimeout time.Duration) error {
+	_ = dst.SetWriteDeadline(time.Now().Add(writeTimeout))
+	w, err := dst.NextWriter(typ)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, r); err != nil {
+		return err
+	}
+	return w.Close()
 }
 
 // drain discards what the peer still sends for up to d, so that closing the

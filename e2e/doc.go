@@ -12,5 +12,6 @@
 //   - HOLDFAST_E2E_BYPASS=1: clients go straight to the gateway and holdfast
 //     is not started; every scenario is expected to fail then, which shows
 //     that the assertions depend on holdfast being in the path.
+//   - HOLDFAST_E2E_LOGS=1: print holdfast's logs even when a test passes.
 //   - HOLDFAST_E2E_BIN: a prebuilt holdfast binary to use instead of building one.
 package e2e

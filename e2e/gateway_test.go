@@ -131,7 +131,12 @@ func newGateway(t testing.TB, opts gatewayOptions) *gateway {
 	if err := os.WriteFile(g.configPath(), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(g.Stop)
+	t.Cleanup(func() {
+		g.Stop()
+		if t.Failed() || os.Getenv("HOLDFAST_E2E_LOGS") == "1" {
+			t.Log(g.LogTail())
+		}
+	})
 	return g
 }
 
@@ -302,8 +307,8 @@ func (g *gateway) WaitStarted(t testing.TB, ctx context.Context, limit time.Dura
 		r, err := g.Readiness(ctx)
 		if err == nil && r.Started {
 			g.ReadyAfter = time.Since(g.started)
-			t.Logf("gateway %s: started after %v (window ≈ %v after port open)", g.opts.Version,
-				g.ReadyAfter.Round(time.Millisecond), (g.ReadyAfter - g.PortOpenAfter).Round(time.Millisecond))
+			t.Logf("gateway %s: started after %v at %s (window ≈ %v after port open)", g.opts.Version,
+				g.ReadyAfter.Round(time.Millisecond), time.Now().Format("15:04:05.000"), (g.ReadyAfter - g.PortOpenAfter).Round(time.Millisecond))
 			return
 		}
 		last, lastErr = r, err
@@ -401,8 +406,11 @@ func (g *gateway) LogTail() string {
 	return "--- gateway output (tail) ---\n" + tail(string(b), 4000)
 }
 
+// groupAlive reports whether any process of group pgid still runs (zombies
+// waiting to be reaped do not count).
 func groupAlive(pgid int) bool {
-	return syscall.Kill(-pgid, 0) == nil
+	live, _ := groupMembers(pgid)
+	return live > 0
 }
 
 // The process groups of started gateways are recorded under the cache so
@@ -438,6 +446,13 @@ func reapRecordedGateways() {
 }
 
 func groupLooksLikeOpenClaw(pgid int) bool {
+	_, oc := groupMembers(pgid)
+	return oc
+}
+
+// groupMembers counts the live (not zombie) processes of group pgid and
+// reports whether one of them is an OpenClaw process.
+func groupMembers(pgid int) (live int, openclaw bool) {
 	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
@@ -451,14 +466,14 @@ func groupLooksLikeOpenClaw(pgid int) bool {
 			continue
 		}
 		f := strings.Fields(s[i+1:])
-		if len(f) < 3 || f[2] != strconv.Itoa(pgid) {
+		if len(f) < 3 || f[2] != strconv.Itoa(pgid) || f[0] == "Z" || f[0] == "X" {
 			continue
 		}
+		live++
 		cmdline, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cmdline"))
-		comm := s[:i]
-		if bytes.Contains(cmdline, []byte("openclaw")) || strings.Contains(comm, "openclaw") {
-			return true
+		if bytes.Contains(cmdline, []byte("openclaw")) || strings.Contains(s[:i], "openclaw") {
+			openclaw = true
 		}
 	}
-	return false
+	return live, openclaw
 }

@@ -134,7 +134,7 @@ log:
 	go func() { _ = h.cmd.Wait(); logf.Close(); close(h.done) }()
 	t.Cleanup(func() {
 		h.Stop()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("HOLDFAST_E2E_LOGS") == "1" {
 			t.Logf("--- holdfast log (tail) ---\n%s", h.LogTail(12000))
 		}
 	})

@@ -211,13 +211,15 @@ func TestLegacyPair(t *testing.T) {
 		gw.Start(t, ctx)
 		var wg sync.WaitGroup
 		var direct, viaCall, viaProbe cliResult
+		t.Cleanup(wg.Wait) // no client outlives the test, even after a Fatal
 		run := func(dst *cliResult, args ...string) <-chan struct{} {
 			done := make(chan struct{})
+			home := cliHome(t)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				defer close(done)
-				*dst = runCLI(ctx, legacyCLI, cliHome(t), 120*time.Second, args...)
+				*dst = runCLI(ctx, legacyCLI, home, 120*time.Second, args...)
 			}()
 			return done
 		}
@@ -239,8 +241,8 @@ func TestLegacyPair(t *testing.T) {
 			name string
 			r    cliResult
 		}{{"direct call", direct}, {viaName() + " call", viaCall}, {viaName() + " probe", viaProbe}} {
-			figure(t, "%s (CLI %s): exit %d, took %v, ended %v after the gateway started",
-				c.name, legacyCLI, c.r.ExitCode, c.r.Duration().Round(time.Millisecond), c.r.End.Sub(readyAt).Round(time.Millisecond))
+			figure(t, "%s (CLI %s): exit %d, %s–%s, took %v, ended %v after the gateway started",
+				c.name, legacyCLI, c.r.ExitCode, c.r.Start.Format("15:04:05.000"), c.r.End.Format("15:04:05.000"), c.r.Duration().Round(time.Millisecond), c.r.End.Sub(readyAt).Round(time.Millisecond))
 		}
 
 		// Straight to the gateway: one connect, the startup rejection, exit 1.
@@ -380,6 +382,7 @@ func TestCurrent(t *testing.T) {
 	t.Run("window", func(t *testing.T) {
 		gw.Start(t, ctx)
 		var wg sync.WaitGroup
+		t.Cleanup(wg.Wait)
 		var direct, via cliResult
 		type tcOut struct {
 			res      testclient.Result
@@ -398,13 +401,14 @@ func TestCurrent(t *testing.T) {
 			url  string
 			done chan struct{}
 		}{{&direct, gw.URL(), nil}, {&via, hfCLI.URL(), viaDone}} {
+			home := cliHome(t)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				if c.done != nil {
 					defer close(c.done)
 				}
-				*c.dst = runCLI(ctx, currentVersion, cliHome(t), 120*time.Second,
+				*c.dst = runCLI(ctx, currentVersion, home, 120*time.Second,
 					"gateway", "call", "health", "--url", c.url, "--token", gw.Token, "--json", "--timeout", "60000")
 			}()
 		}
@@ -636,6 +640,7 @@ func testRestart(t *testing.T, gw *gateway, hf *holdfast) {
 	outs := make([]out, 2)
 	dones := []chan struct{}{make(chan struct{}), make(chan struct{})}
 	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
 	for i, dev := range []*deviceauth.Identity{nil, identity} {
 		name := "token-only"
 		if dev != nil {

@@ -90,13 +90,13 @@ func awaitArrivals(t *testing.T, gw *gateway, conds map[string]func() bool) {
 	}
 }
 
-// releaseWindow ends the startup window no sooner than min after the port
+// releaseWindow ends the startup window no sooner than minOpen after the port
 // opened and minHold from now (so every client that arrived waits in the
 // window for a while), then waits until the gateway reports started; it
 // returns that instant.
-func releaseWindow(t *testing.T, gw *gateway, min time.Duration) time.Time {
+func releaseWindow(t *testing.T, gw *gateway, minOpen time.Duration) time.Time {
 	t.Helper()
-	wait := max(gw.PortOpenAfter+min-time.Since(gw.started), minHold)
+	wait := max(gw.PortOpenAfter+minOpen-time.Since(gw.started), minHold)
 	time.Sleep(wait)
 	gw.ReleaseWindow(t)
 	gw.WaitStarted(t, context.Background(), 90*time.Second)

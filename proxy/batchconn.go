@@ -26,12 +26,19 @@ func (p *chunkPool) put(b *[]byte) { p.p.Put(b) }
 // batchConn is one leg of a session: a net.Conn that lets the splice batch
 // frames into few system calls and that holds no buffer while idle.
 //
-// Reads: a read that returns as much as the caller asked for suggests more
-// is waiting, so the next one gathers into a pooled chunk; the chunk goes
-// back to the pool once drained. A blocking read therefore normally lands
-// in the caller's small buffer (gorilla's 256-byte reader), not in a chunk.
-// Before any read from the socket, beforeRead (the flush of the other leg)
-// runs: nothing relayed waits in a batch while this leg blocks.
+// Reads: a blocking read lands in a small buffer of the connection's own; a
+// read that fills it suggests more is waiting, so the next one gathers into
+// a pooled chunk, which goes back to the pool once drained. Before any read
+// from the socket, beforeRead (the flush of the other leg) runs: nothing
+// relayed waits in a batch while this leg blocks.
+//
+// Once in frame mode (after the HTTP upgrade), a read never hands out bytes
+// past the end of the current WebSocket frame. So when gorilla has finished
+// a message its buffered reader is empty, and the splice can wait for the
+// next frame with waitData at a shallow stack depth: an idle goroutine then
+// fits in the smallest stack. Before frame mode, reads stop at the end of
+// each HTTP header block, so that the HTTP parser on top leaves nothing
+// buffered when the upgrade completes.
 //
 // Writes: while batching is on, writes gather in a pooled chunk until Flush,
 // or until the chunk is full. With batching off, Write writes through.
@@ -43,9 +50,11 @@ type batchConn struct {
 	pool *chunkPool
 
 	// Read side: owned by the reading goroutine.
-	rbuf       *[]byte
-	rpos, rend int
-	gather     bool // the last socket read filled the caller's buffer
+	small      [smallReadSize]byte
+	rbuf       *[]byte // pooled chunk behind pending, or nil
+	pending    []byte  // read from the socket, not yet handed out
+	gather     bool    // the last socket read filled its buffer
+	bounds     streamBounds
 	beforeRead atomic.Pointer[func()]
 
 	// Write side.
@@ -56,43 +65,189 @@ type batchConn struct {
 	werr     error
 }
 
+// smallReadSize is the buffer a blocking read lands in. A read that fills
+// it is followed by one into a pooled chunk.
+const smallReadSize = 128
+
 func newBatchConn(c net.Conn, pool *chunkPool) *batchConn {
 	return &batchConn{Conn: c, pool: pool}
 }
 
 // Read implements net.Conn.
 func (c *batchConn) Read(p []byte) (int, error) {
-	if c.rpos < c.rend {
-		n := copy(p, (*c.rbuf)[c.rpos:c.rend])
-		c.rpos += n
-		if c.rpos == c.rend {
-			c.pool.put(c.rbuf)
-			c.rbuf, c.rpos, c.rend = nil, 0, 0
+	if len(c.pending) == 0 {
+		if err := c.fill(); len(c.pending) == 0 {
+			return 0, err
 		}
-		return n, nil
 	}
+	n := min(c.bounds.allow(c.pending), len(p))
+	copy(p, c.pending[:n])
+	c.bounds.advance(c.pending[:n])
+	c.pending = c.pending[n:]
+	if len(c.pending) == 0 && c.rbuf != nil {
+		c.pool.put(c.rbuf)
+		c.rbuf = nil
+	}
+	return n, nil
+}
+
+// fill reads from the socket once, after flushing the other leg.
+func (c *batchConn) fill() error {
 	if f := c.beforeRead.Load(); f != nil {
 		(*f)()
 	}
-	if !c.gather || len(p) >= chunkSize {
-		n, err := c.Conn.Read(p)
-		c.gather = n == len(p)
-		return n, err
+	buf := c.small[:]
+	if c.gather {
+		c.rbuf = c.pool.get()
+		buf = *c.rbuf
 	}
-	buf := c.pool.get()
-	n, err := c.Conn.Read(*buf)
-	c.gather = n == len(*buf)
-	if n == 0 {
-		c.pool.put(buf)
-		return 0, err
+	n, err := c.Conn.Read(buf)
+	c.gather = n == len(buf)
+	c.pending = buf[:n]
+	if n == 0 && c.rbuf != nil {
+		c.pool.put(c.rbuf)
+		c.rbuf = nil
 	}
-	m := copy(p, (*buf)[:n])
-	if m < n {
-		c.rbuf, c.rpos, c.rend = buf, m, n
-	} else {
-		c.pool.put(buf)
+	return err
+}
+
+// waitData blocks until the socket has data, unless some is pending. Call
+// it only between messages in frame mode, where the reader above holds
+// nothing buffered.
+func (c *batchConn) waitData() error {
+	if len(c.pending) > 0 || !c.bounds.frames || !c.bounds.atFrameStart() {
+		return nil
 	}
-	return m, err
+	err := c.fill()
+	if len(c.pending) > 0 {
+		return nil
+	}
+	return err
+}
+
+// frameMode declares that the next byte of the stream starts a WebSocket
+// frame. Call it from the reading goroutine, or before it starts, right
+// after the HTTP upgrade.
+func (c *batchConn) frameMode() { c.bounds = streamBounds{frames: true} }
+
+// streamBounds tracks the structure of a byte stream so that reads stop at
+// its boundaries: HTTP header blocks before the upgrade, WebSocket frames
+// (RFC 6455 §5.2) after it.
+type streamBounds struct {
+	frames bool
+
+	// HTTP mode: how many bytes of "\r\n\r\n" were seen last.
+	crlf int
+
+	// Frame mode.
+	hdr       [maxFrameHeader]byte
+	have      int    // header bytes seen
+	need      int    // header length once known, 0 before
+	inPayload bool   // the header is complete
+	left      uint64 // payload bytes not yet handed out
+}
+
+// allow returns how many of the bytes b may be handed out at once.
+func (s *streamBounds) allow(b []byte) int {
+	if !s.frames {
+		// Stop right after the first "\r\n\r\n".
+		state := s.crlf
+		for i, ch := range b {
+			state = crlfStep(state, ch)
+			if state == 4 {
+				return i + 1
+			}
+		}
+		return len(b)
+	}
+	if s.inPayload {
+		return int(min(uint64(len(b)), s.left))
+	}
+	need := s.need
+	if need == 0 {
+		need = 2
+	}
+	return min(len(b), need-s.have)
+}
+
+func crlfStep(state int, ch byte) int {
+	switch {
+	case ch == '\r' && (state == 0 || state == 2):
+		return state + 1
+	case ch == '\n' && (state == 1 || state == 3):
+		return state + 1
+	case ch == '\r':
+		return 1
+	default:
+		return 0
+	}
+}
+
+// advance records that b, as allowed, was handed out.
+func (s *streamBounds) advance(b []byte) {
+	if !s.frames {
+		for _, ch := range b {
+			s.crlf = crlfStep(s.crlf, ch)
+			if s.crlf == 4 {
+				s.crlf = 0
+			}
+		}
+		return
+	}
+	for len(b) > 0 {
+		if s.inPayload {
+			k := int(min(uint64(len(b)), s.left))
+			s.left -= uint64(k)
+			b = b[k:]
+			if s.left == 0 {
+				s.inPayload, s.have, s.need = false, 0, 0
+			}
+			continue
+		}
+		k := copy(s.hdr[s.have:s.headerLen()], b)
+		s.have += k
+		b = b[k:]
+		if s.need == 0 && s.have >= 2 {
+			s.need = 2
+			switch s.hdr[1] & 0x7f {
+			case 126:
+				s.need += 2
+			case 127:
+				s.need += 8
+			}
+			if s.hdr[1]&0x80 != 0 {
+				s.need += 4
+			}
+		}
+		if s.need > 0 && s.have == s.need {
+			switch n := s.hdr[1] & 0x7f; n {
+			case 126:
+				s.left = uint64(binary.BigEndian.Uint16(s.hdr[2:]))
+			case 127:
+				s.left = binary.BigEndian.Uint64(s.hdr[2:])
+			default:
+				s.left = uint64(n)
+			}
+			if s.left == 0 {
+				s.have, s.need = 0, 0 // an empty frame: the next one starts
+			} else {
+				s.inPayload = true
+			}
+		}
+	}
+}
+
+func (s *streamBounds) headerLen() int {
+	if s.need == 0 {
+		return 2
+	}
+	return s.need
+}
+
+// atFrameStart reports a position between frames (always true before
+// frame mode, where nothing is known).
+func (s *streamBounds) atFrameStart() bool {
+	return !s.frames || (!s.inPayload && s.have == 0)
 }
 
 // Write implements net.Conn.

@@ -7,11 +7,12 @@ import (
 )
 
 // Buffer sizes of the WebSocket legs. gorilla's reader keeps a small buffer
-// per socket for its lifetime (its minimum is one control frame); larger
-// reads gather in the batchConn's pooled chunks. Write buffers are lent by a
+// per socket for its lifetime (it peeks at most a frame header); reads
+// from the socket land in the batchConn's own small buffer or, in bursts,
+// its pooled chunks. Write buffers are lent by a
 // pool only while a message is being written, so an idle session holds none.
 const (
-	readBufferSize  = 256
+	readBufferSize  = 128
 	writeBufferSize = 4096
 )
 

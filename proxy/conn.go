@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -41,13 +40,14 @@ type frame struct {
 // client's frames. After the splice, run copies upstream→client and the
 // reader copies client→upstream.
 type conn struct {
-	h      *Handler
-	r      *http.Request
-	log    *slog.Logger
-	start  time.Time
-	budget retry.Budget
-	attr   attribution
-	hdr    http.Header // the upstream upgrade request's headers
+	h          *Handler
+	r          *http.Request
+	clientAddr string      // for logs
+	kind       connectKind // of the client's first frame
+	start      time.Time
+	budget     retry.Budget
+	attr       attribution
+	hdr        http.Header // the upstream upgrade request's headers
 
 	client *websocket.Conn
 	up     *upstream // the current upstream socket; fixed once spliced
@@ -87,7 +87,7 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
 		attr:   h.attribute(r),
 		notify: make(chan struct{}, 1),
 	}
-	c.log = h.log.With("client", r.RemoteAddr)
+	c.clientAddr = r.RemoteAddr
 	c.hdr = upstreamHeader(r)
 	applyForwarding(c.hdr, c.attr, r)
 	splice, maxPayload := c.run(w)
@@ -95,25 +95,26 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
 		c.release()
 		return
 	}
-	// The session outlives this handler: its two directions run in fresh
-	// goroutines with small stacks, and the HTTP server's connection state
-	// and this goroutine's deep handshake stack are freed.
+	// The session outlives this handler: once spliced, its directions run
+	// on goroutines with small stacks, and the HTTP server's connection
+	// state and this goroutine's deep handshake stack are freed.
 	c.r, c.hdr = nil, nil
-	c.cancel() // the handshake context: nothing waits on it any more
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		c.splice(maxPayload)
-		c.release()
-	}()
+	// The handshake context: nothing waits on it any more.
+	c.mu.Lock()
+	c.cancel()
+	c.ctx, c.cancel = nil, nil
+	c.mu.Unlock()
+	c.splice(maxPayload, c.release)
 }
 
 // release ends the client reader (its socket is closed by then) and waits
 // for it.
 func (c *conn) release() {
+	c.mu.Lock()
 	if c.cancel != nil {
 		c.cancel()
 	}
+	c.mu.Unlock()
 	if c.readerDone != nil {
 		<-c.readerDone
 	}
@@ -148,11 +149,12 @@ func (c *conn) finish(res metrics.Result, msg string, args ...any) {
 	c.resultSent = true
 	d := time.Since(c.start)
 	c.h.metrics.Handshake(res, d)
-	args = append(args, "result", string(res), "duration", d.Round(time.Millisecond))
+	args = append(args, "client", c.clientAddr, "connect", c.kind.String(),
+		"result", string(res), "duration", d.Round(time.Millisecond))
 	if res == metrics.ResultOK {
-		c.log.Debug(msg, args...)
+		c.h.log.Debug(msg, args...)
 	} else {
-		c.log.Info(msg, args...)
+		c.h.log.Info(msg, args...)
 	}
 }
 
@@ -180,6 +182,9 @@ func (c *conn) run(w http.ResponseWriter) (splice bool, maxPayload int64) {
 		return false, 0
 	}
 	c.client = client
+	if bc, ok := client.NetConn().(*batchConn); ok {
+		bc.frameMode()
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	client.SetReadLimit(c.h.cfg.MaxMessageBytes)
 	client.SetPingHandler(c.onClientPing)
@@ -199,7 +204,7 @@ func (c *conn) run(w http.ResponseWriter) (splice bool, maxPayload int64) {
 		return false, 0 // awaitFirst finished the connection
 	}
 	kind, id := classifyConnect(first.data)
-	c.log = c.log.With("connect", kind.String())
+	c.kind = kind
 	if kind == notConnect {
 		// Not something holdfast understands: the gateway answers it.
 		c.finish(metrics.ResultRejected, "client's first frame is not a connect; passed to the gateway")
@@ -478,7 +483,7 @@ func (c *conn) upstreamLost(err error, kind connectKind, attempt int, lastUnavai
 	delay := c.h.backoff.Dial(1)
 	if kind == replayable && c.budget.Allows(delay, c.h.cfg.MinAttempt) {
 		c.h.metrics.Retry(metrics.RetryDial)
-		c.log.Debug("upstream lost during the connect; retrying", "err", err)
+		c.h.log.Debug("upstream lost during the connect; retrying", "client", c.clientAddr, "err", err)
 		return c.redial(delay, *lastUnavailable, attempt)
 	}
 	if *lastUnavailable != nil {
@@ -572,7 +577,11 @@ func (c *conn) signal() {
 // the splice on it streams them to the upstream.
 func (c *conn) readClient() {
 	defer close(c.readerDone)
+	bc, _ := c.client.NetConn().(*batchConn)
 	for {
+		if bc != nil {
+			_ = bc.waitData() // block shallow; NextReader reports errors
+		}
 		mt, r, err := c.client.NextReader()
 		if c.spliced.Load() {
 			// A message that arrives after hello-ok was sent is streamed,
@@ -613,9 +622,11 @@ func (c *conn) readClient() {
 		}
 		if err != nil {
 			c.readErr = err
+			if c.cancel != nil {
+				c.cancel()
+			}
 			c.mu.Unlock()
 			c.signal()
-			c.cancel()
 			return
 		}
 		c.queue = append(c.queue, frame{mt, data})

@@ -202,6 +202,9 @@ func (h *Handler) dialOnce(ctx context.Context, hdr http.Header, key string, bud
 		}
 		return nil, fmt.Errorf("dial upstream: %w", err)
 	}
+	if bc, ok := ws.NetConn().(*batchConn); ok {
+		bc.frameMode()
+	}
 	u.ws = ws
 	u.opened = time.Now()
 	u.protocol = ws.Subprotocol()

@@ -11,16 +11,39 @@ import (
 	"github.com/holdfast-proxy/holdfast/retry"
 )
 
-// splice relays frames both ways until either side closes. The caller's
-// goroutine copies upstream→client; the client reader copies
-// client→upstream. maxPayload (hello-ok's policy.maxPayload, 0 for none)
-// limits client messages.
-func (c *conn) splice(maxPayload int64) {
+// splice relays frames both ways until either side closes: the client
+// reader copies client→upstream, and a new goroutine upstream→client. done
+// runs when the session has ended. maxPayload (hello-ok's
+// policy.maxPayload, 0 for none) limits client messages.
+//
+// The setup runs on the caller's goroutine. The new goroutine only copies,
+// blocking shallow between messages, so an idle session's goroutines keep
+// the smallest stacks.
+func (c *conn) splice(maxPayload int64, done func()) {
 	untrack := c.h.track(c)
-	defer untrack()
 	c.h.metrics.SessionStarted()
-	defer c.h.metrics.SessionEnded()
+	end := func() {
+		c.endSession()
+		c.h.metrics.SessionEnded()
+		untrack()
+		done()
+	}
+	if !c.startSplice(maxPayload) {
+		end()
+		return
+	}
+	c.h.wg.Add(1)
+	go func() {
+		defer c.h.wg.Done()
+		c.pumpUpstream()
+		end()
+	}()
+}
 
+// startSplice sets up the splice and hands the client→upstream direction to
+// the reader: queued frames go first, in order, then the reader writes
+// directly. It reports false when the session ended already.
+func (c *conn) startSplice(maxPayload int64) bool {
 	up := c.up.ws
 	up.SetReadLimit(0) // streamed, never buffered whole
 	_ = up.SetReadDeadline(time.Time{})
@@ -33,8 +56,6 @@ func (c *conn) splice(maxPayload int64) {
 		return nil
 	})
 
-	// Hand the client→upstream direction to the reader: queued frames go
-	// first, in order, then the reader writes directly.
 	c.mu.Lock()
 	if maxPayload > 0 {
 		c.maxPayload = maxPayload
@@ -64,26 +85,38 @@ func (c *conn) splice(maxPayload int64) {
 	case rerr != nil:
 		// The client left (or broke a rule) before the splice began.
 		sendClose(up, wireClose(rerr, closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+		return false
 	case werr != nil:
 		sendClose(c.client, websocket.FormatCloseMessage(closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
 		sendClose(up, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
-	default:
-		_, toClient := c.h.metrics.MessageCounters()
-		err, readSide := copyMessages(c.client, up, nil, false, c.h.chunks, c.h.cfg.WriteTimeout, toClient)
-		flushConn(up.NetConn()) // gorilla's echo of a close frame
-		if readSide {
-			if code := closeCode(err); code == websocket.CloseServiceRestart || code == 0 || code == websocket.CloseAbnormalClosure {
-				// Restarting or gone: the next connect must not trust an
-				// old observation that it had started.
-				c.h.watcher.Observe(retry.Down)
-			}
-			// The gateway closed or vanished: tell the client why.
-			sendClose(c.client, wireClose(err, closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
-		} else {
-			sendClose(up, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
-		}
+		return false
 	}
-	c.endSession()
+	return true
+}
+
+// pumpUpstream copies upstream→client, then propagates how that ended.
+func (c *conn) pumpUpstream() {
+	_, toClient := c.h.metrics.MessageCounters()
+	err, readSide := copyMessages(c.client, c.up.ws, nil, false, c.h.chunks, c.h.cfg.WriteTimeout, toClient)
+	c.endUpstreamSide(err, readSide)
+}
+
+// endUpstreamSide propagates the end of the upstream→client direction: the
+// gateway's close goes to the client; a failed write to the client is
+// reported to the gateway.
+func (c *conn) endUpstreamSide(err error, readSide bool) {
+	flushConn(c.up.ws.NetConn()) // gorilla's echo of a close frame
+	if !readSide {
+		sendClose(c.up.ws, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+		return
+	}
+	if code := closeCode(err); code == websocket.CloseServiceRestart || code == 0 || code == websocket.CloseAbnormalClosure {
+		// Restarting or gone: the next connect must not trust an old
+		// observation that it had started.
+		c.h.watcher.Observe(retry.Down)
+	}
+	// The gateway closed or vanished: tell the client why.
+	sendClose(c.client, wireClose(err, closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
 }
 
 // batch turns frame batching on both legs on or off. While on, each leg
@@ -180,6 +213,7 @@ type message struct {
 // gorilla's writer.
 func copyMessages(dst, src *websocket.Conn, first *message, mask bool, pool *chunkPool, writeTimeout time.Duration, count prometheus.Counter) (err error, readSide bool) {
 	bc, direct := dst.NetConn().(*batchConn)
+	srcBC, _ := src.NetConn().(*batchConn)
 	rr := &recordingReader{}
 	for {
 		var typ int
@@ -187,6 +221,12 @@ func copyMessages(dst, src *websocket.Conn, first *message, mask bool, pool *chu
 			typ, rr.r = first.typ, first.r
 			first = nil
 		} else {
+			if srcBC != nil {
+				// Block here, shallow, rather than deep inside gorilla's
+				// reader: an idle session's goroutines keep small stacks.
+				// An error is left for NextReader to report.
+				_ = srcBC.waitData()
+			}
 			var r io.Reader
 			typ, r, err = src.NextReader()
 			if err != nil {

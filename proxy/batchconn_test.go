@@ -1,0 +1,138 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+)
+
+// frameBytes builds one WebSocket frame with the given payload length.
+func frameBytes(opcode byte, n int, masked bool) []byte {
+	var b []byte
+	b = append(b, 0x80|opcode)
+	m := byte(0)
+	if masked {
+		m = 0x80
+	}
+	switch {
+	case n <= 125:
+		b = append(b, m|byte(n))
+	case n <= 0xffff:
+		b = append(b, m|126, 0, 0)
+		binary.BigEndian.PutUint16(b[2:], uint16(n))
+	default:
+		b = append(b, m|127, 0, 0, 0, 0, 0, 0, 0, 0)
+		binary.BigEndian.PutUint64(b[2:], uint64(n))
+	}
+	if masked {
+		b = append(b, 1, 2, 3, 4)
+	}
+	for i := range n {
+		b = append(b, byte(i))
+	}
+	return b
+}
+
+// Reads in frame mode never cross a frame's end, however the stream is cut
+// into socket reads, and every byte arrives in order.
+func TestBatchConnStopsAtFrameEnds(t *testing.T) {
+	var frames [][]byte
+	for _, n := range []int{0, 1, 125, 126, 127, 1000, 65535, 65536, 70000} {
+		for _, masked := range []bool{false, true} {
+			frames = append(frames, frameBytes(2, n, masked))
+		}
+	}
+	var stream []byte
+	var ends []int // offsets where a frame ends
+	for _, f := range frames {
+		stream = append(stream, f...)
+		ends = append(ends, len(stream))
+	}
+
+	a, b := net.Pipe()
+	defer a.Close()
+	go func() {
+		r := rand.New(rand.NewPCG(1, 2))
+		for off := 0; off < len(stream); {
+			n := min(1+r.IntN(5000), len(stream)-off)
+			if _, err := a.Write(stream[off : off+n]); err != nil {
+				return
+			}
+			off += n
+		}
+	}()
+	bc := newBatchConn(b, newChunkPool())
+	bc.frameMode()
+	var got []byte
+	buf := make([]byte, 100000)
+	next := 0
+	for len(got) < len(stream) {
+		_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := bc.Read(buf[:1+rand.IntN(len(buf)-1)])
+		if err != nil {
+			t.Fatalf("read after %d bytes: %v", len(got), err)
+		}
+		start := len(got)
+		got = append(got, buf[:n]...)
+		for next < len(ends) && ends[next] <= start {
+			next++
+		}
+		if next < len(ends) && len(got) > ends[next] {
+			t.Fatalf("a read of %d bytes at %d crossed the frame end at %d", n, start, ends[next])
+		}
+		if next < len(ends) && len(got) == ends[next] && !bc.bounds.atFrameStart() {
+			t.Fatalf("at a frame end (%d) the tracker is not at a frame start", ends[next])
+		}
+	}
+	if !bytes.Equal(got, stream) {
+		t.Fatal("the stream was altered")
+	}
+}
+
+// Before frame mode, reads stop right after each HTTP header block, so the
+// HTTP parser on top never buffers the bytes that follow the upgrade.
+func TestBatchConnStopsAtHeaderEnd(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	msg := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi"
+	go func() { _, _ = a.Write([]byte(msg)) }()
+	bc := newBatchConn(b, newChunkPool())
+	buf := make([]byte, 4096)
+	var got []byte
+	for !bytes.HasSuffix(got, []byte("\r\n\r\n")) {
+		n, err := bc.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+		if len(got) > len(msg)-4 {
+			t.Fatalf("read past the header block: %q", got)
+		}
+	}
+	bc.frameMode()
+	n, err := bc.Read(buf)
+	if err != nil || string(buf[:n]) != "\x81\x02" {
+		t.Fatalf("first frame read %q, %v; want its header alone", buf[:n], err)
+	}
+}
+
+func TestMaskBytes(t *testing.T) {
+	key := [4]byte{0xa1, 0xb2, 0xc3, 0xd4}
+	for n := range 40 {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i * 7)
+		}
+		want := make([]byte, n)
+		for i := range want {
+			want[i] = b[i] ^ key[i%4]
+		}
+		maskBytes(key, b)
+		if !bytes.Equal(b, want) {
+			t.Fatalf("len %d: %x; want %x", n, b, want)
+		}
+	}
+}

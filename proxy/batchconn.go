@@ -26,9 +26,10 @@ func (p *chunkPool) put(b *[]byte) { p.p.Put(b) }
 // batchConn is one leg of a session: a net.Conn that lets the splice batch
 // frames into few system calls and that holds no buffer while idle.
 //
-// Reads: a blocking read lands in a small buffer of the connection's own; a
-// read that fills it suggests more is waiting, so the next one gathers into
-// a pooled chunk, which goes back to the pool once drained. Before any read
+// Reads: a read lands in the caller's buffer, or in a small one of the
+// connection's own when waiting between frames; a read that fills its
+// buffer suggests more is waiting, so the next one gathers into a pooled
+// chunk, which goes back to the pool once drained. Before any read
 // from the socket, beforeRead (the flush of the other leg) runs: nothing
 // relayed waits in a batch while this leg blocks.
 //
@@ -65,9 +66,9 @@ type batchConn struct {
 	werr     error
 }
 
-// smallReadSize is the buffer a blocking read lands in. A read that fills
-// it is followed by one into a pooled chunk.
-const smallReadSize = 128
+// smallReadSize is the buffer waitData's blocking read lands in. A read
+// that fills it is followed by one into a pooled chunk.
+const smallReadSize = 32
 
 func newBatchConn(c net.Conn, pool *chunkPool) *batchConn {
 	return &batchConn{Conn: c, pool: pool}
@@ -76,6 +77,9 @@ func newBatchConn(c net.Conn, pool *chunkPool) *batchConn {
 // Read implements net.Conn.
 func (c *batchConn) Read(p []byte) (int, error) {
 	if len(c.pending) == 0 {
+		if !c.gather && len(p) >= len(c.small) {
+			return c.readInto(p)
+		}
 		if err := c.fill(); len(c.pending) == 0 {
 			return 0, err
 		}
@@ -91,7 +95,29 @@ func (c *batchConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// fill reads from the socket once, after flushing the other leg.
+// readInto reads from the socket straight into p. What lies past the
+// allowed bound is kept, in a pooled chunk, for the next reads (io.Reader
+// lets Read use all of p as scratch).
+func (c *batchConn) readInto(p []byte) (int, error) {
+	if f := c.beforeRead.Load(); f != nil {
+		(*f)()
+	}
+	n, err := c.Conn.Read(p)
+	c.gather = n == len(p)
+	if n == 0 {
+		return 0, err
+	}
+	k := c.bounds.allow(p[:n])
+	c.bounds.advance(p[:k])
+	if k < n {
+		c.rbuf = c.pool.get()
+		c.pending = (*c.rbuf)[:copy(*c.rbuf, p[k:n])]
+	}
+	return k, nil
+}
+
+// fill reads from the socket once, after flushing the other leg, into the
+// small buffer or, when more is likely waiting, a pooled chunk.
 func (c *batchConn) fill() error {
 	if f := c.beforeRead.Load(); f != nil {
 		(*f)()

@@ -77,7 +77,6 @@ func (a *admission) acquire(ctx context.Context, key string) (release func(), er
 type upstream struct {
 	ws        *websocket.Conn
 	challenge []byte    // the challenge frame, as received
-	nonce     string    // for logs only; never a secret
 	opened    time.Time // when the upgrade completed: the gateway's pre-auth timer runs from here
 	protocol  string    // the subprotocol the gateway chose, if any
 	release   func()    // gives back the admission slot
@@ -222,14 +221,13 @@ func (h *Handler) dialOnce(ctx context.Context, hdr http.Header, key string, bud
 		_ = ws.Close()
 		return nil, fmt.Errorf("upstream closed before its challenge: %w", err)
 	}
-	ch, valid := parseChallenge(data)
+	_, valid := parseChallenge(data)
 	if mt != websocket.TextMessage || !valid {
 		u.close(websocket.CloseProtocolError, "expected connect.challenge")
 		return nil, errors.New("upstream sent something other than connect.challenge first")
 	}
 	_ = ws.SetReadDeadline(time.Time{})
 	u.challenge = data
-	u.nonce = ch.Nonce
 	ok = true
 	return u, nil
 }

@@ -30,7 +30,7 @@ func (p *chunkPool) put(b *[]byte) { p.p.Put(b) }
 // connection's own when waiting between frames; a read that fills its
 // buffer suggests more is waiting, so the next one gathers into a pooled
 // chunk, which goes back to the pool once drained. Before any read
-// from the socket, beforeRead (the flush of the other leg) runs: nothing
+// from the socket, the other leg (peer) is flushed: nothing
 // relayed waits in a batch while this leg blocks.
 //
 // Once in frame mode (after the HTTP upgrade), a read never hands out bytes
@@ -56,7 +56,7 @@ type batchConn struct {
 	pending    []byte  // read from the socket, not yet handed out
 	gather     bool    // the last socket read filled its buffer
 	bounds     streamBounds
-	beforeRead atomic.Pointer[func()]
+	peer       atomic.Pointer[batchConn] // flushed before each socket read
 
 	// Write side.
 	wmu      sync.Mutex
@@ -99,8 +99,8 @@ func (c *batchConn) Read(p []byte) (int, error) {
 // allowed bound is kept, in a pooled chunk, for the next reads (io.Reader
 // lets Read use all of p as scratch).
 func (c *batchConn) readInto(p []byte) (int, error) {
-	if f := c.beforeRead.Load(); f != nil {
-		(*f)()
+	if peer := c.peer.Load(); peer != nil {
+		_ = peer.Flush()
 	}
 	n, err := c.Conn.Read(p)
 	c.gather = n == len(p)
@@ -119,8 +119,8 @@ func (c *batchConn) readInto(p []byte) (int, error) {
 // fill reads from the socket once, after flushing the other leg, into the
 // small buffer or, when more is likely waiting, a pooled chunk.
 func (c *batchConn) fill() error {
-	if f := c.beforeRead.Load(); f != nil {
-		(*f)()
+	if peer := c.peer.Load(); peer != nil {
+		_ = peer.Flush()
 	}
 	buf := c.small[:]
 	if c.gather {

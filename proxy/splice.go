@@ -129,12 +129,11 @@ func (c *conn) batch(on bool) {
 		return
 	}
 	if on {
-		flushUp, flushClient := func() { _ = ub.Flush() }, func() { _ = cb.Flush() }
-		cb.beforeRead.Store(&flushUp)
-		ub.beforeRead.Store(&flushClient)
+		cb.peer.Store(ub)
+		ub.peer.Store(cb)
 	} else {
-		cb.beforeRead.Store(nil)
-		ub.beforeRead.Store(nil)
+		cb.peer.Store(nil)
+		ub.peer.Store(nil)
 	}
 	cb.setBatching(on)
 	ub.setBatching(on)

@@ -160,17 +160,13 @@ func (c *batchConn) frameMode() { c.bounds = streamBounds{frames: true} }
 // its boundaries: HTTP header blocks before the upgrade, WebSocket frames
 // (RFC 6455 §5.2) after it.
 type streamBounds struct {
-	frames bool
-
-	// HTTP mode: how many bytes of "\r\n\r\n" were seen last.
-	crlf int
-
-	// Frame mode.
+	left      uint64 // frame mode: payload bytes not yet handed out
 	hdr       [maxFrameHeader]byte
-	have      int    // header bytes seen
-	need      int    // header length once known, 0 before
-	inPayload bool   // the header is complete
-	left      uint64 // payload bytes not yet handed out
+	have      uint8 // header bytes seen
+	need      uint8 // header length once known, 0 before
+	inPayload bool  // the header is complete
+	frames    bool
+	crlf      uint8 // HTTP mode: how many bytes of "\r\n\r\n" were seen last
 }
 
 // allow returns how many of the bytes b may be handed out at once.
@@ -193,10 +189,10 @@ func (s *streamBounds) allow(b []byte) int {
 	if need == 0 {
 		need = 2
 	}
-	return min(len(b), need-s.have)
+	return min(len(b), int(need-s.have))
 }
 
-func crlfStep(state int, ch byte) int {
+func crlfStep(state uint8, ch byte) uint8 {
 	switch {
 	case ch == '\r' && (state == 0 || state == 2):
 		return state + 1
@@ -231,7 +227,7 @@ func (s *streamBounds) advance(b []byte) {
 			continue
 		}
 		k := copy(s.hdr[s.have:s.headerLen()], b)
-		s.have += k
+		s.have += uint8(k)
 		b = b[k:]
 		if s.need == 0 && s.have >= 2 {
 			s.need = 2
@@ -263,7 +259,7 @@ func (s *streamBounds) advance(b []byte) {
 	}
 }
 
-func (s *streamBounds) headerLen() int {
+func (s *streamBounds) headerLen() uint8 {
 	if s.need == 0 {
 		return 2
 	}

@@ -40,20 +40,14 @@ type frame struct {
 // client's frames. After the splice, run copies upstream→client and the
 // reader copies client→upstream.
 type conn struct {
-	h          *Handler
-	r          *http.Request
-	clientAddr string      // for logs
-	kind       connectKind // of the client's first frame
-	start      time.Time
-	budget     retry.Budget
-	attr       attribution
-	hdr        http.Header // the upstream upgrade request's headers
+	h *Handler
+	*handshakeState // nil once spliced: an idle session keeps only what it uses
 
 	client *websocket.Conn
 	up     *upstream // the current upstream socket; fixed once spliced
 
-	// ctx ends when the client goes away before the splice.
-	ctx    context.Context
+	// cancel ends ctx (the handshake's) when the client goes away before
+	// the splice; nil after it. Guarded by mu.
 	cancel context.CancelFunc
 
 	mu         sync.Mutex
@@ -63,12 +57,25 @@ type conn struct {
 	spliced    atomic.Bool   // set once, under mu, after the queue was flushed
 	maxPayload int64         // client message limit after hello-ok
 
+	readerDone chan struct{}
+}
+
+// handshakeState is the state only the handshake needs. Only the handler
+// goroutine touches it.
+type handshakeState struct {
+	r          *http.Request
+	clientAddr string      // for logs
+	kind       connectKind // of the client's first frame
+	start      time.Time
+	budget     retry.Budget
+	attr       attribution
+	hdr        http.Header // the upstream upgrade request's headers
+	ctx        context.Context
+
 	// helloFrames are what the gateway sent up to and including hello-ok;
 	// they reach the client once the splice is in place.
 	helloFrames []frame
-
-	readerDone chan struct{}
-	resultSent bool
+	resultSent  bool
 }
 
 func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
@@ -80,11 +87,13 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &conn{
-		h:      h,
-		r:      r,
-		start:  time.Now(),
-		budget: retry.NewBudget(h.clock, h.cfg.Budget),
-		attr:   h.attribute(r),
+		h: h,
+		handshakeState: &handshakeState{
+			r:      r,
+			start:  time.Now(),
+			budget: retry.NewBudget(h.clock, h.cfg.Budget),
+			attr:   h.attribute(r),
+		},
 		notify: make(chan struct{}, 1),
 	}
 	c.clientAddr = r.RemoteAddr
@@ -98,13 +107,14 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
 	// The session outlives this handler: once spliced, its directions run
 	// on goroutines with small stacks, and the HTTP server's connection
 	// state and this goroutine's deep handshake stack are freed.
-	c.r, c.hdr = nil, nil
+	helloFrames := c.helloFrames
+	c.handshakeState = nil
 	// The handshake context: nothing waits on it any more.
 	c.mu.Lock()
 	c.cancel()
-	c.ctx, c.cancel = nil, nil
+	c.cancel = nil
 	c.mu.Unlock()
-	c.splice(maxPayload, c.release)
+	c.splice(maxPayload, helloFrames, c.release)
 }
 
 // release ends the client reader (its socket is closed by then) and waits

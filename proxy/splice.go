@@ -12,14 +12,15 @@ import (
 )
 
 // splice relays frames both ways until either side closes: the client
-// reader copies client→upstream, and a new goroutine upstream→client. done
+// reader copies client→upstream, and a new goroutine upstream→client.
+// helloFrames (hello-ok and what preceded it) go to the client first. done
 // runs when the session has ended. maxPayload (hello-ok's
 // policy.maxPayload, 0 for none) limits client messages.
 //
 // The setup runs on the caller's goroutine. The new goroutine only copies,
 // blocking shallow between messages, so an idle session's goroutines keep
 // the smallest stacks.
-func (c *conn) splice(maxPayload int64, done func()) {
+func (c *conn) splice(maxPayload int64, helloFrames []frame, done func()) {
 	untrack := c.h.track(c)
 	c.h.metrics.SessionStarted()
 	end := func() {
@@ -28,7 +29,7 @@ func (c *conn) splice(maxPayload int64, done func()) {
 		untrack()
 		done()
 	}
-	if !c.startSplice(maxPayload) {
+	if !c.startSplice(maxPayload, helloFrames) {
 		end()
 		return
 	}
@@ -43,7 +44,7 @@ func (c *conn) splice(maxPayload int64, done func()) {
 // startSplice sets up the splice and hands the client→upstream direction to
 // the reader: queued frames go first, in order, then the reader writes
 // directly. It reports false when the session ended already.
-func (c *conn) startSplice(maxPayload int64) bool {
+func (c *conn) startSplice(maxPayload int64, helloFrames []frame) bool {
 	up := c.up.ws
 	up.SetReadLimit(0) // streamed, never buffered whole
 	_ = up.SetReadDeadline(time.Time{})
@@ -74,12 +75,11 @@ func (c *conn) startSplice(maxPayload int64) bool {
 	c.mu.Unlock()
 
 	if rerr == nil && werr == nil {
-		for _, f := range c.helloFrames {
+		for _, f := range helloFrames {
 			if werr = c.writeClient(f.typ, f.data); werr != nil {
 				break
 			}
 		}
-		c.helloFrames = nil
 	}
 	switch {
 	case rerr != nil:

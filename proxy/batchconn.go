@@ -51,12 +51,12 @@ type batchConn struct {
 	pool *chunkPool
 
 	// Read side: owned by the reading goroutine.
-	small      [smallReadSize]byte
-	rbuf       *[]byte // pooled chunk behind pending, or nil
-	pending    []byte  // read from the socket, not yet handed out
-	gather     bool    // the last socket read filled its buffer
-	bounds     streamBounds
-	peer       atomic.Pointer[batchConn] // flushed before each socket read
+	small   [smallReadSize]byte
+	rbuf    *[]byte // pooled chunk behind pending, or nil
+	pending []byte  // read from the socket, not yet handed out
+	gather  bool    // the last socket read filled its buffer
+	bounds  streamBounds
+	peer    atomic.Pointer[batchConn] // flushed before each socket read
 
 	// Write side.
 	wmu      sync.Mutex

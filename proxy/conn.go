@@ -40,7 +40,7 @@ type frame struct {
 // client's frames. After the splice, run copies upstream→client and the
 // reader copies client→upstream.
 type conn struct {
-	h *Handler
+	h               *Handler
 	*handshakeState // nil once spliced: an idle session keeps only what it uses
 
 	client *websocket.Conn
@@ -421,8 +421,18 @@ func (c *conn) mustHold(kind connectKind) bool {
 func (c *conn) hold(until time.Time) error {
 	ctx, cancel := context.WithDeadline(c.ctx, until)
 	defer cancel()
-	_ = c.h.watcher.WaitStarted(ctx)
-	return c.ctx.Err()
+	start := time.Now()
+	err := c.h.watcher.WaitStarted(ctx)
+	if c.ctx.Err() != nil {
+		return c.ctx.Err()
+	}
+	why := "gateway started"
+	if err != nil {
+		why = "hold deadline; forwarding anyway"
+	}
+	c.h.log.Debug("hold ended", "client", c.clientAddr, "connect", c.kind.String(),
+		"held", time.Since(start).Round(time.Millisecond), "why", why)
+	return nil
 }
 
 // clientFailedOr finishes the connection after the client went away.

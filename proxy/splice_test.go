@@ -212,19 +212,14 @@ func trim(b []byte) string {
 	return string(b)
 }
 
-// closeRecorder is a minimal upstream: challenge, hello-ok, then it records
-// how the session ended. With drop set it cuts TCP right after hello-ok.
-type closeRecorder struct {
-	closes chan error
-	drop   bool
-}
-
-func startRecorder(t *testing.T, drop bool) (*closeRecorder, string) {
-	t.Helper()
-	rec := &closeRecorder{closes: make(chan error, 1), drop: drop}
+// startMiniUpstream is a minimal gateway on 127.0.0.1: /startupz says
+// started, and each WebSocket gets a challenge, hello-ok (policy.maxPayload
+// 1 MiB) in answer to its first frame, then is handed to session.
+func startMiniUpstream(tb testing.TB, session func(ws *websocket.Conn)) string {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	up := websocket.Upgrader{}
 	mux := http.NewServeMux()
@@ -248,6 +243,30 @@ func startRecorder(t *testing.T, drop bool) (*closeRecorder, string) {
 		}
 		_ = json.Unmarshal(data, &req)
 		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"res","id":"`+req.ID+`","ok":true,"payload":{"type":"hello-ok","protocol":4,"policy":{"maxPayload":1048576}}}`))
+		session(ws)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		srv.Close()
+	})
+	return ln.Addr().String()
+}
+
+// closeRecorder is a minimal upstream that records how each session ended.
+// With drop set it cuts TCP right after hello-ok.
+type closeRecorder struct {
+	closes chan error
+	drop   bool
+}
+
+func startRecorder(t *testing.T, drop bool) (*closeRecorder, string) {
+	t.Helper()
+	rec := &closeRecorder{closes: make(chan error, 1), drop: drop}
+	addr := startMiniUpstream(t, func(ws *websocket.Conn) {
 		if rec.drop {
 			ws.UnderlyingConn().Close()
 			return
@@ -260,15 +279,7 @@ func startRecorder(t *testing.T, drop bool) (*closeRecorder, string) {
 			}
 		}
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		srv.Close()
-	})
-	return rec, ln.Addr().String()
+	return rec, addr
 }
 
 func (r *closeRecorder) wait(t *testing.T) error {

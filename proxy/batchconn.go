@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // chunkSize is the size of the pooled buffers a batchConn borrows while data
@@ -26,10 +27,11 @@ func (p *chunkPool) put(b *[]byte) { p.p.Put(b) }
 // batchConn is one leg of a session: a net.Conn that lets the splice batch
 // frames into few system calls and that holds no buffer while idle.
 //
-// Reads: a read lands in the caller's buffer, or in a small one of the
-// connection's own when waiting between frames; a read that fills its
-// buffer suggests more is waiting, so the next one gathers into a pooled
-// chunk, which goes back to the pool once drained. Before any read
+// Reads: between frames, waitData waits for the socket to be readable
+// holding no buffer, then reads everything the kernel has into a pooled
+// chunk, which goes back to the pool once drained. Within a frame, a read
+// lands in the caller's buffer, or in a chunk when the last read suggested
+// more is waiting. Before any read
 // from the socket, the other leg (peer) is flushed: nothing
 // relayed waits in a batch while this leg blocks.
 //
@@ -51,7 +53,9 @@ type batchConn struct {
 	pool *chunkPool
 
 	// Read side: owned by the reading goroutine.
-	small   [smallReadSize]byte
+	raw     syscall.RawConn // for waitData; nil when the socket has none
+	rawFn   func(fd uintptr) bool
+	rawErr  error
 	rbuf    *[]byte // pooled chunk behind pending, or nil
 	pending []byte  // read from the socket, not yet handed out
 	gather  bool    // the last socket read filled its buffer
@@ -66,18 +70,21 @@ type batchConn struct {
 	werr     error
 }
 
-// smallReadSize is the buffer waitData's blocking read lands in. A read
-// that fills it is followed by one into a pooled chunk.
-const smallReadSize = 32
-
 func newBatchConn(c net.Conn, pool *chunkPool) *batchConn {
-	return &batchConn{Conn: c, pool: pool}
+	bc := &batchConn{Conn: c, pool: pool}
+	if sc, ok := c.(syscall.Conn); ok && rawReadSupported {
+		if raw, err := sc.SyscallConn(); err == nil {
+			bc.raw = raw
+			bc.rawFn = bc.readRaw
+		}
+	}
+	return bc
 }
 
 // Read implements net.Conn.
 func (c *batchConn) Read(p []byte) (int, error) {
 	if len(c.pending) == 0 {
-		if !c.gather && len(p) >= len(c.small) {
+		if !c.gather {
 			return c.readInto(p)
 		}
 		if err := c.fill(); len(c.pending) == 0 {
@@ -116,39 +123,42 @@ func (c *batchConn) readInto(p []byte) (int, error) {
 	return k, nil
 }
 
-// fill reads from the socket once, after flushing the other leg, into the
-// small buffer or, when more is likely waiting, a pooled chunk.
+// fill reads from the socket once, after flushing the other leg, into a
+// pooled chunk.
 func (c *batchConn) fill() error {
 	if peer := c.peer.Load(); peer != nil {
 		_ = peer.Flush()
 	}
-	buf := c.small[:]
-	if c.gather {
-		c.rbuf = c.pool.get()
-		buf = *c.rbuf
-	}
-	n, err := c.Conn.Read(buf)
-	c.gather = n == len(buf)
-	c.pending = buf[:n]
-	if n == 0 && c.rbuf != nil {
+	c.rbuf = c.pool.get()
+	n, err := c.Conn.Read(*c.rbuf)
+	c.gather = n == len(*c.rbuf)
+	c.pending = (*c.rbuf)[:n]
+	if n == 0 {
 		c.pool.put(c.rbuf)
 		c.rbuf = nil
 	}
 	return err
 }
 
-// waitData blocks until the socket has data, unless some is pending. Call
-// it only between messages in frame mode, where the reader above holds
-// nothing buffered.
+// waitData blocks until the socket has data, unless some is pending, then
+// reads what is there into a pooled chunk. While it waits it holds no
+// buffer and little stack. Call it only between messages in frame mode,
+// where the reader above holds nothing buffered.
 func (c *batchConn) waitData() error {
 	if len(c.pending) > 0 || !c.bounds.frames || !c.bounds.atFrameStart() {
 		return nil
 	}
-	err := c.fill()
-	if len(c.pending) > 0 {
-		return nil
+	if c.raw == nil {
+		return c.fill()
 	}
-	return err
+	if peer := c.peer.Load(); peer != nil {
+		_ = peer.Flush()
+	}
+	c.rawErr = nil
+	if err := c.raw.Read(c.rawFn); err != nil {
+		return err
+	}
+	return c.rawErr
 }
 
 // frameMode declares that the next byte of the stream starts a WebSocket

@@ -1,0 +1,38 @@
+//go:build unix
+
+package proxy
+
+import (
+	"io"
+	"syscall"
+)
+
+// rawReadSupported: waitData reads through the socket's RawConn.
+const rawReadSupported = true
+
+// readRaw is waitData's read callback: it reads what the socket has, or
+// reports false (wait for readability) without keeping a buffer.
+func (c *batchConn) readRaw(fd uintptr) bool {
+	buf := c.pool.get()
+	for {
+		n, err := syscall.Read(int(fd), *buf)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			c.pool.put(buf)
+			return false
+		case err != nil:
+			c.pool.put(buf)
+			c.rawErr = err
+		case n == 0:
+			c.pool.put(buf)
+			c.rawErr = io.EOF
+		default:
+			c.rbuf = buf
+			c.pending = (*buf)[:n]
+			c.gather = n == len(*buf)
+		}
+		return true
+	}
+}

@@ -37,8 +37,8 @@ type frame struct {
 //
 // Before the splice, one goroutine (run) owns every write to the client and
 // every read from the upstream; the client reader goroutine only queues the
-// client's frames. After the splice, run copies upstream→client and the
-// reader copies client→upstream.
+// client's frames. After the splice, a goroutine of its own copies
+// upstream→client and the reader copies client→upstream (splice.go).
 type conn struct {
 	h               *Handler
 	*handshakeState // nil once spliced: an idle session keeps only what it uses

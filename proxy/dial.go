@@ -118,7 +118,7 @@ func (e *httpError) Error() string {
 // including 503 "Too many unauthenticated sockets". 4xx is its answer.
 func (e *httpError) retryable() bool { return e.status >= 500 }
 
-// errBudget reports that the budget ended before an upstream socket could be
+// budgetError reports that the budget ended before an upstream socket could be
 // had; it wraps the last failure.
 type budgetError struct{ last error }
 

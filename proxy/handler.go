@@ -249,9 +249,6 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	return h, nil
 }
 
-// Watcher returns the shared readiness watcher of the upstream.
-func (h *Handler) Watcher() *retry.Watcher { return h.watcher }
-
 // ServeHTTP sends control WebSocket upgrades through holdfast's handshake
 // and everything else to the reverse proxy.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

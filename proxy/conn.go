@@ -70,6 +70,7 @@ type handshakeState struct {
 	budget     retry.Budget
 	attr       attribution
 	hdr        http.Header // the upstream upgrade request's headers
+	target     string      // the upstream URL for this client
 	ctx        context.Context
 
 	// helloFrames are what the gateway sent up to and including hello-ok;
@@ -98,6 +99,7 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
 	}
 	c.clientAddr = r.RemoteAddr
 	c.hdr = upstreamHeader(r)
+	c.target = h.upstreamURL(r)
 	applyForwarding(c.hdr, c.attr, r)
 	splice, maxPayload := c.run(w)
 	if !splice {
@@ -173,7 +175,7 @@ func (c *conn) finish(res metrics.Result, msg string, args ...any) {
 func (c *conn) run(w http.ResponseWriter) (splice bool, maxPayload int64) {
 	// 1. An upstream socket with its challenge, before the client sees a
 	// 101: a browser waits only 750 ms for the challenge after open.
-	up, err := c.h.dialUpstream(c.r.Context(), c.hdr, c.attr.key(), c.budget)
+	up, err := c.h.dialUpstream(c.r.Context(), c.target, c.hdr, c.attr.key(), c.budget)
 	if err != nil {
 		c.failDial(w, err)
 		return false, 0
@@ -540,7 +542,7 @@ func (c *conn) redial(delay time.Duration, lastUnavailable []byte, attempt int) 
 		c.clientFailedOr(err)
 		return false
 	}
-	up, err := c.h.dialUpstream(c.ctx, c.hdr, c.attr.key(), c.budget)
+	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.key(), c.budget)
 	if err != nil {
 		if c.ctx.Err() != nil {
 			c.clientFailedOr(err)

@@ -132,9 +132,9 @@ func (e *budgetError) Unwrap() error { return e.last }
 // with capped, fully jittered exponential back-off within budget. It returns
 // an *httpError for a non-retryable upgrade answer, a *budgetError when the
 // budget ran out, or ctx's error.
-func (h *Handler) dialUpstream(ctx context.Context, hdr http.Header, key string, budget retry.Budget) (*upstream, error) {
+func (h *Handler) dialUpstream(ctx context.Context, target string, hdr http.Header, key string, budget retry.Budget) (*upstream, error) {
 	for attempt := 1; ; attempt++ {
-		u, err := h.dialOnce(ctx, hdr, key, budget)
+		u, err := h.dialOnce(ctx, target, hdr, key, budget)
 		if err == nil {
 			return u, nil
 		}
@@ -168,7 +168,7 @@ func (h *Handler) dialUpstream(ctx context.Context, hdr http.Header, key string,
 
 // dialOnce makes one attempt. It holds an admission slot for key from before
 // the upgrade; on success the slot stays with the returned upstream.
-func (h *Handler) dialOnce(ctx context.Context, hdr http.Header, key string, budget retry.Budget) (*upstream, error) {
+func (h *Handler) dialOnce(ctx context.Context, target string, hdr http.Header, key string, budget retry.Budget) (*upstream, error) {
 	actx, cancel := context.WithDeadline(ctx, budget.Deadline())
 	release, err := h.admission.acquire(actx, key)
 	cancel()
@@ -190,7 +190,7 @@ func (h *Handler) dialOnce(ctx context.Context, hdr http.Header, key string, bud
 	timeout := min(h.cfg.DialTimeout, budget.Remaining())
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	ws, resp, err := h.dialer.DialContext(dctx, h.cfg.Upstream.String(), hdr)
+	ws, resp, err := h.dialer.DialContext(dctx, target, hdr)
 	if err != nil {
 		if resp != nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -243,6 +243,22 @@ func (h *Handler) noteRefusal(e *httpError) {
 			"add holdfast's address to gateway.trustedProxies in the gateway's config, " +
 			"so that it accepts the X-Forwarded-For holdfast sets for remote clients")
 	})
+}
+
+// upstreamURL is where a client's upgrade goes: the configured gateway URL
+// with the client's path appended to its path and the client's query
+// added, so that the gateway sees the request as the client made it.
+func (h *Handler) upstreamURL(r *http.Request) string {
+	u := *h.cfg.Upstream
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/" + strings.TrimPrefix(r.URL.Path, "/")
+	u.RawPath = ""
+	switch {
+	case u.RawQuery == "":
+		u.RawQuery = r.URL.RawQuery
+	case r.URL.RawQuery != "":
+		u.RawQuery += "&" + r.URL.RawQuery
+	}
+	return u.String()
 }
 
 // sleep waits d or until ctx ends.

@@ -150,3 +150,4 @@ func TestPassthrough(t *testing.T) {
 }
 
 func trimS(s string) string { return trim([]byte(s)) }
+

@@ -150,4 +150,3 @@ func TestPassthrough(t *testing.T) {
 }
 
 func trimS(s string) string { return trim([]byte(s)) }
-

@@ -201,6 +201,9 @@ func New(cfg Config, opts Options) (*Handler, error) {
 		PollInterval: cfg.ReadinessPollInterval,
 		ProbeTimeout: cfg.ReadinessProbeTimeout,
 		FreshFor:     cfg.ReadinessFreshFor,
+		OnChange: func(from, to retry.State) {
+			h.log.Info("gateway state", "from", from.String(), "to", to.String())
+		},
 		OnProbe: func(s retry.State, err error) {
 			switch {
 			case err != nil:

@@ -53,6 +53,9 @@ type WatcherConfig struct {
 	FreshFor time.Duration
 	// OnProbe, if set, is called after each probe with its result.
 	OnProbe func(State, error)
+	// OnChange, if set, is called when an observation changes the state,
+	// outside the watcher's lock; calls may overlap.
+	OnChange func(from, to State)
 }
 
 // Watcher tracks one upstream gateway's startup state for every connection
@@ -98,12 +101,16 @@ func NewWatcher(cfg WatcherConfig) *Watcher {
 // Observe records what a connection or probe saw of the gateway.
 func (w *Watcher) Observe(s State) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	from := w.state
 	w.state = s
 	w.at = w.cfg.Clock.Now()
 	if s == Started {
 		close(w.changed)
 		w.changed = make(chan struct{})
+	}
+	w.mu.Unlock()
+	if from != s && w.cfg.OnChange != nil {
+		w.cfg.OnChange(from, s)
 	}
 }
 

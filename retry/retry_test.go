@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -280,4 +281,27 @@ func jsonAnswer(status int, body string) func(http.ResponseWriter) {
 func htmlAnswer(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_, _ = w.Write([]byte("<!doctype html><title>Control UI</title>"))
+}
+
+func TestWatcherReportsChanges(t *testing.T) {
+	var mu sync.Mutex
+	var changes []string
+	w := NewWatcher(WatcherConfig{
+		Probe: func(context.Context) (State, error) { return Starting, nil },
+		OnChange: func(from, to State) {
+			mu.Lock()
+			changes = append(changes, from.String()+">"+to.String())
+			mu.Unlock()
+		},
+	})
+	defer w.Close()
+	for _, s := range []State{Down, Down, Starting, Started, Started, Down} {
+		w.Observe(s)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := "unknown>down down>starting starting>started started>down"
+	if got := strings.Join(changes, " "); got != want {
+		t.Errorf("changes %q; want %q", got, want)
+	}
 }

@@ -136,3 +136,45 @@ func TestMaskBytes(t *testing.T) {
 		}
 	}
 }
+
+// Whatever a peer sends, reads in frame mode hand every byte on in order,
+// never stall with data pending, and never panic.
+func FuzzBatchConnFrameMode(f *testing.F) {
+	f.Add(frameBytes(1, 5, true), uint8(3))
+	f.Add(append(frameBytes(2, 300, false), frameBytes(9, 0, true)...), uint8(1))
+	f.Add([]byte{0x82, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2}, uint8(7))
+	f.Fuzz(func(t *testing.T, stream []byte, step uint8) {
+		if len(stream) == 0 {
+			return
+		}
+		a, b := net.Pipe()
+		defer b.Close()
+		go func() {
+			defer a.Close()
+			n := int(step%64) + 1
+			for off := 0; off < len(stream); off += n {
+				if _, err := a.Write(stream[off:min(off+n, len(stream))]); err != nil {
+					return
+				}
+			}
+		}()
+		bc := newBatchConn(b, newChunkPool())
+		bc.frameMode()
+		var got []byte
+		buf := make([]byte, int(step)+1)
+		for len(got) < len(stream) {
+			_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err := bc.Read(buf)
+			if err != nil {
+				t.Fatalf("read after %d of %d bytes: %v", len(got), len(stream), err)
+			}
+			if n == 0 {
+				t.Fatal("a read returned nothing and no error")
+			}
+			got = append(got, buf[:n]...)
+		}
+		if !bytes.Equal(got, stream) {
+			t.Fatal("the stream was altered")
+		}
+	})
+}

@@ -1,10 +1,8 @@
 package fakegw
 
 import (
-	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -14,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
+	"github.com/holdfast-proxy/holdfast/internal/uuid"
 )
 
 // Error codes and detail codes used by the fake (a subset of the gateway's).
@@ -52,17 +51,7 @@ type session struct {
 }
 
 func newSession(g *Gateway, ws *websocket.Conn, att attribution) *session {
-	return &session{g: g, ws: ws, att: att, nonce: newUUID(), preauthHeld: true}
-}
-
-func newUUID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+	return &session{g: g, ws: ws, att: att, nonce: uuid.New(), preauthHeld: true}
 }
 
 func (s *session) isAuthed() bool {

@@ -7,7 +7,6 @@ package testclient
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
+	"github.com/holdfast-proxy/holdfast/internal/uuid"
 )
 
 // Defaults applied by Connect to zero Options fields.
@@ -124,16 +124,6 @@ type frame struct {
 	Seq     *int64          `json:"seq,omitempty"`
 }
 
-func newID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
 func (o *Options) defaults() {
 	if o.ClientID == "" {
 		o.ClientID = DefaultClientID
@@ -217,7 +207,7 @@ func Connect(ctx context.Context, opts Options) (*Conn, Result, error) {
 	}
 
 	// 2. One connect.
-	id := newID()
+	id := uuid.New()
 	if err := ws.WriteJSON(map[string]any{"type": "req", "id": id, "method": "connect", "params": buildParams(&opts, res.Nonce, res.ChallengeTs)}); err != nil {
 		return nil, res, fmt.Errorf("testclient: send connect: %w", err)
 	}
@@ -334,7 +324,7 @@ func buildParams(o *Options, nonce string, ts int64) map[string]any {
 // ends first the Conn is unusable afterwards (a WebSocket read error is
 // permanent).
 func (c *Conn) Call(ctx context.Context, method string, params any) (json.RawMessage, error) {
-	id := newID()
+	id := uuid.New()
 	req := map[string]any{"type": "req", "id": id, "method": method}
 	if params != nil {
 		req["params"] = params

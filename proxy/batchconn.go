@@ -149,7 +149,9 @@ func (c *batchConn) waitData() error {
 		return nil
 	}
 	if c.raw == nil {
-		return c.fill()
+		// No RawConn (TLS, say): gorilla's read blocks instead. Pre-reading
+		// here would hold a chunk for as long as the session idles.
+		return nil
 	}
 	if peer := c.peer.Load(); peer != nil {
 		_ = peer.Flush()

@@ -231,6 +231,20 @@ func New(cfg Config, opts Options) (*Handler, error) {
 			}
 			return newBatchConn(c, h.chunks), nil
 		},
+		// wss: TLS below the batching layer, so that a burst of frames
+		// leaves in one TLS record.
+		NetDialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := netDialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			tc := tls.Client(c, tlsConfigFor(cfg.TLSClientConfig, addr))
+			if err := tc.HandshakeContext(ctx); err != nil {
+				c.Close()
+				return nil, err
+			}
+			return newBatchConn(tc, h.chunks), nil
+		},
 		HandshakeTimeout: cfg.DialTimeout,
 		ReadBufferSize:   readBufferSize,
 		WriteBufferPool:  h.bufPool,
@@ -344,4 +358,21 @@ func (e *everyInterval) Do(f func()) {
 	if run {
 		f()
 	}
+}
+
+// tlsConfigFor returns the TLS configuration for dialing addr: base (or
+// defaults) with the server name taken from addr when base names none.
+func tlsConfigFor(base *tls.Config, addr string) *tls.Config {
+	var cfg *tls.Config
+	if base != nil {
+		cfg = base.Clone()
+	} else {
+		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if cfg.ServerName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		}
+	}
+	return cfg
 }

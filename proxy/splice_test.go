@@ -3,10 +3,16 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"testing"
@@ -15,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
+	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
 // rawClient is a WebSocket client that speaks the handshake by hand, for
@@ -221,6 +228,12 @@ func startMiniUpstream(tb testing.TB, session func(ws *websocket.Conn)) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	serveMiniUpstream(tb, ln, session)
+	return ln.Addr().String()
+}
+
+// serveMiniUpstream serves the minimal gateway on ln until the test ends.
+func serveMiniUpstream(tb testing.TB, ln net.Listener, session func(ws *websocket.Conn)) {
 	up := websocket.Upgrader{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/startupz", func(w http.ResponseWriter, _ *http.Request) {
@@ -253,7 +266,6 @@ func startMiniUpstream(tb testing.TB, session func(ws *websocket.Conn)) string {
 		_ = srv.Shutdown(ctx)
 		srv.Close()
 	})
-	return ln.Addr().String()
 }
 
 // closeRecorder is a minimal upstream that records how each session ended.
@@ -406,4 +418,57 @@ func TestNonConnectFirstFrame(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Code != 1008 {
 		t.Fatalf("close %v; want the gateway's 1008", err)
 	}
+}
+
+// A wss gateway: holdfast verifies its certificate, probes its readiness
+// over HTTPS, and splices through TLS with frames batched below it.
+func TestTLSUpstream(t *testing.T) {
+	cert, pool := selfSigned(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveMiniUpstream(t, ln, echoSession)
+	hs := startProxy(t, ln.Addr().String(), func(c *proxy.Config) {
+		c.Upstream.Scheme = "wss"
+		c.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}, nil)
+	c := dialRaw(t, hs.url, nil)
+	c.handshake()
+	for i := range 50 {
+		msg := randomBytes(t, 1+i*997%40000)
+		c.write(websocket.BinaryMessage, msg)
+		if _, got := c.read(); !bytes.Equal(got, msg) {
+			t.Fatalf("message %d altered through TLS", i)
+		}
+	}
+}
+
+// selfSigned makes a certificate for 127.0.0.1 and a pool that trusts it.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "holdfast test"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }

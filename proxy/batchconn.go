@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // chunkSize is the size of the pooled buffers a batchConn borrows while data
@@ -68,6 +69,9 @@ type batchConn struct {
 	wbuf     *[]byte
 	wn       int
 	werr     error
+	// writeTimeout, when set, bounds each flush: the deadline is set once
+	// per burst, not once per frame.
+	writeTimeout time.Duration
 }
 
 func newBatchConn(c net.Conn, pool *chunkPool) *batchConn {
@@ -324,6 +328,9 @@ func (c *batchConn) flushLocked() error {
 	if c.werr != nil || c.wn == 0 {
 		return c.werr
 	}
+	if c.writeTimeout > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
 	_, err := c.Conn.Write((*c.wbuf)[:c.wn])
 	c.pool.put(c.wbuf)
 	c.wbuf, c.wn = nil, 0
@@ -333,11 +340,13 @@ func (c *batchConn) flushLocked() error {
 	return err
 }
 
-// setBatching turns batching on or off; off flushes.
-func (c *batchConn) setBatching(on bool) {
+// setBatching turns batching on or off; off flushes. writeTimeout bounds
+// each flush from then on (0: the caller sets deadlines).
+func (c *batchConn) setBatching(on bool, writeTimeout time.Duration) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.batching = on
+	c.writeTimeout = writeTimeout
 	if !on {
 		_ = c.flushLocked()
 	}

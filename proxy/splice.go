@@ -135,8 +135,12 @@ func (c *conn) batch(on bool) {
 		cb.peer.Store(nil)
 		ub.peer.Store(nil)
 	}
-	cb.setBatching(on)
-	ub.setBatching(on)
+	var wt time.Duration
+	if on {
+		wt = c.h.cfg.WriteTimeout
+	}
+	cb.setBatching(on, wt)
+	ub.setBatching(on, wt)
 }
 
 // endSession waits up to CloseGrace for the other direction to see its
@@ -257,7 +261,9 @@ func relayFrames(bc *batchConn, r io.Reader, typ int, mask bool, pool *chunkPool
 	scratch := pool.get()
 	defer pool.put(scratch)
 	buf := (*scratch)[:chunkSize-maxFrameHeader]
-	_ = bc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if bc.writeTimeout == 0 {
+		_ = bc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	}
 	opcode := byte(typ)
 	for {
 		n, err := io.ReadFull(r, buf)

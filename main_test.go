@@ -92,6 +92,8 @@ func TestServeEndToEnd(t *testing.T) {
 		`holdfast_upstream_retries_total{reason="dial"} 0`,
 		`holdfast_handshake_duration_seconds_count 3`,
 		`holdfast_sessions_active 2`,
+		`holdfast_gateway_state{state="started"} 1`,
+		`holdfast_gateway_state{state="starting"} 0`,
 		"go_goroutines ",
 		"process_resident_memory_bytes ",
 	} {

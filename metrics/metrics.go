@@ -7,6 +7,7 @@
 package metrics
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,7 +71,12 @@ type Metrics struct {
 	probes          *prometheus.CounterVec
 	passthrough     prometheus.Counter
 	messages        *prometheus.CounterVec
+	gatewayState    *prometheus.GaugeVec
+	gatewayStateMu  sync.Mutex // the state's series change together
 }
+
+// The gateway states holdfast reports (retry.State names).
+var gatewayStates = []string{"unknown", "down", "starting", "started"}
 
 // New creates the collectors and registers them on reg, together with the Go
 // and process collectors when withRuntime is true. It panics if a collector
@@ -131,6 +137,12 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 			Help:      "Messages relayed between spliced clients and the gateway, by direction.",
 		}, []string{"direction"}),
 	}
+	m.gatewayState = f.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "holdfast",
+		Name:      "gateway_state",
+		Help:      "What holdfast last saw of the gateway's startup: 1 for the current state (unknown, down, starting, started), 0 for the others.",
+	}, []string{"state"})
+	m.GatewayState("unknown")
 	for _, r := range []Result{ResultOK, ResultRejected, ResultUnavailable, ResultClientGone, ResultError} {
 		m.handshakes.WithLabelValues(string(r))
 	}
@@ -218,4 +230,21 @@ func (m *Metrics) MessageCounters() (toUpstream, toClient prometheus.Counter) {
 		return nil, nil
 	}
 	return m.messages.WithLabelValues("to_upstream"), m.messages.WithLabelValues("to_client")
+}
+
+// GatewayState records the gateway's current state: one of unknown, down,
+// starting, started.
+func (m *Metrics) GatewayState(state string) {
+	if m == nil {
+		return
+	}
+	m.gatewayStateMu.Lock()
+	defer m.gatewayStateMu.Unlock()
+	for _, s := range gatewayStates {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		m.gatewayState.WithLabelValues(s).Set(v)
+	}
 }

@@ -202,6 +202,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 		ProbeTimeout: cfg.ReadinessProbeTimeout,
 		FreshFor:     cfg.ReadinessFreshFor,
 		OnChange: func(from, to retry.State) {
+			h.metrics.GatewayState(to.String())
 			h.log.Info("gateway state", "from", from.String(), "to", to.String())
 		},
 		OnProbe: func(s retry.State, err error) {

@@ -1139,3 +1139,27 @@ func TestOnlyLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestPairRemoteDevices(t *testing.T) {
+	g := startGW(t, fakegw.Config{Token: testToken, TrustedProxies: []string{"127.0.0.1"}, PairRemoteDevices: true})
+	hdr := http.Header{"X-Forwarded-For": {"198.18.0.7"}}
+	c := dialRaw(t, g.URL(), hdr)
+	c.send(t, connectReq("1", connectSpec{token: testToken, device: newIdentity(t), nonce: c.nonce, ts: c.ts}))
+	_, data, err := c.ws.ReadMessage()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if r := parseRes(t, string(data)); !r.OK || !bytes.Contains(r.Payload, []byte(`"hello-ok"`)) {
+		t.Fatalf("a remote device of a gateway that pairs remote devices: res %s", data)
+	}
+	// The proof is still checked: a signature over another nonce fails.
+	c = dialRaw(t, g.URL(), hdr)
+	c.send(t, connectReq("2", connectSpec{token: testToken, device: newIdentity(t), nonce: "other", ts: c.ts}))
+	frames, code, _ := c.readAll(t, 3*time.Second)
+	if code != 1008 || len(frames) != 1 {
+		t.Fatalf("close %d frames %q", code, frames)
+	}
+	if r := parseRes(t, frames[0]); r.OK || r.Error == nil || r.Error.Details.Code != "DEVICE_AUTH_NONCE_MISMATCH" {
+		t.Fatalf("res %s", frames[0])
+	}
+}

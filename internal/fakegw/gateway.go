@@ -93,6 +93,11 @@ type Config struct {
 	Legacy bool
 	// TrustedProxies lists CIDRs (or single IPs) of gateway.trustedProxies.
 	TrustedProxies []string
+	// PairRemoteDevices treats every device with a valid proof as paired,
+	// remote ones included, as a gateway whose operator approved the
+	// devices beforehand would. Without it only direct-local devices pair
+	// (silently), and a remote device gets NOT_PAIRED / PAIRING_REQUIRED.
+	PairRemoteDevices bool
 	// TickInterval is the tick event period after hello; 0 means
 	// DefaultTickInterval.
 	TickInterval time.Duration

@@ -391,9 +391,10 @@ func (s *session) handlePreauth(data []byte) {
 		if !s.verifyDevice(req.ID, params, role, scopes) {
 			return
 		}
-		if !s.att.local {
+		if !s.att.local && !g.cfg.PairRemoteDevices {
 			// Silent pairing is for direct-local clients only; the fake has
-			// no pairing store, so every remote device is unpaired.
+			// no pairing store, so every remote device is unpaired unless
+			// PairRemoteDevices says they were all approved.
 			s.reject(req.ID, websocket.ClosePolicyViolation, codeNotPaired, "pairing required", map[string]any{
 				"code":     "PAIRING_REQUIRED",
 				"deviceId": params.Device.ID,

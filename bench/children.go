@@ -164,6 +164,44 @@ func rssOf(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
+// userHZ is the unit of utime and stime in /proc/PID/stat: USER_HZ, which
+// Linux fixes at 100 for user space whatever the kernel's own tick rate.
+const userHZ = 100
+
+// cpu returns the CPU time the child has used so far, user and system, all
+// its threads included.
+func (c *child) cpu() (time.Duration, error) {
+	return cpuOf(c.cmd.Process.Pid)
+}
+
+// cpuOf returns utime+stime of pid from /proc/PID/stat.
+func cpuOf(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces:
+	// count fields after its closing one. utime and stime are fields 14
+	// and 15, so the 12th and 13th after it.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / userHZ, nil
+}
+
 // raiseFileLimit raises RLIMIT_NOFILE to its hard limit: every idle session
 // costs a descriptor in the load generator, two in a proxy and one in the
 // upstream.

@@ -63,11 +63,12 @@ func newDialer(timeout time.Duration) *websocket.Dialer {
 // handshake dials wsURL and runs the client side of the gateway handshake:
 // wait for connect.challenge, send connect (signed by dev unless it is nil),
 // wait for the res with hello-ok. It makes exactly one attempt, bounded by
-// timeout. On success the session is spliced and the returned conn echoes.
-func handshake(ctx context.Context, d *websocket.Dialer, wsURL, id string, dev *deviceauth.Identity, timeout time.Duration) (*websocket.Conn, error) {
+// timeout, with hdr added to the upgrade request. On success the session is
+// spliced and the returned conn echoes.
+func handshake(ctx context.Context, d *websocket.Dialer, wsURL string, hdr http.Header, id string, dev *deviceauth.Identity, timeout time.Duration) (*websocket.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, resp, err := d.DialContext(ctx, wsURL, nil)
+	conn, resp, err := d.DialContext(ctx, wsURL, hdr)
 	if err != nil {
 		if resp != nil {
 			return nil, fmt.Errorf("dial: %w (HTTP %d)", err, resp.StatusCode)

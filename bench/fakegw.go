@@ -16,13 +16,24 @@ import (
 // checks, echoing after hello. Its counters are served as JSON on a second
 // listener, because the gateway's own port belongs to the gateway. The
 // ready line is "ready GATEWAY-ADDR STATS-ADDR".
-func serveFakegw(listen string, window time.Duration) error {
-	g, err := fakegw.Start(fakegw.Config{
+//
+// With attributed the gateway lists balancerAddr (where holdfast, or the
+// load generator without it, connects from) in its trusted proxies, so
+// each client counts at its X-Forwarded-For address, and it has every
+// device paired, as after an operator approved them: remote devices are
+// never silently paired.
+func serveFakegw(listen string, window time.Duration, attributed bool) error {
+	cfg := fakegw.Config{
 		Addr:          listen,
 		Token:         benchToken,
 		StartupWindow: window,
 		Echo:          true,
-	})
+	}
+	if attributed {
+		cfg.TrustedProxies = []string{balancerAddr}
+		cfg.PairRemoteDevices = true
+	}
+	g, err := fakegw.Start(cfg)
 	if err != nil {
 		return err
 	}
@@ -38,10 +49,11 @@ func serveFakegw(listen string, window time.Duration) error {
 			st := g.Stats()
 			w.Header().Set("Content-Type", "application/json")
 			_ = json.NewEncoder(w).Encode(gatewayStats{
-				Connects: st.ConnectAttempts,
-				HelloOK:  st.HelloOK,
-				Upgrades: st.Upgrades,
-				Refused:  st.Rejected503,
+				Connects:   st.ConnectAttempts,
+				HelloOK:    st.HelloOK,
+				Upgrades:   st.Upgrades,
+				Refused:    st.Rejected503,
+				MaxPreauth: st.MaxPreauthSeen,
 			})
 		}),
 	}

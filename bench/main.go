@@ -26,14 +26,23 @@
 //     spliced sessions, divided by N. For direct there is no proxy, so the
 //     figure is the upstream process's growth: the server's own cost, shown
 //     for scale;
+//   - cpu per message: the proxy process's CPU time (utime+stime from
+//     /proc/PID/stat) over the throughput rounds divided by their echoes;
+//     direct has no proxy process, so no figure;
 //   - handshakes: 32 workers dial, complete the handshake and close; per
 //     second;
 //   - window (holdfast only): the upstream is a fake gateway that answers
 //     every connect with the startup UNAVAILABLE for 5 s and allows 32
-//     unauthenticated sockets per IP; 1000 clients arrive evenly over those 5
-//     s and each makes exactly one attempt. Reported: clients that got
-//     hello-ok, p99 time to hello-ok after the window ends, and connect
-//     attempts the upstream saw per client.
+//     unauthenticated sockets per IP; 1000 clients, half device-signed,
+//     arrive evenly over those 5 s and each makes exactly one attempt.
+//     Reported: clients that got hello-ok, p99 time to hello-ok after the
+//     window ends, connect attempts the upstream saw per client, the most
+//     pre-auth sockets it saw for one address, and the floor: 1000 fresh
+//     handshakes at the tunnel's rate of this run. Two crowds: the loopback
+//     one (window: every client at holdfast's address, as local clients
+//     are) and the attributed one (window_attributed: through a trusted
+//     load balancer, each client with its own X-Forwarded-For address, the
+//     gateway trusting holdfast and pairing remote devices).
 //
 // Usage, from the repository root:
 //
@@ -51,13 +60,15 @@
 //
 // The run prints a table with each figure and its ratio to the other paths,
 // then checks holdfast against its goals. -json FILE writes the figures with
-// keys throughput_msgs_per_s, rtt_p50_us, rtt_p99_us, idle_bytes_per_session
-// and handshakes_per_s (each keyed by path) and window. The exit status is 1
+// keys throughput_msgs_per_s, rtt_p50_us, rtt_p99_us, idle_bytes_per_session,
+// handshakes_per_s and cpu_us_per_msg (each keyed by path), window and
+// window_attributed. The exit status is 1
 // when the harness itself fails, not when a goal is missed.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -104,7 +115,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	src := fs.String("src", ".", "repository root holdfast is built from")
 	holdfastBin := fs.String("holdfast-bin", "", "use this holdfast `binary` instead of building one from -src")
 	idle := fs.Int("idle", 0, "idle sessions per path (default 5000, 500 with -quick)")
-	window := fs.Bool("window", true, "run the startup-window scenario (holdfast only)")
+	window := fs.Bool("window", true, "run the startup-window scenarios, loopback and attributed crowd (holdfast only)")
 	windowPath := fs.String("window-path", "holdfast", "path of the window scenario: `holdfast`, or direct to see what no-retry clients get without it")
 	windowGW := fs.String("window-gateway", "fakegw", "gateway of the window scenario: `fakegw` (internal/fakegw) or bench (the bench upstream with a startup window)")
 	cpuProfile := fs.String("holdfast-cpuprofile", "", "build holdfast with a pprof listener and save a CPU profile of its first round of -profile-phase to `file`")
@@ -112,6 +123,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	keep := fs.Bool("keep", false, "keep the temporary directory (child logs, holdfast config)")
 	serveUp := fs.Bool("serve-upstream", false, "internal: run the bench upstream")
 	serveGW := fs.Bool("serve-fakegw", false, "internal: run internal/fakegw with -startup-window")
+	attributed := fs.Bool("attributed", false, "internal: -serve-fakegw trusts "+balancerAddr+" as a proxy and has every device paired")
 	serveProxyKind := fs.String("serve-proxy", "", "internal: run a reference proxy, `tunnel` or koding")
 	listen := fs.String("listen", "127.0.0.1:0", "internal: listen address for -serve-upstream and -serve-proxy")
 	upstreamURL := fs.String("upstream", "", "internal: upstream URL for -serve-proxy")
@@ -131,7 +143,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	case *serveGW:
-		if err := serveFakegw(*listen, *startupWindow); err != nil {
+		if err := serveFakegw(*listen, *startupWindow, *attributed); err != nil {
 			fmt.Fprintf(stderr, "bench: %v\n", err)
 			return 1
 		}
@@ -190,7 +202,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	b.runScenarios(ctx)
 	if *window && (*windowPath == "direct" || slices.Contains(s.paths, "holdfast")) {
-		b.runWindow(ctx)
+		b.runWindow(ctx, false)
+		b.runWindow(ctx, true)
+		b.r.setFloor(s.window.clients)
 	}
 	if ctx.Err() != nil {
 		fmt.Fprintf(stderr, "bench: interrupted\n")
@@ -253,7 +267,7 @@ func (b *bench) setup(ctx context.Context) error {
 			var c *child
 			c, err = b.cs.start(p, exe, []string{"-serve-proxy", p, "-upstream", "http://" + b.upstream.addr}, true, 10*time.Second)
 			if err == nil {
-				t = target{name: p, url: "ws://" + c.addr + "/", proc: c}
+				t = target{name: p, url: "ws://" + c.addr + "/", proc: c, proxy: c}
 			}
 		case "holdfast":
 			t, err = b.startHoldfast(ctx, upURL)
@@ -270,6 +284,7 @@ func (b *bench) setup(ctx context.Context) error {
 
 // holdfastConfig is holdfast's normal configuration for the bench.
 const holdfastConfig = `listen: %q
+trusted_proxies: %s
 upstream:
   url: %q
 metrics:
@@ -287,12 +302,12 @@ func (b *bench) startHoldfast(ctx context.Context, upstreamURL string) (target, 
 	if err != nil {
 		return target{}, err
 	}
-	c, metricsAddr, err := b.launchHoldfast(ctx, bin, "holdfast", upstreamURL)
+	c, metricsAddr, err := b.launchHoldfast(ctx, bin, "holdfast", upstreamURL, nil)
 	if err != nil {
 		return target{}, err
 	}
 	b.holdfastMetrics = metricsAddr
-	return target{name: "holdfast", url: "ws://" + c.addr + "/", proc: c}, nil
+	return target{name: "holdfast", url: "ws://" + c.addr + "/", proc: c, proxy: c}, nil
 }
 
 // buildHoldfast returns the holdfast binary, building it once from b.src.
@@ -321,10 +336,11 @@ func (b *bench) buildHoldfast(ctx context.Context) (string, error) {
 	return bin, nil
 }
 
-// launchHoldfast writes a config for upstreamURL, starts holdfast with it as
-// child name, and waits until its metrics listener answers /healthz and its
-// data port accepts. It returns the child and the metrics address.
-func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL string) (*child, string, error) {
+// launchHoldfast writes a config for upstreamURL and trusted (its
+// trusted_proxies), starts holdfast with it as child name, and waits until
+// its metrics listener answers /healthz and its data port accepts. It
+// returns the child and the metrics address.
+func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL string, trusted []string) (*child, string, error) {
 	listen, err := freePort()
 	if err != nil {
 		return nil, "", err
@@ -334,7 +350,11 @@ func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL strin
 		return nil, "", err
 	}
 	cfg := filepath.Join(b.dir, name+".yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, holdfastConfig, listen, upstreamURL, metricsAddr), 0o644); err != nil {
+	trustedYAML, err := json.Marshal(append([]string{}, trusted...)) // a YAML flow sequence
+	if err != nil {
+		return nil, "", err
+	}
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, holdfastConfig, listen, trustedYAML, upstreamURL, metricsAddr), 0o644); err != nil {
 		return nil, "", err
 	}
 	var env []string

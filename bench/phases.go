@@ -25,6 +25,8 @@ func (b *bench) runScenarios(ctx context.Context) {
 	}
 
 	sums := map[string]float64{}
+	cpu := map[string]time.Duration{}
+	echoes := map[string]int64{}
 	for round := range b.s.rounds {
 		for _, t := range b.targets {
 			if ctx.Err() != nil {
@@ -39,9 +41,14 @@ func (b *bench) runScenarios(ctx context.Context) {
 				stopProfile()
 			}
 			b.record("throughput", t, err, func() {
-				sums[t.name] += v
+				sums[t.name] += v.perSecond
 				b.r.Throughput[t.name] = sums[t.name] / float64(round+1)
-			}, "round %d: %.0f msg/s", round+1, v)
+				if t.proxy != nil && v.echoes > 0 {
+					cpu[t.name] += v.cpu
+					echoes[t.name] += v.echoes
+					b.r.CPUPerMsg[t.name] = float64(cpu[t.name].Nanoseconds()) / 1e3 / float64(echoes[t.name])
+				}
+			}, "round %d: %.0f msg/s, %s", round+1, v.perSecond, cpuText(t, v))
 			waitUpstreamDrained(ctx, b.upstream.addr)
 		}
 	}
@@ -83,6 +90,17 @@ func (b *bench) runScenarios(ctx context.Context) {
 			waitUpstreamDrained(ctx, b.upstream.addr)
 		}
 	}
+}
+
+// cpuText describes the proxy CPU time of one throughput round.
+func cpuText(t target, v throughput) string {
+	if t.proxy == nil {
+		return "no proxy process"
+	}
+	if v.echoes == 0 {
+		return "no echoes"
+	}
+	return fmt.Sprintf("proxy cpu %v (%.1f us/msg)", v.cpu, float64(v.cpu.Nanoseconds())/1e3/float64(v.echoes))
 }
 
 // record logs one measurement and stores it with set, or records err as the

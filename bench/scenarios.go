@@ -19,6 +19,9 @@ type target struct {
 	name string // direct, tunnel, koding or holdfast
 	url  string // ws:// URL the load generator dials
 	proc *child // process whose RSS is measured for idle sessions
+	// proxy is the proxy's process, whose CPU time is measured under load;
+	// nil for direct, which has none.
+	proxy *child
 }
 
 // handshakeTimeout bounds one client handshake in every scenario except the
@@ -44,7 +47,7 @@ func openSessions(ctx context.Context, t target, n, par int) ([]*websocket.Conn,
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			conns[i], errs[i] = handshake(ctx, d, t.url, sessionID(i), nil, handshakeTimeout)
+			conns[i], errs[i] = handshake(ctx, d, t.url, nil, sessionID(i), nil, handshakeTimeout)
 		}()
 	}
 	wg.Wait()
@@ -74,16 +77,32 @@ func closeAll(conns []*websocket.Conn) {
 	}
 }
 
+// throughput is the outcome of one throughput round.
+type throughput struct {
+	perSecond float64       // completed echoes per second
+	echoes    int64         // completed echoes
+	cpu       time.Duration // the proxy's CPU time over the round; 0 for direct
+}
+
 // measureThroughput runs echo on `sessions` sessions for dur, each session
 // keeping up to `window` messages in flight, and returns completed echoes per
-// second. Each echo crosses a proxy twice (client to upstream and back).
-func measureThroughput(ctx context.Context, t target, sessions, window, size int, dur time.Duration) (float64, error) {
+// second. Each echo crosses a proxy twice (client to upstream and back). The
+// proxy's CPU time (t.proxy's utime+stime) is taken over the same span: from
+// the first message to the last echo, session set-up and teardown left out.
+func measureThroughput(ctx context.Context, t target, sessions, window, size int, dur time.Duration) (throughput, error) {
+	var res throughput
 	conns, err := openSessions(ctx, t, sessions, 16)
 	if err != nil {
-		return 0, err
+		return res, err
 	}
 	defer closeAll(conns)
 	payload := echoPayload(size)
+	var cpu0 time.Duration
+	if t.proxy != nil {
+		if cpu0, err = t.proxy.cpu(); err != nil {
+			return res, fmt.Errorf("%s: cpu: %w", t.name, err)
+		}
+	}
 	start := time.Now()
 	end := start.Add(dur)
 	var echoed atomic.Int64
@@ -137,16 +156,25 @@ func measureThroughput(ctx context.Context, t target, sessions, window, size int
 		}()
 	}
 	wg.Wait()
+	if t.proxy != nil {
+		cpu1, err := t.proxy.cpu()
+		if err != nil {
+			return res, fmt.Errorf("%s: cpu: %w", t.name, err)
+		}
+		res.cpu = cpu1 - cpu0
+	}
 	elapsed := time.Since(start)
 	if elapsed > dur {
 		elapsed = dur
 	}
 	select {
 	case err := <-errc:
-		return 0, fmt.Errorf("%s: throughput: %w", t.name, err)
+		return res, fmt.Errorf("%s: throughput: %w", t.name, err)
 	default:
 	}
-	return float64(echoed.Load()) / elapsed.Seconds(), nil
+	res.echoes = echoed.Load()
+	res.perSecond = float64(res.echoes) / elapsed.Seconds()
+	return res, nil
 }
 
 // measureLatency sends `rate` messages per second in total, spread evenly
@@ -258,7 +286,7 @@ func measureHandshakes(ctx context.Context, t target, workers int, dur time.Dura
 		go func() {
 			defer wg.Done()
 			for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
-				c, err := handshake(ctx, d, t.url, sessionID(w*1_000_000+i), nil, handshakeTimeout)
+				c, err := handshake(ctx, d, t.url, nil, sessionID(w*1_000_000+i), nil, handshakeTimeout)
 				if err != nil {
 					failed.Add(1)
 					once.Do(func() { firstErr = err })

@@ -41,6 +41,7 @@ type upstream struct {
 	sessions  atomic.Int64 // sessions currently open
 	preauthMu sync.Mutex
 	preauth   map[string]int // open unauthenticated sockets per client IP
+	maxSeen   int            // most unauthenticated sockets one IP had open
 }
 
 // serveUpstream runs the upstream on listen until the process is killed,
@@ -93,17 +94,24 @@ type gatewayStats struct {
 	Upgrades int64 `json:"upgrades"`
 	Refused  int64 `json:"refused"`
 	Sessions int64 `json:"sessions"`
+	// MaxPreauth is the most unauthenticated sockets one client address
+	// had open at once (with a pre-auth limit).
+	MaxPreauth int64 `json:"max_preauth"`
 }
 
 // stats reports the counters as JSON.
 func (u *upstream) stats(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
+	u.preauthMu.Lock()
+	maxSeen := u.maxSeen
+	u.preauthMu.Unlock()
 	_ = json.NewEncoder(w).Encode(gatewayStats{
-		Connects: u.connects.Load(),
-		HelloOK:  u.helloOK.Load(),
-		Upgrades: u.upgrades.Load(),
-		Refused:  u.refused.Load(),
-		Sessions: u.sessions.Load(),
+		Connects:   u.connects.Load(),
+		HelloOK:    u.helloOK.Load(),
+		Upgrades:   u.upgrades.Load(),
+		Refused:    u.refused.Load(),
+		Sessions:   u.sessions.Load(),
+		MaxPreauth: int64(maxSeen),
 	})
 }
 
@@ -121,6 +129,7 @@ func (u *upstream) admit(r *http.Request) (func(), bool) {
 		return nil, false
 	}
 	u.preauth[ip]++
+	u.maxSeen = max(u.maxSeen, u.preauth[ip])
 	var once sync.Once
 	return func() {
 		once.Do(func() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -23,8 +24,20 @@ type windowSettings struct {
 }
 
 // windowMaxPreauth is the gateway's limit of unauthenticated sockets per
-// client IP (PROTOCOL.md §6, §9); every client of holdfast shares its IP.
+// client IP (PROTOCOL.md §6, §9); every loopback client of holdfast shares
+// its IP.
 const windowMaxPreauth = 32
+
+// balancerAddr is the address the attributed crowd's load balancer (the
+// load generator) connects from: holdfast's trusted_proxies holds it.
+const balancerAddr = "127.0.0.1"
+
+// clientAddr returns the X-Forwarded-For address of client i of the
+// attributed crowd, in 198.18.0.0/15 (RFC 2544's benchmarking range). It is
+// only a header value: every socket stays on 127.0.0.1.
+func clientAddr(i int) string {
+	return fmt.Sprintf("198.18.%d.%d", i/250, i%250+1)
+}
 
 // runWindow runs the startup-window scenario against a fresh holdfast:
 // holdfast starts first, pointed at a gateway port that is still closed;
@@ -32,20 +45,35 @@ const windowMaxPreauth = 32
 // evenly over that window. Each client makes exactly one attempt (dial,
 // challenge, connect, wait for hello-ok), as an old client that does not
 // retry would.
-func (b *bench) runWindow(ctx context.Context) {
-	w, err := b.measureWindow(ctx)
+//
+// The loopback crowd connects from 127.0.0.1 like any local client, so
+// the gateway sees every one of them at one address. The attributed crowd
+// arrives through a trusted load balancer: each client carries its own
+// X-Forwarded-For address, holdfast's trusted_proxies holds the load
+// generator, and the gateway (internal/fakegw) trusts holdfast and has
+// every device paired; its 32 pre-auth sockets then count per client.
+func (b *bench) runWindow(ctx context.Context, attributed bool) {
+	name := "window"
+	if attributed {
+		name = "window_attributed"
+	}
+	w, err := b.measureWindow(ctx, attributed)
 	if err != nil {
-		b.logf("window: %v", err)
-		b.r.fail("window", b.s.window.path, err)
+		b.logf("%s: %v", name, err)
+		b.r.fail(name, b.s.window.path, err)
 		return
 	}
-	b.r.Window = w
-	b.logf("window (%s): %d/%d hello-ok, p99 after window %.0f ms, %.3f upstream connects per client",
-		b.s.window.path, w.OK, w.Clients, w.P99AfterWindowMs, w.UpstreamConnectsPerClient)
+	if attributed {
+		b.r.WindowAttributed = w
+	} else {
+		b.r.Window = w
+	}
+	b.logf("%s (%s): %d/%d hello-ok, p99 after window %.0f ms, %.3f upstream connects per client, at most %d pre-auth sockets per address",
+		name, b.s.window.path, w.OK, w.Clients, w.P99AfterWindowMs, w.UpstreamConnectsPerClient, w.MaxPreauthPerAddress)
 }
 
 // measureWindow does the work of runWindow.
-func (b *bench) measureWindow(ctx context.Context) (*windowReport, error) {
+func (b *bench) measureWindow(ctx context.Context, attributed bool) (*windowReport, error) {
 	bin := ""
 	if b.s.window.path == "holdfast" {
 		var err error
@@ -59,7 +87,11 @@ func (b *bench) measureWindow(ctx context.Context) (*windowReport, error) {
 	}
 	url := "ws://" + gwAddr + "/"
 	if b.s.window.path == "holdfast" {
-		hf, _, err := b.launchHoldfast(ctx, bin, "holdfast-window", url)
+		name, trusted := "holdfast-window", []string(nil)
+		if attributed {
+			name, trusted = "holdfast-window-attributed", []string{balancerAddr}
+		}
+		hf, _, err := b.launchHoldfast(ctx, bin, name, url, trusted)
 		if err != nil {
 			return nil, err
 		}
@@ -71,16 +103,26 @@ func (b *bench) measureWindow(ctx context.Context) (*windowReport, error) {
 		return nil, err
 	}
 	ws := b.s.window
+	if attributed {
+		ws.gateway = "fakegw" // the bench upstream does not attribute
+	}
 	args := []string{"-listen", gwAddr, "-startup-window", ws.window.String()}
 	switch ws.gateway {
 	case "fakegw":
 		args = append(args, "-serve-fakegw")
+		if attributed {
+			args = append(args, "-attributed")
+		}
 	case "bench":
 		args = append(args, "-serve-upstream", "-max-preauth", strconv.Itoa(windowMaxPreauth))
 	default:
 		return nil, fmt.Errorf("unknown window gateway %q (want fakegw or bench)", ws.gateway)
 	}
-	gw, err := b.cs.start("window-gateway", exe, args, true, 10*time.Second)
+	gwName := "window-gateway"
+	if attributed {
+		gwName = "window-attributed-gateway"
+	}
+	gw, err := b.cs.start(gwName, exe, args, true, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -112,9 +154,13 @@ func (b *bench) measureWindow(ctx context.Context) (*windowReport, error) {
 			break
 		}
 		wg.Add(1)
+		var hdr http.Header
+		if attributed {
+			hdr = http.Header{"X-Forwarded-For": {clientAddr(i)}}
+		}
 		go func() {
 			defer wg.Done()
-			c, err := handshake(ctx, d, url, sessionID(i), devs[i], ws.timeout)
+			c, err := handshake(ctx, d, url, hdr, sessionID(i), devs[i], ws.timeout)
 			if err != nil {
 				errs[i] = err
 				return
@@ -144,8 +190,9 @@ func (b *bench) measureWindow(ctx context.Context) (*windowReport, error) {
 	w.OK = len(ok)
 	w.P99AfterWindowMs = float64(percentile(ok, 99).Microseconds()) / 1000
 	w.UpstreamConnectsPerClient = float64(st.Connects) / float64(ws.clients)
-	b.logf("window: gateway saw %d upgrades, %d connects, %d hello-ok, %d refused by the pre-auth limit",
-		st.Upgrades, st.Connects, st.HelloOK, st.Refused)
+	w.MaxPreauthPerAddress = st.MaxPreauth
+	b.logf("%s: gateway saw %d upgrades, %d connects, %d hello-ok, %d refused by the pre-auth limit, at most %d pre-auth sockets per address",
+		gwName, st.Upgrades, st.Connects, st.HelloOK, st.Refused, st.MaxPreauth)
 	return w, nil
 }
 

@@ -34,7 +34,7 @@ go test -race -count=1 -timeout 15m ./...
 step "benchmark smoke run (go run ./bench -quick)"
 bench_json=$(mktemp)
 go run ./bench -quick -json "$bench_json"
-for key in throughput_msgs_per_s rtt_p50_us rtt_p99_us idle_bytes_per_session handshakes_per_s window; do
+for key in throughput_msgs_per_s rtt_p50_us rtt_p99_us idle_bytes_per_session handshakes_per_s cpu_us_per_msg window window_attributed floor_ms max_preauth_per_address; do
 	grep -q "\"$key\"" "$bench_json" || { echo "bench JSON lacks $key"; exit 1; }
 done
 rm -f "$bench_json"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (README.md, "Testing"). It installs what it needs
 # and runs, in order: formatting and static checks, the unit and integration
-# tests under the race detector, a quick benchmark smoke run, and the
-# end-to-end suite against real OpenClaw gateways (skip it with
-# HOLDFAST_E2E=0).
+# tests under the race detector, the Kubernetes manifests' validation, a
+# quick benchmark smoke run, and the end-to-end suite against real OpenClaw
+# gateways (skip it with HOLDFAST_E2E=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -30,6 +30,13 @@ staticcheck -tags e2e ./e2e/
 
 step "go test -race"
 go test -race -count=1 -timeout 15m ./...
+
+step "Kubernetes manifests (deploy/kubernetes/validate, a module of its own)"
+# Renders every kustomize overlay, decodes every object strictly against the
+# Kubernetes API types and checks the manifests against the Dockerfile and
+# the holdfast binary. kustomize and the API types stay out of holdfast's
+# go.mod; their modules are cached like any other.
+(cd deploy/kubernetes/validate && go vet ./... && staticcheck ./... && go test -count=1 ./...)
 
 step "benchmark smoke run (go run ./bench -quick)"
 bench_json=$(mktemp)

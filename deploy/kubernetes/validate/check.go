@@ -280,7 +280,7 @@ func (c *checker) holdfast(d *appsv1.Deployment, ctr *corev1.Container, initCont
 
 	// The kubelet's SIGKILL must not cut the shutdown short.
 	var total time.Duration
-	for k, v := range pf.Shutdown {
+	for _, v := range pf.Shutdown {
 		s, ok := v.(string)
 		if !ok {
 			continue // not a duration (a flag or a count)
@@ -289,7 +289,6 @@ func (c *checker) holdfast(d *appsv1.Deployment, ctr *corev1.Container, initCont
 		if err != nil {
 			continue
 		}
-		_ = k
 		total += dur
 	}
 	if total == 0 {

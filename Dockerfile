@@ -6,7 +6,10 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w" -o /out/holdfast . \
+# The version -version prints and holdfast_build_info carries:
+# docker build --build-arg VERSION=v1.2.3 -t holdfast .
+ARG VERSION=""
+RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /out/holdfast . \
  && /out/holdfast -check-config -config proxy.yaml
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -7,6 +7,7 @@
 //
 //	holdfast -config proxy.yaml
 //	holdfast -check-config -config proxy.yaml
+//	holdfast -version
 package main
 
 import (
@@ -20,6 +21,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -50,12 +53,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "proxy.yaml", "path of the YAML configuration file")
 	check := fs.Bool("check-config", false, "validate the configuration, list every problem, and exit")
+	showVersion := fs.Bool("version", false, "print the version and the Go version that built holdfast, and exit")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "holdfast: unexpected argument %q\n", fs.Arg(0))
 		return errUsage
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "holdfast %s %s %s/%s\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return nil
 	}
 	cfg, err := LoadConfig(*configPath)
 	if *check {
@@ -90,6 +98,7 @@ func serve(ctx context.Context, cfg Config, logOut io.Writer, ready chan<- liste
 	}
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, true)
+	metrics.RegisterBuildInfo(reg, buildVersion(), runtime.Version())
 	h, err := proxy.New(pcfg, proxy.Options{Logger: logger, Metrics: m})
 	if err != nil {
 		return err
@@ -155,6 +164,43 @@ func serve(ctx context.Context, cfg Config, logOut io.Writer, ready chan<- liste
 		return serveErr
 	}
 	return nil
+}
+
+// version is set at link time (-ldflags "-X main.version=v1.2.3"); when
+// empty, buildVersion falls back to what the Go toolchain stamped.
+var version string
+
+// buildVersion is holdfast's version: the linker-set one, else the main
+// module's version as the toolchain stamped it (a tag, or a pseudo-version
+// of the commit with "+dirty" for a modified tree), else "devel", followed
+// by the commit when the toolchain recorded one ("devel+172b7ce1e0a2").
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	v := "devel"
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "-dirty"
+			}
+		}
+	}
+	if rev != "" {
+		v += "+" + rev[:min(12, len(rev))] + dirty
+	}
+	return v
 }
 
 func newLogger(c LogConfig, w io.Writer) *slog.Logger {

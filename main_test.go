@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -95,6 +96,7 @@ func TestServeEndToEnd(t *testing.T) {
 		`holdfast_sessions_active 2`,
 		`holdfast_gateway_state{state="started"} 1`,
 		`holdfast_gateway_state{state="starting"} 0`,
+		`holdfast_build_info{goversion="` + runtime.Version() + `",version="` + buildVersion() + `"} 1`,
 		"go_goroutines ",
 		"process_resident_memory_bytes ",
 	})
@@ -208,4 +210,18 @@ func get(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+func TestVersionFlag(t *testing.T) {
+	var out, errOut strings.Builder
+	if err := run(context.Background(), []string{"-version"}, &out, &errOut); err != nil {
+		t.Fatalf("holdfast -version: %v (%s)", err, errOut.String())
+	}
+	want := "holdfast " + buildVersion() + " " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + "\n"
+	if out.String() != want {
+		t.Errorf("holdfast -version printed %q; want %q", out.String(), want)
+	}
+	if buildVersion() == "" {
+		t.Error("empty version")
+	}
 }

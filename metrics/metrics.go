@@ -248,3 +248,14 @@ func (m *Metrics) GatewayState(state string) {
 		m.gatewayState.WithLabelValues(s).Set(v)
 	}
 }
+
+// RegisterBuildInfo registers holdfast_build_info{version,goversion}, whose
+// value is always 1, on reg.
+func RegisterBuildInfo(reg prometheus.Registerer, version, goVersion string) {
+	g := promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "holdfast",
+		Name:      "build_info",
+		Help:      "Always 1; the labels say which holdfast build runs and the Go version that built it.",
+	}, []string{"version", "goversion"})
+	g.WithLabelValues(version, goVersion).Set(1)
+}

@@ -87,3 +87,16 @@ func gatherValue(t *testing.T, reg *prometheus.Registry, name, label string) flo
 	t.Fatalf("%s{%s} not found", name, label)
 	return 0
 }
+
+func TestBuildInfo(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	RegisterBuildInfo(reg, "v1.2.3", "go1.26.8")
+	want := `
+# HELP holdfast_build_info Always 1; the labels say which holdfast build runs and the Go version that built it.
+# TYPE holdfast_build_info gauge
+holdfast_build_info{goversion="go1.26.8",version="v1.2.3"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "holdfast_build_info"); err != nil {
+		t.Fatal(err)
+	}
+}

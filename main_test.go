@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"regexp"
 	"runtime"
 	"strings"
@@ -100,6 +102,7 @@ func TestServeEndToEnd(t *testing.T) {
 		"go_goroutines ",
 		"process_resident_memory_bytes ",
 	})
+	promtoolCheckMetrics(t, body)
 	// The device client was held; the token-only one was held too, or met
 	// the window once and was replayed.
 	if !regexp.MustCompile(`holdfast_connect_holds_total [12]\n`).MatchString(body) {
@@ -223,5 +226,27 @@ func TestVersionFlag(t *testing.T) {
 	}
 	if buildVersion() == "" {
 		t.Error("empty version")
+	}
+}
+
+// promtoolCheckMetrics lints a scrape with promtool check metrics (names,
+// units, help texts, counter suffixes). Without promtool the check is
+// skipped, unless HOLDFAST_REQUIRE_PROMTOOL=1 (scripts/test.sh installs it).
+func promtoolCheckMetrics(t *testing.T, body string) {
+	t.Helper()
+	p, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("HOLDFAST_REQUIRE_PROMTOOL") == "1" {
+			t.Errorf("promtool not found (HOLDFAST_REQUIRE_PROMTOOL=1): %v", err)
+		} else {
+			t.Log("promtool check metrics NOT run: promtool not installed (Debian package prometheus)")
+		}
+		return
+	}
+	cmd := exec.Command(p, "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("promtool check metrics on the /metrics scrape: %v\n%s", err, out)
 	}
 }

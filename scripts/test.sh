@@ -1,15 +1,34 @@
 #!/usr/bin/env bash
 # The project's test command (README.md, "Testing"). It installs what it needs
 # and runs, in order: formatting and static checks, the unit and integration
-# tests under the race detector, the Kubernetes manifests' validation, a
-# quick benchmark smoke run, and the end-to-end suite against real OpenClaw
-# gateways (skip it with HOLDFAST_E2E=0).
+# tests under the race detector (with promtool's checks of the Prometheus
+# rules, the dashboard's queries and a /metrics scrape), the rule unit
+# tests, the Kubernetes manifests' validation, a quick benchmark smoke run,
+# and the end-to-end suite against real OpenClaw gateways (skip it with
+# HOLDFAST_E2E=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 export PATH="$PATH:$(go env GOPATH)/bin"
 
 step() { printf '\n== %s\n' "$*"; }
+
+# promtool (rule checks and tests, /metrics lint) and the prometheus binary
+# (the end-to-end suite's real Prometheus) come with Debian's prometheus
+# package.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+	step "installing Debian's prometheus package (promtool)"
+	sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+	$sudo_ apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -q --no-install-recommends prometheus
+	# The package enables a Prometheus service on :9090; the tests run
+	# their own on 127.0.0.1, so stop it where systemd started it.
+	if [ -d /run/systemd/system ]; then
+		$sudo_ systemctl disable --now prometheus >/dev/null 2>&1 || true
+	fi
+fi
+promtool --version 2>&1 | head -1
+export HOLDFAST_REQUIRE_PROMTOOL=1
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))
@@ -30,6 +49,10 @@ staticcheck -tags e2e ./e2e/
 
 step "go test -race"
 go test -race -count=1 -timeout 15m ./...
+
+step "promtool: rules, rule tests"
+# Also run by go test ./deploy/... above; here their output is shown.
+(cd deploy/prometheus && promtool check rules holdfast.rules.yml && promtool test rules holdfast.rules.test.yml)
 
 step "Kubernetes manifests (deploy/kubernetes/validate, a module of its own)"
 # Renders every kustomize overlay, decodes every object strictly against the

@@ -15,7 +15,9 @@ RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w -X main.version=
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/holdfast /usr/local/bin/holdfast
 COPY proxy.yaml /etc/holdfast/proxy.yaml
-# 65532 is distroless's "nonroot" user.
+# 65532 is distroless's "nonroot" user. The Kubernetes manifests
+# (deploy/kubernetes) run as the same user, declare the EXPOSEd ports and pass
+# the CMD's arguments; their test (deploy/kubernetes/validate) checks it.
 USER 65532:65532
 # Client listener and operational (metrics/health) listener. The shipped
 # proxy.yaml binds 127.0.0.1; in a container mount a config that sets

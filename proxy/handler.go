@@ -154,7 +154,8 @@ type Handler struct {
 	bufPool     *bufferPool
 	chunks      *chunkPool
 
-	attributionWarn everyInterval
+	attributionWarn    everyInterval
+	unattributableWarn everyInterval
 
 	mu       sync.Mutex
 	sessions map[*conn]struct{}
@@ -188,6 +189,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	}
 	h.backoff = retry.Backoff{Base: cfg.DialBackoffBase, Max: cfg.DialBackoffMax, Rand: opts.Rand}
 	h.attributionWarn.every = time.Minute
+	h.unattributableWarn.every = time.Minute
 
 	probe := opts.Probe
 	if probe == nil {
@@ -269,14 +271,32 @@ func New(cfg Config, opts Options) (*Handler, error) {
 
 // ServeHTTP sends control WebSocket upgrades through holdfast's handshake
 // and everything else to the reverse proxy.
+//
+// A request whose forwarding headers name no client holdfast can present
+// (see attribute) gets the gateway's own 403 proxy_attribution_required
+// before any upstream socket is opened; only the gateway's liveness probe
+// passes, as on the gateway.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.isControlUpgrade(r) {
+		if h.attribute(r).unattributable {
+			h.metrics.Handshake(metrics.ResultRejected, 0)
+			h.attributionRequired(w, r)
+			return
+		}
 		h.serveControl(w, r)
 		return
 	}
 	h.metrics.Passthrough()
+	if h.attribute(r).unattributable && !isLivenessPath(r.URL.Path) {
+		h.attributionRequired(w, r)
+		return
+	}
 	h.passthrough.ServeHTTP(w, r)
 }
+
+// isLivenessPath: the gateway answers its liveness probe whatever the
+// forwarding headers.
+func isLivenessPath(p string) bool { return p == "/healthz" || p == "/health" }
 
 func (h *Handler) isControlUpgrade(r *http.Request) bool {
 	if r.Method != http.MethodGet || !websocket.IsWebSocketUpgrade(r) {

@@ -35,7 +35,7 @@ func (h *Handler) newPassthrough() *httputil.ReverseProxy {
 			a := h.attribute(pr.In)
 			// Rewrite sees the client's headers minus Forwarded and
 			// X-Forwarded-*; a trusted peer's are put back first.
-			if a.trustedPeer && !a.local() {
+			if a.trustedPeer && !a.local() && !a.unattributable {
 				for k, v := range pr.In.Header {
 					if isForwardingHeader(k) {
 						pr.Out.Header[k] = v

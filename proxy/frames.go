@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 )
 
 // The gateway's startup-unavailable markers (gateway-protocol
@@ -40,25 +41,101 @@ func (k connectKind) String() string {
 	}
 }
 
+// The gateway reads frames with JSON.parse and exact-case property names:
+// "tYpe" is not "type", and of duplicated keys the last one counts. Go's
+// struct decoding matches keys case-insensitively, so frames are decoded
+// into maps instead (which keep exact keys and the last duplicate).
+type object map[string]json.RawMessage
+
+// decodeObject decodes a JSON object; ok is false for anything else.
+func decodeObject(data []byte) (object, bool) {
+	var m object
+	if json.Unmarshal(data, &m) != nil || m == nil {
+		return nil, false
+	}
+	return m, true
+}
+
+// object returns the member k if it is a JSON object.
+func (m object) object(k string) (object, bool) {
+	raw, ok := m[k]
+	if !ok || len(raw) == 0 || raw[0] != '{' {
+		return nil, false
+	}
+	return decodeObject(raw)
+}
+
+// str returns the member k if it is a JSON string, decoded.
+func (m object) str(k string) (string, bool) {
+	raw, ok := m[k]
+	if !ok || len(raw) == 0 || raw[0] != '"' {
+		return "", false
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// is reports whether the member k is exactly the JSON literal lit (true,
+// false).
+func (m object) is(k, lit string) bool {
+	return string(m[k]) == lit
+}
+
+// num returns the member k if it is a JSON number.
+func (m object) num(k string) (float64, bool) {
+	raw, ok := m[k]
+	if !ok || len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
+		return 0, false
+	}
+	var f float64
+	if json.Unmarshal(raw, &f) != nil {
+		return 0, false
+	}
+	return f, true
+}
+
 // classifyConnect reads only what holdfast needs of a first frame: whether
 // it is a connect request, its id, and whether it carries a device proof.
-// It never looks at, keeps or logs auth fields.
+// Keys match exactly, as on the gateway. A connect's id is a non-empty
+// string (the gateway refuses anything else as an invalid request frame);
+// it is returned as the client sent it, escapes and all: compare it with
+// sameID. It never looks at, keeps or logs auth fields.
 func classifyConnect(data []byte) (kind connectKind, id json.RawMessage) {
-	var f struct {
-		Type   string          `json:"type"`
-		ID     json.RawMessage `json:"id"`
-		Method string          `json:"method"`
-		Params *struct {
-			Device json.RawMessage `json:"device"`
-		} `json:"params"`
-	}
-	if json.Unmarshal(data, &f) != nil || f.Type != "req" || f.Method != "connect" || len(f.ID) == 0 {
+	f, ok := decodeObject(data)
+	if !ok {
 		return notConnect, nil
 	}
-	if f.Params != nil && len(f.Params.Device) > 0 && !bytes.Equal(f.Params.Device, []byte("null")) {
-		return nonceBound, f.ID
+	typ, _ := f.str("type")
+	method, _ := f.str("method")
+	idv, _ := f.str("id")
+	if typ != "req" || method != "connect" || idv == "" {
+		return notConnect, nil
 	}
-	return replayable, f.ID
+	id = f["id"]
+	if params, ok := f.object("params"); ok {
+		if dev, ok := params["device"]; ok && string(dev) != "null" {
+			return nonceBound, id
+		}
+	}
+	return replayable, id
+}
+
+// sameID reports whether two JSON ids are the same value. The gateway
+// re-serialises the connect's id in its answer ("a\/b" comes back as
+// "a/b", "caf\u00e9" as "café", Go's "\u003c" as "<"), so ids are
+// compared decoded, never as bytes.
+func sameID(a, b json.RawMessage) bool {
+	if len(a) == 0 || len(b) == 0 || a[0] != '"' || b[0] != '"' {
+		return false
+	}
+	if bytes.Equal(a, b) {
+		return true
+	}
+	var sa, sb string
+	return json.Unmarshal(a, &sa) == nil && json.Unmarshal(b, &sb) == nil && sa == sb
 }
 
 // challenge is the gateway's connect.challenge event.
@@ -68,21 +145,21 @@ type challenge struct {
 }
 
 // parseChallenge accepts exactly a connect.challenge event with a non-blank
-// nonce.
+// nonce (keys match exactly).
 func parseChallenge(data []byte) (challenge, bool) {
-	var f struct {
-		Type    string `json:"type"`
-		Event   string `json:"event"`
-		Payload struct {
-			Nonce string `json:"nonce"`
-			TS    int64  `json:"ts"`
-		} `json:"payload"`
-	}
-	if json.Unmarshal(data, &f) != nil || f.Type != "event" || f.Event != "connect.challenge" ||
-		len(bytes.TrimSpace([]byte(f.Payload.Nonce))) == 0 {
+	f, ok := decodeObject(data)
+	if !ok {
 		return challenge{}, false
 	}
-	return challenge{Nonce: f.Payload.Nonce, TS: f.Payload.TS}, true
+	typ, _ := f.str("type")
+	event, _ := f.str("event")
+	payload, _ := f.object("payload")
+	nonce, _ := payload.str("nonce")
+	if typ != "event" || event != "connect.challenge" || len(bytes.TrimSpace([]byte(nonce))) == 0 {
+		return challenge{}, false
+	}
+	ts, _ := payload.num("ts")
+	return challenge{Nonce: nonce, TS: int64(ts)}, true
 }
 
 // answer is the gateway's response to a connect.
@@ -100,44 +177,37 @@ type answer struct {
 }
 
 // parseAnswer decodes an upstream frame received while a connect with id is
-// in flight.
+// in flight. Keys match exactly and ids are compared as values (sameID).
 func parseAnswer(data []byte, id json.RawMessage) answer {
-	var f struct {
-		Type    string          `json:"type"`
-		ID      json.RawMessage `json:"id"`
-		OK      bool            `json:"ok"`
-		Payload *struct {
-			Type   string `json:"type"`
-			Policy *struct {
-				MaxPayload int64 `json:"maxPayload"`
-			} `json:"policy"`
-		} `json:"payload"`
-		Error *struct {
-			Code         string `json:"code"`
-			Retryable    bool   `json:"retryable"`
-			RetryAfterMs *int64 `json:"retryAfterMs"`
-			Details      *struct {
-				Reason string `json:"reason"`
-			} `json:"details"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(data, &f) != nil || f.Type != "res" || !bytes.Equal(f.ID, id) {
+	f, ok := decodeObject(data)
+	if !ok {
 		return answer{}
 	}
-	a := answer{isResponse: true, ok: f.OK}
-	if f.OK && f.Payload != nil && f.Payload.Type == "hello-ok" {
-		a.helloOK = true
-		if f.Payload.Policy != nil && f.Payload.Policy.MaxPayload > 0 {
-			a.maxPayload = f.Payload.Policy.MaxPayload
+	if typ, _ := f.str("type"); typ != "res" || !sameID(f["id"], id) {
+		return answer{}
+	}
+	a := answer{isResponse: true, ok: f.is("ok", "true")}
+	if payload, ok := f.object("payload"); a.ok && ok {
+		if typ, _ := payload.str("type"); typ == "hello-ok" {
+			a.helloOK = true
+			policy, _ := payload.object("policy")
+			if mp, ok := policy.num("maxPayload"); ok && mp >= 1 && mp <= math.MaxInt64/2 {
+				a.maxPayload = int64(mp)
+			}
 		}
 	}
 	// isRetryableGatewayStartupUnavailableError: all three must hold.
-	if e := f.Error; !f.OK && e != nil && e.Code == "UNAVAILABLE" && e.Retryable &&
-		e.Details != nil && e.Details.Reason == startupReason {
+	e, hasError := f.object("error")
+	code, _ := e.str("code")
+	details, _ := e.object("details")
+	reason, _ := details.str("reason")
+	if !a.ok && hasError && code == "UNAVAILABLE" && e.is("retryable", "true") && reason == startupReason {
 		a.startup = true
 		a.retryAfterMs = -1
-		if e.RetryAfterMs != nil {
-			a.retryAfterMs = *e.RetryAfterMs
+		if ms, ok := e.num("retryAfterMs"); ok {
+			// As clients clamp it: floor, and a negative value is the
+			// minimum, not absent.
+			a.retryAfterMs = int64(math.Floor(max(0, min(ms, math.MaxInt32))))
 		}
 	}
 	return a

@@ -1,6 +1,7 @@
 package fakegw
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -224,11 +225,26 @@ func (s *session) writeLocked(mt int, b []byte) {
 }
 
 func (s *session) writeFrame(v any) {
-	b, err := json.Marshal(v)
+	b, err := marshalJS(v)
 	if err != nil {
 		panic(err) // frames are built from plain maps; cannot fail
 	}
 	s.writeRaw(b)
+}
+
+// marshalJS encodes v as the gateway's JSON.stringify does: strings are
+// re-serialised from their values, so a request id sent as "a\/b" or
+// "caf\u00e9" comes back as "a/b" or "café", and <, > and & are not
+// escaped. (Go still escapes U+2028 and U+2029, which JSON.stringify keeps
+// literal; both decode to the same value.)
+func marshalJS(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // sendEvent sends an event with the next per-connection seq (starting at 1).
@@ -236,7 +252,7 @@ func (s *session) sendEvent(name string, payload any) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.seq++
-	b, err := json.Marshal(map[string]any{"type": "event", "event": name, "payload": payload, "seq": s.seq})
+	b, err := marshalJS(map[string]any{"type": "event", "event": name, "payload": payload, "seq": s.seq})
 	if err != nil {
 		panic(err)
 	}
@@ -272,7 +288,7 @@ func (s *session) sendOK(id string, payload any) {
 // StartupFrame returns the exact frame a gateway sends to a connect with
 // request id during its startup window.
 func StartupFrame(id string) []byte {
-	idJSON, err := json.Marshal(id)
+	idJSON, err := marshalJS(id)
 	if err != nil {
 		panic(err)
 	}

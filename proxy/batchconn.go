@@ -2,12 +2,15 @@ package proxy
 
 import (
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // chunkSize is the size of the pooled buffers a batchConn borrows while data
@@ -72,6 +75,20 @@ type batchConn struct {
 	// writeTimeout, when set, bounds each flush: the deadline is set once
 	// per burst, not once per frame.
 	writeTimeout time.Duration
+	// masks: holdfast is this leg's WebSocket client (the upstream leg),
+	// so its frames are masked.
+	masks bool
+	// wframes: writes are WebSocket frames (after the upgrade). wleft is
+	// what remains of the payload of a frame gorilla is writing in more
+	// than one Write.
+	wframes bool
+	wleft   uint64
+	// closed: a close frame was written; every later write is refused
+	// (RFC 6455 §5.5.1). Set under wmu.
+	closed bool
+	// wcap, when not zero, is the latest write deadline (UnixNano) any
+	// write may get from now on: a closing leg's writes end by then.
+	wcap atomic.Int64
 }
 
 func newBatchConn(c net.Conn, pool *chunkPool) *batchConn {
@@ -82,6 +99,14 @@ func newBatchConn(c net.Conn, pool *chunkPool) *batchConn {
 			bc.rawFn = bc.readRaw
 		}
 	}
+	return bc
+}
+
+// newUpstreamBatchConn returns the batchConn of an upstream leg, whose
+// frames holdfast masks.
+func newUpstreamBatchConn(c net.Conn, pool *chunkPool) *batchConn {
+	bc := newBatchConn(c, pool)
+	bc.masks = true
 	return bc
 }
 
@@ -170,7 +195,12 @@ func (c *batchConn) waitData() error {
 // frameMode declares that the next byte of the stream starts a WebSocket
 // frame. Call it from the reading goroutine, or before it starts, right
 // after the HTTP upgrade.
-func (c *batchConn) frameMode() { c.bounds = streamBounds{frames: true} }
+func (c *batchConn) frameMode() {
+	c.bounds = streamBounds{frames: true}
+	c.wmu.Lock()
+	c.wframes = true
+	c.wmu.Unlock()
+}
 
 // streamBounds tracks the structure of a byte stream so that reads stop at
 // its boundaries: HTTP header blocks before the upgrade, WebSocket frames
@@ -288,13 +318,26 @@ func (s *streamBounds) atFrameStart() bool {
 	return !s.frames || (!s.inPayload && s.have == 0)
 }
 
-// Write implements net.Conn.
+// Write implements net.Conn. In frame mode it watches the frames gorilla
+// writes: once one of them is a close frame, every later write is refused.
 func (c *batchConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
 		return 0, c.werr
 	}
+	if c.closed && c.wleft == 0 {
+		return 0, websocket.ErrCloseSent
+	}
+	closing := c.wframes && c.trackWrite(p)
+	n, err := c.writeLocked(p)
+	if closing && err == nil {
+		c.closed = true
+	}
+	return n, err
+}
+
+func (c *batchConn) writeLocked(p []byte) (int, error) {
 	if !c.batching {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
@@ -316,6 +359,122 @@ func (c *batchConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// trackWrite follows the frames in p, written by gorilla (a frame header
+// is never split across its writes), and reports whether a close frame
+// starts in p. A write it cannot follow stops the tracking.
+func (c *batchConn) trackWrite(p []byte) (closeFrame bool) {
+	for len(p) > 0 {
+		if c.wleft > 0 {
+			k := min(c.wleft, uint64(len(p)))
+			c.wleft -= k
+			p = p[k:]
+			continue
+		}
+		if len(p) < 2 {
+			c.wframes = false
+			return closeFrame
+		}
+		h := 2
+		n := uint64(p[1] & 0x7f)
+		switch n {
+		case 126:
+			h = 4
+		case 127:
+			h = 10
+		}
+		if p[1]&0x80 != 0 {
+			h += 4
+		}
+		if len(p) < h {
+			c.wframes = false
+			return closeFrame
+		}
+		switch n {
+		case 126:
+			n = uint64(binary.BigEndian.Uint16(p[2:]))
+		case 127:
+			n = binary.BigEndian.Uint64(p[2:])
+		}
+		if p[0]&0x0f == websocket.CloseMessage {
+			closeFrame = true
+		}
+		p = p[h:]
+		c.wleft = n
+	}
+	return closeFrame
+}
+
+// writeClose writes a close frame with payload after what is batched and
+// flushes it. It is the one way holdfast closes a leg that batches: from
+// then on every write is refused, and every write still under way, a
+// flush blocked on a peer that does not read included, ends by deadline.
+// It fails when a close frame went out already, when the leg failed
+// before, or when a frame is half written (the socket must then just be
+// closed).
+func (c *batchConn) writeClose(payload []byte, deadline time.Time) error {
+	c.capWrites(deadline)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	if c.closed {
+		return websocket.ErrCloseSent
+	}
+	c.closed = true
+	if c.wleft > 0 {
+		return errors.New("close with a frame half written")
+	}
+	if len(payload) > maxControlPayload {
+		return errors.New("close payload over 125 bytes")
+	}
+	var hdr [maxFrameHeader]byte
+	h := frameHeader(&hdr, websocket.CloseMessage, true, c.masks, len(payload))
+	var frame [maxFrameHeader + maxControlPayload]byte
+	n := copy(frame[:], hdr[:h])
+	n += copy(frame[n:], payload)
+	if c.masks {
+		var key [4]byte
+		copy(key[:], hdr[h-4:h])
+		maskBytes(key, frame[h:n])
+	}
+	if _, err := c.writeLocked(frame[:n]); err != nil {
+		return err
+	}
+	return c.flushLocked()
+}
+
+// maxControlPayload is the largest control frame payload (RFC 6455 §5.5).
+const maxControlPayload = 125
+
+// capWrites makes every write from now on end by deadline, one already
+// blocked included.
+func (c *batchConn) capWrites(deadline time.Time) {
+	for {
+		cur := c.wcap.Load()
+		if cur != 0 && cur <= deadline.UnixNano() {
+			return
+		}
+		if c.wcap.CompareAndSwap(cur, deadline.UnixNano()) {
+			break
+		}
+	}
+	_ = c.Conn.SetWriteDeadline(deadline)
+}
+
+// SetWriteDeadline implements net.Conn; a closing leg keeps its cap.
+func (c *batchConn) SetWriteDeadline(t time.Time) error {
+	return c.Conn.SetWriteDeadline(c.capped(t))
+}
+
+// capped returns t, or the write cap when one is set and t is later.
+func (c *batchConn) capped(t time.Time) time.Time {
+	if limit := c.wcap.Load(); limit != 0 && (t.IsZero() || t.UnixNano() > limit) {
+		return time.Unix(0, limit)
+	}
+	return t
+}
+
 // Flush writes what is batched. A failure is also returned by every later
 // Write.
 func (c *batchConn) Flush() error {
@@ -329,7 +488,7 @@ func (c *batchConn) flushLocked() error {
 		return c.werr
 	}
 	if c.writeTimeout > 0 {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+		_ = c.Conn.SetWriteDeadline(c.capped(time.Now().Add(c.writeTimeout)))
 	}
 	_, err := c.Conn.Write((*c.wbuf)[:c.wn])
 	c.pool.put(c.wbuf)
@@ -405,36 +564,20 @@ const maxFrameHeader = 14
 // payload must not exceed chunkSize-maxFrameHeader.
 func (c *batchConn) writeFrame(opcode byte, fin, masked bool, payload []byte) error {
 	var hdr [maxFrameHeader]byte
-	hdr[0] = opcode
-	if fin {
-		hdr[0] |= 0x80
-	}
 	n := len(payload)
-	h := 2
-	switch {
-	case n <= 125:
-		hdr[1] = byte(n)
-	case n <= 0xffff:
-		hdr[1] = 126
-		binary.BigEndian.PutUint16(hdr[2:], uint16(n))
-		h = 4
-	default:
-		hdr[1] = 127
-		binary.BigEndian.PutUint64(hdr[2:], uint64(n))
-		h = 10
-	}
+	h := frameHeader(&hdr, opcode, fin, masked, n)
 	var key [4]byte
 	if masked {
-		hdr[1] |= 0x80
-		binary.LittleEndian.PutUint32(key[:], rand.Uint32())
-		copy(hdr[h:], key[:])
-		h += 4
+		copy(key[:], hdr[h-4:h])
 	}
 
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
 		return c.werr
+	}
+	if c.closed {
+		return websocket.ErrCloseSent
 	}
 	if !c.batching || c.wn+h+n > chunkSize {
 		if err := c.flushLocked(); err != nil {
@@ -455,6 +598,34 @@ func (c *batchConn) writeFrame(opcode byte, fin, masked bool, payload []byte) er
 		return c.flushLocked()
 	}
 	return nil
+}
+
+// frameHeader fills hdr with the header of a frame of n payload bytes and
+// returns its length. A masked header ends with a fresh mask key (§5.3).
+func frameHeader(hdr *[maxFrameHeader]byte, opcode byte, fin, masked bool, n int) int {
+	hdr[0] = opcode
+	if fin {
+		hdr[0] |= 0x80
+	}
+	h := 2
+	switch {
+	case n <= 125:
+		hdr[1] = byte(n)
+	case n <= 0xffff:
+		hdr[1] = 126
+		binary.BigEndian.PutUint16(hdr[2:], uint16(n))
+		h = 4
+	default:
+		hdr[1] = 127
+		binary.BigEndian.PutUint64(hdr[2:], uint64(n))
+		h = 10
+	}
+	if !masked {
+		return h
+	}
+	hdr[1] |= 0x80
+	binary.LittleEndian.PutUint32(hdr[h:], rand.Uint32())
+	return h + 4
 }
 
 // maskBytes XORs b with the mask key, 8 bytes at a time where it can.

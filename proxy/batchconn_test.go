@@ -178,3 +178,99 @@ func FuzzBatchConnFrameMode(f *testing.F) {
 		}
 	})
 }
+
+// After a close frame, written by writeClose or by gorilla through Write,
+// the leg refuses every write: data frames, control frames, a second close.
+func TestBatchConnNothingAfterClose(t *testing.T) {
+	for _, how := range []string{"writeClose", "gorilla's close through Write"} {
+		t.Run(how, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer a.Close()
+			got := make(chan []byte, 1)
+			go func() {
+				var all []byte
+				buf := make([]byte, 4096)
+				for {
+					n, err := b.Read(buf)
+					all = append(all, buf[:n]...)
+					if err != nil {
+						got <- all
+						return
+					}
+				}
+			}()
+			bc := newBatchConn(a, newChunkPool())
+			bc.frameMode()
+			bc.setBatching(true, time.Second)
+			// A data frame written by gorilla in two writes (header, then
+			// payload), then one of holdfast's.
+			f := frameBytes(2, 300, false)
+			if _, err := bc.Write(f[:4]); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := bc.Write(f[4:]); err != nil {
+				t.Fatal(err)
+			}
+			if err := bc.writeFrame(2, true, false, []byte("relayed")); err != nil {
+				t.Fatal(err)
+			}
+			closeFrame := []byte{0x88, 2, 0x03, 0xe8}
+			if how == "writeClose" {
+				if err := bc.writeClose(closeFrame[2:], time.Now().Add(time.Second)); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				if _, err := bc.Write(closeFrame); err != nil {
+					t.Fatal(err)
+				}
+				_ = bc.Flush()
+			}
+			if err := bc.writeFrame(2, true, false, []byte("late")); err == nil {
+				t.Error("a data frame was accepted after the close frame")
+			}
+			if _, err := bc.Write([]byte{0x8a, 0}); err == nil {
+				t.Error("a pong was accepted after the close frame")
+			}
+			if err := bc.writeClose(nil, time.Now().Add(time.Second)); err == nil {
+				t.Error("a second close frame was accepted")
+			}
+			_ = bc.Flush()
+			bc.Close()
+			want := append(append(append([]byte{}, f...), 0x82, 7), []byte("relayed")...)
+			want = append(want, closeFrame...)
+			if out := <-got; !bytes.Equal(out, want) {
+				t.Errorf("wire:\n%x\nwant\n%x", out, want)
+			}
+		})
+	}
+}
+
+// A close on a leg whose peer does not read ends by its deadline, a flush
+// already blocked included, instead of waiting out the write timeout.
+func TestBatchConnCloseHonoursDeadline(t *testing.T) {
+	a, b := net.Pipe() // nobody reads b
+	defer a.Close()
+	defer b.Close()
+	bc := newBatchConn(a, newChunkPool())
+	bc.frameMode()
+	bc.setBatching(true, time.Hour)
+	blocked := make(chan error, 1)
+	go func() {
+		_ = bc.writeFrame(2, true, false, make([]byte, 1000))
+		blocked <- bc.Flush()
+	}()
+	time.Sleep(20 * time.Millisecond)
+	start := time.Now()
+	err := bc.writeClose([]byte{0x03, 0xe9}, time.Now().Add(100*time.Millisecond))
+	if err == nil {
+		t.Error("close reported written to a peer that reads nothing")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("close took %v; want about its 100ms deadline", d)
+	}
+	select {
+	case <-blocked:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the blocked flush did not end by the close's deadline")
+	}
+}

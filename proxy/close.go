@@ -51,11 +51,20 @@ func truncateReason(s string) string {
 	return s
 }
 
-// sendClose writes a close frame, best effort, within timeout, and flushes
-// it out of any batch.
-func sendClose(ws *websocket.Conn, payload []byte, timeout time.Duration) {
-	_ = ws.WriteControl(websocket.CloseMessage, payload, time.Now().Add(timeout))
-	flushConn(ws.NetConn())
+// closeLeg writes a close frame on ws, after what is batched, and flushes
+// it, all within timeout. It is the one way holdfast closes a leg, and safe
+// from any goroutine. After it nothing more is written on ws (RFC 6455
+// §5.5.1): a batchConn refuses every later write, a relayed frame or a
+// pong included, and gorilla refuses its own writes after a close it wrote.
+// A write blocked on a peer that does not read ends by the same deadline.
+// It reports whether the frame went out; it does not when a close frame
+// was written on ws before, or the leg failed.
+func closeLeg(ws *websocket.Conn, payload []byte, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	if bc, ok := ws.NetConn().(*batchConn); ok {
+		return bc.writeClose(payload, deadline) == nil
+	}
+	return ws.WriteControl(websocket.CloseMessage, payload, deadline) == nil
 }
 
 // closeCode returns the code of a received close, or 0.

@@ -261,7 +261,7 @@ func (c *conn) failDial(w http.ResponseWriter, err error) {
 // client's with code 1011 unless it is the one that left.
 func (c *conn) abort(res metrics.Result, msg string, err error) {
 	if res != metrics.ResultClientGone {
-		sendClose(c.client, websocket.FormatCloseMessage(closeUpstreamLost, "holdfast: "+msg), time.Second)
+		closeLeg(c.client, websocket.FormatCloseMessage(closeUpstreamLost, "holdfast: "+msg), time.Second)
 	}
 	c.up.close(closeClientGone, "client gone")
 	_ = c.client.Close()
@@ -296,7 +296,7 @@ func (c *conn) awaitFirst() (frame, error) {
 		select {
 		case <-c.notify:
 		case <-t.C:
-			sendClose(c.client, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "connect timeout"), time.Second)
+			closeLeg(c.client, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "connect timeout"), time.Second)
 			c.up.close(websocket.CloseNormalClosure, "")
 			_ = c.client.Close()
 			c.finish(metrics.ResultError, "client sent no connect before the gateway's pre-auth timeout")
@@ -310,13 +310,13 @@ func (c *conn) awaitFirst() (frame, error) {
 func (c *conn) clientFailed(err error) {
 	switch {
 	case errors.Is(err, errPreauthTooLarge):
-		sendClose(c.client, websocket.FormatCloseMessage(websocket.CloseMessageTooBig, "preauth payload too large"), time.Second)
+		closeLeg(c.client, websocket.FormatCloseMessage(websocket.CloseMessageTooBig, "preauth payload too large"), time.Second)
 		c.up.close(closeClientGone, "client gone")
 		drain(c.client, c.h.cfg.CloseGrace)
 		_ = c.client.Close()
 		c.finish(metrics.ResultError, "client frame over the pre-auth limit")
 	case errors.Is(err, errTooManyPending):
-		sendClose(c.client, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "too many pending handshake frames"), time.Second)
+		closeLeg(c.client, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "too many pending handshake frames"), time.Second)
 		c.up.close(closeClientGone, "client gone")
 		_ = c.client.Close()
 		c.finish(metrics.ResultError, "client sent too many frames before hello-ok")
@@ -495,7 +495,7 @@ func (c *conn) upstreamLost(err error, kind connectKind, attempt int, lastUnavai
 	default:
 		// The gateway closed on the connect with a reason of its own.
 		c.up.close(websocket.CloseNormalClosure, "")
-		sendClose(c.client, wireClose(err, closeUpstreamLost, "upstream connection lost"), time.Second)
+		closeLeg(c.client, wireClose(err, closeUpstreamLost, "upstream connection lost"), time.Second)
 		c.closeClientGracefully()
 		c.finish(metrics.ResultRejected, "gateway closed on the connect", "code", code, "attempts", attempt)
 		return false
@@ -516,7 +516,7 @@ func (c *conn) upstreamLost(err error, kind connectKind, attempt int, lastUnavai
 	if code == websocket.CloseServiceRestart {
 		payload = wireClose(err, websocket.CloseTryAgainLater, "gateway unavailable")
 	}
-	sendClose(c.client, payload, time.Second)
+	closeLeg(c.client, payload, time.Second)
 	c.closeClientGracefully()
 	c.finish(metrics.ResultUnavailable, "upstream lost during the connect", "err", err, "attempts", attempt)
 	return false
@@ -528,7 +528,7 @@ func (c *conn) upstreamLost(err error, kind connectKind, attempt int, lastUnavai
 func (c *conn) passUnavailable(data []byte, attempt int) {
 	c.up.close(websocket.CloseNormalClosure, "")
 	if err := c.writeClient(websocket.TextMessage, data); err == nil {
-		sendClose(c.client, websocket.FormatCloseMessage(startupCloseCode, startupCloseReason), time.Second)
+		closeLeg(c.client, websocket.FormatCloseMessage(startupCloseCode, startupCloseReason), time.Second)
 	}
 	c.closeClientGracefully()
 	c.finish(metrics.ResultUnavailable, "gateway still starting; passed its UNAVAILABLE on", "attempts", attempt)
@@ -552,7 +552,7 @@ func (c *conn) redial(delay time.Duration, lastUnavailable []byte, attempt int) 
 			c.passUnavailable(lastUnavailable, attempt)
 			return false
 		}
-		sendClose(c.client, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "gateway unavailable"), time.Second)
+		closeLeg(c.client, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "gateway unavailable"), time.Second)
 		c.closeClientGracefully()
 		c.finish(metrics.ResultUnavailable, "gateway unreachable within the budget", "err", err, "attempts", attempt)
 		return false
@@ -571,7 +571,7 @@ func (c *conn) relayUpstreamClose() {
 		_, _, err = ws.ReadMessage()
 	}
 	c.up.close(websocket.CloseNormalClosure, "")
-	sendClose(c.client, wireClose(err, websocket.ClosePolicyViolation, "connect failed"), time.Second)
+	closeLeg(c.client, wireClose(err, websocket.ClosePolicyViolation, "connect failed"), time.Second)
 	c.closeClientGracefully()
 }
 

@@ -88,7 +88,7 @@ func (u *upstream) close(code int, reason string) {
 	if u == nil || u.ws == nil {
 		return
 	}
-	_ = u.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	closeLeg(u.ws, websocket.FormatCloseMessage(code, reason), time.Second)
 	_ = u.ws.Close()
 	u.authenticated()
 }

@@ -232,7 +232,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 			if err != nil {
 				return nil, err
 			}
-			return newBatchConn(c, h.chunks), nil
+			return newUpstreamBatchConn(c, h.chunks), nil
 		},
 		// wss: TLS below the batching layer, so that a burst of frames
 		// leaves in one TLS record.
@@ -246,7 +246,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 				c.Close()
 				return nil, err
 			}
-			return newBatchConn(tc, h.chunks), nil
+			return newUpstreamBatchConn(tc, h.chunks), nil
 		},
 		HandshakeTimeout: cfg.DialTimeout,
 		ReadBufferSize:   readBufferSize,

@@ -84,11 +84,11 @@ func (c *conn) startSplice(maxPayload int64, helloFrames []frame) bool {
 	switch {
 	case rerr != nil:
 		// The client left (or broke a rule) before the splice began.
-		sendClose(up, wireClose(rerr, closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+		closeLeg(up, wireClose(rerr, closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
 		return false
 	case werr != nil:
-		sendClose(c.client, websocket.FormatCloseMessage(closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
-		sendClose(up, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+		closeLeg(c.client, websocket.FormatCloseMessage(closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
+		closeLeg(up, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
 		return false
 	}
 	return true
@@ -107,7 +107,7 @@ func (c *conn) pumpUpstream() {
 func (c *conn) endUpstreamSide(err error, readSide bool) {
 	flushConn(c.up.ws.NetConn()) // gorilla's echo of a close frame
 	if !readSide {
-		sendClose(c.up.ws, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+		closeLeg(c.up.ws, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
 		return
 	}
 	if code := closeCode(err); code == websocket.CloseServiceRestart || code == 0 || code == websocket.CloseAbnormalClosure {
@@ -116,7 +116,7 @@ func (c *conn) endUpstreamSide(err error, readSide bool) {
 		c.h.watcher.Observe(retry.Down)
 	}
 	// The gateway closed or vanished: tell the client why.
-	sendClose(c.client, wireClose(err, closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
+	closeLeg(c.client, wireClose(err, closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
 }
 
 // batch turns frame batching on both legs on or off. While on, each leg
@@ -180,13 +180,18 @@ func (c *conn) endClientSide(err error, readSide bool) {
 	switch {
 	case readSide && errors.Is(err, websocket.ErrReadLimit):
 		// gorilla has sent the client 1009 already.
-		sendClose(c.client, websocket.FormatCloseMessage(websocket.CloseMessageTooBig, "message too big"), c.h.cfg.WriteTimeout)
-		sendClose(c.up.ws, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+		closeLeg(c.client, websocket.FormatCloseMessage(websocket.CloseMessageTooBig, "message too big"), c.h.cfg.WriteTimeout)
+		closeLeg(c.up.ws, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
 		drain(c.client, c.h.cfg.CloseGrace)
 	case readSide:
-		sendClose(c.up.ws, wireClose(err, closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+		closeLeg(c.up.ws, wireClose(err, closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
 	default:
-		sendClose(c.client, websocket.FormatCloseMessage(closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
+		// The gateway leg failed or closed: the client gets a close (the
+		// gateway's, from the other direction, when it came first) and is
+		// read to its echo, so that closing the socket on unread data does
+		// not reset the connection before the close frame is read.
+		closeLeg(c.client, websocket.FormatCloseMessage(closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
+		drain(c.client, c.h.cfg.CloseGrace)
 	}
 	// Unblock the upstream reader if the gateway never answers the close.
 	time.AfterFunc(c.h.cfg.CloseGrace, func() { _ = c.up.ws.Close() })
@@ -195,8 +200,8 @@ func (c *conn) endClientSide(err error, readSide bool) {
 // goingAway closes a spliced session because holdfast shuts down.
 // sendClose flushes each close frame out of its batch.
 func (c *conn) goingAway() {
-	sendClose(c.client, websocket.FormatCloseMessage(websocket.CloseGoingAway, "holdfast shutting down"), time.Second)
-	sendClose(c.up.ws, websocket.FormatCloseMessage(websocket.CloseGoingAway, "proxy shutting down"), time.Second)
+	closeLeg(c.client, websocket.FormatCloseMessage(websocket.CloseGoingAway, "holdfast shutting down"), time.Second)
+	closeLeg(c.up.ws, websocket.FormatCloseMessage(websocket.CloseGoingAway, "proxy shutting down"), time.Second)
 }
 
 // message is a message whose reader was obtained but not yet copied.

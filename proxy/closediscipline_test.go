@@ -1,0 +1,240 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/holdfast-proxy/holdfast/proxy"
+)
+
+// frameLog is the sequence of frame opcodes one side read off the wire.
+type frameLog struct {
+	mu     sync.Mutex
+	ops    []byte
+	first  chan struct{} // closed on the first frame
+	closed chan struct{} // closed on the first close frame
+}
+
+func newFrameLog() *frameLog {
+	return &frameLog{first: make(chan struct{}), closed: make(chan struct{})}
+}
+
+func (l *frameLog) add(op byte) {
+	l.mu.Lock()
+	if len(l.ops) == 0 {
+		close(l.first)
+	}
+	if op == websocket.CloseMessage && !l.hasClose() {
+		close(l.closed)
+	}
+	l.ops = append(l.ops, op)
+	l.mu.Unlock()
+}
+
+func (l *frameLog) hasClose() bool {
+	for _, op := range l.ops {
+		if op == websocket.CloseMessage {
+			return true
+		}
+	}
+	return false
+}
+
+// afterClose describes what followed the first close frame, "" for nothing.
+func (l *frameLog) afterClose() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, op := range l.ops {
+		if op == websocket.CloseMessage {
+			if rest := l.ops[i+1:]; len(rest) > 0 {
+				return fmt.Sprintf("%d frame(s) after the close frame (frame %d of %d), opcodes %v…", len(rest), i+1, len(l.ops), rest[:min(len(rest), 8)])
+			}
+			return ""
+		}
+	}
+	return ""
+}
+
+func (l *frameLog) sawClose() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.hasClose()
+}
+
+// readFrames parses raw WebSocket frames off nc until it fails, recording
+// each opcode, so that a frame sent after a close frame is seen (gorilla's
+// reader stops at the close).
+func readFrames(nc net.Conn, log *frameLog) {
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var hdr [14]byte
+	for {
+		if _, err := io.ReadFull(nc, hdr[:2]); err != nil {
+			return
+		}
+		n := uint64(hdr[1] & 0x7f)
+		ext := 0
+		switch n {
+		case 126:
+			ext = 2
+		case 127:
+			ext = 8
+		}
+		if hdr[1]&0x80 != 0 {
+			ext += 4
+		}
+		if _, err := io.ReadFull(nc, hdr[2:2+ext]); err != nil {
+			return
+		}
+		switch n {
+		case 126:
+			n = uint64(binary.BigEndian.Uint16(hdr[2:]))
+		case 127:
+			n = binary.BigEndian.Uint64(hdr[2:])
+		}
+		log.add(hdr[0] & 0x0f)
+		if _, err := io.CopyN(io.Discard, nc, int64(n)); err != nil {
+			return
+		}
+	}
+}
+
+// stream writes small binary messages on ws until a write fails, stop is
+// closed or, as a well-behaved peer does, the peer's close frame arrived;
+// one of 2 MiB once big is closed.
+func stream(ws *websocket.Conn, stop, peerClosed, big <-chan struct{}) {
+	msg := make([]byte, 200)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-peerClosed:
+			return
+		case <-big:
+			big = nil
+			_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			_ = ws.WriteMessage(websocket.BinaryMessage, make([]byte, 2<<20))
+		default:
+		}
+		_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if ws.WriteMessage(websocket.BinaryMessage, msg) != nil {
+			return
+		}
+	}
+}
+
+// While data streams both ways, a session is closed by the client, by the
+// gateway, by holdfast's shutdown, or for a client message over
+// policy.maxPayload: on neither leg does any frame follow the close frame
+// holdfast writes (RFC 6455 §5.5.1).
+func TestNothingFollowsACloseFrame(t *testing.T) {
+	cases := []struct {
+		name string
+		// end closes the session; client and gateway are the two ends'
+		// sockets as the test's peers hold them.
+		end func(t *testing.T, e *ends)
+	}{
+		{"client closes", func(t *testing.T, e *ends) {
+			_ = e.client.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, "bye"), time.Now().Add(time.Second))
+		}},
+		{"gateway closes", func(t *testing.T, e *ends) {
+			_ = e.gateway.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1012, "service restart"), time.Now().Add(time.Second))
+		}},
+		{"holdfast shuts down", func(t *testing.T, e *ends) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := e.hs.h.Shutdown(ctx); err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
+		}},
+		{"client message over maxPayload", func(t *testing.T, e *ends) {
+			close(e.clientBig)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 3 {
+				runCloseDiscipline(t, tc.end)
+			}
+		})
+	}
+}
+
+// ends are what a close-discipline case can act on.
+type ends struct {
+	hs              *harness
+	client, gateway *websocket.Conn
+	clientBig       chan struct{} // closed: the client sends 2 MiB
+}
+
+func runCloseDiscipline(t *testing.T, end func(t *testing.T, e *ends)) {
+	t.Helper()
+	stop := make(chan struct{})
+	clientBig := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(stop)
+
+	upLog := newFrameLog() // what holdfast wrote to the gateway
+	gateways := make(chan *websocket.Conn, 1)
+	upDone := make(chan struct{})
+	addr := startMiniUpstream(t, func(ws *websocket.Conn) {
+		defer close(upDone)
+		gateways <- ws
+		wg.Add(1)
+		go func() { defer wg.Done(); stream(ws, stop, upLog.closed, nil) }()
+		readFrames(ws.NetConn(), upLog)
+	})
+	hs := startProxy(t, addr, func(c *proxy.Config) { c.CloseGrace = 300 * time.Millisecond }, nil)
+
+	c := dialRaw(t, hs.url, nil)
+	c.read() // the challenge; nothing else is sent before the connect
+	c.write(websocket.TextMessage, []byte(`{"type":"req","id":"c1","method":"connect","params":{"minProtocol":3,"maxProtocol":4,`+
+		`"client":{"id":"cli","version":"1.0.0","platform":"linux","mode":"cli"},"auth":{"token":"t"}}}`))
+	gateway := <-gateways
+	clientLog := newFrameLog() // what holdfast wrote to the client
+	clientDone := make(chan struct{})
+	go func() {
+		defer close(clientDone)
+		readFrames(c.ws.NetConn(), clientLog)
+	}()
+	select { // hello-ok: the session is spliced
+	case <-clientLog.first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no hello-ok")
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); stream(c.ws, stop, clientLog.closed, clientBig) }()
+
+	// Let data flow both ways, then end the session.
+	time.Sleep(50 * time.Millisecond)
+	end(t, &ends{hs: hs, client: c.ws, gateway: gateway, clientBig: clientBig})
+	for _, done := range []chan struct{}{clientDone, upDone} {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a leg did not end")
+		}
+	}
+	var problems []string
+	if s := clientLog.afterClose(); s != "" {
+		problems = append(problems, "client leg: "+s)
+	}
+	if s := upLog.afterClose(); s != "" {
+		problems = append(problems, "gateway leg: "+s)
+	}
+	if !clientLog.sawClose() {
+		problems = append(problems, fmt.Sprintf("client leg: no close frame in %d frames", len(clientLog.ops)))
+	}
+	if len(problems) > 0 {
+		t.Fatal(strings.Join(problems, "; "))
+	}
+}

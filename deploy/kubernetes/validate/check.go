@@ -130,6 +130,7 @@ func Check(objs []Object, img Image, hf Holdfast) []error {
 	}
 	c.services()
 	c.prometheusRules()
+	c.dashboards()
 	return c.errs
 }
 
@@ -562,6 +563,24 @@ func (c *checker) services() {
 		}
 		if !matched {
 			c.errorf("Service/%s selects no Deployment's pods", s.Name)
+		}
+	}
+}
+
+// dashboards checks that every ConfigMap for Grafana's dashboard sidecar
+// holds JSON.
+func (c *checker) dashboards() {
+	for _, cm := range c.configMaps {
+		if cm.Labels["grafana_dashboard"] == "" {
+			continue
+		}
+		if len(cm.Data) == 0 {
+			c.errorf("ConfigMap/%s: a dashboard ConfigMap without data", cm.Name)
+		}
+		for k, v := range cm.Data {
+			if !json.Valid([]byte(v)) {
+				c.errorf("ConfigMap/%s: %s is not JSON", cm.Name, k)
+			}
 		}
 	}
 }

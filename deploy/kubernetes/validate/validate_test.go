@@ -209,13 +209,15 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// inMemory copies deploy/kubernetes into an in-memory file system, with
-// edit applied to one file (old must occur in it).
+// inMemory copies deploy/ (the manifests under deploy/kubernetes and what
+// they include from deploy/prometheus and deploy/grafana) into an in-memory
+// file system at /k, with one edit applied to file (relative to
+// deploy/kubernetes; old must occur in it).
 func inMemory(t *testing.T, file, old, new string) filesys.FileSystem {
 	t.Helper()
 	disk := filesys.MakeFsOnDisk()
 	mem := filesys.MakeFsInMemory()
-	abs, err := filepath.Abs(manifestRoot)
+	abs, err := filepath.Abs(filepath.Join(manifestRoot, ".."))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +226,7 @@ func inMemory(t *testing.T, file, old, new string) filesys.FileSystem {
 		if err != nil || info.IsDir() || !strings.HasSuffix(path, ".yaml") && !strings.HasSuffix(path, ".json") {
 			return err
 		}
-		rel, _ := filepath.Rel(abs, path)
+		rel, _ := filepath.Rel(filepath.Join(abs, "kubernetes"), path)
 		data, err := disk.ReadFile(path)
 		if err != nil {
 			return err
@@ -258,6 +260,7 @@ func TestStrictDecodingCatchesMisspelledFields(t *testing.T) {
 		{"base", "base/poddisruptionbudget.yaml", "maxUnavailable: 1", "maxUnavailable: 1\n  minAvailabe: 1", `unknown field "spec.minAvailabe"`},
 		{"overlays/sidecar", "components/sidecar/deployment-patch.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true", `unknown field "spec.template.spec.initContainers[0].securityContext.readOnlyRootFileSystem"`},
 		{"overlays/monitoring", "components/monitoring/servicemonitor.yaml", "scrapeTimeout: 5s", "scrapeTimout: 5s", `unknown field "spec.endpoints[0].scrapeTimout"`},
+		{"overlays/monitoring", "../prometheus/prometheusrule.yaml", "- record:", "- recrd:", `unknown field "spec.groups[0].rules[0].recrd"`},
 	} {
 		t.Run(tc.file+"/"+tc.new, func(t *testing.T) {
 			fsys := inMemory(t, tc.file, tc.old, tc.new)
@@ -298,6 +301,7 @@ func TestChecksCatchDisagreement(t *testing.T) {
 		{"base", "base/service.yaml", "targetPort: ws", "targetPort: websocket", "targetPort websocket is no port"},
 		{"overlays/sidecar", "components/sidecar/service-patch.yaml", "targetPort: holdfast", "targetPort: 18791", "targetPort 18791 is no port"},
 		{"overlays/monitoring", "components/monitoring/servicemonitor.yaml", "port: metrics", "port: ws", "nothing scrapes the metrics port"},
+		{"overlays/monitoring", "../grafana/holdfast.json", "{", "{{", "holdfast.json is not JSON"},
 	} {
 		t.Run(tc.file+"/"+tc.new, func(t *testing.T) {
 			fsys := inMemory(t, tc.file, tc.old, tc.new)

@@ -54,6 +54,7 @@ type TLSConfig struct {
 // HandshakeConfig bounds each client's handshake.
 type HandshakeConfig struct {
 	Budget          time.Duration `yaml:"budget"`
+	LateDial        time.Duration `yaml:"late_dial"`
 	PreauthTimeout  time.Duration `yaml:"preauth_timeout"`
 	HoldMargin      time.Duration `yaml:"hold_margin"`
 	AnswerTimeout   time.Duration `yaml:"answer_timeout"`
@@ -108,6 +109,7 @@ func DefaultConfig() Config {
 		},
 		Handshake: HandshakeConfig{
 			Budget:          12 * time.Second,
+			LateDial:        12 * time.Second,
 			PreauthTimeout:  15 * time.Second,
 			HoldMargin:      1500 * time.Millisecond,
 			AnswerTimeout:   10 * time.Second,
@@ -297,6 +299,9 @@ func (c Config) Validate() error {
 	if c.Handshake.Budget >= 15*time.Second {
 		bad("handshake.budget", "must be shorter than the clients' 15s connect timeout, got %s", c.Handshake.Budget)
 	}
+	if d := c.Handshake.LateDial; d < 0 || d >= 15*time.Second {
+		bad("handshake.late_dial", "must be 0 (off) or shorter than current clients' 15s challenge timeout, got %s", d)
+	}
 	if c.Handshake.HoldMargin >= c.Handshake.PreauthTimeout && c.Handshake.PreauthTimeout > 0 {
 		bad("handshake.hold_margin", "must be shorter than handshake.preauth_timeout (%s), got %s", c.Handshake.PreauthTimeout, c.Handshake.HoldMargin)
 	}
@@ -380,6 +385,7 @@ func (c Config) ProxyConfig() (proxy.Config, error) {
 		TrustedProxies:        trusted,
 		PassthroughPaths:      c.Passthrough.WebSocketPaths,
 		Budget:                c.Handshake.Budget,
+		LateDialMax:           lateDialMax(c.Handshake.LateDial),
 		DialTimeout:           c.Upstream.DialTimeout,
 		PreauthTimeout:        c.Handshake.PreauthTimeout,
 		HoldMargin:            c.Handshake.HoldMargin,
@@ -394,4 +400,13 @@ func (c Config) ProxyConfig() (proxy.Config, error) {
 		ReadinessFreshFor:     c.Readiness.FreshFor,
 		ReadinessProbeTimeout: c.Readiness.ProbeTimeout,
 	}, nil
+}
+
+// lateDialMax maps handshake.late_dial (0: off) to proxy.Config.LateDialMax
+// (0: the default, negative: off).
+func lateDialMax(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

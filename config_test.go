@@ -52,6 +52,7 @@ func TestBadConfigs(t *testing.T) {
 			`upstream.max_preauth_per_address: must be between 1 and 32 (the gateway refuses the 33rd), got 40`,
 			`handshake.budget: must be shorter than the clients' 15s connect timeout, got 20s`,
 			`handshake.hold_margin: must be a positive duration, got 0s`,
+			`handshake.late_dial: must be 0 (off) or shorter than current clients' 15s challenge timeout, got 15s`,
 			`log.level: must be debug, info, warn or error, got "loud"`,
 			`log.format: must be text or json, got "xml"`,
 		}},
@@ -93,8 +94,35 @@ func TestCheckConfigCommand(t *testing.T) {
 	if err := run(context.Background(), []string{"-check-config", "-config", "testdata/invalid-values.yaml"}, &out, &errOut); err == nil {
 		t.Fatal("invalid config accepted")
 	}
-	if got := strings.Count(errOut.String(), "\n  - "); got != 8 {
-		t.Errorf("listed %d problems; want 8:\n%s", got, errOut.String())
+	if got := strings.Count(errOut.String(), "\n  - "); got != 9 {
+		t.Errorf("listed %d problems; want 9:\n%s", got, errOut.String())
+	}
+}
+
+func TestLateDialKey(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want time.Duration // proxy.Config.LateDialMax
+	}{
+		{"", 12 * time.Second},
+		{"handshake:\n  late_dial: 0s\n", -1},
+		{"handshake:\n  late_dial: 8s\n", 8 * time.Second},
+	} {
+		cfg, err := ParseConfig([]byte(tc.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		pc, err := cfg.ProxyConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pc.LateDialMax != tc.want {
+			t.Errorf("%q: LateDialMax %v; want %v", tc.yaml, pc.LateDialMax, tc.want)
+		}
+	}
+	_, err := ParseConfig([]byte("handshake:\n  late_dial: -1s\n"))
+	if err == nil || !strings.Contains(err.Error(), "handshake.late_dial: must be 0 (off)") {
+		t.Errorf("negative late_dial: %v", err)
 	}
 }
 

@@ -65,6 +65,7 @@ type Metrics struct {
 	handshakes      *prometheus.CounterVec
 	retries         *prometheus.CounterVec
 	holds           prometheus.Counter
+	dialsDelayed    prometheus.Counter
 	handshakeTime   prometheus.Histogram
 	sessionsActive  prometheus.Gauge
 	upstreamPending prometheus.Gauge
@@ -104,6 +105,11 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 			Namespace: "holdfast",
 			Name:      "connect_holds_total",
 			Help:      "Client connects held on their upstream socket until the gateway had started.",
+		}),
+		dialsDelayed: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "holdfast",
+			Name:      "upstream_dials_delayed_total",
+			Help:      "Clients without an Origin header whose upstream socket holdfast opened late, waiting for the gateway to start (handshake.late_dial).",
 		}),
 		handshakeTime: f.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "holdfast",
@@ -180,6 +186,15 @@ func (m *Metrics) Hold() {
 		return
 	}
 	m.holds.Inc()
+}
+
+// DialDelayed records a client whose upstream dial waited for the gateway
+// to start.
+func (m *Metrics) DialDelayed() {
+	if m == nil {
+		return
+	}
+	m.dialsDelayed.Inc()
 }
 
 // SessionStarted and SessionEnded track spliced sessions.

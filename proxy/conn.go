@@ -175,21 +175,26 @@ func (c *conn) finish(res metrics.Result, msg string, args ...any) {
 func (c *conn) run(w http.ResponseWriter) (splice bool, maxPayload int64) {
 	// 1. An upstream socket with its challenge, before the client sees a
 	// 101: a browser waits only 750 ms for the challenge after open.
-	up, err := c.h.dialUpstream(c.r.Context(), c.target, c.hdr, c.attr.key(), c.budget)
-	if err != nil {
-		c.failDial(w, err)
-		return false, 0
+	// Clients that wait longer are dialled late while the gateway starts
+	// (latedial.go).
+	late := c.dialLate()
+	var respHdr http.Header
+	if !late {
+		up, err := c.h.dialUpstream(c.r.Context(), c.target, c.hdr, c.attr.key(), c.budget)
+		if err != nil {
+			c.failDial(w, err)
+			return false, 0
+		}
+		c.up = up
+		if up.protocol != "" {
+			respHdr = http.Header{"Sec-Websocket-Protocol": {up.protocol}}
+		}
 	}
-	c.up = up
 
 	// 2. Upgrade the client and relay the challenge at once.
-	var respHdr http.Header
-	if up.protocol != "" {
-		respHdr = http.Header{"Sec-Websocket-Protocol": {up.protocol}}
-	}
 	client, err := c.h.upgrader.Upgrade(w, c.r, respHdr)
 	if err != nil {
-		up.close(closeClientGone, "client upgrade failed")
+		c.up.close(closeClientGone, "client upgrade failed")
 		c.finish(metrics.ResultError, "client upgrade failed", "err", err)
 		return false, 0
 	}
@@ -203,12 +208,15 @@ func (c *conn) run(w http.ResponseWriter) (splice bool, maxPayload int64) {
 	client.SetPongHandler(c.onClientPong)
 	c.readerDone = make(chan struct{})
 	go c.readClient()
+	if late && !c.lateDial() {
+		return false, 0
+	}
 
-	if err := c.writeClient(websocket.TextMessage, up.challenge); err != nil {
+	if err := c.writeClient(websocket.TextMessage, c.up.challenge); err != nil {
 		c.abort(metrics.ResultClientGone, "client went away before the challenge", err)
 		return false, 0
 	}
-	up.challenge = nil
+	c.up.challenge = nil
 
 	// 3. The client's first frame.
 	first, err := c.awaitFirst()

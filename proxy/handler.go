@@ -51,6 +51,12 @@ type Config struct {
 	Budget time.Duration
 	// DialTimeout bounds one upstream dial, upgrade and challenge (default 5s).
 	DialTimeout time.Duration
+	// LateDialMax is the longest a client without an Origin header waits
+	// for its challenge while the gateway is starting, before holdfast
+	// opens its upstream socket (default 12s, below current clients' 15 s
+	// challenge timer; negative: every client is dialled first). The
+	// budget starts again when the socket is opened. See latedial.go.
+	LateDialMax time.Duration
 	// MinAttempt is the least budget worth starting another attempt with
 	// (default 250ms).
 	MinAttempt time.Duration
@@ -97,6 +103,9 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	def(&c.Budget, 12*time.Second)
+	if c.LateDialMax == 0 {
+		c.LateDialMax = 12 * time.Second
+	}
 	def(&c.DialTimeout, 5*time.Second)
 	def(&c.MinAttempt, 250*time.Millisecond)
 	def(&c.PreauthTimeout, 15*time.Second)

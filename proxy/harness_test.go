@@ -95,6 +95,9 @@ func startProxy(t testing.TB, upstreamAddr string, tweak func(*proxy.Config), wr
 		Budget:                8 * time.Second,
 		ReadinessPollInterval: 50 * time.Millisecond,
 		CloseGrace:            500 * time.Millisecond,
+		// The dial-first path (what browsers always get) unless a test
+		// turns the late dial on (latedial_test.go).
+		LateDialMax: -1,
 	}
 	if tweak != nil {
 		tweak(&cfg)

@@ -1,0 +1,230 @@
+package proxy_test
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
+	"github.com/holdfast-proxy/holdfast/internal/fakegw"
+	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/proxy"
+)
+
+// The late-dial tests run the gateway's 15 s pre-auth timer scaled down to
+// preauth, and holdfast's limits with it: the window a late-dialled client
+// survives is lateDialMax + min(budget, preauth - holdMargin) = 3.5 s here,
+// the dial-first one only min(budget, preauth - holdMargin) = 1.5 s.
+const (
+	preauth     = 2 * time.Second
+	holdMargin  = 400 * time.Millisecond
+	lateBudget  = 1500 * time.Millisecond
+	lateDialMax = 2 * time.Second
+)
+
+func startLateProxy(t *testing.T, gwAddr string) *harness {
+	t.Helper()
+	return startProxy(t, gwAddr, func(c *proxy.Config) {
+		c.PreauthTimeout = preauth
+		c.HoldMargin = holdMargin
+		c.Budget = lateBudget
+		c.LateDialMax = lateDialMax
+	}, nil)
+}
+
+type lateOut struct {
+	res  testclient.Result
+	took time.Duration
+}
+
+// connectAsync connects one client (a browser when origin is set) and
+// returns its result on a channel.
+func connectAsync(url string, dev *deviceauth.Identity, origin string) <-chan lateOut {
+	ch := make(chan lateOut, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		opts := testclient.Options{URL: url, Token: token, Device: dev, Timeout: 15 * time.Second}
+		if origin != "" {
+			opts.Header = http.Header{"Origin": {origin}}
+		}
+		start := time.Now()
+		c, res, _ := testclient.Connect(ctx, opts)
+		if c != nil {
+			c.Close()
+		}
+		ch <- lateOut{res, time.Since(start)}
+	}()
+	return ch
+}
+
+// A window longer than the gateway's pre-auth timer (1.5× it here; 20 s
+// against 15 s on a real gateway): a device-signed client without an
+// Origin is upgraded at once and gets its challenge late, on a socket the
+// gateway opened after the worst of the window, and reaches hello-ok. A
+// browser at the same time is dialled first; its signed connect can only be
+// held on that socket, so it gets the gateway's UNAVAILABLE and 1013 at the
+// end of its budget, as it would directly, and retries.
+func TestLateDialOutlastsPreauthTimer(t *testing.T) {
+	window := preauth * 3 / 2
+	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, PreauthTimeout: preauth})
+	hs := startLateProxy(t, gw.Addr())
+	start := time.Now()
+	cli := connectAsync(hs.url, newDevice(t), "")
+	browser := connectAsync(hs.url, newDevice(t), "http://"+gw.Addr())
+
+	b := <-browser
+	if b.res.HelloOK || b.res.Error == nil || b.res.Error.Code != "UNAVAILABLE" || b.res.CloseCode != 1013 {
+		t.Errorf("browser: %+v (error %v); want the gateway's UNAVAILABLE and 1013", summarizeLate(b.res), b.res.Error)
+	}
+	if b.took > lateBudget+time.Second {
+		t.Errorf("browser answered after %v; want about the budget %v", b.took, lateBudget)
+	}
+	c := <-cli
+	if !c.res.HelloOK {
+		t.Fatalf("non-browser client: %s (error %v); want hello-ok", summarizeLate(c.res), c.res.Error)
+	}
+	if since := time.Since(start); since < window {
+		t.Errorf("hello-ok %v after the start; the window was %v", since, window)
+	}
+	hs.waitMetric(1, "holdfast_handshakes_total", "result", "ok")
+	hs.waitMetric(1, "holdfast_handshakes_total", "result", "unavailable")
+	if got := hs.metric("holdfast_upstream_dials_delayed_total"); got != 1 {
+		t.Errorf("dials delayed = %v; want 1 (the browser is never delayed)", got)
+	}
+	// The gateway refused the browser's connect only: the late client's
+	// connect was never sent into the window, and no socket hit the
+	// pre-auth timer.
+	if got := gw.Stats().StartupRejects; got != 1 {
+		t.Errorf("gateway startup rejections = %d; want 1 (the browser's)", got)
+	}
+}
+
+// A window longer than even the late dial absorbs: the client gets its
+// challenge before its own challenge timer, its connect is held to the end
+// of the fresh budget, and then it gets the gateway's own UNAVAILABLE and
+// close 1013, so that a client that retries retries.
+func TestLateDialKeepsUnavailableRule(t *testing.T) {
+	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 10 * time.Second, PreauthTimeout: preauth})
+	hs := startLateProxy(t, gw.Addr())
+	for _, device := range []bool{true, false} {
+		t.Run(kindName(device), func(t *testing.T) {
+			var dev *deviceauth.Identity
+			if device {
+				dev = newDevice(t)
+			}
+			o := <-connectAsync(hs.url, dev, "")
+			if o.res.HelloOK || o.res.Error == nil || o.res.Error.Code != "UNAVAILABLE" || !o.res.Error.Retryable {
+				t.Fatalf("result %s (error %v); want the gateway's UNAVAILABLE", summarizeLate(o.res), o.res.Error)
+			}
+			if o.res.CloseCode != 1013 || o.res.CloseReason != "gateway starting" {
+				t.Errorf("close %d %q; want 1013 \"gateway starting\"", o.res.CloseCode, o.res.CloseReason)
+			}
+			if want := lateDialMax + lateBudget; o.took < want-300*time.Millisecond || o.took > want+time.Second {
+				t.Errorf("answered after %v; want about late dial + budget (%v)", o.took, want)
+			}
+		})
+	}
+	hs.waitMetric(2, "holdfast_handshakes_total", "result", "unavailable")
+	if got := hs.metric("holdfast_upstream_dials_delayed_total"); got != 2 {
+		t.Errorf("dials delayed = %v; want 2", got)
+	}
+}
+
+// A started gateway: non-browser clients go through at once and nobody is
+// counted as delayed.
+func TestLateDialStartedGateway(t *testing.T) {
+	gw := startGateway(t, fakegw.Config{Token: token, PreauthTimeout: preauth})
+	hs := startLateProxy(t, gw.Addr())
+	for i := 0; i < 3; i++ {
+		o := <-connectAsync(hs.url, newDevice(t), "")
+		if !o.res.HelloOK {
+			t.Fatalf("client %d: %s; want hello-ok", i, summarizeLate(o.res))
+		}
+		if o.took > time.Second {
+			t.Errorf("client %d: hello-ok after %v; want at once", i, o.took)
+		}
+	}
+	if got := hs.metric("holdfast_upstream_dials_delayed_total"); got != 0 {
+		t.Errorf("dials delayed = %v; want 0", got)
+	}
+}
+
+// The gateway is not listening yet: a late-dialled client opens no socket
+// while it is down, and its challenge comes from the socket opened once
+// the gateway has started.
+func TestLateDialGatewayDown(t *testing.T) {
+	addr := freeAddr(t)
+	hs := startLateProxy(t, addr)
+	ch := connectAsync(hs.url, newDevice(t), "")
+	time.Sleep(500 * time.Millisecond)
+	gw := startGateway(t, fakegw.Config{Addr: addr, Token: token, StartupWindow: time.Second, PreauthTimeout: preauth})
+	o := <-ch
+	if !o.res.HelloOK {
+		t.Fatalf("result %s (error %v); want hello-ok", summarizeLate(o.res), o.res.Error)
+	}
+	if st := gw.Stats(); st.Upgrades != 1 || st.StartupRejects != 0 {
+		t.Errorf("gateway saw %d upgrades and %d startup rejections; want 1 and 0", st.Upgrades, st.StartupRejects)
+	}
+	if got := hs.metric("holdfast_upstream_dials_delayed_total"); got != 1 {
+		t.Errorf("dials delayed = %v; want 1", got)
+	}
+}
+
+// A client that leaves while it waits for a late dial costs the gateway
+// nothing and is counted as gone.
+func TestLateDialClientLeaves(t *testing.T) {
+	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 10 * time.Second, PreauthTimeout: preauth})
+	hs := startLateProxy(t, gw.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	_, res, err := testclient.Connect(ctx, testclient.Options{URL: hs.url, Token: token, Device: newDevice(t)})
+	if err == nil || res.HelloOK || res.Nonce != "" {
+		t.Fatalf("result %s, err %v; want no challenge before the client gave up", summarizeLate(res), err)
+	}
+	hs.waitMetric(1, "holdfast_handshakes_total", "result", "client_gone")
+	if got := gw.Stats().Upgrades; got != 0 {
+		t.Errorf("gateway saw %d upgrades; want 0", got)
+	}
+}
+
+func summarizeLate(r testclient.Result) string {
+	s := "hello-ok=" + strconv.FormatBool(r.HelloOK)
+	if r.Error != nil {
+		s += " error=" + r.Error.Code
+	}
+	if r.CloseCode != 0 {
+		s += " close=" + strconv.Itoa(r.CloseCode) + " " + strconv.Quote(r.CloseReason)
+	}
+	return s
+}
+
+// The gateway restarts while no session is open to notice: the next
+// non-browser client does not trust the old "started" but waits for a
+// probe, finds the gateway starting, and is dialled once it has started.
+func TestLateDialAfterQuietRestart(t *testing.T) {
+	gw := startGateway(t, fakegw.Config{Token: token, PreauthTimeout: preauth})
+	hs := startLateProxy(t, gw.Addr())
+	if o := <-connectAsync(hs.url, newDevice(t), ""); !o.res.HelloOK {
+		t.Fatalf("first client: %s", summarizeLate(o.res))
+	}
+	gw.Stop()
+	// The window ends 1.8 s after the client arrives, after "started" aged
+	// past what holdfast trusts (5 s).
+	if err := gw.Restart(6800 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Second)
+	o := <-connectAsync(hs.url, newDevice(t), "")
+	if !o.res.HelloOK {
+		t.Fatalf("client after the restart: %s (error %v); want hello-ok", summarizeLate(o.res), o.res.Error)
+	}
+	if got := gw.Stats().StartupRejects; got != 0 {
+		t.Errorf("gateway startup rejections = %d; want 0", got)
+	}
+	if got := hs.metric("holdfast_upstream_dials_delayed_total"); got != 1 {
+		t.Errorf("dials delayed = %v; want 1", got)
+	}
+}

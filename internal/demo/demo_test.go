@@ -39,8 +39,7 @@ func TestDemo(t *testing.T) {
 	}
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`(?m)^   holdfast_handshakes_total\{result="ok"\} +2 `),
-		regexp.MustCompile(`(?m)^   holdfast_connect_holds_total +[12] `),
-		regexp.MustCompile(`(?m)^   holdfast_upstream_retries_total\{reason="startup_unavailable"\} +[1-9][0-9]* `),
+		regexp.MustCompile(`(?m)^   holdfast_upstream_dials_delayed_total +2 `),
 		regexp.MustCompile(`(?m)^   holdfast_sessions_active +2 `),
 		regexp.MustCompile(`(?m)^   holdfast_gateway_state\{state="started"\} +1 `),
 		regexp.MustCompile(`(?m)^   holdfast_readiness_probes_total\{result="started"\} +[1-9][0-9]* `),

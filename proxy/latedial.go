@@ -166,7 +166,7 @@ func (c *conn) lateDial() bool {
 				code, res = websocket.CloseTryAgainLater, metrics.ResultUnavailable
 			}
 		}
-		sendClose(c.client, websocket.FormatCloseMessage(code, reason), time.Second)
+		closeLeg(c.client, websocket.FormatCloseMessage(code, reason), time.Second)
 		c.closeClientGracefully()
 		c.finish(res, "no upstream socket after a late dial", "err", err, "waited", waited.Round(time.Millisecond))
 		return false

@@ -78,7 +78,8 @@ type SpliceConfig struct {
 
 // PassConfig lists the WebSocket paths that are not the control socket.
 type PassConfig struct {
-	WebSocketPaths []string `yaml:"websocket_paths"`
+	WebSocketPaths        []string      `yaml:"websocket_paths"`
+	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
 }
 
 // MetricsConfig is the operational listener.
@@ -126,10 +127,13 @@ func DefaultConfig() Config {
 			CloseGrace:      time.Second,
 			MaxMessageBytes: 25 << 20,
 		},
-		Passthrough: PassConfig{WebSocketPaths: append([]string(nil), proxy.DefaultPassthroughPaths...)},
-		Metrics:     MetricsConfig{Listen: "127.0.0.1:9464"},
-		Log:         LogConfig{Level: "info", Format: "text"},
-		Shutdown:    ShutdownConfig{Grace: 10 * time.Second},
+		Passthrough: PassConfig{
+			WebSocketPaths:        append([]string(nil), proxy.DefaultPassthroughPaths...),
+			ResponseHeaderTimeout: 2 * time.Minute,
+		},
+		Metrics:  MetricsConfig{Listen: "127.0.0.1:9464"},
+		Log:      LogConfig{Level: "info", Format: "text"},
+		Shutdown: ShutdownConfig{Grace: 10 * time.Second},
 	}
 }
 
@@ -316,6 +320,7 @@ func (c Config) Validate() error {
 	if c.Splice.MaxMessageBytes < 65536 {
 		bad("splice.max_message_bytes", "must be at least 65536, got %d", c.Splice.MaxMessageBytes)
 	}
+	positive("passthrough.response_header_timeout", c.Passthrough.ResponseHeaderTimeout)
 	for i, p := range c.Passthrough.WebSocketPaths {
 		if !strings.HasPrefix(p, "/") || p == "/" {
 			bad(fmt.Sprintf("passthrough.websocket_paths[%d]", i), "must be a path prefix starting with / (and not / itself), got %q", p)
@@ -380,25 +385,26 @@ func (c Config) ProxyConfig() (proxy.Config, error) {
 		trusted = append(trusted, pf)
 	}
 	return proxy.Config{
-		Upstream:              u,
-		TLSClientConfig:       tlsConfig,
-		TrustedProxies:        trusted,
-		PassthroughPaths:      c.Passthrough.WebSocketPaths,
-		Budget:                c.Handshake.Budget,
-		LateDialMax:           lateDialMax(c.Handshake.LateDial),
-		DialTimeout:           c.Upstream.DialTimeout,
-		PreauthTimeout:        c.Handshake.PreauthTimeout,
-		HoldMargin:            c.Handshake.HoldMargin,
-		AnswerTimeout:         c.Handshake.AnswerTimeout,
-		MaxPreauthPerAddress:  c.Upstream.MaxPreauthPerAddress,
-		DialBackoffBase:       c.Handshake.DialBackoffBase,
-		DialBackoffMax:        c.Handshake.DialBackoffMax,
-		WriteTimeout:          c.Splice.WriteTimeout,
-		CloseGrace:            c.Splice.CloseGrace,
-		MaxMessageBytes:       c.Splice.MaxMessageBytes,
-		ReadinessPollInterval: c.Readiness.PollInterval,
-		ReadinessFreshFor:     c.Readiness.FreshFor,
-		ReadinessProbeTimeout: c.Readiness.ProbeTimeout,
+		Upstream:                         u,
+		TLSClientConfig:                  tlsConfig,
+		TrustedProxies:                   trusted,
+		PassthroughPaths:                 c.Passthrough.WebSocketPaths,
+		PassthroughResponseHeaderTimeout: c.Passthrough.ResponseHeaderTimeout,
+		Budget:                           c.Handshake.Budget,
+		LateDialMax:                      lateDialMax(c.Handshake.LateDial),
+		DialTimeout:                      c.Upstream.DialTimeout,
+		PreauthTimeout:                   c.Handshake.PreauthTimeout,
+		HoldMargin:                       c.Handshake.HoldMargin,
+		AnswerTimeout:                    c.Handshake.AnswerTimeout,
+		MaxPreauthPerAddress:             c.Upstream.MaxPreauthPerAddress,
+		DialBackoffBase:                  c.Handshake.DialBackoffBase,
+		DialBackoffMax:                   c.Handshake.DialBackoffMax,
+		WriteTimeout:                     c.Splice.WriteTimeout,
+		CloseGrace:                       c.Splice.CloseGrace,
+		MaxMessageBytes:                  c.Splice.MaxMessageBytes,
+		ReadinessPollInterval:            c.Readiness.PollInterval,
+		ReadinessFreshFor:                c.Readiness.FreshFor,
+		ReadinessProbeTimeout:            c.Readiness.ProbeTimeout,
 	}, nil
 }
 

@@ -41,6 +41,11 @@ type Config struct {
 	// TrustedProxies are the peers whose forwarding headers holdfast
 	// believes (none by default).
 	TrustedProxies []netip.Prefix
+	// PassthroughResponseHeaderTimeout bounds the wait for the gateway's
+	// response header to a reverse-proxied request (default 2m); the dial
+	// is bounded by DialTimeout. A request that times out gets 504, one
+	// that cannot reach the gateway 502.
+	PassthroughResponseHeaderTimeout time.Duration
 	// PassthroughPaths are path prefixes whose WebSocket upgrades are not
 	// the gateway's control socket and are reverse-proxied unchanged
 	// (default DefaultPassthroughPaths).
@@ -107,6 +112,7 @@ func (c Config) withDefaults() Config {
 		c.LateDialMax = 12 * time.Second
 	}
 	def(&c.DialTimeout, 5*time.Second)
+	def(&c.PassthroughResponseHeaderTimeout, 2*time.Minute)
 	def(&c.MinAttempt, 250*time.Millisecond)
 	def(&c.PreauthTimeout, 15*time.Second)
 	def(&c.HoldMargin, 1500*time.Millisecond)

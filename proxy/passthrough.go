@@ -2,7 +2,10 @@ package proxy
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"sync"
@@ -21,12 +24,19 @@ func (h *Handler) newPassthrough() *httputil.ReverseProxy {
 	default:
 		target.Scheme = "http"
 	}
+	// A gateway that accepts TCP and never answers must not hold a request
+	// (and its sockets) forever: the dial, the TLS handshake and the wait
+	// for the response header are bounded. The body is not: responses such
+	// as streamed completions run as long as they run.
+	dialer := &net.Dialer{Timeout: h.cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
 		Proxy:                 nil,
+		DialContext:           dialer.DialContext,
 		TLSClientConfig:       h.cfg.TLSClientConfig,
+		TLSHandshakeTimeout:   h.cfg.DialTimeout,
 		MaxIdleConnsPerHost:   32,
 		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 0,
+		ResponseHeaderTimeout: h.cfg.PassthroughResponseHeaderTimeout,
 	}
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -58,12 +68,24 @@ func (h *Handler) newPassthrough() *httputil.ReverseProxy {
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			h.log.Debug("passthrough: upstream unreachable", "path", r.URL.Path, "err", err)
 			w.Header().Set("Retry-After", "1")
+			if isTimeout(err) {
+				h.log.Debug("passthrough: gateway did not answer in time", "path", r.URL.Path, "err", err)
+				http.Error(w, "holdfast: gateway timeout", http.StatusGatewayTimeout)
+				return
+			}
+			h.log.Debug("passthrough: upstream unreachable", "path", r.URL.Path, "err", err)
 			http.Error(w, "holdfast: gateway unreachable", http.StatusBadGateway)
 		},
 		ErrorLog: slogErrorLog(h.log),
 	}
+}
+
+// isTimeout reports a dial, TLS handshake or response header wait that ran
+// out of time (answered 504; other failures are 502).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // passthroughBuffers lends 32 KiB copy buffers to the reverse proxy.

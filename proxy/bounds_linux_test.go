@@ -1,0 +1,66 @@
+//go:build linux
+
+package proxy_test
+
+import (
+	"net"
+	"net/http"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/holdfast-proxy/holdfast/proxy"
+)
+
+// fullBacklog returns a 127.0.0.1 address whose listener never accepts and
+// whose accept queue is full, so that a further TCP connect hangs (the
+// kernel drops its SYN), as a dial to an unreachable host does.
+func fullBacklog(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := (&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: sa.(*syscall.SockaddrInet4).Port}).String()
+	// Fill the queue until a connect no longer completes.
+	for i := 0; i < 16; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Skip("could not fill the accept queue of a listener")
+	return ""
+}
+
+// A dial that hangs is bounded by upstream.dial_timeout: 504.
+func TestPassthroughDialTimeout(t *testing.T) {
+	addr := fullBacklog(t)
+	hs := startProxy(t, addr, func(c *proxy.Config) {
+		c.DialTimeout = 300 * time.Millisecond
+	}, nil)
+	start := time.Now()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(hs.http + "/v1/models")
+	if err != nil {
+		t.Fatalf("request: %v; want holdfast's 504", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("HTTP %d; want 504", resp.StatusCode)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("answered after %v; the bound is 300ms", d)
+	}
+}

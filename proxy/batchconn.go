@@ -192,6 +192,22 @@ func (c *batchConn) waitData() error {
 	return c.rawErr
 }
 
+// unread puts b back in front of what the socket delivers next: bytes the
+// HTTP server read past the upgrade request (a client may send its first
+// frames in the same packet) are handed out again after the upgrade. Call
+// it from the reading goroutine, before frameMode.
+func (c *batchConn) unread(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	p := make([]byte, 0, len(b)+len(c.pending))
+	c.pending = append(append(p, b...), c.pending...)
+	if c.rbuf != nil {
+		c.pool.put(c.rbuf)
+		c.rbuf = nil
+	}
+}
+
 // frameMode declares that the next byte of the stream starts a WebSocket
 // frame. Call it from the reading goroutine, or before it starts, right
 // after the HTTP upgrade.

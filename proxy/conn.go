@@ -16,9 +16,10 @@ import (
 	"github.com/holdfast-proxy/holdfast/retry"
 )
 
-// maxPendingFrames is how many frames a client may send after its connect
-// and before hello-ok; the gateway allows 15 and closes 1008 beyond.
-const maxPendingFrames = 16
+// maxPendingFrames is how many client frames are held before hello-ok: the
+// connect and at most 15 after it, as on the gateway, which closes 1008
+// "too many pending handshake frames" on the 16th.
+const maxPendingFrames = 1 + 15
 
 // frame is one client message held before hello-ok.
 type frame struct {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -89,6 +91,105 @@ func closeAfter(t *testing.T, url string, frame []byte) int {
 				return ce.Code
 			}
 			t.Fatalf("read: %v", err)
+		}
+	}
+}
+
+// startSlowHello is a minimal gateway that answers the connect with
+// hello-ok only when release is closed, then reports every frame it gets.
+func startSlowHello(t *testing.T) (addr string, release chan struct{}, got chan []byte) {
+	t.Helper()
+	release, got = make(chan struct{}), make(chan []byte, 64)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := websocket.Upgrader{}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/startupz" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"ok":true,"status":"started"}`))
+			return
+		}
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"event","event":"connect.challenge","payload":{"nonce":"n-1","ts":1}}`))
+		if _, _, err := ws.ReadMessage(); err != nil {
+			return
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"res","id":"c1","ok":true,"payload":{"type":"hello-ok","protocol":4}}`))
+		for {
+			_, data, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			got <- data
+		}
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), release, got
+}
+
+// Before hello-ok a client may send 15 frames after its connect, as on the
+// gateway: they arrive in order after hello-ok. The 16th closes 1008.
+func TestPendingFramesLimit(t *testing.T) {
+	for _, n := range []int{15, 16} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			addr, release, got := startSlowHello(t)
+			hs := startProxy(t, addr, nil, nil)
+			c := dialRaw(t, hs.url, nil)
+			c.read() // challenge
+			c.write(websocket.TextMessage, connectWithID(`"c1"`))
+			for i := 1; i <= n; i++ {
+				c.write(websocket.TextMessage, fmt.Appendf(nil, `{"type":"req","id":"r%d","method":"health"}`, i))
+			}
+			if n > 15 {
+				code := closeCode(t, c)
+				if code != 1008 {
+					t.Fatalf("close %d; want 1008", code)
+				}
+				return
+			}
+			time.Sleep(100 * time.Millisecond) // let holdfast queue them; the limit must not depend on it
+			close(release)
+			if _, res := c.read(); !bytes.Contains(res, []byte("hello-ok")) {
+				t.Fatalf("answer %s; want hello-ok", res)
+			}
+			for i := 1; i <= n; i++ {
+				select {
+				case f := <-got:
+					if want := fmt.Sprintf(`"r%d"`, i); !bytes.Contains(f, []byte(want)) {
+						t.Fatalf("frame %d at the gateway: %s; want id %s", i, f, want)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("the gateway got %d of %d frames", i-1, n)
+				}
+			}
+		})
+	}
+}
+
+// closeCode reads until the socket closes and returns the close code (and
+// fails on anything but a close).
+func closeCode(t *testing.T, c *rawClient) int {
+	t.Helper()
+	_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, _, err := c.ws.ReadMessage(); err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) {
+				t.Fatalf("read: %v; want a close frame", err)
+			}
+			return ce.Code
 		}
 	}
 }

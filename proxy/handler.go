@@ -287,18 +287,30 @@ func New(cfg Config, opts Options) (*Handler, error) {
 // ServeHTTP sends control WebSocket upgrades through holdfast's handshake
 // and everything else to the reverse proxy.
 //
-// A request whose forwarding headers name no client holdfast can present
-// (see attribute) gets the gateway's own 403 proxy_attribution_required
-// before any upstream socket is opened; only the gateway's liveness probe
-// passes, as on the gateway.
+// Refusals come before any upstream socket is opened: a request target
+// that is not a path gets 400 (see notOriginForm), a control upgrade that
+// could not be upgraded 400 (checkUpgrade), and a request whose forwarding
+// headers name no client holdfast can present (see attribute) the
+// gateway's own 403 proxy_attribution_required; only the gateway's
+// liveness probe passes that one, as on the gateway.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if notOriginForm(r) {
+		http.Error(w, "holdfast: the request target must be a path", http.StatusBadRequest)
+		return
+	}
 	if h.isControlUpgrade(r) {
+		if status, reason := checkUpgrade(r); status != 0 {
+			h.metrics.Handshake(metrics.ResultError, 0)
+			w.Header().Set("Sec-Websocket-Version", "13")
+			http.Error(w, reason, status)
+			return
+		}
 		if h.attribute(r).unattributable {
 			h.metrics.Handshake(metrics.ResultRejected, 0)
 			h.attributionRequired(w, r)
 			return
 		}
-		h.serveControl(w, r)
+		h.serveControl(keepEarlyData{w}, r)
 		return
 	}
 	h.metrics.Passthrough()

@@ -179,8 +179,9 @@ func (c *conn) pumpClient(first *message) {
 func (c *conn) endClientSide(err error, readSide bool) {
 	switch {
 	case readSide && errors.Is(err, websocket.ErrReadLimit):
-		// gorilla has sent the client 1009 already.
-		closeLeg(c.client, websocket.FormatCloseMessage(websocket.CloseMessageTooBig, "message too big"), c.h.cfg.WriteTimeout)
+		// gorilla has sent the client 1009 with an empty reason already
+		// (this one is only a fallback), as the gateway's ws library does.
+		closeLeg(c.client, websocket.FormatCloseMessage(websocket.CloseMessageTooBig, ""), c.h.cfg.WriteTimeout)
 		closeLeg(c.up.ws, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
 		drain(c.client, c.h.cfg.CloseGrace)
 	case readSide:

@@ -379,8 +379,8 @@ func TestMessageOverMaxPayload(t *testing.T) {
 	_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, _, err := c.ws.ReadMessage()
 	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig {
-		t.Fatalf("client saw %v; want 1009", err)
+	if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig || ce.Text != "" {
+		t.Fatalf("client saw %v; want 1009 with an empty reason", err)
 	}
 }
 

@@ -1,0 +1,91 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+)
+
+// checkUpgrade validates a control upgrade request as the client upgrade
+// will, before any upstream socket is opened for it: a request that cannot
+// be upgraded must not cost the gateway a socket. It returns the status and
+// reason to refuse it with, or 0.
+func checkUpgrade(r *http.Request) (int, string) {
+	if !headerHasToken(r.Header, "Sec-Websocket-Version", "13") {
+		return http.StatusBadRequest, "websocket: unsupported version: 13 not found in 'Sec-Websocket-Version' header"
+	}
+	key := r.Header.Values("Sec-Websocket-Key")
+	if len(key) != 1 {
+		return http.StatusBadRequest, "websocket: not a websocket handshake: exactly one 'Sec-WebSocket-Key' header is required"
+	}
+	if b, err := base64.StdEncoding.DecodeString(key[0]); err != nil || len(b) != 16 {
+		return http.StatusBadRequest, "websocket: not a websocket handshake: 'Sec-WebSocket-Key' header must be Base64 encoded value of 16-byte in length"
+	}
+	return 0, ""
+}
+
+// notOriginForm reports a request target other than a path (or "*"): the
+// absolute form "GET http://host/path" and the authority form of CONNECT.
+// net/http takes the host of an absolute-form target and drops the Host
+// header, which the gateway would have read (Origin checks compare the two),
+// so holdfast refuses such requests rather than forward a Host the client
+// did not send.
+func notOriginForm(r *http.Request) bool {
+	return r.RequestURI != "" && r.RequestURI != "*" && !strings.HasPrefix(r.RequestURI, "/")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range splitTokens(v) {
+			if strings.EqualFold(t, token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// keepEarlyData wraps the ResponseWriter of a control upgrade so that bytes
+// the client sent right behind its upgrade request (in the same packet, or
+// before holdfast answered) survive the hijack: gorilla refuses a
+// connection whose hijacked reader holds data, and the HTTP server may have
+// read ahead. Those bytes are handed back to the connection, to be read as
+// the client's first frames.
+type keepEarlyData struct {
+	http.ResponseWriter
+}
+
+func (w keepEarlyData) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("proxy: the response writer cannot be hijacked")
+	}
+	nc, brw, err := hj.Hijack()
+	if err != nil || brw.Reader.Buffered() == 0 {
+		return nc, brw, err
+	}
+	early, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	early = bytes.Clone(early)
+	if bc, ok := nc.(*batchConn); ok {
+		bc.unread(early)
+	} else {
+		nc = &prefixedConn{Conn: nc, r: io.MultiReader(bytes.NewReader(early), nc)}
+	}
+	return nc, bufio.NewReadWriter(bufio.NewReaderSize(nc, 16), brw.Writer), nil
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w keepEarlyData) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// prefixedConn reads from r (early bytes, then the socket).
+type prefixedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixedConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -51,26 +51,6 @@ func startBlackhole(t testing.TB) *blackhole {
 
 func (b *blackhole) addr() string { return b.ln.Addr().String() }
 
-// open counts the connections the peer has not closed yet.
-func (b *blackhole) open() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	for _, c := range b.conns {
-		_ = c.SetReadDeadline(time.Now().Add(time.Millisecond))
-		var one [1]byte
-		if _, err := c.Read(one[:]); err != nil && isTimeoutErr(err) {
-			n++
-		}
-	}
-	return n
-}
-
-func isTimeoutErr(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
-}
-
 func (b *blackhole) close() {
 	b.ln.Close()
 	b.mu.Lock()

@@ -279,31 +279,62 @@ func (c *checker) holdfast(d *appsv1.Deployment, ctr *corev1.Container, initCont
 		}
 	}
 
-	// The kubelet's SIGKILL must not cut the shutdown short.
-	var total time.Duration
-	for _, v := range pf.Shutdown {
-		s, ok := v.(string)
-		if !ok {
-			continue // not a duration (a flag or a count)
-		}
-		dur, err := time.ParseDuration(s)
-		if err != nil {
-			continue
-		}
-		total += dur
-	}
-	if total == 0 {
-		c.errorf("%s: proxy.yaml states no shutdown durations; state them so the grace period can be checked", where)
-	}
-	if pod.TerminationGracePeriodSeconds == nil {
-		c.errorf("%s: no terminationGracePeriodSeconds", where)
-	} else if grace := time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second; grace <= total {
-		c.errorf("%s: terminationGracePeriodSeconds %v is not longer than the shutdown durations of proxy.yaml (%v)", where, grace, total)
-	}
+	c.shutdown(where, pod, ctr, pf)
 
 	c.scraped(where, d, metricsPort)
 	if d.Name == "holdfast" {
 		c.standalone(where, d)
+	}
+}
+
+// shutdownHeadroom is what the pod's grace period must leave beyond
+// holdfast's own bound on its stop (shutdown.grace): the process's exit and
+// the kubelet's own latency.
+const shutdownHeadroom = 5 * time.Second
+
+// shutdown checks the timing of a stop against the pod's: the kubelet's
+// SIGKILL must not cut holdfast's stop short, and the readiness probe must
+// see /readyz fail before holdfast refuses new upgrades.
+func (c *checker) shutdown(where string, pod *corev1.PodSpec, ctr *corev1.Container, pf proxyFile) {
+	dur := func(key string) (time.Duration, bool) {
+		v, ok := pf.Shutdown[key]
+		if !ok {
+			return 0, false
+		}
+		s, _ := v.(string)
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			c.errorf("%s: proxy.yaml shutdown.%s %v: %v", where, key, v, err)
+			return 0, false
+		}
+		return d, true
+	}
+	// shutdown.grace bounds holdfast's whole stop, from the signal. It is
+	// stated, not left to its default, so this check means something.
+	grace, ok := dur("grace")
+	if !ok {
+		c.errorf("%s: proxy.yaml states no shutdown.grace; state it so the pod's grace period can be checked against it", where)
+		return
+	}
+	if pod.TerminationGracePeriodSeconds == nil {
+		c.errorf("%s: no terminationGracePeriodSeconds", where)
+	} else if tgps := time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second; tgps < grace+shutdownHeadroom {
+		c.errorf("%s: terminationGracePeriodSeconds %v leaves less than %v beyond shutdown.grace (%v)", where, tgps, shutdownHeadroom, grace)
+	}
+	// Upgrades are still served for shutdown.drain_delay after /readyz
+	// turns 503: the probe must have failed by then.
+	if delay, ok := dur("drain_delay"); ok && ctr.ReadinessProbe != nil {
+		p := ctr.ReadinessProbe
+		period, threshold := p.PeriodSeconds, p.FailureThreshold
+		if period == 0 {
+			period = 10 // the API's defaults
+		}
+		if threshold == 0 {
+			threshold = 3
+		}
+		if notice := time.Duration(period*threshold+p.TimeoutSeconds) * time.Second; notice > delay {
+			c.errorf("%s: the readiness probe notices a drain after up to %v, later than shutdown.drain_delay (%v)", where, notice, delay)
+		}
 	}
 }
 

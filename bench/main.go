@@ -52,6 +52,7 @@
 //	go run ./bench -quick -holdfast-cpuprofile cpu.out   # then: go tool pprof -top cpu.out
 //	go run ./bench -quick -paths holdfast -holdfast-cpuprofile cpu.out -profile-phase handshakes
 //	go run ./bench -quick -paths direct -window-path direct   # window without a proxy
+//	go run ./bench -paths holdfast -baseline-bin /tmp/holdfast-before -window=false   # before/after
 //
 // holdfast serves no pprof of its own; -holdfast-cpuprofile builds it with
 // one extra file (added by go build -overlay, the checkout is untouched)
@@ -114,6 +115,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	paths := fs.String("paths", "direct,tunnel,koding,holdfast", "comma-separated paths to measure")
 	src := fs.String("src", ".", "repository root holdfast is built from")
 	holdfastBin := fs.String("holdfast-bin", "", "use this holdfast `binary` instead of building one from -src")
+	baselineBin := fs.String("baseline-bin", "", "also measure this holdfast `binary` as path baseline, interleaved with the others (before/after comparisons in one run)")
 	idle := fs.Int("idle", 0, "idle sessions per path (default 5000, 500 with -quick)")
 	window := fs.Bool("window", true, "run the startup-window scenarios, loopback and attributed crowd (holdfast only)")
 	windowPath := fs.String("window-path", "holdfast", "path of the window scenario: `holdfast`, or direct to see what no-retry clients get without it")
@@ -172,7 +174,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *idle > 0 {
 		s.idleN = *idle
 	}
+	if *baselineBin != "" && !slices.Contains(s.paths, "baseline") {
+		s.paths = append(s.paths, "baseline")
+	}
 	for _, p := range s.paths {
+		if p == "baseline" && *baselineBin == "" {
+			fmt.Fprintf(stderr, "bench: path baseline needs -baseline-bin\n")
+			return 2
+		}
 		if !slices.Contains(pathNames(), p) {
 			fmt.Fprintf(stderr, "bench: unknown path %q (want %s)\n", p, strings.Join(pathNames(), ","))
 			return 2
@@ -195,7 +204,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cs.killAll()
 
 	r := newReport(map[bool]string{true: "quick", false: "full"}[*quick])
-	b := &bench{s: s, cs: cs, dir: dir, log: stderr, r: r, src: *src, holdfastBin: *holdfastBin, cpuProfile: *cpuProfile, profilePhase: *profilePhase}
+	b := &bench{s: s, cs: cs, dir: dir, log: stderr, r: r, src: *src, holdfastBin: *holdfastBin, baselineBin: *baselineBin, cpuProfile: *cpuProfile, profilePhase: *profilePhase}
 	if err := b.setup(ctx); err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 1
@@ -230,6 +239,7 @@ type bench struct {
 	r           *report
 	src         string
 	holdfastBin string
+	baselineBin string // another holdfast, measured as path baseline
 	cpuProfile  string
 	// profilePhase is the phase -holdfast-cpuprofile profiles.
 	profilePhase string
@@ -271,6 +281,12 @@ func (b *bench) setup(ctx context.Context) error {
 			}
 		case "holdfast":
 			t, err = b.startHoldfast(ctx, upURL)
+		case "baseline":
+			var c *child
+			c, _, err = b.launchHoldfast(ctx, b.baselineBin, "baseline", upURL, nil)
+			if err == nil {
+				t = target{name: p, url: "ws://" + c.addr + "/", proc: c, proxy: c}
+			}
 		}
 		if err != nil {
 			b.logf("%s unavailable: %v", p, err)

@@ -26,7 +26,7 @@ func (b *bench) runScenarios(ctx context.Context) {
 
 	sums := map[string]float64{}
 	cpu := map[string]time.Duration{}
-	echoes := map[string]int64{}
+	done := map[string]int64{}
 	for round := range b.s.rounds {
 		for _, t := range b.targets {
 			if ctx.Err() != nil {
@@ -43,10 +43,10 @@ func (b *bench) runScenarios(ctx context.Context) {
 			b.record("throughput", t, err, func() {
 				sums[t.name] += v.perSecond
 				b.r.Throughput[t.name] = sums[t.name] / float64(round+1)
-				if t.proxy != nil && v.echoes > 0 {
+				if t.proxy != nil && v.done > 0 {
 					cpu[t.name] += v.cpu
-					echoes[t.name] += v.echoes
-					b.r.CPUPerMsg[t.name] = float64(cpu[t.name].Nanoseconds()) / 1e3 / float64(echoes[t.name])
+					done[t.name] += v.done
+					b.r.CPUPerMsg[t.name] = float64(cpu[t.name].Nanoseconds()) / 1e3 / float64(done[t.name])
 				}
 			}, "round %d: %.0f msg/s, %s", round+1, v.perSecond, cpuText(t, v))
 			waitUpstreamDrained(ctx, b.upstream.addr)
@@ -70,6 +70,8 @@ func (b *bench) runScenarios(ctx context.Context) {
 	}
 
 	clear(sums)
+	clear(cpu)
+	clear(done)
 	for round := range b.s.rounds {
 		for _, t := range b.targets {
 			if ctx.Err() != nil {
@@ -84,23 +86,28 @@ func (b *bench) runScenarios(ctx context.Context) {
 				stopProfile()
 			}
 			b.record("handshakes", t, err, func() {
-				sums[t.name] += v
+				sums[t.name] += v.perSecond
 				b.r.Handshakes[t.name] = sums[t.name] / float64(round+1)
-			}, "round %d: %.0f/s", round+1, v)
+				if t.proxy != nil && v.done > 0 {
+					cpu[t.name] += v.cpu
+					done[t.name] += v.done
+					b.r.CPUPerHandshake[t.name] = float64(cpu[t.name].Nanoseconds()) / 1e3 / float64(done[t.name])
+				}
+			}, "round %d: %.0f/s, %s", round+1, v.perSecond, cpuText(t, v))
 			waitUpstreamDrained(ctx, b.upstream.addr)
 		}
 	}
 }
 
-// cpuText describes the proxy CPU time of one throughput round.
-func cpuText(t target, v throughput) string {
+// cpuText describes the proxy CPU time of one round.
+func cpuText(t target, v rate) string {
 	if t.proxy == nil {
 		return "no proxy process"
 	}
-	if v.echoes == 0 {
-		return "no echoes"
+	if v.done == 0 {
+		return "nothing done"
 	}
-	return fmt.Sprintf("proxy cpu %v (%.1f us/msg)", v.cpu, float64(v.cpu.Nanoseconds())/1e3/float64(v.echoes))
+	return fmt.Sprintf("proxy cpu %v (%.1f us/op)", v.cpu, float64(v.cpu.Nanoseconds())/1e3/float64(v.done))
 }
 
 // record logs one measurement and stores it with set, or records err as the

@@ -10,8 +10,9 @@ import (
 	"text/tabwriter"
 )
 
-// pathNames returns the paths in report order.
-func pathNames() []string { return []string{"direct", "tunnel", "koding", "holdfast"} }
+// pathNames returns the paths in report order. baseline is another
+// holdfast binary (-baseline-bin), measured only when asked for.
+func pathNames() []string { return []string{"direct", "tunnel", "koding", "holdfast", "baseline"} }
 
 // report is what a run measured; it is written as JSON with -json.
 type report struct {
@@ -36,6 +37,9 @@ type report struct {
 	// of throughput_msgs_per_s, which crosses the proxy twice. direct has
 	// no proxy process and no entry.
 	CPUPerMsg map[string]float64 `json:"cpu_us_per_msg"`
+	// CPUPerHandshake is the proxy process's CPU time over the handshake
+	// rounds divided by the handshakes they completed, in microseconds.
+	CPUPerHandshake map[string]float64 `json:"cpu_us_per_handshake"`
 	// Window is the startup-window scenario with the loopback crowd: every
 	// client at one address, as the gateway sees it.
 	Window *windowReport `json:"window"`
@@ -76,14 +80,15 @@ type windowReport struct {
 // newReport returns an empty report.
 func newReport(mode string) *report {
 	return &report{
-		Mode:       mode,
-		Throughput: map[string]float64{},
-		RTTP50:     map[string]float64{},
-		RTTP99:     map[string]float64{},
-		Idle:       map[string]float64{},
-		Handshakes: map[string]float64{},
-		CPUPerMsg:  map[string]float64{},
-		Errors:     map[string]string{},
+		Mode:            mode,
+		Throughput:      map[string]float64{},
+		RTTP50:          map[string]float64{},
+		RTTP99:          map[string]float64{},
+		Idle:            map[string]float64{},
+		Handshakes:      map[string]float64{},
+		CPUPerMsg:       map[string]float64{},
+		CPUPerHandshake: map[string]float64{},
+		Errors:          map[string]string{},
 	}
 }
 
@@ -127,8 +132,13 @@ func ratio(m map[string]float64, a, b string) string {
 
 // printTable writes the figures with their ratios to each other path.
 func (r *report) printTable(w io.Writer) {
+	paths := r.paths()
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "metric\tpath\tvalue\t/direct\t/tunnel\t/koding\t/holdfast\t")
+	fmt.Fprint(tw, "metric\tpath\tvalue\t")
+	for _, p := range paths {
+		fmt.Fprintf(tw, "/%s\t", p)
+	}
+	fmt.Fprintln(tw)
 	rows := []struct {
 		name string
 		m    map[string]float64
@@ -140,9 +150,10 @@ func (r *report) printTable(w io.Writer) {
 		{"idle/session", r.Idle, "B"},
 		{"handshakes", r.Handshakes, "/s"},
 		{"cpu/msg", r.CPUPerMsg, "us"},
+		{"cpu/handshake", r.CPUPerHandshake, "us"},
 	}
 	for _, row := range rows {
-		for _, p := range pathNames() {
+		for _, p := range paths {
 			v, ok := row.m[p]
 			val := "-"
 			switch {
@@ -150,18 +161,20 @@ func (r *report) printTable(w io.Writer) {
 				val = fmt.Sprintf("%.2f %s", v, row.unit)
 			case ok:
 				val = fmt.Sprintf("%.0f %s", v, row.unit)
-			case row.unit == "us" && row.name == "cpu/msg" && p == "direct":
+			case strings.HasPrefix(row.name, "cpu/") && p == "direct":
 				val = "no proxy"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", row.name, p, val,
-				ratio(row.m, p, "direct"), ratio(row.m, p, "tunnel"),
-				ratio(row.m, p, "koding"), ratio(row.m, p, "holdfast"))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t", row.name, p, val)
+			for _, q := range paths {
+				fmt.Fprintf(tw, "%s\t", ratio(row.m, p, q))
+			}
+			fmt.Fprintln(tw)
 		}
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "added p99 over direct:")
-	for _, p := range pathNames()[1:] {
+	for _, p := range paths[1:] {
 		if a, ok := r.added99(p); ok {
 			fmt.Fprintf(w, "  %-8s %8.0f us\n", p, a)
 		}
@@ -190,6 +203,26 @@ func (r *report) printTable(w io.Writer) {
 	for _, g := range r.goals() {
 		fmt.Fprintf(w, "  %-4s %s\n", g.verdict, g.text)
 	}
+}
+
+// paths returns the paths of pathNames that were measured: those with a
+// figure or an error.
+func (r *report) paths() []string {
+	var out []string
+	for _, p := range pathNames() {
+		ok := false
+		for _, m := range []map[string]float64{r.Throughput, r.RTTP50, r.Idle, r.Handshakes} {
+			_, ok2 := m[p]
+			ok = ok || ok2
+		}
+		for k := range r.Errors {
+			ok = ok || strings.HasSuffix(k, "/"+p)
+		}
+		if ok {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // added99 returns path's p99 minus direct's p99, in microseconds.

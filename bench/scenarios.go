@@ -77,11 +77,23 @@ func closeAll(conns []*websocket.Conn) {
 	}
 }
 
-// throughput is the outcome of one throughput round.
-type throughput struct {
-	perSecond float64       // completed echoes per second
-	echoes    int64         // completed echoes
+// rate is the outcome of one throughput or handshake round.
+type rate struct {
+	perSecond float64       // completed operations per second
+	done      int64         // operations completed while cpu was taken
 	cpu       time.Duration // the proxy's CPU time over the round; 0 for direct
+}
+
+// cpuNow returns t's proxy CPU time, or 0 for direct.
+func cpuNow(t target) (time.Duration, error) {
+	if t.proxy == nil {
+		return 0, nil
+	}
+	d, err := t.proxy.cpu()
+	if err != nil {
+		return 0, fmt.Errorf("%s: cpu: %w", t.name, err)
+	}
+	return d, nil
 }
 
 // measureThroughput runs echo on `sessions` sessions for dur, each session
@@ -89,19 +101,17 @@ type throughput struct {
 // second. Each echo crosses a proxy twice (client to upstream and back). The
 // proxy's CPU time (t.proxy's utime+stime) is taken over the same span: from
 // the first message to the last echo, session set-up and teardown left out.
-func measureThroughput(ctx context.Context, t target, sessions, window, size int, dur time.Duration) (throughput, error) {
-	var res throughput
+func measureThroughput(ctx context.Context, t target, sessions, window, size int, dur time.Duration) (rate, error) {
+	var res rate
 	conns, err := openSessions(ctx, t, sessions, 16)
 	if err != nil {
 		return res, err
 	}
 	defer closeAll(conns)
 	payload := echoPayload(size)
-	var cpu0 time.Duration
-	if t.proxy != nil {
-		if cpu0, err = t.proxy.cpu(); err != nil {
-			return res, fmt.Errorf("%s: cpu: %w", t.name, err)
-		}
+	cpu0, err := cpuNow(t)
+	if err != nil {
+		return res, err
 	}
 	start := time.Now()
 	end := start.Add(dur)
@@ -156,13 +166,11 @@ func measureThroughput(ctx context.Context, t target, sessions, window, size int
 		}()
 	}
 	wg.Wait()
-	if t.proxy != nil {
-		cpu1, err := t.proxy.cpu()
-		if err != nil {
-			return res, fmt.Errorf("%s: cpu: %w", t.name, err)
-		}
-		res.cpu = cpu1 - cpu0
+	cpu1, err := cpuNow(t)
+	if err != nil {
+		return res, err
 	}
+	res.cpu = cpu1 - cpu0
 	elapsed := time.Since(start)
 	if elapsed > dur {
 		elapsed = dur
@@ -172,8 +180,8 @@ func measureThroughput(ctx context.Context, t target, sessions, window, size int
 		return res, fmt.Errorf("%s: throughput: %w", t.name, err)
 	default:
 	}
-	res.echoes = echoed.Load()
-	res.perSecond = float64(res.echoes) / elapsed.Seconds()
+	res.done = echoed.Load()
+	res.perSecond = float64(res.done) / elapsed.Seconds()
 	return res, nil
 }
 
@@ -272,11 +280,18 @@ func measureIdle(ctx context.Context, t target, n int, settle time.Duration) (fl
 }
 
 // measureHandshakes runs `workers` loops of dial, handshake and close
-// against t for dur and returns completed handshakes per second.
-func measureHandshakes(ctx context.Context, t target, workers int, dur time.Duration) (float64, error) {
+// against t for dur and returns completed handshakes per second, and the
+// proxy's CPU time over all the handshakes made (those that end after dur
+// included).
+func measureHandshakes(ctx context.Context, t target, workers int, dur time.Duration) (rate, error) {
+	var res rate
 	d := newDialer(handshakeTimeout)
+	cpu0, err := cpuNow(t)
+	if err != nil {
+		return res, err
+	}
 	end := time.Now().Add(dur)
-	var ok, failed atomic.Int64
+	var ok, all, failed atomic.Int64
 	var firstErr error
 	var once sync.Once
 	var wg sync.WaitGroup
@@ -293,6 +308,7 @@ func measureHandshakes(ctx context.Context, t target, workers int, dur time.Dura
 					continue
 				}
 				c.Close()
+				all.Add(1)
 				if time.Now().Before(end) {
 					ok.Add(1)
 				}
@@ -300,11 +316,18 @@ func measureHandshakes(ctx context.Context, t target, workers int, dur time.Dura
 		}()
 	}
 	wg.Wait()
+	cpu1, err := cpuNow(t)
+	if err != nil {
+		return res, err
+	}
 	elapsed := min(time.Since(start), dur)
 	if f := failed.Load(); f > ok.Load()/100 {
-		return 0, fmt.Errorf("%s: handshakes: %d failed, %d ok, first: %w", t.name, f, ok.Load(), firstErr)
+		return res, fmt.Errorf("%s: handshakes: %d failed, %d ok, first: %w", t.name, f, ok.Load(), firstErr)
 	}
-	return float64(ok.Load()) / elapsed.Seconds(), nil
+	res.perSecond = float64(ok.Load()) / elapsed.Seconds()
+	res.done = all.Load()
+	res.cpu = cpu1 - cpu0
+	return res, nil
 }
 
 // waitUpstreamDrained polls the upstream's stats until no session is open

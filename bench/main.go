@@ -53,6 +53,7 @@
 //	go run ./bench -quick -paths holdfast -holdfast-cpuprofile cpu.out -profile-phase handshakes
 //	go run ./bench -quick -paths direct -window-path direct   # window without a proxy
 //	go run ./bench -paths holdfast -baseline-bin /tmp/holdfast-before -window=false   # before/after
+//	go run ./bench -paths holdfast -baseline-bin /tmp/holdfast-before -window=false -scenarios handshakes -rounds 12
 //
 // holdfast serves no pprof of its own; -holdfast-cpuprofile builds it with
 // one extra file (added by go build -overlay, the checkout is untouched)
@@ -103,7 +104,11 @@ type settings struct {
 	idleN       int
 	settle      time.Duration
 	window      windowSettings
+	scenarios   []string // of idle, throughput, latency, handshakes
 }
+
+// runs reports whether scenario is to be run.
+func (s settings) runs(scenario string) bool { return slices.Contains(s.scenarios, scenario) }
 
 // run parses args and either serves as a child (-serve-upstream,
 // -serve-proxy) or runs the benchmark. It returns the exit status.
@@ -117,6 +122,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	holdfastBin := fs.String("holdfast-bin", "", "use this holdfast `binary` instead of building one from -src")
 	baselineBin := fs.String("baseline-bin", "", "also measure this holdfast `binary` as path baseline, interleaved with the others (before/after comparisons in one run)")
 	idle := fs.Int("idle", 0, "idle sessions per path (default 5000, 500 with -quick)")
+	rounds := fs.Int("rounds", 0, "rounds of each scenario over all paths (default 4, 2 with -quick)")
+	scenarios := fs.String("scenarios", "idle,throughput,latency,handshakes", "comma-separated scenarios to run besides the windows")
 	window := fs.Bool("window", true, "run the startup-window scenarios, loopback and attributed crowd (holdfast only)")
 	windowPath := fs.String("window-path", "holdfast", "path of the window scenario: `holdfast`, or direct to see what no-retry clients get without it")
 	windowGW := fs.String("window-gateway", "fakegw", "gateway of the window scenario: `fakegw` (internal/fakegw) or bench (the bench upstream with a startup window)")
@@ -173,6 +180,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *idle > 0 {
 		s.idleN = *idle
+	}
+	if *rounds > 0 {
+		s.rounds = *rounds
+	}
+	s.scenarios = strings.Split(*scenarios, ",")
+	for _, sc := range s.scenarios {
+		if !slices.Contains([]string{"idle", "throughput", "latency", "handshakes"}, sc) {
+			fmt.Fprintf(stderr, "bench: unknown scenario %q (want idle,throughput,latency,handshakes)\n", sc)
+			return 2
+		}
 	}
 	if *baselineBin != "" && !slices.Contains(s.paths, "baseline") {
 		s.paths = append(s.paths, "baseline")

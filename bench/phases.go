@@ -16,8 +16,8 @@ import (
 // machine spread over all of them.
 func (b *bench) runScenarios(ctx context.Context) {
 	for _, t := range b.targets {
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() != nil || !b.s.runs("idle") {
+			break
 		}
 		v, err := measureIdle(ctx, t, b.s.idleN, b.s.settle)
 		b.record("idle", t, err, func() { b.r.Idle[t.name] = v }, "%.0f B/session", v)
@@ -31,6 +31,9 @@ func (b *bench) runScenarios(ctx context.Context) {
 		for _, t := range b.targets {
 			if ctx.Err() != nil {
 				return
+			}
+			if !b.s.runs("throughput") {
+				break
 			}
 			var stopProfile func()
 			if t.name == "holdfast" && round == 0 && b.cpuProfile != "" && b.profilePhase == "throughput" {
@@ -59,6 +62,9 @@ func (b *bench) runScenarios(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			if !b.s.runs("latency") {
+				break
+			}
 			d, err := measureLatency(ctx, t, b.s.sessions, b.s.msgSize, b.s.rate, b.s.latencyDur)
 			b.record("latency", t, err, func() {
 				rtts[t.name] = append(rtts[t.name], d...)
@@ -76,6 +82,9 @@ func (b *bench) runScenarios(ctx context.Context) {
 		for _, t := range b.targets {
 			if ctx.Err() != nil {
 				return
+			}
+			if !b.s.runs("handshakes") {
+				break
 			}
 			var stopProfile func()
 			if t.name == "holdfast" && round == 0 && b.cpuProfile != "" && b.profilePhase == "handshakes" {

@@ -31,6 +31,7 @@ type Config struct {
 	Readiness      ReadinessConfig `yaml:"readiness"`
 	Splice         SpliceConfig    `yaml:"splice"`
 	Passthrough    PassConfig      `yaml:"passthrough"`
+	Limits         LimitsConfig    `yaml:"limits"`
 	Metrics        MetricsConfig   `yaml:"metrics"`
 	Log            LogConfig       `yaml:"log"`
 	Shutdown       ShutdownConfig  `yaml:"shutdown"`
@@ -82,6 +83,13 @@ type PassConfig struct {
 	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
 }
 
+// LimitsConfig bounds what clients in their handshake may hold, all
+// together.
+type LimitsConfig struct {
+	Handshakes   int   `yaml:"handshakes"`
+	PreauthBytes int64 `yaml:"preauth_bytes"`
+}
+
 // MetricsConfig is the operational listener.
 type MetricsConfig struct {
 	Listen string `yaml:"listen"`
@@ -131,6 +139,7 @@ func DefaultConfig() Config {
 			WebSocketPaths:        append([]string(nil), proxy.DefaultPassthroughPaths...),
 			ResponseHeaderTimeout: 2 * time.Minute,
 		},
+		Limits:   LimitsConfig{Handshakes: 2048, PreauthBytes: 64 << 20},
 		Metrics:  MetricsConfig{Listen: "127.0.0.1:9464"},
 		Log:      LogConfig{Level: "info", Format: "text"},
 		Shutdown: ShutdownConfig{Grace: 10 * time.Second},
@@ -326,6 +335,12 @@ func (c Config) Validate() error {
 			bad(fmt.Sprintf("passthrough.websocket_paths[%d]", i), "must be a path prefix starting with / (and not / itself), got %q", p)
 		}
 	}
+	if c.Limits.Handshakes < 1 {
+		bad("limits.handshakes", "must be at least 1, got %d", c.Limits.Handshakes)
+	}
+	if c.Limits.PreauthBytes < 65536 {
+		bad("limits.preauth_bytes", "must be at least 65536 (one pre-auth frame), got %d", c.Limits.PreauthBytes)
+	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
 	}
@@ -402,6 +417,8 @@ func (c Config) ProxyConfig() (proxy.Config, error) {
 		WriteTimeout:                     c.Splice.WriteTimeout,
 		CloseGrace:                       c.Splice.CloseGrace,
 		MaxMessageBytes:                  c.Splice.MaxMessageBytes,
+		MaxHandshakes:                    c.Limits.Handshakes,
+		MaxPreauthBytes:                  c.Limits.PreauthBytes,
 		ReadinessPollInterval:            c.Readiness.PollInterval,
 		ReadinessFreshFor:                c.Readiness.FreshFor,
 		ReadinessProbeTimeout:            c.Readiness.ProbeTimeout,

@@ -71,6 +71,7 @@ type Metrics struct {
 	upstreamPending prometheus.Gauge
 	probes          *prometheus.CounterVec
 	passthrough     prometheus.Counter
+	refused         *prometheus.CounterVec
 	messages        *prometheus.CounterVec
 	gatewayState    *prometheus.GaugeVec
 	gatewayStateMu  sync.Mutex // the state's series change together
@@ -137,6 +138,11 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 			Name:      "passthrough_requests_total",
 			Help:      "Requests reverse-proxied unchanged (everything but control WebSocket upgrades).",
 		}),
+		refused: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "holdfast",
+			Name:      "limit_refusals_total",
+			Help:      "Clients refused because a global limit was reached: handshakes (HTTP 503 to an upgrade) or preauth_bytes (503 to an upgrade, or 1013 to a client whose frame would not fit).",
+		}, []string{"limit"}),
 		messages: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "holdfast",
 			Name:      "spliced_messages_total",
@@ -158,9 +164,30 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 	for _, r := range []ProbeResult{ProbeStarted, ProbeStarting, ProbeDown, ProbeError} {
 		m.probes.WithLabelValues(string(r))
 	}
+	for _, l := range []Limit{LimitHandshakes, LimitPreauthBytes} {
+		m.refused.WithLabelValues(string(l))
+	}
 	m.messages.WithLabelValues("to_upstream")
 	m.messages.WithLabelValues("to_client")
 	return m
+}
+
+// Limit names a global limit (limits.* in the configuration).
+type Limit string
+
+const (
+	// LimitHandshakes: clients in their handshake at once.
+	LimitHandshakes Limit = "handshakes"
+	// LimitPreauthBytes: client bytes held before hello-ok, all clients.
+	LimitPreauthBytes Limit = "preauth_bytes"
+)
+
+// Refused records a client refused because limit was reached.
+func (m *Metrics) Refused(limit Limit) {
+	if m == nil {
+		return
+	}
+	m.refused.WithLabelValues(string(limit)).Inc()
 }
 
 // Handshake records a finished handshake and its duration.

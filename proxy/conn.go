@@ -58,7 +58,8 @@ type conn struct {
 	spliced    atomic.Bool   // set once, under mu, after the queue was flushed
 	maxPayload int64         // client message limit after hello-ok
 
-	readerDone chan struct{}
+	readerDone   chan struct{}
+	preauthBytes int // bytes of queued frames reserved in h.limits; guarded by mu
 }
 
 // handshakeState is the state only the handshake needs. Only the handler
@@ -98,6 +99,7 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
 		},
 		notify: make(chan struct{}, 1),
 	}
+	defer c.freePreauth() // the queue is flushed or dropped by the time this returns
 	c.clientAddr = r.RemoteAddr
 	c.hdr = upstreamHeader(r)
 	c.target = h.upstreamURL(r)
@@ -329,6 +331,13 @@ func (c *conn) clientFailed(err error) {
 		c.up.close(closeClientGone, "client gone")
 		_ = c.client.Close()
 		c.finish(metrics.ResultError, "client sent too many frames before hello-ok")
+	case errors.Is(err, errPreauthBudget):
+		c.h.metrics.Refused(metrics.LimitPreauthBytes)
+		closeLeg(c.client, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "holdfast overloaded; retry shortly"), time.Second)
+		c.up.close(closeClientGone, "client gone")
+		drain(c.client, c.h.cfg.CloseGrace)
+		_ = c.client.Close()
+		c.finish(metrics.ResultError, "client frame over holdfast's global pre-auth buffer (limits.preauth_bytes)")
 	default:
 		c.abort(metrics.ResultClientGone, "client went away during the handshake", err)
 	}
@@ -650,6 +659,9 @@ func (c *conn) readClient() {
 		}
 		if err == nil && len(c.queue) >= maxPendingFrames {
 			err = errTooManyPending
+		}
+		if err == nil {
+			err = c.reservePreauth(len(data))
 		}
 		if err != nil {
 			c.readErr = err

@@ -87,6 +87,15 @@ type Config struct {
 	// CloseGrace is how long a closing session waits for the peer's close
 	// frame before dropping the sockets (default 1s).
 	CloseGrace time.Duration
+	// MaxHandshakes bounds the clients in their handshake at once, from
+	// the upgrade request to hello-ok or refusal (default 2048); beyond it
+	// an upgrade gets HTTP 503 with Retry-After.
+	MaxHandshakes int
+	// MaxPreauthBytes bounds the bytes of client frames held before
+	// hello-ok, all clients together (default 64 MiB). While it is
+	// reached upgrades get HTTP 503 with Retry-After, and a client whose
+	// frame does not fit is closed 1013.
+	MaxPreauthBytes int64
 	// MaxMessageBytes limits client messages after hello-ok when hello-ok
 	// states no policy.maxPayload (default 25 MiB, the gateway's).
 	MaxMessageBytes int64
@@ -127,6 +136,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxPreauthPerAddress <= 0 {
 		c.MaxPreauthPerAddress = 24
 	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = 2048
+	}
+	if c.MaxPreauthBytes <= 0 {
+		c.MaxPreauthBytes = 64 << 20
+	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = 25 << 20
 	}
@@ -163,6 +178,7 @@ type Handler struct {
 	watcher *retry.Watcher
 
 	admission   *admission
+	limits      *limits
 	dialer      *websocket.Dialer
 	upgrader    websocket.Upgrader
 	passthrough *httputil.ReverseProxy
@@ -171,6 +187,7 @@ type Handler struct {
 
 	attributionWarn    everyInterval
 	unattributableWarn everyInterval
+	limitWarn          everyInterval
 
 	mu       sync.Mutex
 	sessions map[*conn]struct{}
@@ -205,6 +222,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	h.backoff = retry.Backoff{Base: cfg.DialBackoffBase, Max: cfg.DialBackoffMax, Rand: opts.Rand}
 	h.attributionWarn.every = time.Minute
 	h.unattributableWarn.every = time.Minute
+	h.limitWarn.every = time.Minute
 
 	probe := opts.Probe
 	if probe == nil {
@@ -236,6 +254,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 		},
 	})
 	h.admission = newAdmission(cfg.MaxPreauthPerAddress)
+	h.limits = &limits{maxHandshakes: int64(cfg.MaxHandshakes), maxBytes: cfg.MaxPreauthBytes}
 	h.bufPool = newBufferPool()
 	h.chunks = newChunkPool()
 	netDialer := &net.Dialer{KeepAlive: 30 * time.Second}
@@ -310,6 +329,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.attributionRequired(w, r)
 			return
 		}
+		release, refused := h.limits.admit()
+		if refused != "" {
+			h.metrics.Refused(refused)
+			h.limitWarn.Do(func() {
+				h.log.Warn("refused a client: a global limit is reached (HTTP 503)", "limit", string(refused))
+			})
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "holdfast: too many clients in their handshake; retry shortly", http.StatusServiceUnavailable)
+			return
+		}
+		defer release()
 		h.serveControl(keepEarlyData{w}, r)
 		return
 	}

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -97,6 +98,32 @@ func startHoldfast(t testing.TB, gw *gateway, opts holdfastOptions) *holdfast {
 	if opts.Budget == 0 {
 		opts.Budget = 12 * time.Second
 	}
+	t.Cleanup(func() {
+		h.Stop()
+		if t.Failed() || os.Getenv("HOLDFAST_E2E_LOGS") == "1" {
+			t.Logf("--- holdfast log (tail) ---\n%s", h.LogTail(12000))
+		}
+	})
+	// A port found free may be taken by another process before holdfast
+	// binds it: then holdfast exits, and the start is tried on new ports.
+	for attempt := 1; ; attempt++ {
+		err := h.start(t, gw, opts)
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(h.LogTail(4000), "address already in use") {
+			t.Fatalf("%v\n%s", err, h.LogTail(4000))
+		}
+		t.Logf("holdfast start %d: %v; again on other ports", attempt, err)
+	}
+	t.Logf("holdfast: listen 127.0.0.1:%d → %s, metrics 127.0.0.1:%d, budget %s", h.Port, gw.URL(), h.MPort, opts.Budget)
+	return h
+}
+
+// start runs one holdfast process for gw on fresh ports and waits until it
+// serves. It returns an error when the process exited or did not come up.
+func (h *holdfast) start(t testing.TB, gw *gateway, opts holdfastOptions) error {
+	t.Helper()
 	h.Port, h.MPort = freePort(t), freePort(t)
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`listen: "127.0.0.1:%d"
@@ -123,6 +150,7 @@ log:
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.stopOnce = sync.Once{}
 	h.cmd = exec.Command(holdfastBin, "-config", cfgPath)
 	h.cmd.Stdout, h.cmd.Stderr = logf, logf
 	h.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -131,31 +159,27 @@ log:
 		t.Fatalf("start holdfast: %v", err)
 	}
 	h.done = make(chan struct{})
-	go func() { _ = h.cmd.Wait(); logf.Close(); close(h.done) }()
-	t.Cleanup(func() {
-		h.Stop()
-		if t.Failed() || os.Getenv("HOLDFAST_E2E_LOGS") == "1" {
-			t.Logf("--- holdfast log (tail) ---\n%s", h.LogTail(12000))
-		}
-	})
+	done := h.done
+	go func() { _ = h.cmd.Wait(); logf.Close(); close(done) }()
+	// Up when its log says both listeners are bound (a /healthz answer
+	// alone could come from another process on a reused port) and its
+	// /healthz answers.
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		res, err := httpGet(context.Background(), fmt.Sprintf("http://127.0.0.1:%d/healthz", h.MPort), nil)
-		if err == nil && res.Status == 200 {
-			break
+		if err == nil && res.Status == 200 && strings.Contains(h.LogTail(1<<20), "holdfast listening") {
+			return nil
 		}
 		select {
 		case <-h.done:
-			t.Fatalf("holdfast exited at start\n%s", h.LogTail(4000))
+			return errors.New("holdfast exited at start")
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("holdfast metrics listener not up after 15 s (%v)\n%s", err, h.LogTail(4000))
+			return fmt.Errorf("holdfast metrics listener not up after 15 s (%v)", err)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-	t.Logf("holdfast: listen 127.0.0.1:%d → %s, metrics 127.0.0.1:%d, budget %s", h.Port, gw.URL(), h.MPort, opts.Budget)
-	return h
 }
 
 // Stop sends SIGTERM and waits up to 10 s, then SIGKILL.

@@ -123,12 +123,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	baselineBin := fs.String("baseline-bin", "", "also measure this holdfast `binary` as path baseline, interleaved with the others (before/after comparisons in one run)")
 	idle := fs.Int("idle", 0, "idle sessions per path (default 5000, 500 with -quick)")
 	rounds := fs.Int("rounds", 0, "rounds of each scenario over all paths (default 4, 2 with -quick)")
-	scenarios := fs.String("scenarios", "idle,throughput,latency,handshakes", "comma-separated scenarios to run besides the windows")
+	scenarios := fs.String("scenarios", "idle,throughput,latency,handshakes", "comma-separated scenarios to run besides the windows (empty: none)")
 	window := fs.Bool("window", true, "run the startup-window scenarios, loopback and attributed crowd (holdfast only)")
 	windowPath := fs.String("window-path", "holdfast", "path of the window scenario: `holdfast`, or direct to see what no-retry clients get without it")
 	windowGW := fs.String("window-gateway", "fakegw", "gateway of the window scenario: `fakegw` (internal/fakegw) or bench (the bench upstream with a startup window)")
 	cpuProfile := fs.String("holdfast-cpuprofile", "", "build holdfast with a pprof listener and save a CPU profile of its first round of -profile-phase to `file`")
-	profilePhase := fs.String("profile-phase", "throughput", "phase profiled by -holdfast-cpuprofile: `throughput` or handshakes")
+	profilePhase := fs.String("profile-phase", "throughput", "phase profiled by -holdfast-cpuprofile: `throughput`, handshakes, window or window_attributed (the 2 s after the window ends)")
+	lateDial := fs.String("late-dial", "", "holdfast's handshake.late_dial (`duration`; default: holdfast's own)")
 	keep := fs.Bool("keep", false, "keep the temporary directory (child logs, holdfast config)")
 	serveUp := fs.Bool("serve-upstream", false, "internal: run the bench upstream")
 	serveGW := fs.Bool("serve-fakegw", false, "internal: run internal/fakegw with -startup-window")
@@ -184,7 +185,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *rounds > 0 {
 		s.rounds = *rounds
 	}
-	s.scenarios = strings.Split(*scenarios, ",")
+	if *scenarios != "" {
+		s.scenarios = strings.Split(*scenarios, ",")
+	}
 	for _, sc := range s.scenarios {
 		if !slices.Contains([]string{"idle", "throughput", "latency", "handshakes"}, sc) {
 			fmt.Fprintf(stderr, "bench: unknown scenario %q (want idle,throughput,latency,handshakes)\n", sc)
@@ -221,7 +224,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cs.killAll()
 
 	r := newReport(map[bool]string{true: "quick", false: "full"}[*quick])
-	b := &bench{s: s, cs: cs, dir: dir, log: stderr, r: r, src: *src, holdfastBin: *holdfastBin, baselineBin: *baselineBin, cpuProfile: *cpuProfile, profilePhase: *profilePhase}
+	if !slices.Contains([]string{"throughput", "handshakes", "window", "window_attributed"}, *profilePhase) {
+		fmt.Fprintf(stderr, "bench: unknown -profile-phase %q\n", *profilePhase)
+		return 2
+	}
+	if *lateDial != "" {
+		if _, err := time.ParseDuration(*lateDial); err != nil {
+			fmt.Fprintf(stderr, "bench: -late-dial: %v\n", err)
+			return 2
+		}
+	}
+	b := &bench{s: s, cs: cs, dir: dir, log: stderr, r: r, src: *src, holdfastBin: *holdfastBin, baselineBin: *baselineBin,
+		cpuProfile: *cpuProfile, profilePhase: *profilePhase, lateDial: *lateDial}
 	if err := b.setup(ctx); err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 1
@@ -260,6 +274,7 @@ type bench struct {
 	cpuProfile  string
 	// profilePhase is the phase -holdfast-cpuprofile profiles.
 	profilePhase string
+	lateDial     string // handshake.late_dial for every holdfast, if set
 
 	upstream        *child
 	targets         []target
@@ -324,7 +339,7 @@ metrics:
   listen: %q
 handshake:
   budget: 12s
-log:
+%slog:
   level: warn
 `
 
@@ -369,6 +384,15 @@ func (b *bench) buildHoldfast(ctx context.Context) (string, error) {
 	return bin, nil
 }
 
+// profiledChild names the holdfast process -holdfast-cpuprofile profiles in
+// each phase.
+var profiledChild = map[string]string{
+	"throughput":        "holdfast",
+	"handshakes":        "holdfast",
+	"window":            "holdfast-window",
+	"window_attributed": "holdfast-window-attributed",
+}
+
 // launchHoldfast writes a config for upstreamURL and trusted (its
 // trusted_proxies), starts holdfast with it as child name, and waits until
 // its metrics listener answers /healthz and its data port accepts. It
@@ -387,11 +411,15 @@ func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL strin
 	if err != nil {
 		return nil, "", err
 	}
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, holdfastConfig, listen, trustedYAML, upstreamURL, metricsAddr), 0o644); err != nil {
+	extra := ""
+	if b.lateDial != "" {
+		extra = "  late_dial: " + b.lateDial + "\n"
+	}
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, holdfastConfig, listen, trustedYAML, upstreamURL, metricsAddr, extra), 0o644); err != nil {
 		return nil, "", err
 	}
 	var env []string
-	if b.cpuProfile != "" && name == "holdfast" {
+	if b.cpuProfile != "" && name == profiledChild[b.profilePhase] {
 		if b.pprofAddr, err = freePort(); err != nil {
 			return nil, "", err
 		}

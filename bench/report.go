@@ -68,6 +68,12 @@ type windowReport struct {
 	// MaxPreauthPerAddress is the most unauthenticated sockets the gateway
 	// saw open at once for one attributed client address.
 	MaxPreauthPerAddress int64 `json:"max_preauth_per_address"`
+	// ReleaseMs is the time from the window's end to the last hello-ok,
+	// and ReleaseCPUMs the CPU time each process (holdfast, gateway, and
+	// the clients: the load generator) used over it, in ms. With two
+	// cores, a process near ReleaseMs is saturating one of them.
+	ReleaseMs    float64            `json:"release_ms"`
+	ReleaseCPUMs map[string]float64 `json:"release_cpu_ms,omitempty"`
 
 	// Path is holdfast, or direct for the comparison run without a proxy.
 	Path string `json:"path"`
@@ -187,8 +193,21 @@ func (r *report) printTable(w io.Writer) {
 		if wr == nil {
 			continue
 		}
-		fmt.Fprintf(w, "\nstartup window, %s (%s, gateway %s): %d/%d hello-ok, p99 after window %.0f ms (floor %.0f ms), %.3f upstream connects per client, at most %d pre-auth sockets per address\n",
-			x.name, wr.Path, wr.Upstream, wr.OK, wr.Clients, wr.P99AfterWindowMs, wr.FloorMs, wr.UpstreamConnectsPerClient, wr.MaxPreauthPerAddress)
+		floor := "-"
+		if wr.FloorMs > 0 {
+			floor = fmt.Sprintf("%.0f ms", wr.FloorMs)
+		}
+		fmt.Fprintf(w, "\nstartup window, %s (%s, gateway %s): %d/%d hello-ok, p99 after window %.0f ms (floor %s), %.3f upstream connects per client, at most %d pre-auth sockets per address\n",
+			x.name, wr.Path, wr.Upstream, wr.OK, wr.Clients, wr.P99AfterWindowMs, floor, wr.UpstreamConnectsPerClient, wr.MaxPreauthPerAddress)
+		if len(wr.ReleaseCPUMs) > 0 {
+			fmt.Fprintf(w, "  release (window end to last hello-ok) %.0f ms; cpu over it:", wr.ReleaseMs)
+			for _, k := range []string{"holdfast", "gateway", "clients"} {
+				if v, ok := wr.ReleaseCPUMs[k]; ok {
+					fmt.Fprintf(w, " %s %.0f ms", k, v)
+				}
+			}
+			fmt.Fprintln(w)
+		}
 		for k, n := range wr.Failures {
 			fmt.Fprintf(w, "  %5d x %s\n", n, k)
 		}

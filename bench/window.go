@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,6 +87,7 @@ func (b *bench) measureWindow(ctx context.Context, attributed bool) (*windowRepo
 		return nil, err
 	}
 	url := "ws://" + gwAddr + "/"
+	var hfProc *child
 	if b.s.window.path == "holdfast" {
 		name, trusted := "holdfast-window", []string(nil)
 		if attributed {
@@ -96,6 +98,7 @@ func (b *bench) measureWindow(ctx context.Context, attributed bool) (*windowRepo
 			return nil, err
 		}
 		defer hf.kill()
+		hfProc = hf
 		url = "ws://" + hf.addr + "/"
 	}
 	exe, err := os.Executable()
@@ -129,6 +132,37 @@ func (b *bench) measureWindow(ctx context.Context, attributed bool) (*windowRepo
 	defer gw.kill()
 	start := time.Now() // the window opens when the gateway listens
 	windowEnd := start.Add(ws.window)
+	if b.cpuProfile != "" && b.profilePhase == map[bool]string{false: "window", true: "window_attributed"}[attributed] {
+		// The release: the 2 s after the window ends. holdfast is killed
+		// only once the profile is saved.
+		profiled := make(chan struct{})
+		go func() {
+			defer close(profiled)
+			if sleepCtx(ctx, time.Until(windowEnd)) == nil {
+				b.profileHoldfast(ctx, 2*time.Second)()
+			}
+		}()
+		defer func() { <-profiled }()
+	}
+	// CPU time of each process over the release, from the window's end to
+	// the last hello-ok: who was busy while the crowd was let go.
+	procs := map[string]int{"gateway": gw.cmd.Process.Pid, "clients": os.Getpid()}
+	if hfProc != nil {
+		procs["holdfast"] = hfProc.cmd.Process.Pid
+	}
+	cpuAtEnd := map[string]time.Duration{}
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		if sleepCtx(ctx, time.Until(windowEnd)) != nil {
+			return
+		}
+		for name, pid := range procs {
+			if d, err := cpuOf(pid); err == nil {
+				cpuAtEnd[name] = d
+			}
+		}
+	}()
 	statsAddr := gw.addr
 	if f := strings.Fields(gw.addr); len(f) == 2 {
 		statsAddr = f[1]
@@ -173,6 +207,14 @@ func (b *bench) measureWindow(ctx context.Context, attributed bool) (*windowRepo
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
+	<-sampled
+	releaseCPU := map[string]float64{}
+	for name, pid := range procs {
+		d, err := cpuOf(pid)
+		if t0, ok := cpuAtEnd[name]; ok && err == nil {
+			releaseCPU[name] = float64((d - t0).Milliseconds())
+		}
+	}
 
 	st, err := fetchStats(ctx, statsAddr)
 	if err != nil {
@@ -188,6 +230,10 @@ func (b *bench) measureWindow(ctx context.Context, attributed bool) (*windowRepo
 		ok = append(ok, after[i])
 	}
 	w.OK = len(ok)
+	w.ReleaseCPUMs = releaseCPU
+	if len(ok) > 0 {
+		w.ReleaseMs = float64(slices.Max(ok).Microseconds()) / 1000
+	}
 	w.P99AfterWindowMs = float64(percentile(ok, 99).Microseconds()) / 1000
 	w.UpstreamConnectsPerClient = float64(st.Connects) / float64(ws.clients)
 	w.MaxPreauthPerAddress = st.MaxPreauth

@@ -141,7 +141,7 @@ func dashboard() ([]byte, error) {
 				"count by (version, goversion) (holdfast_build_info{{sel}})", "{{version}} ({{goversion}})"),
 		},
 		{
-			timeseries("Handshakes by result", "Client handshakes per second by how they ended: ok, rejected (the gateway's own refusal), unavailable (still starting or unreachable when the budget ran out), client_gone, error, attribution_required (gateway.trustedProxies lacks holdfast).", "reqps",
+			timeseries("Handshakes by result", "Client handshakes per second by how they ended: ok, rejected (the gateway's own refusal), unavailable (still starting or unreachable when the budget ran out), client_gone, error, attribution_refused (gateway.trustedProxies lacks holdfast).", "reqps",
 				"sum by (result) (rate(holdfast_handshakes_total{{sel}}[{rate}]))", "{{result}}"),
 			timeseries("Handshake duration", "From the client's upgrade request to the end of its handshake, whatever the result. Held connects take as long as the gateway's startup window.", "s",
 				quantiles...),

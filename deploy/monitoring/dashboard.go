@@ -148,8 +148,9 @@ func dashboard() ([]byte, error) {
 		},
 		{
 			state,
-			timeseries("Holds and retries", "Connects held until the gateway started, and upstream attempts made again: startup_unavailable (a replayable connect refused during startup), dial (refused, 5xx, timeout).", "ops",
+			timeseries("Holds and retries", "Connects held until the gateway started; clients without an Origin upgraded at once whose upstream socket waited for the start (late dials); upstream attempts made again: startup_unavailable (a replayable connect refused during startup), dial (refused, 5xx, timeout).", "ops",
 				"sum(rate(holdfast_connect_holds_total{{sel}}[{rate}]))", "holds",
+				"sum(rate(holdfast_upstream_dials_delayed_total{{sel}}[{rate}]))", "late dials",
 				"sum by (reason) (rate(holdfast_upstream_retries_total{{sel}}[{rate}]))", "retry: {{reason}}"),
 		},
 		{
@@ -164,8 +165,9 @@ func dashboard() ([]byte, error) {
 				"sum by (result) (rate(holdfast_readiness_probes_total{{sel}}[{rate}]))", "{{result}}"),
 			timeseries("Failed handshakes (5 m)", "Share of handshakes that ended unavailable or error over 5 minutes (recording rule instance:holdfast_handshakes_failed:ratio_rate5m; HoldfastHandshakesFailing fires above 10 %).", "percentunit",
 				"instance:holdfast_handshakes_failed:ratio_rate5m{{sel}}", "{{instance}}"),
-			timeseries("Passthrough requests", "HTTP requests and other WebSocket routes reverse-proxied unchanged.", "reqps",
-				"sum(rate(holdfast_passthrough_requests_total{{sel}}[{rate}]))", "requests"),
+			timeseries("Passthrough and refusals", "HTTP requests and other WebSocket routes reverse-proxied unchanged; clients refused for a global limit (limits.handshakes, limits.preauth_bytes).", "reqps",
+				"sum(rate(holdfast_passthrough_requests_total{{sel}}[{rate}]))", "passthrough",
+				"sum by (limit) (rate(holdfast_limit_refusals_total{{sel}}[{rate}]))", "refused: {{limit}}"),
 		},
 	}
 	var panels []panel

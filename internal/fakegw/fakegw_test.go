@@ -795,6 +795,96 @@ func TestLegacy(t *testing.T) {
 	}
 }
 
+// TestProtocolAdmissionByGeneration checks each generation's range check
+// and its exact refusal (PROTOCOL.md §10).
+func TestProtocolAdmissionByGeneration(t *testing.T) {
+	const (
+		refused3    = `{"type":"res","id":"1","ok":false,"error":{"code":"INVALID_REQUEST","message":"protocol mismatch","details":{"expectedProtocol":3}}}`
+		refused512  = `{"type":"res","id":"1","ok":false,"error":{"code":"INVALID_REQUEST","message":"protocol mismatch","details":{"expectedProtocol":4,"minimumProbeProtocol":4}}}`
+		refused96of = `{"type":"res","id":"1","ok":false,"error":{"code":"INVALID_REQUEST","message":"protocol mismatch","details":{"code":"PROTOCOL_MISMATCH","clientMinProtocol":%d,"clientMaxProtocol":%d,"expectedProtocol":4,"minimumProbeProtocol":3}}}`
+	)
+	dev := newIdentity(t)
+	type connect struct {
+		name       string
+		minP, maxP int
+		mode, role string
+	}
+	cli33 := connect{"cli [3,3]", 3, 3, "cli", "operator"}
+	cli34 := connect{"cli [3,4]", 3, 4, "cli", "operator"}
+	cli44 := connect{"cli [4,4]", 4, 4, "cli", "operator"}
+	probe33 := connect{"probe [3,3]", 3, 3, "probe", "operator"}
+	node33 := connect{"node [3,3]", 3, 3, "node", "node"}
+	nodeOp33 := connect{"node mode, operator role [3,3]", 3, 3, "node", "operator"}
+	for _, tc := range []struct {
+		gen     fakegw.Generation
+		c       connect
+		refusal string // "" = admitted past the protocol check
+	}{
+		{fakegw.Protocol3, cli33, ""},
+		{fakegw.Protocol3, cli34, ""},
+		{fakegw.Protocol3, cli44, refused3},
+		{fakegw.Protocol4Only, cli33, refused512},
+		{fakegw.Protocol4Only, probe33, refused512},
+		{fakegw.Protocol4Only, node33, refused512},
+		{fakegw.Protocol4Only, cli34, ""},
+		{fakegw.Current, cli33, fmt.Sprintf(refused96of, 3, 3)},
+		{fakegw.Current, nodeOp33, fmt.Sprintf(refused96of, 3, 3)},
+		{fakegw.Current, probe33, ""},
+		{fakegw.Current, node33, ""},
+		{fakegw.Current, cli34, ""},
+		{fakegw.Current, connect{"cli [5,6]", 5, 6, "cli", "operator"}, fmt.Sprintf(refused96of, 5, 6)},
+	} {
+		t.Run(fmt.Sprintf("gen%d/%s", tc.gen, tc.c.name), func(t *testing.T) {
+			g := startGW(t, fakegw.Config{Generation: tc.gen})
+			c := dialRaw(t, g.URL(), nil)
+			c.send(t, connectReq("1", connectSpec{device: dev, nonce: c.nonce, ts: c.ts, minP: tc.c.minP, maxP: tc.c.maxP, mode: tc.c.mode, role: tc.c.role}))
+			if tc.refusal != "" {
+				frames, code, reason := c.readAll(t, 3*time.Second)
+				if len(frames) != 1 || frames[0] != tc.refusal || code != 1002 || reason != "protocol mismatch" {
+					t.Fatalf("got %q, close %d %q; want %s and 1002", frames, code, reason, tc.refusal)
+				}
+				return
+			}
+			_ = c.ws.SetReadDeadline(time.Now().Add(3 * time.Second))
+			_, data, err := c.ws.ReadMessage()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(data, []byte("protocol mismatch")) {
+				t.Fatalf("refused: %s", data)
+			}
+		})
+	}
+}
+
+// TestRecipientProfileID: the current generation adds recipientProfileId
+// to events for operators, last, as frameWithSequence does; older ones and
+// nodes get none.
+func TestRecipientProfileID(t *testing.T) {
+	for _, gen := range []fakegw.Generation{fakegw.Current, fakegw.Protocol4Only} {
+		g := startGW(t, fakegw.Config{Generation: gen, TickInterval: 50 * time.Millisecond})
+		ctx := testCtx(t)
+		conn, res, err := testclient.Connect(ctx, testclient.Options{URL: g.URL(), MinProtocol: 4, MaxProtocol: 4, Timeout: 3 * time.Second})
+		if err != nil {
+			t.Fatalf("Connect: %v %+v", err, res)
+		}
+		for i := 1; i <= 2; i++ {
+			raw, err := conn.ReadMessage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			suffix := fmt.Sprintf(`"seq":%d}`, i)
+			if gen == fakegw.Current {
+				suffix = fmt.Sprintf(`"seq":%d,"recipientProfileId":"owner"}`, i)
+			}
+			if !bytes.HasPrefix(raw, []byte(`{"type":"event","event":`)) || !bytes.HasSuffix(raw, []byte(suffix)) {
+				t.Errorf("generation %d: event %s; want it to end %s", gen, raw, suffix)
+			}
+		}
+		conn.Close()
+	}
+}
+
 func TestProbeModeProtocol3(t *testing.T) {
 	g := startGW(t, fakegw.Config{})
 	conn, res, err := testclient.Connect(testCtx(t), testclient.Options{URL: g.URL(), Mode: "probe", MinProtocol: 3, MaxProtocol: 3, Timeout: 3 * time.Second})
@@ -966,7 +1056,7 @@ func TestStopSendsShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `{"event":"shutdown","payload":{"reason":"gateway stopping"},"seq":2,"type":"event"}`; !jsonEqual(t, raw, want) {
+	if want := `{"type":"event","event":"shutdown","payload":{"reason":"gateway stopping"},"seq":2,"recipientProfileId":"owner"}`; string(raw) != want {
 		t.Fatalf("shutdown frame %s, want %s", raw, want)
 	}
 	_, err = conn.ReadMessage(ctx)
@@ -988,20 +1078,6 @@ func TestStopSendsShutdown(t *testing.T) {
 	}
 	ln.Close()
 	g.Stop() // idempotent
-}
-
-func jsonEqual(t *testing.T, got []byte, want string) bool {
-	t.Helper()
-	var a, b any
-	if err := json.Unmarshal(got, &a); err != nil {
-		return false
-	}
-	if err := json.Unmarshal([]byte(want), &b); err != nil {
-		t.Fatal(err)
-	}
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	return bytes.Equal(ja, jb)
 }
 
 func TestRestart(t *testing.T) {

@@ -7,8 +7,9 @@
 // keepalive.
 //
 // The wire behaviour follows the measured protocol of OpenClaw 2026.9.6
-// (protocol 4) and, with Config.Legacy, of 2026.4.29–2026.5.x (protocol 3,
-// no /startupz).
+// (protocol 4), or of the older release lines that Config.Generation names:
+// 2026.5.12–2026.6.x (protocol 4 for everyone) and, also with
+// Config.Legacy, 2026.4.29–2026.5.7 (protocol 3, no /startupz).
 package fakegw
 
 import (
@@ -38,6 +39,12 @@ const (
 	// bodies.
 	ServerVersion       = "2026.9.6"
 	LegacyServerVersion = "2026.4.29"
+	// Protocol4OnlyServerVersion is reported by the Protocol4Only generation.
+	Protocol4OnlyServerVersion = "2026.5.12"
+
+	// RecipientProfileID is the recipientProfileId the Current generation
+	// adds to every event it sends to an operator connection.
+	RecipientProfileID = "owner"
 
 	// DefaultPreauthTimeout is the pre-auth handshake timer.
 	DefaultPreauthTimeout = 15 * time.Second
@@ -67,6 +74,29 @@ const (
 	writeWait = 5 * time.Second
 )
 
+// Generation is the gateway release line whose protocol admission and
+// event envelopes the fake imitates (PROTOCOL.md §10).
+type Generation int
+
+const (
+	// Current is 2026.9.x, the default. Protocol 4: a connect passes when
+	// minProtocol ≤ 4 ≤ maxProtocol, a probe (client.mode "probe") when
+	// 3 ≤ maxProtocol and minProtocol ≤ 4, a node (role and client.mode
+	// "node") when minProtocol ≤ 3 ≤ maxProtocol (both from 2026.7.1). A
+	// refusal's details are {code:"PROTOCOL_MISMATCH", clientMinProtocol,
+	// clientMaxProtocol, expectedProtocol:4, minimumProbeProtocol:3}. Events
+	// to operator connections carry recipientProfileId (from 2026.9.5).
+	Current Generation = iota
+	// Protocol4Only is 2026.5.12–2026.6.x: protocol 4 for every client,
+	// probes and nodes too; refusal details {expectedProtocol:4,
+	// minimumProbeProtocol:4}; events without recipientProfileId.
+	Protocol4Only
+	// Protocol3 is 2026.4.29–2026.5.7 (what Config.Legacy selects): the
+	// connect passes unless maxProtocol < 3 or minProtocol > 3; refusal
+	// details {expectedProtocol:3}; no /startupz.
+	Protocol3
+)
+
 // Config configures a fake gateway. The zero value is a ready gateway on a
 // random 127.0.0.1 port with auth mode none.
 type Config struct {
@@ -91,6 +121,9 @@ type Config struct {
 	// Legacy imitates 2026.4.29–2026.5.x: protocol 3 and no /startupz (the
 	// Control UI page answers it with 200 text/html).
 	Legacy bool
+	// Generation selects the release line (default Current); Legacy true
+	// means Protocol3 whatever it says.
+	Generation Generation
 	// TrustedProxies lists CIDRs (or single IPs) of gateway.trustedProxies.
 	TrustedProxies []string
 	// PairRemoteDevices treats every device with a valid proof as paired,
@@ -271,15 +304,25 @@ func (g *Gateway) uptimeMs() int64 {
 	return time.Since(g.bootTime).Milliseconds()
 }
 
-func (g *Gateway) version() string {
+func (g *Gateway) generation() Generation {
 	if g.cfg.Legacy {
+		return Protocol3
+	}
+	return g.cfg.Generation
+}
+
+func (g *Gateway) version() string {
+	switch g.generation() {
+	case Protocol3:
 		return LegacyServerVersion
+	case Protocol4Only:
+		return Protocol4OnlyServerVersion
 	}
 	return ServerVersion
 }
 
 func (g *Gateway) protocol() int {
-	if g.cfg.Legacy {
+	if g.generation() == Protocol3 {
 		return LegacyProtocolVersion
 	}
 	return ProtocolVersion
@@ -549,7 +592,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch path {
 	case "/startupz", "/startup":
-		if g.cfg.Legacy {
+		if g.generation() == Protocol3 {
 			g.serveControlUI(w, r)
 			return
 		}

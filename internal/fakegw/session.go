@@ -247,12 +247,31 @@ func marshalJS(v any) ([]byte, error) {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
+// eventFrame is an event in the gateway's key order (frameWithSequence).
+type eventFrame struct {
+	Type               string `json:"type"`
+	Event              string `json:"event"`
+	Payload            any    `json:"payload"`
+	Seq                int64  `json:"seq"`
+	RecipientProfileID string `json:"recipientProfileId,omitempty"`
+}
+
 // sendEvent sends an event with the next per-connection seq (starting at 1).
+// The Current generation adds recipientProfileId on operator connections.
 func (s *session) sendEvent(name string, payload any) {
+	f := eventFrame{Type: "event", Event: name, Payload: payload}
+	if s.g.generation() == Current {
+		s.mu.Lock()
+		if s.role == "operator" {
+			f.RecipientProfileID = RecipientProfileID
+		}
+		s.mu.Unlock()
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.seq++
-	b, err := marshalJS(map[string]any{"type": "event", "event": name, "payload": payload, "seq": s.seq})
+	f.Seq = s.seq
+	b, err := marshalJS(f)
 	if err != nil {
 		panic(err)
 	}
@@ -347,19 +366,7 @@ func (s *session) handlePreauth(data []byte) {
 		return
 	}
 
-	proto := g.protocol()
-	okProto := params.MinProtocol <= proto && proto <= params.MaxProtocol
-	if !g.cfg.Legacy && !okProto && (params.Client.Mode == "probe" || params.Role == "node") {
-		okProto = params.MinProtocol <= ProtocolVersion && LegacyProtocolVersion <= params.MaxProtocol
-	}
-	if !okProto {
-		s.reject(req.ID, websocket.CloseProtocolError, codeInvalidRequest, "protocol mismatch", map[string]any{
-			"code":                 "PROTOCOL_MISMATCH",
-			"clientMinProtocol":    params.MinProtocol,
-			"clientMaxProtocol":    params.MaxProtocol,
-			"expectedProtocol":     proto,
-			"minimumProbeProtocol": LegacyProtocolVersion,
-		})
+	if !s.admitProtocol(req.ID, params) {
 		return
 	}
 
@@ -422,6 +429,46 @@ func (s *session) handlePreauth(data []byte) {
 		scopes = []string{}
 	}
 	s.hello(req.ID, role, scopes)
+}
+
+// admitProtocol applies the generation's protocol range check and rejects
+// the connect with that generation's exact answer and close 1002.
+func (s *session) admitProtocol(id string, p *connectParams) bool {
+	lo, hi := p.MinProtocol, p.MaxProtocol
+	var details any
+	switch s.g.generation() {
+	case Protocol3:
+		if !(hi < LegacyProtocolVersion || lo > LegacyProtocolVersion) {
+			return true
+		}
+		details = struct {
+			ExpectedProtocol int `json:"expectedProtocol"`
+		}{LegacyProtocolVersion}
+	case Protocol4Only:
+		if hi >= ProtocolVersion && lo <= ProtocolVersion {
+			return true
+		}
+		details = struct {
+			ExpectedProtocol     int `json:"expectedProtocol"`
+			MinimumProbeProtocol int `json:"minimumProbeProtocol"`
+		}{ProtocolVersion, ProtocolVersion}
+	default:
+		current := hi >= ProtocolVersion && lo <= ProtocolVersion
+		probe := p.Client.Mode == "probe" && hi >= LegacyProtocolVersion && lo <= ProtocolVersion
+		node := p.Role == "node" && p.Client.Mode == "node" && hi >= LegacyProtocolVersion && lo <= LegacyProtocolVersion
+		if current || probe || node {
+			return true
+		}
+		details = struct {
+			Code                 string `json:"code"`
+			ClientMinProtocol    int    `json:"clientMinProtocol"`
+			ClientMaxProtocol    int    `json:"clientMaxProtocol"`
+			ExpectedProtocol     int    `json:"expectedProtocol"`
+			MinimumProbeProtocol int    `json:"minimumProbeProtocol"`
+		}{"PROTOCOL_MISMATCH", lo, hi, ProtocolVersion, LegacyProtocolVersion}
+	}
+	s.reject(id, websocket.CloseProtocolError, codeInvalidRequest, "protocol mismatch", details)
+	return false
 }
 
 // verifyDevice checks the device proof in the gateway's order and rejects

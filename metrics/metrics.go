@@ -73,6 +73,7 @@ type Metrics struct {
 	passthrough     prometheus.Counter
 	refused         *prometheus.CounterVec
 	messages        *prometheus.CounterVec
+	bridged         prometheus.Counter
 	gatewayState    *prometheus.GaugeVec
 	gatewayStateMu  sync.Mutex // the state's series change together
 }
@@ -148,6 +149,11 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 			Name:      "spliced_messages_total",
 			Help:      "Messages relayed between spliced clients and the gateway, by direction.",
 		}, []string{"direction"}),
+		bridged: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "holdfast",
+			Name:      "bridged_sessions_total",
+			Help:      "Sessions of protocol-3 clients carried to a protocol-4 gateway (connect raised to maxProtocol 4, gateway frames reduced to protocol-3 envelopes).",
+		}),
 	}
 	m.gatewayState = f.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "holdfast",
@@ -262,6 +268,14 @@ func (m *Metrics) Passthrough() {
 		return
 	}
 	m.passthrough.Inc()
+}
+
+// BridgedSession records a session spliced through the legacy bridge.
+func (m *Metrics) BridgedSession() {
+	if m == nil {
+		return
+	}
+	m.bridged.Inc()
 }
 
 // MessageCounters returns the counters of relayed messages, to upstream and

@@ -57,6 +57,7 @@ type conn struct {
 	notify     chan struct{} // signalled (cap 1) when queue or readErr change
 	spliced    atomic.Bool   // set once, under mu, after the queue was flushed
 	maxPayload int64         // client message limit after hello-ok
+	bridged    bool          // gateway frames pass the protocol-3 filter (bridge.go)
 
 	readerDone   chan struct{}
 	preauthBytes int // bytes of queued frames reserved in h.limits; guarded by mu
@@ -79,6 +80,8 @@ type handshakeState struct {
 	// they reach the client once the splice is in place.
 	helloFrames []frame
 	resultSent  bool
+	// legacy is set when the connect was rewritten for the bridge.
+	legacy *legacyConnect
 }
 
 func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
@@ -234,6 +237,8 @@ func (c *conn) run(w http.ResponseWriter) (splice bool, maxPayload int64) {
 		return true, 0
 	}
 
+	first = c.bridgeConnect(first)
+
 	// 4. Hold, forward, retry.
 	if c.handshake(first, kind, id) {
 		return true, c.maxPayload
@@ -384,6 +389,7 @@ func (c *conn) handshake(first frame, kind connectKind, id json.RawMessage) bool
 			c.queue = c.queue[1:] // the connect itself was sent
 			c.mu.Unlock()
 			c.helloFrames = append(pre, frame{websocket.TextMessage, data})
+			c.startBridge(ans.protocol)
 			c.finish(metrics.ResultOK, "handshake done", "attempts", attempt, "held", held)
 			return true
 

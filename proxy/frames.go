@@ -170,6 +170,8 @@ type answer struct {
 	helloOK    bool
 	// maxPayload is hello-ok's policy.maxPayload, 0 when absent.
 	maxPayload int64
+	// protocol is hello-ok's protocol, 0 when absent.
+	protocol int
 	// startup: the error is the retryable startup UNAVAILABLE.
 	startup bool
 	// retryAfterMs is a startup error's retryAfterMs, -1 when absent.
@@ -190,6 +192,9 @@ func parseAnswer(data []byte, id json.RawMessage) answer {
 	if payload, ok := f.object("payload"); a.ok && ok {
 		if typ, _ := payload.str("type"); typ == "hello-ok" {
 			a.helloOK = true
+			if p, ok := payload.num("protocol"); ok && p >= 0 && p <= math.MaxInt32 {
+				a.protocol = int(p)
+			}
 			policy, _ := payload.object("policy")
 			if mp, ok := policy.num("maxPayload"); ok && mp >= 1 && mp <= math.MaxInt64/2 {
 				a.maxPayload = int64(mp)

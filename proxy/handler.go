@@ -100,6 +100,11 @@ type Config struct {
 	// states no policy.maxPayload (default 25 MiB, the gateway's).
 	MaxMessageBytes int64
 
+	// DisableLegacyBridge turns off the bridge that carries protocol-3
+	// clients to protocol-4 gateways (bridge.go): connects then reach the
+	// gateway as the client sent them, and every session is streamed.
+	DisableLegacyBridge bool
+
 	// Readiness tunes the shared readiness watcher.
 	ReadinessPollInterval time.Duration // default 100ms
 	ReadinessFreshFor     time.Duration // default 1s

@@ -96,6 +96,10 @@ func (c *conn) startSplice(maxPayload int64, helloFrames []frame) bool {
 
 // pumpUpstream copies upstream→client, then propagates how that ended.
 func (c *conn) pumpUpstream() {
+	if c.bridged {
+		c.pumpBridged()
+		return
+	}
 	_, toClient := c.h.metrics.MessageCounters()
 	err, readSide := copyMessages(c.client, c.up.ws, nil, false, c.h.chunks, c.h.cfg.WriteTimeout, toClient)
 	c.endUpstreamSide(err, readSide)

@@ -32,6 +32,7 @@ type Config struct {
 	Splice         SpliceConfig    `yaml:"splice"`
 	Passthrough    PassConfig      `yaml:"passthrough"`
 	Limits         LimitsConfig    `yaml:"limits"`
+	Bridge         BridgeConfig    `yaml:"bridge"`
 	Metrics        MetricsConfig   `yaml:"metrics"`
 	Log            LogConfig       `yaml:"log"`
 	Shutdown       ShutdownConfig  `yaml:"shutdown"`
@@ -90,6 +91,12 @@ type LimitsConfig struct {
 	PreauthBytes int64 `yaml:"preauth_bytes"`
 }
 
+// BridgeConfig is the legacy bridge: protocol-3 clients carried to
+// protocol-4 gateways.
+type BridgeConfig struct {
+	Enabled bool `yaml:"enabled"`
+}
+
 // MetricsConfig is the operational listener.
 type MetricsConfig struct {
 	Listen string `yaml:"listen"`
@@ -140,6 +147,7 @@ func DefaultConfig() Config {
 			ResponseHeaderTimeout: 2 * time.Minute,
 		},
 		Limits:   LimitsConfig{Handshakes: 2048, PreauthBytes: 64 << 20},
+		Bridge:   BridgeConfig{Enabled: true},
 		Metrics:  MetricsConfig{Listen: "127.0.0.1:9464"},
 		Log:      LogConfig{Level: "info", Format: "text"},
 		Shutdown: ShutdownConfig{Grace: 10 * time.Second},
@@ -422,6 +430,7 @@ func (c Config) ProxyConfig() (proxy.Config, error) {
 		ReadinessPollInterval:            c.Readiness.PollInterval,
 		ReadinessFreshFor:                c.Readiness.FreshFor,
 		ReadinessProbeTimeout:            c.Readiness.ProbeTimeout,
+		DisableLegacyBridge:              !c.Bridge.Enabled,
 	}, nil
 }
 

@@ -127,3 +127,28 @@ func TestLateDialKey(t *testing.T) {
 }
 
 func sprint(c Config) string { return fmt.Sprintf("%+v", c) }
+
+func TestBridgeSwitch(t *testing.T) {
+	cfg, err := ParseConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc, _ := cfg.ProxyConfig(); pc.DisableLegacyBridge {
+		t.Error("the legacy bridge must be on by default")
+	}
+	cfg, err = ParseConfig([]byte("bridge:\n  enabled: false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc, _ := cfg.ProxyConfig(); !pc.DisableLegacyBridge {
+		t.Error("bridge.enabled: false did not turn the bridge off")
+	}
+	_, err = ParseConfig([]byte("bridge:\n  enabled: sometimes\n"))
+	if err == nil || !strings.Contains(err.Error(), `bridge.enabled: must be true or false, got "sometimes" (line 2)`) {
+		t.Errorf("bad bridge.enabled: %v", err)
+	}
+	_, err = ParseConfig([]byte("bridge:\n  enable: true\n"))
+	if err == nil || !strings.Contains(err.Error(), `bridge.enable: unknown key (line 2)`) {
+		t.Errorf("misspelt key: %v", err)
+	}
+}

@@ -192,7 +192,7 @@ func parseAnswer(data []byte, id json.RawMessage) answer {
 	if payload, ok := f.object("payload"); a.ok && ok {
 		if typ, _ := payload.str("type"); typ == "hello-ok" {
 			a.helloOK = true
-			if p, ok := payload.num("protocol"); ok && p >= 0 && p <= math.MaxInt32 {
+			if p, ok := payload.num("protocol"); ok && p >= 1 && p <= math.MaxInt32 && p == math.Trunc(p) {
 				a.protocol = int(p)
 			}
 			policy, _ := payload.object("policy")

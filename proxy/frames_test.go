@@ -135,6 +135,11 @@ func refAnswer(data []byte, id string) answer {
 	a := answer{isResponse: true, ok: m["ok"] == true}
 	if p, ok := m["payload"].(map[string]any); ok && a.ok && p["type"] == "hello-ok" {
 		a.helloOK = true
+		if n, ok := p["protocol"].(json.Number); ok {
+			if f, err := n.Float64(); err == nil && f >= 1 && f <= math.MaxInt32 && f == math.Trunc(f) {
+				a.protocol = int(f)
+			}
+		}
 		if pol, ok := p["policy"].(map[string]any); ok {
 			if n, ok := pol["maxPayload"].(json.Number); ok {
 				if f, err := n.Float64(); err == nil && f >= 1 && f <= math.MaxInt64/2 {
@@ -195,6 +200,8 @@ func FuzzParseAnswer(f *testing.F) {
 		`{"type":"res","id":"c\u0031","ok":false,"error":{"code":"UNAVAILABLE","message":"m","retryable":true,"retryAfterMs":500,"details":{"reason":"startup-sidecars"}}}`,
 		`{"type":"res","id":"c1","ok":false,"error":{"code":"UNAVAILABLE","retryable":true,"retryAfterMs":-3.5,"details":{"reason":"startup-sidecars"}}}`,
 		`{"type":"res","id":"c1","ok":true,"payload":{"type":"hello-ok","policy":{"maxPayload":1e300}}}`,
+		`{"type":"res","id":"c1","ok":true,"payload":{"type":"hello-ok","protocol":4,"Protocol":3}}`,
+		`{"type":"res","id":"c1","ok":true,"payload":{"type":"hello-ok","protocol":3.5}}`,
 		`{"type":"event","event":"tick","payload":{},"seq":1}`,
 		`{"type":"res","Id":"c1","ok":true}`,
 	} {

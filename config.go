@@ -25,6 +25,7 @@ import (
 // meaning are documented in the shipped proxy.yaml.
 type Config struct {
 	Listen         string          `yaml:"listen"`
+	TLS            ListenTLSConfig `yaml:"tls"`
 	TrustedProxies []string        `yaml:"trusted_proxies"`
 	Upstream       UpstreamConfig  `yaml:"upstream"`
 	Handshake      HandshakeConfig `yaml:"handshake"`
@@ -44,6 +45,12 @@ type UpstreamConfig struct {
 	DialTimeout          time.Duration `yaml:"dial_timeout"`
 	MaxPreauthPerAddress int           `yaml:"max_preauth_per_address"`
 	TLS                  TLSConfig     `yaml:"tls"`
+}
+
+// ListenTLSConfig turns the client listener into wss://.
+type ListenTLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // TLSConfig applies to wss:// upstreams.
@@ -108,49 +115,58 @@ type LogConfig struct {
 	Format string `yaml:"format"`
 }
 
-// ShutdownConfig bounds a graceful stop.
+// ShutdownConfig shapes a graceful stop (README "Drain").
 type ShutdownConfig struct {
-	Grace time.Duration `yaml:"grace"`
+	DrainDelay time.Duration `yaml:"drain_delay"`
+	Drain      time.Duration `yaml:"drain"`
+	Grace      time.Duration `yaml:"grace"`
 }
 
 // DefaultConfig returns the configuration a file leaves unchanged: the
-// values documented in proxy.yaml.
+// values documented in proxy.yaml (a test pins the two together). The
+// proxy's own settings take proxy.DefaultConfig's values: holdfast's
+// defaults live there and nowhere else.
 func DefaultConfig() Config {
+	p := proxy.DefaultConfig()
 	return Config{
 		Listen: "127.0.0.1:18790",
 		Upstream: UpstreamConfig{
 			URL:                  "ws://127.0.0.1:18789",
-			DialTimeout:          5 * time.Second,
-			MaxPreauthPerAddress: 24,
+			DialTimeout:          p.DialTimeout,
+			MaxPreauthPerAddress: p.MaxPreauthPerAddress,
 		},
 		Handshake: HandshakeConfig{
-			Budget:          12 * time.Second,
-			LateDial:        12 * time.Second,
-			PreauthTimeout:  15 * time.Second,
-			HoldMargin:      1500 * time.Millisecond,
-			AnswerTimeout:   10 * time.Second,
-			DialBackoffBase: 100 * time.Millisecond,
-			DialBackoffMax:  2 * time.Second,
+			Budget:          p.Budget,
+			LateDial:        p.LateDialMax,
+			PreauthTimeout:  p.PreauthTimeout,
+			HoldMargin:      p.HoldMargin,
+			AnswerTimeout:   p.AnswerTimeout,
+			DialBackoffBase: p.DialBackoffBase,
+			DialBackoffMax:  p.DialBackoffMax,
 		},
 		Readiness: ReadinessConfig{
-			PollInterval: 100 * time.Millisecond,
-			FreshFor:     time.Second,
-			ProbeTimeout: time.Second,
+			PollInterval: p.ReadinessPollInterval,
+			FreshFor:     p.ReadinessFreshFor,
+			ProbeTimeout: p.ReadinessProbeTimeout,
 		},
 		Splice: SpliceConfig{
-			WriteTimeout:    10 * time.Second,
-			CloseGrace:      time.Second,
-			MaxMessageBytes: 25 << 20,
+			WriteTimeout:    p.WriteTimeout,
+			CloseGrace:      p.CloseGrace,
+			MaxMessageBytes: p.MaxMessageBytes,
 		},
 		Passthrough: PassConfig{
-			WebSocketPaths:        append([]string(nil), proxy.DefaultPassthroughPaths...),
-			ResponseHeaderTimeout: 2 * time.Minute,
+			WebSocketPaths:        p.PassthroughPaths,
+			ResponseHeaderTimeout: p.PassthroughResponseHeaderTimeout,
 		},
-		Limits:   LimitsConfig{Handshakes: 2048, PreauthBytes: 64 << 20},
-		Bridge:   BridgeConfig{Enabled: true},
-		Metrics:  MetricsConfig{Listen: "127.0.0.1:9464"},
-		Log:      LogConfig{Level: "info", Format: "text"},
-		Shutdown: ShutdownConfig{Grace: 10 * time.Second},
+		Metrics: MetricsConfig{Listen: "127.0.0.1:9464"},
+		Log:     LogConfig{Level: "info", Format: "text"},
+		Shutdown: ShutdownConfig{
+			DrainDelay: 5 * time.Second,
+			Drain:      10 * time.Second,
+			Grace:      25 * time.Second,
+		},
+		Bridge: BridgeConfig{Enabled: true},
+		Limits: LimitsConfig{Handshakes: p.MaxHandshakes, PreauthBytes: p.MaxPreauthBytes},
 	}
 }
 
@@ -307,8 +323,18 @@ func (c Config) Validate() error {
 		bad("upstream.max_preauth_per_address", "must be between 1 and 32 (the gateway refuses the 33rd), got %d", n)
 	}
 	if f := c.Upstream.TLS.CAFile; f != "" {
-		if _, err := os.Stat(f); err != nil {
-			bad("upstream.tls.ca_file", "cannot be read: %v", err)
+		// The same loader startup uses: what passes here starts.
+		if _, err := loadCAPool(f); err != nil {
+			bad("upstream.tls.ca_file", "%v", err)
+		}
+	}
+	switch cert, key := c.TLS.CertFile, c.TLS.KeyFile; {
+	case cert == "" && key == "":
+	case cert == "" || key == "":
+		bad("tls", "cert_file and key_file must be set together (cert_file %q, key_file %q)", cert, key)
+	default:
+		if _, err := loadKeyPair(cert, key); err != nil {
+			bad("tls", "%v", err)
 		}
 	}
 	positive("handshake.budget", c.Handshake.Budget)
@@ -355,7 +381,20 @@ func (c Config) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
+	if c.Shutdown.DrainDelay < 0 {
+		bad("shutdown.drain_delay", "must not be negative, got %s", c.Shutdown.DrainDelay)
+	}
+	if c.Shutdown.Drain < 0 {
+		bad("shutdown.drain", "must not be negative, got %s", c.Shutdown.Drain)
+	}
 	positive("shutdown.grace", c.Shutdown.Grace)
+	// The grace must cover the drain and the longest handshake that can be
+	// in flight when upgrades stop being served, with their close grace.
+	hs := max(c.Handshake.Budget, c.Handshake.PreauthTimeout-c.Handshake.HoldMargin)
+	if need := c.Shutdown.DrainDelay + max(c.Shutdown.Drain, hs) + c.Splice.CloseGrace; c.Shutdown.Grace > 0 && c.Handshake.Budget < 15*time.Second && c.Shutdown.Grace < need {
+		bad("shutdown.grace", "must be at least shutdown.drain_delay + the longer of shutdown.drain and the longest handshake (%s) + splice.close_grace = %s, got %s",
+			hs, need, c.Shutdown.Grace)
+	}
 	return errors.Join(errs...)
 }
 
@@ -391,13 +430,9 @@ func (c Config) ProxyConfig() (proxy.Config, error) {
 			MinVersion:         tls.VersionTLS12,
 		}
 		if f := c.Upstream.TLS.CAFile; f != "" {
-			pem, err := os.ReadFile(f)
+			pool, err := loadCAPool(f)
 			if err != nil {
 				return proxy.Config{}, fmt.Errorf("upstream.tls.ca_file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return proxy.Config{}, fmt.Errorf("upstream.tls.ca_file: no PEM certificates in %q", f)
 			}
 			tlsConfig.RootCAs = pool
 		}
@@ -441,4 +476,18 @@ func lateDialMax(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// loadCAPool reads a PEM file of CA certificates. Validate and ProxyConfig
+// both use it, so that -check-config refuses what startup would.
+func loadCAPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot be read: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no PEM certificate in %q", path)
+	}
+	return pool, nil
 }

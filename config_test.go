@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -83,7 +82,7 @@ func TestBadConfigs(t *testing.T) {
 
 func TestCheckConfigCommand(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), []string{"-check-config", "-config", "proxy.yaml"}, &out, &errOut); err != nil {
+	if err := run([]string{"-check-config", "-config", "proxy.yaml"}, &out, &errOut, controls{}); err != nil {
 		t.Fatalf("check of proxy.yaml: %v %s", err, errOut.String())
 	}
 	if !strings.Contains(out.String(), "ok") {
@@ -91,7 +90,7 @@ func TestCheckConfigCommand(t *testing.T) {
 	}
 	out.Reset()
 	errOut.Reset()
-	if err := run(context.Background(), []string{"-check-config", "-config", "testdata/invalid-values.yaml"}, &out, &errOut); err == nil {
+	if err := run([]string{"-check-config", "-config", "testdata/invalid-values.yaml"}, &out, &errOut, controls{}); err == nil {
 		t.Fatal("invalid config accepted")
 	}
 	if got := strings.Count(errOut.String(), "\n  - "); got != 9 {

@@ -11,32 +11,39 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"syscall"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/holdfast-proxy/holdfast/metrics"
-	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	// SIGTERM or SIGINT: drain; a second one: stop at once. SIGHUP: reload.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	stop := make(chan struct{}, 2)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for sig := range sigs {
+			ch := stop
+			if sig == syscall.SIGHUP {
+				ch = reload
+			}
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	err := run(os.Args[1:], os.Stdout, os.Stderr, controls{stop: stop, reload: reload})
+	signal.Stop(sigs)
 	if err != nil {
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintln(os.Stderr, "holdfast:", err)
@@ -47,12 +54,26 @@ func main() {
 
 var errUsage = errors.New("usage")
 
-// run parses args, then serves until ctx ends and a graceful stop finishes.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// controls is how the process steers serve (signals in main, calls in
+// tests).
+type controls struct {
+	// stop: the first value starts a drain, the next stops at once.
+	stop <-chan struct{}
+	// reload re-reads the configuration file.
+	reload <-chan struct{}
+	// ready, if set, receives the bound addresses once serve listens.
+	ready chan<- listeners
+	// configPath is the file a reload reads (run sets it).
+	configPath string
+}
+
+// run parses args, then serves until a stop and the drain that follows it
+// finish.
+func run(args []string, stdout, stderr io.Writer, ctl controls) error {
 	fs := flag.NewFlagSet("holdfast", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "proxy.yaml", "path of the YAML configuration file")
-	check := fs.Bool("check-config", false, "validate the configuration, list every problem, and exit")
+	check := fs.Bool("check-config", false, "validate the configuration as startup would build it, list every problem, and exit")
 	showVersion := fs.Bool("version", false, "print the version and the Go version that built holdfast, and exit")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
@@ -65,6 +86,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "holdfast %s %s %s/%s\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil
 	}
+	// The same loading and validation for -check-config, startup and a
+	// reload (LoadConfig reads the CA file and the certificate pair with
+	// the loaders startup uses).
 	cfg, err := LoadConfig(*configPath)
 	if *check {
 		if err != nil {
@@ -80,90 +104,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, stderr, nil)
+	ctl.configPath = *configPath
+	return serve(cfg, stderr, ctl)
 }
 
 // listeners reports the bound addresses once serve is listening (tests).
 type listeners struct {
 	proxy, metrics net.Addr
-}
-
-// serve runs holdfast with cfg until ctx ends. If ready is non-nil it
-// receives the bound addresses once both listeners are open.
-func serve(ctx context.Context, cfg Config, logOut io.Writer, ready chan<- listeners) error {
-	logger := newLogger(cfg.Log, logOut)
-	pcfg, err := cfg.ProxyConfig()
-	if err != nil {
-		return err
-	}
-	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, true)
-	metrics.RegisterBuildInfo(reg, buildVersion(), runtime.Version())
-	h, err := proxy.New(pcfg, proxy.Options{Logger: logger, Metrics: m})
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-
-	pl, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	ml, err := net.Listen("tcp", cfg.Metrics.Listen)
-	if err != nil {
-		pl.Close()
-		return fmt.Errorf("metrics.listen: %w", err)
-	}
-
-	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
-	psrv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          errLog,
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, ErrorLog: errLog}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !h.Ready() {
-			http.Error(w, "shutting down", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ready\n")
-	})
-	msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
-
-	errc := make(chan error, 2)
-	go func() { errc <- psrv.Serve(h.WrapListener(pl)) }()
-	go func() { errc <- msrv.Serve(ml) }()
-	logger.Info("holdfast listening", "listen", pl.Addr().String(), "metrics", ml.Addr().String(), "upstream", cfg.Upstream.URL)
-	if ready != nil {
-		ready <- listeners{proxy: pl.Addr(), metrics: ml.Addr()}
-	}
-
-	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-errc:
-	}
-	logger.Info("holdfast stopping", "grace", cfg.Shutdown.Grace)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown.Grace)
-	defer cancel()
-	// Stop taking connections, close spliced sessions with 1001, and let
-	// handshakes in flight end within their budget.
-	_ = psrv.Shutdown(sctx)
-	if err := h.Shutdown(sctx); err != nil {
-		logger.Warn("sessions still open at the end of the grace period", "err", err)
-	}
-	_ = msrv.Shutdown(sctx)
-	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
-		return serveErr
-	}
-	return nil
 }
 
 // version is set at link time (-ldflags "-X main.version=v1.2.3"); when
@@ -203,8 +150,7 @@ func buildVersion() string {
 	return v
 }
 
-func newLogger(c LogConfig, w io.Writer) *slog.Logger {
-	level, _ := parseLevel(c.Level)
+func newLogger(c LogConfig, level slog.Leveler, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))

@@ -37,11 +37,13 @@ func TestServeEndToEnd(t *testing.T) {
 	cfg.Upstream.URL = gw.URL()
 	cfg.Readiness.PollInterval = 50 * time.Millisecond
 	cfg.Log.Level = "debug"
-	ctx, cancel := context.WithCancel(context.Background())
+	cfg.Shutdown.DrainDelay = 0
+	cfg.Shutdown.Drain = 0
+	stop := make(chan struct{}, 2)
 	ready := make(chan listeners, 1)
 	done := make(chan error, 1)
 	logOut := &syncWriter{}
-	go func() { done <- serve(ctx, cfg, logOut, ready) }()
+	go func() { done <- serve(cfg, logOut, controls{stop: stop, ready: ready}) }()
 	var ls listeners
 	select {
 	case ls = <-ready:
@@ -117,8 +119,8 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Error("the log carries a token")
 	}
 
-	// Graceful stop: spliced sessions get 1001, serve returns nil.
-	cancel()
+	// Graceful stop: spliced sessions get 1012, serve returns nil.
+	stop <- struct{}{}
 	for _, c := range sessions {
 		_ = c.WS().SetReadDeadline(time.Now().Add(5 * time.Second))
 		var err error
@@ -126,8 +128,8 @@ func TestServeEndToEnd(t *testing.T) {
 			_, _, err = c.WS().ReadMessage()
 		}
 		var ce *websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {
-			t.Errorf("session ended with %v; want 1001", err)
+		if !errors.As(err, &ce) || ce.Code != websocket.CloseServiceRestart {
+			t.Errorf("session ended with %v; want 1012", err)
 		}
 		c.Close()
 	}
@@ -219,7 +221,7 @@ func get(t *testing.T, url string) string {
 
 func TestVersionFlag(t *testing.T) {
 	var out, errOut strings.Builder
-	if err := run(context.Background(), []string{"-version"}, &out, &errOut); err != nil {
+	if err := run([]string{"-version"}, &out, &errOut, controls{}); err != nil {
 		t.Fatalf("holdfast -version: %v (%s)", err, errOut.String())
 	}
 	want := "holdfast " + buildVersion() + " " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + "\n"

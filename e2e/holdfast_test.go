@@ -135,6 +135,9 @@ handshake:
   budget: %s
 log:
   level: debug
+shutdown:
+  drain_delay: 0s
+  drain: 1s
 `, h.Port, gw.URL(), h.MPort, opts.Budget)
 	cfgPath := filepath.Join(dir, "holdfast.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {

@@ -76,6 +76,7 @@ type Metrics struct {
 	bridged         prometheus.Counter
 	gatewayState    *prometheus.GaugeVec
 	gatewayStateMu  sync.Mutex // the state's series change together
+	reloads         *prometheus.CounterVec
 }
 
 // The gateway states holdfast reports (retry.State names).
@@ -175,6 +176,13 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 	}
 	m.messages.WithLabelValues("to_upstream")
 	m.messages.WithLabelValues("to_client")
+	m.reloads = f.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "holdfast",
+		Name:      "config_reloads_total",
+		Help:      "Configuration reloads (SIGHUP), by result: success (applied to new connections) or failure (invalid file; the running configuration was kept).",
+	}, []string{"result"})
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("failure")
 	return m
 }
 
@@ -194,6 +202,18 @@ func (m *Metrics) Refused(limit Limit) {
 		return
 	}
 	m.refused.WithLabelValues(string(limit)).Inc()
+}
+
+// ConfigReload records a configuration reload: applied (ok) or refused.
+func (m *Metrics) ConfigReload(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.reloads.WithLabelValues("success").Inc()
+	} else {
+		m.reloads.WithLabelValues("failure").Inc()
+	}
 }
 
 // Handshake records a finished handshake and its duration.

@@ -531,6 +531,9 @@ func (c *batchConn) setBatching(on bool, writeTimeout time.Duration) {
 // flush their close frame explicitly, and a peer that no longer reads must
 // not hold Close up). Buffers go back to the pool.
 func (c *batchConn) Close() error {
+	// The socket first: that releases a write blocked in a flush, which
+	// holds wmu, so that Close never waits for a peer that does not read.
+	err := c.Conn.Close()
 	c.wmu.Lock()
 	if c.wbuf != nil {
 		c.pool.put(c.wbuf)
@@ -538,7 +541,7 @@ func (c *batchConn) Close() error {
 	}
 	c.werr = net.ErrClosed
 	c.wmu.Unlock()
-	return c.Conn.Close()
+	return err
 }
 
 // batchListener wraps accepted connections in batchConns.

@@ -115,43 +115,73 @@ type Config struct {
 // control socket (its other upgrade paths reach the control socket).
 var DefaultPassthroughPaths = []string{"/__openclaw__/", "/desktop/observe", "/node-desktop/attach"}
 
+// DefaultConfig returns the value each zero field of Config takes: the one
+// set of defaults holdfast has (its configuration file's defaults are built
+// from it).
+func DefaultConfig() Config {
+	return Config{
+		Budget:                12 * time.Second,
+		LateDialMax:           12 * time.Second,
+		DialTimeout:           5 * time.Second,
+		MinAttempt:            250 * time.Millisecond,
+		PreauthTimeout:        15 * time.Second,
+		HoldMargin:            1500 * time.Millisecond,
+		AnswerTimeout:         10 * time.Second,
+		MaxPreauthPerAddress:  24,
+		DialBackoffBase:       100 * time.Millisecond,
+		DialBackoffMax:        2 * time.Second,
+		WriteTimeout:          10 * time.Second,
+		CloseGrace:            time.Second,
+		MaxMessageBytes:       25 << 20,
+		ReadinessPollInterval: 100 * time.Millisecond,
+		ReadinessFreshFor:     time.Second,
+		ReadinessProbeTimeout: time.Second,
+		PassthroughPaths:      append([]string(nil), DefaultPassthroughPaths...),
+
+		PassthroughResponseHeaderTimeout: 2 * time.Minute,
+		MaxHandshakes:                    2048,
+		MaxPreauthBytes:                  64 << 20,
+	}
+}
+
 func (c Config) withDefaults() Config {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
+	d := DefaultConfig()
+	def := func(v *time.Duration, dv time.Duration) {
+		if *v <= 0 {
+			*v = dv
 		}
 	}
-	def(&c.Budget, 12*time.Second)
+	def(&c.Budget, d.Budget)
 	if c.LateDialMax == 0 {
-		c.LateDialMax = 12 * time.Second
+		c.LateDialMax = d.LateDialMax
 	}
-	def(&c.DialTimeout, 5*time.Second)
-	def(&c.PassthroughResponseHeaderTimeout, 2*time.Minute)
-	def(&c.MinAttempt, 250*time.Millisecond)
-	def(&c.PreauthTimeout, 15*time.Second)
-	def(&c.HoldMargin, 1500*time.Millisecond)
-	def(&c.AnswerTimeout, 10*time.Second)
-	def(&c.DialBackoffBase, 100*time.Millisecond)
-	def(&c.DialBackoffMax, 2*time.Second)
-	def(&c.WriteTimeout, 10*time.Second)
-	def(&c.CloseGrace, time.Second)
-	def(&c.ReadinessPollInterval, 100*time.Millisecond)
-	def(&c.ReadinessFreshFor, time.Second)
-	def(&c.ReadinessProbeTimeout, time.Second)
+	def(&c.DialTimeout, d.DialTimeout)
+	def(&c.PassthroughResponseHeaderTimeout, d.PassthroughResponseHeaderTimeout)
+	def(&c.MinAttempt, d.MinAttempt)
+	def(&c.PreauthTimeout, d.PreauthTimeout)
+	def(&c.HoldMargin, d.HoldMargin)
+	def(&c.AnswerTimeout, d.AnswerTimeout)
+	def(&c.DialBackoffBase, d.DialBackoffBase)
+	def(&c.DialBackoffMax, d.DialBackoffMax)
+	def(&c.WriteTimeout, d.WriteTimeout)
+	def(&c.CloseGrace, d.CloseGrace)
+	def(&c.ReadinessPollInterval, d.ReadinessPollInterval)
+	def(&c.ReadinessFreshFor, d.ReadinessFreshFor)
+	def(&c.ReadinessProbeTimeout, d.ReadinessProbeTimeout)
 	if c.MaxPreauthPerAddress <= 0 {
-		c.MaxPreauthPerAddress = 24
+		c.MaxPreauthPerAddress = d.MaxPreauthPerAddress
 	}
 	if c.MaxHandshakes <= 0 {
-		c.MaxHandshakes = 2048
+		c.MaxHandshakes = d.MaxHandshakes
 	}
 	if c.MaxPreauthBytes <= 0 {
-		c.MaxPreauthBytes = 64 << 20
+		c.MaxPreauthBytes = d.MaxPreauthBytes
 	}
 	if c.MaxMessageBytes <= 0 {
-		c.MaxMessageBytes = 25 << 20
+		c.MaxMessageBytes = d.MaxMessageBytes
 	}
 	if c.PassthroughPaths == nil {
-		c.PassthroughPaths = DefaultPassthroughPaths
+		c.PassthroughPaths = d.PassthroughPaths
 	}
 	c.TrustedProxies = append([]netip.Prefix(nil), c.TrustedProxies...)
 	c.PassthroughPaths = append([]string(nil), c.PassthroughPaths...)
@@ -170,6 +200,14 @@ type Options struct {
 	Rand  retry.Rand
 	// Probe replaces the HTTP readiness probe of the upstream (tests).
 	Probe retry.Probe
+	// Previous is the handler this one replaces after a configuration
+	// reload, or nil. The new handler serves new connections; Previous
+	// keeps its spliced sessions. Both share one set of sessions (Shutdown
+	// on either reaches every session of both) and their buffer pools, and,
+	// when the upstream URL, its TLS settings and the readiness settings are
+	// unchanged, the readiness watcher (what holdfast knows of the
+	// gateway's startup) and the per-address admission queues.
+	Previous *Handler
 }
 
 // Handler is holdfast's proxy. Create it with New; it is safe for concurrent
@@ -194,10 +232,7 @@ type Handler struct {
 	unattributableWarn everyInterval
 	limitWarn          everyInterval
 
-	mu       sync.Mutex
-	sessions map[*conn]struct{}
-	closing  bool
-	wg       sync.WaitGroup
+	*group // shared with the handlers that replace or precede this one
 }
 
 // New returns a Handler for cfg.
@@ -212,11 +247,10 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	}
 	cfg = cfg.withDefaults()
 	h := &Handler{
-		cfg:      cfg,
-		log:      opts.Logger,
-		metrics:  opts.Metrics,
-		clock:    opts.Clock,
-		sessions: make(map[*conn]struct{}),
+		cfg:     cfg,
+		log:     opts.Logger,
+		metrics: opts.Metrics,
+		clock:   opts.Clock,
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -229,39 +263,65 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	h.unattributableWarn.every = time.Minute
 	h.limitWarn.every = time.Minute
 
-	probe := opts.Probe
-	if probe == nil {
-		hp := retry.NewHTTPProbe(cfg.Upstream, cfg.TLSClientConfig)
-		hp.Clock = h.clock
-		probe = hp.Probe
+	if p := opts.Previous; p != nil {
+		h.group = p.group
+		h.bufPool, h.chunks = p.bufPool, p.chunks
+	} else {
+		h.group = newGroup()
+		h.bufPool, h.chunks = newBufferPool(), newChunkPool()
 	}
-	h.watcher = retry.NewWatcher(retry.WatcherConfig{
-		Probe:        probe,
-		Clock:        h.clock,
-		PollInterval: cfg.ReadinessPollInterval,
-		ProbeTimeout: cfg.ReadinessProbeTimeout,
-		FreshFor:     cfg.ReadinessFreshFor,
-		OnChange: func(from, to retry.State) {
-			h.metrics.GatewayState(to.String())
-			h.log.Info("gateway state", "from", from.String(), "to", to.String())
-		},
-		OnProbe: func(s retry.State, err error) {
-			switch {
-			case err != nil:
-				h.metrics.Probe(metrics.ProbeError)
-			case s == retry.Started:
-				h.metrics.Probe(metrics.ProbeStarted)
-			case s == retry.Down:
-				h.metrics.Probe(metrics.ProbeDown)
-			default:
-				h.metrics.Probe(metrics.ProbeStarting)
-			}
-		},
-	})
-	h.admission = newAdmission(cfg.MaxPreauthPerAddress)
-	h.limits = &limits{maxHandshakes: int64(cfg.MaxHandshakes), maxBytes: cfg.MaxPreauthBytes}
-	h.bufPool = newBufferPool()
-	h.chunks = newChunkPool()
+	if p := opts.Previous; p != nil && sameGateway(p.cfg, cfg) && opts.Probe == nil {
+		h.watcher = p.watcher
+	} else {
+		probe := opts.Probe
+		if probe == nil {
+			hp := retry.NewHTTPProbe(cfg.Upstream, cfg.TLSClientConfig)
+			hp.Clock = h.clock
+			probe = hp.Probe
+		}
+		var w *retry.Watcher
+		w = retry.NewWatcher(retry.WatcherConfig{
+			Probe:        probe,
+			Clock:        h.clock,
+			PollInterval: cfg.ReadinessPollInterval,
+			ProbeTimeout: cfg.ReadinessProbeTimeout,
+			FreshFor:     cfg.ReadinessFreshFor,
+			OnChange: func(from, to retry.State) {
+				if w != h.group.currentWatcher() {
+					return // replaced by a reload: its upstream is no longer served
+				}
+				h.metrics.GatewayState(to.String())
+				h.log.Info("gateway state", "from", from.String(), "to", to.String())
+			},
+			OnProbe: func(s retry.State, err error) {
+				switch {
+				case err != nil:
+					h.metrics.Probe(metrics.ProbeError)
+				case s == retry.Started:
+					h.metrics.Probe(metrics.ProbeStarted)
+				case s == retry.Down:
+					h.metrics.Probe(metrics.ProbeDown)
+				default:
+					h.metrics.Probe(metrics.ProbeStarting)
+				}
+			},
+		})
+		h.watcher = w
+		h.group.addWatcher(w)
+	}
+	if p := opts.Previous; p != nil && sameGateway(p.cfg, cfg) && p.cfg.MaxPreauthPerAddress == cfg.MaxPreauthPerAddress {
+		h.admission = p.admission
+	} else {
+		h.admission = newAdmission(cfg.MaxPreauthPerAddress)
+	}
+	h.group.setWatcher(h.watcher)
+	if p := opts.Previous; p != nil && p.cfg.MaxHandshakes == cfg.MaxHandshakes && p.cfg.MaxPreauthBytes == cfg.MaxPreauthBytes {
+		h.limits = p.limits // one count for the whole process
+	} else {
+		// New limits count from zero: the handshakes of the handlers
+		// before count against their own until they end.
+		h.limits = &limits{maxHandshakes: int64(cfg.MaxHandshakes), maxBytes: cfg.MaxPreauthBytes}
+	}
 	netDialer := &net.Dialer{KeepAlive: 30 * time.Second}
 	h.dialer = &websocket.Dialer{
 		Proxy:           nil,
@@ -370,56 +430,6 @@ func (h *Handler) isControlUpgrade(r *http.Request) bool {
 		}
 	}
 	return true
-}
-
-// Shutdown closes every spliced session with 1001 "going away" toward the
-// client and waits, until ctx ends, for every connection to finish.
-// Connections still in their handshake finish it within their budget.
-func (h *Handler) Shutdown(ctx context.Context) error {
-	h.mu.Lock()
-	h.closing = true
-	for c := range h.sessions {
-		c.goingAway()
-	}
-	h.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		h.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// Close stops the readiness watcher. Call it after Shutdown.
-func (h *Handler) Close() { h.watcher.Close() }
-
-// Ready reports whether the handler takes new connections.
-func (h *Handler) Ready() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return !h.closing
-}
-
-// track registers a spliced session for Shutdown; the returned function
-// removes it.
-func (h *Handler) track(c *conn) (untrack func()) {
-	h.mu.Lock()
-	h.sessions[c] = struct{}{}
-	closing := h.closing
-	h.mu.Unlock()
-	if closing {
-		c.goingAway()
-	}
-	return func() {
-		h.mu.Lock()
-		delete(h.sessions, c)
-		h.mu.Unlock()
-	}
 }
 
 // everyInterval runs a function at most once per interval.

@@ -202,10 +202,10 @@ func (c *conn) endClientSide(err error, readSide bool) {
 	time.AfterFunc(c.h.cfg.CloseGrace, func() { _ = c.up.ws.Close() })
 }
 
-// goingAway closes a spliced session because holdfast shuts down.
+// goingAway closes a spliced session because holdfast drains (drain.go).
 // sendClose flushes each close frame out of its batch.
 func (c *conn) goingAway() {
-	closeLeg(c.client, websocket.FormatCloseMessage(websocket.CloseGoingAway, "holdfast shutting down"), time.Second)
+	closeLeg(c.client, websocket.FormatCloseMessage(closeDrain, closeDrainReason), time.Second)
 	closeLeg(c.up.ws, websocket.FormatCloseMessage(websocket.CloseGoingAway, "proxy shutting down"), time.Second)
 }
 

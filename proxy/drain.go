@@ -1,0 +1,262 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/holdfast-proxy/holdfast/retry"
+)
+
+// group is what the handlers of one holdfast process share across
+// configuration reloads: the connections Shutdown reaches and the readiness
+// watchers to stop.
+//
+// Lock order: group.mu is never held while writing to a socket or waiting;
+// Shutdown copies what it needs under it and works on the copy.
+type group struct {
+	refusing atomic.Bool // new upgrades are answered 503
+	watcher  atomic.Pointer[retry.Watcher]
+
+	mu       sync.Mutex
+	sessions map[*conn]bool   // spliced sessions: true once sent their close frames
+	closing  bool             // sessions spliced from now on are closed at once
+	watchers []*retry.Watcher // every watcher made, for Close
+
+	// wg counts connections being served: handshakes and sessions.
+	wg sync.WaitGroup
+}
+
+func newGroup() *group {
+	return &group{sessions: make(map[*conn]bool)}
+}
+
+func (g *group) addWatcher(w *retry.Watcher) {
+	g.mu.Lock()
+	g.watchers = append(g.watchers, w)
+	g.mu.Unlock()
+}
+
+func (g *group) setWatcher(w *retry.Watcher)    { g.watcher.Store(w) }
+func (g *group) currentWatcher() *retry.Watcher { return g.watcher.Load() }
+
+// Sessions returns how many spliced sessions are open, across every
+// handler sharing this one's sessions.
+func (h *Handler) Sessions() int {
+	h.group.mu.Lock()
+	defer h.group.mu.Unlock()
+	return len(h.group.sessions)
+}
+
+// sameGateway reports whether a and b reach the same gateway the same way,
+// so that what one knows of its startup holds for the other.
+func sameGateway(a, b Config) bool {
+	return a.Upstream.String() == b.Upstream.String() &&
+		tlsEqual(a.TLSClientConfig, b.TLSClientConfig) &&
+		a.ReadinessPollInterval == b.ReadinessPollInterval &&
+		a.ReadinessFreshFor == b.ReadinessFreshFor &&
+		a.ReadinessProbeTimeout == b.ReadinessProbeTimeout
+}
+
+func tlsEqual(a, b *tls.Config) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if a.ServerName != b.ServerName || a.InsecureSkipVerify != b.InsecureSkipVerify {
+		return false
+	}
+	if a.RootCAs == nil || b.RootCAs == nil {
+		return a.RootCAs == b.RootCAs
+	}
+	return a.RootCAs.Equal(b.RootCAs)
+}
+
+// Ready reports whether the handler takes new connections: true until
+// Refuse, Drain or Shutdown.
+func (h *Handler) Ready() bool { return !h.group.refusing.Load() }
+
+// Refuse makes the handler, and every handler sharing its sessions, answer
+// new control upgrades with 503 and Retry-After. Connections already
+// accepted go on.
+func (h *Handler) Refuse() { h.group.refusing.Store(true) }
+
+// Close frames holdfast sends when it stops.
+const (
+	// closeDrain tells a spliced client that holdfast is going away and
+	// that it should reconnect: 1012 is what the gateway itself sends on a
+	// restart, and what OpenClaw clients reconnect on.
+	closeDrain       = 1012
+	closeDrainReason = "holdfast restarting"
+)
+
+// Shutdown is Drain with no spread: every spliced session is closed at
+// once.
+func (h *Handler) Shutdown(ctx context.Context) error { return h.Drain(ctx, 0) }
+
+// stopCloseBound is how long a stop at once waits for close frames to be
+// written before it closes the sockets under them.
+const stopCloseBound = 250 * time.Millisecond
+
+// Drain stops the handler gracefully. New upgrades are refused (see
+// Refuse). The spliced sessions open now are closed one after the other,
+// spread evenly over spread, each with 1012 "holdfast restarting" toward the
+// client (on which clients reconnect) and 1001 toward the gateway; a session
+// spliced later, from a handshake that was in flight, is closed as soon as
+// it is spliced. Handshakes in flight finish within their budget.
+//
+// Drain returns nil once every connection has ended, or ctx's error when
+// ctx ends first. Then it stops at once: every session still open gets the
+// close frames it has not had yet (within stopCloseBound) and its sockets
+// are closed without waiting for the peers; Drain returns at most
+// stopCloseBound after ctx ends. It never holds the handler's lock while it
+// writes or waits.
+func (h *Handler) Drain(ctx context.Context, spread time.Duration) error {
+	g := h.group
+	g.refusing.Store(true)
+	g.mu.Lock()
+	g.closing = true
+	list := make([]*conn, 0, len(g.sessions))
+	for c := range g.sessions {
+		list = append(list, c)
+	}
+	g.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		g.wg.Wait()
+		close(done)
+	}()
+
+	start := time.Now()
+	for i, c := range list {
+		if spread > 0 {
+			at := start.Add(spread * time.Duration(i) / time.Duration(len(list)))
+			if !sleepUntil(ctx, at) {
+				h.stopNow()
+				return ctx.Err()
+			}
+		}
+		g.startDrain(c)
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		h.stopNow()
+		return ctx.Err()
+	}
+}
+
+// sleepUntil waits until t; false when ctx ended first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// startDrain sends a spliced session its drain close frames, once, on a
+// goroutine of its own: a client that does not read must not hold the
+// others up. It reports whether it started them.
+func (g *group) startDrain(c *conn) bool {
+	g.mu.Lock()
+	sent, ok := g.sessions[c]
+	if ok && !sent {
+		g.sessions[c] = true
+	}
+	g.mu.Unlock()
+	if !ok || sent {
+		return false
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		c.goingAway()
+	}()
+	return true
+}
+
+// stopNow ends every session still open: close frames not sent yet are
+// sent, within stopCloseBound, then the sockets are closed without waiting
+// for the peers.
+func (h *Handler) stopNow() {
+	g := h.group
+	g.mu.Lock()
+	rest := make([]*conn, 0, len(g.sessions))
+	for c := range g.sessions {
+		rest = append(rest, c)
+	}
+	g.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range rest {
+		g.mu.Lock()
+		sent := g.sessions[c]
+		g.sessions[c] = true
+		g.mu.Unlock()
+		if sent {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.goingAway()
+		}()
+	}
+	written := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(written)
+	}()
+	t := time.NewTimer(stopCloseBound)
+	select {
+	case <-written:
+	case <-t.C:
+	}
+	t.Stop()
+	// Closing releases any write still blocked, in the close frames above
+	// or in the splice.
+	for _, c := range rest {
+		_ = c.client.Close()
+		_ = c.up.ws.Close()
+	}
+	<-written
+}
+
+// track registers a spliced session for Drain; the returned function
+// removes it. A session spliced while holdfast drains is closed at once.
+func (h *Handler) track(c *conn) (untrack func()) {
+	g := h.group
+	g.mu.Lock()
+	g.sessions[c] = false
+	closing := g.closing
+	g.mu.Unlock()
+	if closing {
+		g.startDrain(c)
+	}
+	return func() {
+		g.mu.Lock()
+		delete(g.sessions, c)
+		g.mu.Unlock()
+	}
+}
+
+// Close stops the readiness watchers of this handler and of every handler
+// sharing its sessions. Call it after Shutdown or Drain.
+func (h *Handler) Close() {
+	h.group.mu.Lock()
+	ws := append([]*retry.Watcher(nil), h.group.watchers...)
+	h.group.mu.Unlock()
+	for _, w := range ws {
+		w.Close()
+	}
+}

@@ -1,0 +1,185 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/holdfast-proxy/holdfast/proxy"
+)
+
+// spliceClient dials holdfast and completes a token-only handshake with a
+// minimal upstream; it returns the spliced socket.
+func spliceClient(url string) (*websocket.Conn, error) {
+	d := websocket.Dialer{HandshakeTimeout: 20 * time.Second}
+	ws, _, err := d.Dial(url, nil)
+	if err != nil {
+		return nil, err
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, _, err := ws.ReadMessage(); err != nil { // connect.challenge
+		ws.Close()
+		return nil, fmt.Errorf("challenge: %w", err)
+	}
+	connect := fmt.Sprintf(`{"type":"req","id":"c1","method":"connect","params":{"minProtocol":3,"maxProtocol":4,`+
+		`"client":{"id":"cli","version":"1.0.0","platform":"linux","mode":"cli"},"auth":{"token":%q}}}`, token)
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(connect)); err != nil {
+		ws.Close()
+		return nil, err
+	}
+	_, data, err := ws.ReadMessage()
+	if err != nil {
+		ws.Close()
+		return nil, fmt.Errorf("answer: %w", err)
+	}
+	var res struct {
+		Payload struct {
+			Type string `json:"type"`
+		} `json:"payload"`
+	}
+	if json.Unmarshal(data, &res) != nil || res.Payload.Type != "hello-ok" {
+		ws.Close()
+		return nil, fmt.Errorf("answer %s; want hello-ok", data)
+	}
+	_ = ws.SetReadDeadline(time.Time{})
+	return ws, nil
+}
+
+// openSessions splices n clients through hs, at most 32 handshakes at once.
+func openSessions(t *testing.T, hs *harness, n int) []*websocket.Conn {
+	t.Helper()
+	conns := make([]*websocket.Conn, n)
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			ws, err := spliceClient(hs.url)
+			if err != nil {
+				errs <- err
+				return
+			}
+			conns[i] = ws
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+		t.Fatalf("opening %d sessions: %v", n, err)
+	}
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return conns
+}
+
+// closeSeen is what one client saw at the end of its session.
+type closeSeen struct {
+	at   time.Time
+	code int
+	text string
+	err  error
+}
+
+// watchClose reads ws until it ends and reports how.
+func watchClose(ws *websocket.Conn, out chan<- closeSeen) {
+	ws.SetCloseHandler(func(int, string) error { return nil }) // answered below
+	for {
+		_, _, err := ws.ReadMessage()
+		if err == nil {
+			continue
+		}
+		s := closeSeen{at: time.Now(), err: err}
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			s.code, s.text = ce.Code, ce.Text
+			// The client's echo, as a real one sends.
+			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(ce.Code, ""), time.Now().Add(time.Second))
+		}
+		out <- s
+		return
+	}
+}
+
+// On a drain, 500 spliced sessions are closed spread evenly over the drain
+// period: each client gets a close frame with 1012 (on which OpenClaw
+// clients reconnect), none is dropped without one (1006), and no 1-second
+// slice of the drain holds more than twice its share of the closes.
+func TestDrainSpreadsCloses(t *testing.T) {
+	const (
+		n      = 500
+		spread = 4 * time.Second
+	)
+	addr := startMiniUpstream(t, func(ws *websocket.Conn) {
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				return
+			}
+		}
+	})
+	hs := startProxy(t, addr, func(c *proxy.Config) { c.CloseGrace = 2 * time.Second }, nil)
+	conns := openSessions(t, hs, n)
+	hs.waitMetric(n, "holdfast_sessions_active")
+
+	seen := make(chan closeSeen, n)
+	for _, ws := range conns {
+		go watchClose(ws, seen)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	drained := make(chan error, 1)
+	go func() { drained <- hs.h.Drain(ctx, spread) }()
+	for deadline := time.Now().Add(5 * time.Second); hs.h.Ready(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Ready() still true during a drain")
+		}
+	}
+
+	perSecond := make([]int, int(spread/time.Second)+2)
+	for i := range n {
+		var s closeSeen
+		select {
+		case s = <-seen:
+		case <-time.After(25 * time.Second):
+			t.Fatalf("only %d of %d clients saw their session end", i, n)
+		}
+		if s.code != 1012 || s.text != "holdfast restarting" {
+			t.Errorf("client saw %v; want close 1012 \"holdfast restarting\"", s.err)
+		}
+		slot := min(int(s.at.Sub(start)/time.Second), len(perSecond)-1)
+		perSecond[slot]++
+	}
+	if err := <-drained; err != nil {
+		t.Errorf("Drain = %v; want nil (every connection ended)", err)
+	}
+	took := time.Since(start)
+	t.Logf("closes per second over a %v drain of %d sessions: %v (drain took %v)", spread, n, perSecond, took.Round(time.Millisecond))
+	share := n / int(spread/time.Second)
+	for sec, k := range perSecond {
+		if k > 2*share {
+			t.Errorf("second %d of the drain held %d closes; want at most %d (twice its share)", sec, k, 2*share)
+		}
+	}
+	if perSecond[int(spread/time.Second)-1] == 0 {
+		t.Errorf("no close in the drain's last second: %v", perSecond)
+	}
+	hs.waitMetric(0, "holdfast_sessions_active")
+}

@@ -307,7 +307,7 @@ func (c Config) Validate() error {
 	}
 	checkAddr("listen", c.Listen)
 	checkAddr("metrics.listen", c.Metrics.Listen)
-	if c.Listen == c.Metrics.Listen {
+	if c.Listen == c.Metrics.Listen && !strings.HasSuffix(c.Listen, ":0") { // :0 picks a free port each
 		bad("metrics.listen", "must differ from listen (%q)", c.Listen)
 	}
 	for i, p := range c.TrustedProxies {

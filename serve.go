@@ -202,10 +202,6 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// restartKeys are the keys a reload cannot apply: they keep their value
-// until holdfast restarts.
-var restartKeys = []string{"listen", "metrics.listen", "log.format", "tls (on or off)"}
-
 // reload re-reads the configuration file. A valid file applies to new
 // connections from now on; spliced sessions keep the settings they began
 // with. An invalid one is refused with every problem logged, and the

@@ -21,8 +21,8 @@ import (
 // blocking shallow between messages, so an idle session's goroutines keep
 // the smallest stacks.
 func (c *conn) splice(maxPayload int64, helloFrames []frame, done func()) {
-	untrack := c.h.track(c)
 	c.h.metrics.SessionStarted()
+	untrack := func() {}
 	end := func() {
 		c.endSession()
 		c.h.metrics.SessionEnded()
@@ -33,6 +33,9 @@ func (c *conn) splice(maxPayload int64, helloFrames []frame, done func()) {
 		end()
 		return
 	}
+	// Tracked for a drain once hello-ok reached the client: a session
+	// spliced during a drain gets its hello-ok, then its close.
+	untrack = c.h.track(c)
 	c.h.wg.Add(1)
 	go func() {
 		defer c.h.wg.Done()

@@ -7,6 +7,7 @@ package testclient
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,6 +66,8 @@ type Options struct {
 	Header http.Header
 	// Timeout bounds the whole handshake; default 15 s.
 	Timeout time.Duration
+	// TLSConfig is used for wss:// URLs (nil: the system roots).
+	TLSConfig *tls.Config
 }
 
 // ErrorShape is the error of a failed res frame.
@@ -164,7 +167,7 @@ func Connect(ctx context.Context, opts Options) (*Conn, Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 
-	d := websocket.Dialer{HandshakeTimeout: opts.Timeout}
+	d := websocket.Dialer{HandshakeTimeout: opts.Timeout, TLSClientConfig: opts.TLSConfig}
 	ws, resp, err := d.DialContext(ctx, opts.URL, opts.Header)
 	if err != nil {
 		if resp != nil {

@@ -295,7 +295,7 @@ func TestChecksCatchDisagreement(t *testing.T) {
 		{"base", "base/deployment.yaml", "runAsUser: 65532\n            runAsGroup", "runAsUser: 1000\n            runAsGroup", "differs from the Dockerfile's USER"},
 		{"base", "base/deployment.yaml", "containerPort: 9464", "containerPort: 9465", "differ from the Dockerfile's EXPOSE"},
 		{"base", "base/proxy.yaml", `listen: "0.0.0.0:9464"`, `listen: "127.0.0.1:9464"`, "is loopback"},
-		{"base", "base/proxy.yaml", "grace: 10s", "grace: 10s\n  bogus_key: 1s", "holdfast -check-config"},
+		{"base", "base/proxy.yaml", "grace: 25s", "grace: 25s\n  bogus_key: 1s", "holdfast -check-config"},
 		{"base", "base/deployment.yaml", "terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds: 12", "terminationGracePeriodSeconds 12s leaves less than"},
 		{"base", "base/deployment.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "readOnlyRootFilesystem"},
 		{"base", "base/service.yaml", "targetPort: ws", "targetPort: websocket", "targetPort websocket is no port"},

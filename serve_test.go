@@ -404,7 +404,7 @@ func isClose(err error, code int) bool {
 
 // SIGTERM (the first stop): /readyz answers 503 at once; upgrades are still
 // served for shutdown.drain_delay, then refused; a handshake in flight (a
-// device connect held through the gateway's startup window) finishes with
+// device client waiting through the gateway's startup window) finishes with
 // hello-ok within its budget, and its session is then closed with 1012;
 // serve returns nil.
 func TestStopDrains(t *testing.T) {
@@ -430,8 +430,9 @@ func TestStopDrains(t *testing.T) {
 		c, res, err := testclient.Connect(context.Background(), testclient.Options{URL: url, Token: testToken, Device: dev})
 		held <- outcome{c, res, err}
 	}()
-	waitFor(t, 10*time.Second, "the device connect to be held", func() bool {
-		return strings.Contains(get(t, r.metricsURL()+"/metrics"), "holdfast_connect_holds_total 1")
+	waitFor(t, 10*time.Second, "the device connect to wait for the gateway", func() bool {
+		m := get(t, r.metricsURL()+"/metrics")
+		return strings.Contains(m, "holdfast_connect_holds_total 1") || strings.Contains(m, "holdfast_upstream_dials_delayed_total 1")
 	})
 
 	stopped := time.Now()

@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
 func TestShippedConfigIsValidAndDefault(t *testing.T) {
@@ -149,5 +152,33 @@ func TestBridgeSwitch(t *testing.T) {
 	_, err = ParseConfig([]byte("bridge:\n  enable: true\n"))
 	if err == nil || !strings.Contains(err.Error(), `bridge.enable: unknown key (line 2)`) {
 		t.Errorf("misspelt key: %v", err)
+	}
+}
+
+// The defaults live in proxy.DefaultConfig: the file's defaults, converted
+// for the proxy, are exactly those (a default added in config.go alone, or
+// differing, fails here).
+func TestDefaultsLiveInOnePlace(t *testing.T) {
+	got, err := DefaultConfig().ProxyConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := proxy.DefaultConfig()
+	gv, wv := reflect.ValueOf(got), reflect.ValueOf(want)
+	for i := range wv.NumField() {
+		name := wv.Type().Field(i).Name
+		w := wv.Field(i)
+		if w.IsZero() {
+			continue // no default: nothing to compare
+		}
+		g := gv.Field(i)
+		if !reflect.DeepEqual(g.Interface(), w.Interface()) {
+			// Fields the file does not set (MinAttempt) take the proxy's
+			// default from zero: that is the same value.
+			if g.IsZero() {
+				continue
+			}
+			t.Errorf("proxy.Config.%s: the file's default is %v, proxy.DefaultConfig's %v", name, g.Interface(), w.Interface())
+		}
 	}
 }

@@ -108,6 +108,9 @@ type httpError struct {
 	status int
 	header http.Header
 	body   []byte
+	// broken: holdfast's own 502 for an answer that was neither a valid
+	// 101 nor a refusal.
+	broken bool
 }
 
 func (e *httpError) Error() string {
@@ -115,8 +118,10 @@ func (e *httpError) Error() string {
 }
 
 // retryable: 5xx means the gateway is not (yet) able to take the socket,
-// including 503 "Too many unauthenticated sockets". 4xx is its answer.
-func (e *httpError) retryable() bool { return e.status >= 500 }
+// including 503 "Too many unauthenticated sockets". 4xx is its answer, and
+// so is holdfast's own 502 for an upgrade answered with anything but a
+// refusal or a valid 101.
+func (e *httpError) retryable() bool { return e.status >= 500 && !e.broken }
 
 // budgetError reports that the budget ended before an upstream socket could be
 // had; it wraps the last failure.
@@ -192,6 +197,14 @@ func (h *Handler) dialOnce(ctx context.Context, target string, hdr http.Header, 
 	defer cancel()
 	ws, resp, err := h.dialer.DialContext(dctx, target, hdr)
 	if err != nil {
+		if resp != nil && resp.StatusCode < 400 {
+			// Not an upgrade and not a refusal (200, a redirect, a 101
+			// with a wrong accept key): the gateway is broken, and a
+			// WebSocket client could do nothing with that answer.
+			resp.Body.Close()
+			return nil, &httpError{status: http.StatusBadGateway, header: http.Header{}, broken: true,
+				body: fmt.Appendf(nil, "holdfast: the gateway answered the upgrade with HTTP %d\n", resp.StatusCode)}
+		}
 		if resp != nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()

@@ -184,6 +184,9 @@ func (c *conn) pumpClient(first *message) {
 // reported to the client. The other direction then ends on the echo, or
 // CloseGrace later at most.
 func (c *conn) endClientSide(err error, readSide bool) {
+	// gorilla's own close frame to the client (its echo, 1002 for a
+	// protocol error, 1009) may still sit in the client leg's batch.
+	flushConn(c.client.NetConn())
 	switch {
 	case readSide && errors.Is(err, websocket.ErrReadLimit):
 		// gorilla has sent the client 1009 with an empty reason already

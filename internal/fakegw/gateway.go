@@ -398,6 +398,18 @@ func (g *Gateway) Restart(window time.Duration) error {
 	return nil
 }
 
+// PreauthSockets returns how many unauthenticated sockets are open now, all
+// attributed addresses together.
+func (g *Gateway) PreauthSockets() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, v := range g.preauth {
+		n += v
+	}
+	return n
+}
+
 // Stats returns a snapshot of the cumulative counters.
 func (g *Gateway) Stats() Stats {
 	c := &g.stats

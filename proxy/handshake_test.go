@@ -254,10 +254,13 @@ func TestCrowdThroughOneWindow(t *testing.T) {
 	if st.ConnectAttempts != n {
 		t.Errorf("gateway saw %d connect attempts; want %d (one each)", st.ConnectAttempts, n)
 	}
-	// One watcher probes every 100ms while anyone waits: about 20 probes
-	// for a 2 s window, whatever the number of clients.
-	if polls := st.StartupzPolls + st.ReadyzPolls; polls > 40 || polls < 5 {
-		t.Errorf("gateway saw %d readiness probes; want 5..40", polls)
+	// One watcher probes every 100ms while anyone waits: at most about 20
+	// probes for a 2 s window, whatever the number of clients. How many of
+	// them fall inside the window depends on how soon the crowd arrives (on
+	// a loaded machine, late), but every held connect was released by a
+	// probe's confirmation, so there was at least one.
+	if polls := st.StartupzPolls + st.ReadyzPolls; polls > 40 || polls < 1 {
+		t.Errorf("gateway saw %d readiness probes; want 1..40", polls)
 	}
 	if st.MaxPreauthSeen > 32 {
 		t.Errorf("max unauthenticated sockets seen = %d; want ≤ 32", st.MaxPreauthSeen)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"strconv"
+	"unicode/utf8"
 )
 
 // The gateway's startup-unavailable markers (gateway-protocol
@@ -43,33 +45,64 @@ func (k connectKind) String() string {
 
 // The gateway reads frames with JSON.parse and exact-case property names:
 // "tYpe" is not "type", and of duplicated keys the last one counts. Go's
-// struct decoding matches keys case-insensitively, so frames are decoded
-// into maps instead (which keep exact keys and the last duplicate).
-type object map[string]json.RawMessage
+// struct decoding matches keys case-insensitively, so frames are read
+// with the member scanner of jsonscan.go instead: keys compare exactly
+// (after unescaping), values are slices of the frame, and reading a frame
+// allocates one slice of members per object looked into.
+type object struct {
+	data    []byte
+	members []member
+}
 
-// decodeObject decodes a JSON object; ok is false for anything else.
+// objectMembersHint is how many members an object's slice starts with:
+// enough for the frames holdfast reads.
+const objectMembersHint = 8
+
+// decodeObject reads a JSON object; ok is false for anything else,
+// invalid JSON included.
 func decodeObject(data []byte) (object, bool) {
-	var m object
-	if json.Unmarshal(data, &m) != nil || m == nil {
-		return nil, false
+	if !json.Valid(data) {
+		return object{}, false
 	}
-	return m, true
+	return objectIn(data)
+}
+
+// objectIn reads the members of data, valid JSON, if it is an object.
+func objectIn(data []byte) (object, bool) {
+	ms, ok := objectMembers(data, 0, make([]member, 0, objectMembersHint))
+	if !ok {
+		return object{}, false
+	}
+	return object{data: data, members: ms}, true
+}
+
+// get returns the raw value of the member k; of duplicates, the last.
+func (m object) get(k string) (json.RawMessage, bool) {
+	for i := len(m.members) - 1; i >= 0; i-- {
+		if mb := &m.members[i]; mb.keyIs(k) {
+			return m.data[mb.vstart:mb.end], true
+		}
+	}
+	return nil, false
 }
 
 // object returns the member k if it is a JSON object.
 func (m object) object(k string) (object, bool) {
-	raw, ok := m[k]
+	raw, ok := m.get(k)
 	if !ok || len(raw) == 0 || raw[0] != '{' {
-		return nil, false
+		return object{}, false
 	}
-	return decodeObject(raw)
+	return objectIn(raw)
 }
 
 // str returns the member k if it is a JSON string, decoded.
 func (m object) str(k string) (string, bool) {
-	raw, ok := m[k]
-	if !ok || len(raw) == 0 || raw[0] != '"' {
+	raw, ok := m.get(k)
+	if !ok || len(raw) < 2 || raw[0] != '"' {
 		return "", false
+	}
+	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner), true // nothing to unescape or replace
 	}
 	var s string
 	if json.Unmarshal(raw, &s) != nil {
@@ -81,17 +114,19 @@ func (m object) str(k string) (string, bool) {
 // is reports whether the member k is exactly the JSON literal lit (true,
 // false).
 func (m object) is(k, lit string) bool {
-	return string(m[k]) == lit
+	raw, _ := m.get(k)
+	return string(raw) == lit
 }
 
-// num returns the member k if it is a JSON number.
+// num returns the member k if it is a JSON number (within float64's range,
+// as encoding/json decodes it).
 func (m object) num(k string) (float64, bool) {
-	raw, ok := m[k]
+	raw, ok := m.get(k)
 	if !ok || len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
 		return 0, false
 	}
-	var f float64
-	if json.Unmarshal(raw, &f) != nil {
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil {
 		return 0, false
 	}
 	return f, true
@@ -114,14 +149,17 @@ func classifyConnect(data []byte) (kind connectKind, id json.RawMessage) {
 	if typ != "req" || method != "connect" || idv == "" {
 		return notConnect, nil
 	}
-	id = f["id"]
+	id, _ = f.get("id")
 	if params, ok := f.object("params"); ok {
-		if dev, ok := params["device"]; ok && string(dev) != "null" {
+		if dev, ok := params.get("device"); ok && string(dev) != "null" {
 			return nonceBound, id
 		}
 	}
 	return replayable, id
 }
+
+// first returns its first argument.
+func first(raw json.RawMessage, _ bool) json.RawMessage { return raw }
 
 // sameID reports whether two JSON ids are the same value. The gateway
 // re-serialises the connect's id in its answer ("a\/b" comes back as
@@ -185,7 +223,7 @@ func parseAnswer(data []byte, id json.RawMessage) answer {
 	if !ok {
 		return answer{}
 	}
-	if typ, _ := f.str("type"); typ != "res" || !sameID(f["id"], id) {
+	if typ, _ := f.str("type"); typ != "res" || !sameID(first(f.get("id")), id) {
 		return answer{}
 	}
 	a := answer{isResponse: true, ok: f.is("ok", "true")}

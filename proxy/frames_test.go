@@ -383,3 +383,48 @@ func FuzzWireClose(f *testing.F) {
 		}
 	})
 }
+
+// helloOKFrame returns a hello-ok res of about the real gateway's size
+// (15 KB: its features list every method and event).
+func helloOKFrame(id string) []byte {
+	var methods []string
+	for i := range 400 {
+		methods = append(methods, fmt.Sprintf("method.number%d", i))
+	}
+	b, _ := json.Marshal(map[string]any{
+		"type": "res", "id": id, "ok": true,
+		"payload": map[string]any{
+			"type": "hello-ok", "protocol": 4,
+			"server":   map[string]any{"version": "2026.9.6", "connId": "conn-1"},
+			"features": map[string]any{"methods": methods, "events": []string{"tick", "health", "chat"}},
+			"snapshot": map[string]any{"presence": []any{}, "health": map[string]any{}, "uptimeMs": 1234},
+			"auth":     map[string]any{"role": "operator", "scopes": []string{"operator.read"}},
+			"policy":   map[string]any{"maxPayload": 26214400, "maxBufferedBytes": 52428800, "tickIntervalMs": 30000},
+		},
+	})
+	return b
+}
+
+// BenchmarkParseFrames reads what a handshake reads: the challenge, the
+// client's connect and a full-size hello-ok.
+func BenchmarkParseFrames(b *testing.B) {
+	ch := []byte(`{"type":"event","event":"connect.challenge","payload":{"nonce":"0b4f6f3e-6c1e-4b39-9d7e-2f0c3c1d5e6a","ts":1764489600000,"capabilities":["model-catalog-snapshot"]}}`)
+	connect := []byte(`{"type":"req","id":"c1","method":"connect","params":{"minProtocol":4,"maxProtocol":4,` +
+		`"client":{"id":"cli","version":"1.0.0","platform":"linux","mode":"cli"},"role":"operator","scopes":["operator.read"],` +
+		`"auth":{"token":"t"},"device":{"id":"d","publicKey":"k","signature":"s","signedAt":1,"nonce":"n"}}}`)
+	hello := helloOKFrame("c1")
+	b.SetBytes(int64(len(ch) + len(connect) + len(hello)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := parseChallenge(ch); !ok {
+			b.Fatal("challenge")
+		}
+		kind, id := classifyConnect(connect)
+		if kind != nonceBound {
+			b.Fatal("connect")
+		}
+		if a := parseAnswer(hello, id); !a.helloOK || a.maxPayload != 26214400 {
+			b.Fatalf("answer %+v", a)
+		}
+	}
+}

@@ -652,6 +652,14 @@ func maskBytes(key [4]byte, b []byte) {
 	k := uint64(binary.LittleEndian.Uint32(key[:]))
 	k |= k << 32
 	i := 0
+	// 32 bytes a round: four independent words, one bounds check.
+	for ; i+32 <= len(b); i += 32 {
+		w := b[i : i+32 : i+32]
+		binary.LittleEndian.PutUint64(w[0:], binary.LittleEndian.Uint64(w[0:])^k)
+		binary.LittleEndian.PutUint64(w[8:], binary.LittleEndian.Uint64(w[8:])^k)
+		binary.LittleEndian.PutUint64(w[16:], binary.LittleEndian.Uint64(w[16:])^k)
+		binary.LittleEndian.PutUint64(w[24:], binary.LittleEndian.Uint64(w[24:])^k)
+	}
 	for ; i+8 <= len(b); i += 8 {
 		binary.LittleEndian.PutUint64(b[i:], binary.LittleEndian.Uint64(b[i:])^k)
 	}

@@ -121,7 +121,7 @@ func TestBatchConnStopsAtHeaderEnd(t *testing.T) {
 
 func TestMaskBytes(t *testing.T) {
 	key := [4]byte{0xa1, 0xb2, 0xc3, 0xd4}
-	for n := range 40 {
+	for n := range 100 {
 		b := make([]byte, n)
 		for i := range b {
 			b[i] = byte(i * 7)

@@ -146,7 +146,7 @@ wait:
 	s.draining.Store(true)
 	h = s.handler.Load()
 	logger.Info("holdfast draining; a second signal stops at once", "drain_delay", sc.DrainDelay,
-		"drain", sc.Drain, "grace", sc.Grace, "sessions", h.Sessions())
+		"drain", sc.Drain, "grace", sc.Grace, "sessions", h.Sessions(), "handshakes", h.Handshakes())
 	ctx, cancel := context.WithTimeout(context.Background(), sc.Grace)
 	defer cancel()
 	go func() {

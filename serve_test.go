@@ -10,8 +10,10 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -541,4 +543,105 @@ func newDevice(t *testing.T) *deviceauth.Identity {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// Stopping with 1 000 sessions open, one of whose clients never reads while
+// the gateway streams to it, ends within shutdown.grace, and /readyz answers
+// all along.
+func TestStopBoundedWithAStalledClient(t *testing.T) {
+	const n = 1000
+	gw := startGW(t, fakegw.Config{Echo: true, MaxPreauthPerIP: -1})
+	cfg := testConfig(gw)
+	// A short grace needs short handshakes (-check-config's rule).
+	cfg.Handshake.Budget = 2 * time.Second
+	cfg.Handshake.PreauthTimeout = 3 * time.Second
+	cfg.Handshake.HoldMargin = time.Second
+	cfg.Handshake.AnswerTimeout = time.Second
+	cfg.Shutdown.Grace = 3 * time.Second
+	cfg.Log.Level = "warn"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r := startServe(t, cfg, "")
+	url := "ws://" + r.ls.proxy.String()
+
+	conns := make([]*testclient.Conn, n)
+	sem := make(chan struct{}, 32)
+	errs := make(chan error, n)
+	for i := range n {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			c, res, err := testclient.Connect(context.Background(), testclient.Options{URL: url, Token: testToken, Timeout: 30 * time.Second})
+			if err != nil || !res.HelloOK {
+				errs <- fmt.Errorf("client %d: %v %+v", i, err, res)
+				return
+			}
+			conns[i] = c
+		}()
+	}
+	for range cap(sem) {
+		sem <- struct{}{}
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	closed := make(chan error, n)
+	for _, c := range conns[1:] {
+		defer c.Close()
+		go func() { closed <- closeOf(c.WS(), 30*time.Second) }()
+	}
+	// The stalled client sends until everything between it and the
+	// echoing gateway is full: holdfast's writes to it then block.
+	stalled := conns[0].WS()
+	defer stalled.Close()
+	big := make([]byte, 256<<10)
+	for {
+		_ = stalled.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+		if err := stalled.WriteMessage(websocket.BinaryMessage, big); err != nil {
+			break
+		}
+	}
+
+	start := time.Now()
+	r.stop <- struct{}{}
+	ready := &http.Client{Timeout: time.Second}
+	polls := 0
+	for done := false; !done; {
+		select {
+		case err := <-r.done:
+			r.done <- err
+			done = true
+		case <-time.After(100 * time.Millisecond):
+			resp, err := ready.Get(r.metricsURL() + "/readyz")
+			if err != nil {
+				if time.Since(start) < cfg.Shutdown.Grace {
+					t.Fatalf("/readyz did not answer %v into the stop: %v", time.Since(start), err)
+				}
+				continue // the metrics listener closes as serve returns
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 503 {
+				t.Errorf("/readyz = %d during the stop; want 503", resp.StatusCode)
+			}
+			polls++
+		}
+	}
+	took := time.Since(start)
+	t.Logf("stop with %d sessions, one stalled: serve returned after %v; /readyz answered %d polls meanwhile", n, took.Round(time.Millisecond), polls)
+	if took > cfg.Shutdown.Grace+time.Second {
+		t.Errorf("serve returned %v after the stop; want within shutdown.grace (%v) and the close-frame bound", took, cfg.Shutdown.Grace)
+	}
+	if polls == 0 {
+		t.Error("/readyz was never polled during the stop")
+	}
+	bad := 0
+	for range n - 1 {
+		if err := <-closed; !isClose(err, 1012) {
+			if bad++; bad <= 3 {
+				t.Errorf("a session ended with %v; want 1012", err)
+			}
+		}
+	}
 }

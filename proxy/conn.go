@@ -205,6 +205,7 @@ func (c *conn) run(w http.ResponseWriter) (splice bool, maxPayload int64) {
 		return false, 0
 	}
 	c.client = client
+	defer c.h.trackHandshake(c)() // reached by a stop at once (drain.go)
 	if bc, ok := client.NetConn().(*batchConn); ok {
 		bc.frameMode()
 	}

@@ -3,9 +3,12 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/retry"
 )
@@ -20,17 +23,19 @@ type group struct {
 	refusing atomic.Bool // new upgrades are answered 503
 	watcher  atomic.Pointer[retry.Watcher]
 
-	mu       sync.Mutex
-	sessions map[*conn]bool   // spliced sessions: true once sent their close frames
-	closing  bool             // sessions spliced from now on are closed at once
-	watchers []*retry.Watcher // every watcher made, for Close
+	mu         sync.Mutex
+	sessions   map[*conn]bool     // spliced sessions: true once sent their close frames
+	handshakes map[*conn]struct{} // upgraded clients still in their handshake
+	closing    bool               // sessions spliced from now on are closed at once
+	stopped    bool               // stopped at once: whatever is tracked now is closed at once
+	watchers   []*retry.Watcher   // every watcher made, for Close
 
 	// wg counts connections being served: handshakes and sessions.
 	wg sync.WaitGroup
 }
 
 func newGroup() *group {
-	return &group{sessions: make(map[*conn]bool)}
+	return &group{sessions: make(map[*conn]bool), handshakes: make(map[*conn]struct{})}
 }
 
 func (g *group) addWatcher(w *retry.Watcher) {
@@ -41,6 +46,14 @@ func (g *group) addWatcher(w *retry.Watcher) {
 
 func (g *group) setWatcher(w *retry.Watcher)    { g.watcher.Store(w) }
 func (g *group) currentWatcher() *retry.Watcher { return g.watcher.Load() }
+
+// Handshakes returns how many upgraded clients are in their handshake,
+// across every handler sharing this one's sessions.
+func (h *Handler) Handshakes() int {
+	h.group.mu.Lock()
+	defer h.group.mu.Unlock()
+	return len(h.group.handshakes)
+}
 
 // Sessions returns how many spliced sessions are open, across every
 // handler sharing this one's sessions.
@@ -134,8 +147,7 @@ func (h *Handler) Drain(ctx context.Context, spread time.Duration) error {
 		if spread > 0 {
 			at := start.Add(spread * time.Duration(i) / time.Duration(len(list)))
 			if !sleepUntil(ctx, at) {
-				h.stopNow()
-				return ctx.Err()
+				return h.stopNow(ctx.Err())
 			}
 		}
 		g.startDrain(c)
@@ -144,8 +156,7 @@ func (h *Handler) Drain(ctx context.Context, spread time.Duration) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		h.stopNow()
-		return ctx.Err()
+		return h.stopNow(ctx.Err())
 	}
 }
 
@@ -186,30 +197,44 @@ func (g *group) startDrain(c *conn) bool {
 	return true
 }
 
-// stopNow ends every session still open: close frames not sent yet are
-// sent, within stopCloseBound, then the sockets are closed without waiting
-// for the peers.
-func (h *Handler) stopNow() {
+// stopNow ends every connection still open: spliced sessions get the
+// close frames not sent yet; clients still in their handshake get 1013
+// "gateway starting" while the gateway has not started (current clients
+// retry on it), 1001 otherwise. Close frames are written within
+// stopCloseBound, then the sockets are closed without waiting for the
+// peers. It returns why, with what was still open.
+func (h *Handler) stopNow(why error) error {
 	g := h.group
 	g.mu.Lock()
+	g.stopped = true
+	err := fmt.Errorf("%w: %d sessions and %d handshakes still open", why, len(g.sessions), len(g.handshakes))
 	rest := make([]*conn, 0, len(g.sessions))
-	for c := range g.sessions {
+	var unsent []*conn
+	for c, sent := range g.sessions {
 		rest = append(rest, c)
+		if !sent {
+			unsent = append(unsent, c)
+			g.sessions[c] = true
+		}
+	}
+	shakes := make([]*conn, 0, len(g.handshakes))
+	for c := range g.handshakes {
+		shakes = append(shakes, c)
 	}
 	g.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, c := range rest {
-		g.mu.Lock()
-		sent := g.sessions[c]
-		g.sessions[c] = true
-		g.mu.Unlock()
-		if sent {
-			continue
-		}
+	for _, c := range unsent {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c.goingAway()
+		}()
+	}
+	for _, c := range shakes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.stopHandshake()
 		}()
 	}
 	written := make(chan struct{})
@@ -224,12 +249,46 @@ func (h *Handler) stopNow() {
 	}
 	t.Stop()
 	// Closing releases any write still blocked, in the close frames above
-	// or in the splice.
+	// or in the splice. A handshake whose client socket is closed unwinds
+	// on its own goroutine (its reader fails and cancels it).
 	for _, c := range rest {
 		_ = c.client.Close()
 		_ = c.up.ws.Close()
 	}
+	for _, c := range shakes {
+		_ = c.client.Close()
+	}
 	<-written
+	return err
+}
+
+// stopHandshake tells a client still in its handshake that holdfast stops
+// (see stopNow). Its close frame is the last frame on the leg.
+func (c *conn) stopHandshake() {
+	code, reason := websocket.CloseTryAgainLater, startupCloseReason
+	if s, _ := c.h.watcher.State(); s == retry.Started {
+		code, reason = websocket.CloseGoingAway, "holdfast shutting down"
+	}
+	closeLeg(c.client, websocket.FormatCloseMessage(code, reason), stopCloseBound)
+}
+
+// trackHandshake registers an upgraded client in its handshake, for a stop
+// at once; the returned function removes it.
+func (h *Handler) trackHandshake(c *conn) (untrack func()) {
+	g := h.group
+	g.mu.Lock()
+	g.handshakes[c] = struct{}{}
+	stopped := g.stopped
+	g.mu.Unlock()
+	if stopped {
+		c.stopHandshake()
+		_ = c.client.Close()
+	}
+	return func() {
+		g.mu.Lock()
+		delete(g.handshakes, c)
+		g.mu.Unlock()
+	}
 }
 
 // track registers a spliced session for Drain; the returned function
@@ -237,10 +296,15 @@ func (h *Handler) stopNow() {
 func (h *Handler) track(c *conn) (untrack func()) {
 	g := h.group
 	g.mu.Lock()
-	g.sessions[c] = false
-	closing := g.closing
+	closing, stopped := g.closing, g.stopped
+	g.sessions[c] = stopped
 	g.mu.Unlock()
-	if closing {
+	switch {
+	case stopped:
+		c.goingAway() // bounded: a second per leg
+		_ = c.client.Close()
+		_ = c.up.ws.Close()
+	case closing:
 		g.startDrain(c)
 	}
 	return func() {

@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/holdfast-proxy/holdfast/internal/fakegw"
+	"github.com/holdfast-proxy/holdfast/internal/testclient"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -182,4 +185,65 @@ func TestDrainSpreadsCloses(t *testing.T) {
 		t.Errorf("no close in the drain's last second: %v", perSecond)
 	}
 	hs.waitMetric(0, "holdfast_sessions_active")
+}
+
+// A stop at once (the grace period over, or a second SIGTERM) gives every
+// client still in its handshake a close frame before holdfast exits: 1013
+// "gateway starting" while the gateway has not started, on which current
+// clients retry. Here: a device client waiting for a late dial, a browser's
+// device connect held on its upstream socket, and a token-only connect
+// being replayed through the window.
+func TestStopAtOnceClosesHandshakes(t *testing.T) {
+	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: time.Minute})
+	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
+		c.Budget = 12 * time.Second
+		c.LateDialMax = 12 * time.Second
+	}, nil)
+	browser := http.Header{"Origin": {"http://127.0.0.1:18789"}}
+	clients := []testclient.Options{
+		{URL: hs.url, Token: token, Device: newDevice(t), Header: browser}, // held
+		{URL: hs.url, Token: token, Header: browser},                       // held or replayed
+		{URL: hs.url, Token: token, Device: newDevice(t)},                  // late dial, once the window is known
+	}
+	results := make(chan testclient.Result, len(clients))
+	for i, o := range clients {
+		if i == 2 {
+			waitUntil(t, "the gateway known to be starting", func() bool { return hs.metric("holdfast_connect_holds_total") >= 1 })
+		}
+		go func() {
+			_, res, _ := testclient.Connect(context.Background(), o)
+			results <- res
+		}()
+	}
+	waitUntil(t, "three clients in their handshake, one waiting for a late dial", func() bool {
+		return hs.h.Handshakes() == 3 && hs.metric("holdfast_upstream_dials_delayed_total") == 1
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := hs.h.Drain(ctx, 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Drain = %v; want the deadline (handshakes were still in flight)", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("Drain took %v past a 300ms deadline", took)
+	}
+	for range clients {
+		select {
+		case res := <-results:
+			if res.CloseCode != 1013 || res.CloseReason != "gateway starting" {
+				t.Errorf("client in its handshake ended with %+v; want close 1013 \"gateway starting\"", res)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a client in its handshake got no answer after the stop")
+		}
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
 }

@@ -37,9 +37,11 @@ func newAdmission(limit int) *admission {
 	return &admission{limit: limit, slots: make(map[string]*slotQueue)}
 }
 
-// acquire waits for a slot for key and returns its release function, which
-// may be called more than once.
-func (a *admission) acquire(ctx context.Context, key string) (release func(), err error) {
+// acquire takes a slot for key, waiting in line until deadline when every
+// slot is taken, and returns its release function, which may be called
+// more than once. A free slot costs no timer: the wait's deadline is set
+// up only when there is a wait.
+func (a *admission) acquire(ctx context.Context, deadline time.Time, key string) (release func(), err error) {
 	a.mu.Lock()
 	q := a.slots[key]
 	if q == nil {
@@ -59,9 +61,17 @@ func (a *admission) acquire(ctx context.Context, key string) (release func(), er
 	}
 	select {
 	case q.sem <- struct{}{}:
-	case <-ctx.Done():
-		unref()
-		return nil, ctx.Err()
+	default:
+		// A send into a full buffer queues behind the senders already
+		// blocked, so a free slot goes to them first either way.
+		wctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		select {
+		case q.sem <- struct{}{}:
+		case <-wctx.Done():
+			unref()
+			return nil, wctx.Err()
+		}
 	}
 	var once sync.Once
 	return func() {
@@ -174,9 +184,7 @@ func (h *Handler) dialUpstream(ctx context.Context, target string, hdr http.Head
 // dialOnce makes one attempt. It holds an admission slot for key from before
 // the upgrade; on success the slot stays with the returned upstream.
 func (h *Handler) dialOnce(ctx context.Context, target string, hdr http.Header, key string, budget retry.Budget) (*upstream, error) {
-	actx, cancel := context.WithDeadline(ctx, budget.Deadline())
-	release, err := h.admission.acquire(actx, key)
-	cancel()
+	release, err := h.admission.acquire(ctx, budget.Deadline(), key)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

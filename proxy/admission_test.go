@@ -1,0 +1,66 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// A free slot is granted at once, whatever the deadline; with every slot
+// taken a caller waits until its deadline or a slot is given back.
+func TestAdmission(t *testing.T) {
+	a := newAdmission(2)
+	ctx := context.Background()
+	past := time.Now().Add(-time.Second)
+	r1, err := a.acquire(ctx, past, "k")
+	if err != nil {
+		t.Fatalf("first slot: %v", err)
+	}
+	if _, err := a.acquire(ctx, past, "k"); err != nil {
+		t.Fatalf("second slot: %v", err)
+	}
+	if _, err := a.acquire(ctx, past, "other"); err != nil {
+		t.Fatalf("another key's slot: %v", err)
+	}
+	if _, err := a.acquire(ctx, time.Now().Add(20*time.Millisecond), "k"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("third slot with two taken: %v; want the deadline", err)
+	}
+
+	// A waiter gets the slot given back; a second release gives back
+	// nothing more.
+	got := make(chan error, 1)
+	go func() {
+		_, err := a.acquire(ctx, time.Now().Add(time.Minute), "k")
+		got <- err
+	}()
+	waitFor(t, func() bool { return a.refsOf("k") == 3 })
+	r1()
+	r1()
+	if err := <-got; err != nil {
+		t.Fatalf("waiter: %v", err)
+	}
+	if _, err := a.acquire(ctx, time.Now().Add(20*time.Millisecond), "k"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a slot after a double release: %v; want the deadline", err)
+	}
+}
+
+// refsOf returns how many callers hold or wait for key's slots.
+func (a *admission) refsOf(key string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if q := a.slots[key]; q != nil {
+		return q.refs
+	}
+	return 0
+}
+
+// waitFor polls cond until it holds or 5 s pass.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5 s")
+		}
+	}
+}

@@ -29,6 +29,10 @@ const (
 	// ResultUnavailable: the gateway was still unavailable when the budget
 	// ran out, or its startup UNAVAILABLE could not be replayed.
 	ResultUnavailable Result = "unavailable"
+	// ResultAttributionRefused: the gateway refused a forwarded client's
+	// upgrade with HTTP 403 proxy_attribution_required: holdfast's address
+	// is missing from the gateway's gateway.trustedProxies.
+	ResultAttributionRefused Result = "attribution_refused"
 	// ResultClientGone: the client left before the handshake finished.
 	ResultClientGone Result = "client_gone"
 	// ResultError: holdfast or the transport failed (bad client frame,
@@ -162,7 +166,7 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 		Help:      "What holdfast last saw of the gateway's startup: 1 for the current state (unknown, down, starting, started), 0 for the others.",
 	}, []string{"state"})
 	m.GatewayState("unknown")
-	for _, r := range []Result{ResultOK, ResultRejected, ResultUnavailable, ResultClientGone, ResultError} {
+	for _, r := range []Result{ResultOK, ResultRejected, ResultUnavailable, ResultAttributionRefused, ResultClientGone, ResultError} {
 		m.handshakes.WithLabelValues(string(r))
 	}
 	for _, r := range []RetryReason{RetryStartupUnavailable, RetryDial} {

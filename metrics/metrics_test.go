@@ -15,6 +15,7 @@ func TestKnownSeriesStartAtZero(t *testing.T) {
 	want := `
 # HELP holdfast_handshakes_total Client handshakes through holdfast, by how they ended.
 # TYPE holdfast_handshakes_total counter
+holdfast_handshakes_total{result="attribution_refused"} 0
 holdfast_handshakes_total{result="client_gone"} 0
 holdfast_handshakes_total{result="error"} 0
 holdfast_handshakes_total{result="ok"} 0

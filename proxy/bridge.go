@@ -248,7 +248,7 @@ func (c *conn) bridgeConnect(first frame) frame {
 		return first
 	}
 	c.legacy = &lc
-	c.h.log.Debug("legacy connect: maxProtocol raised to 4", "client", c.clientAddr, "connect", c.kind.String(),
+	c.h.log.Debug("legacy connect: maxProtocol raised to 4", "client", c.rec.clientAddr, "connect", c.rec.kind.String(),
 		"client_id", lc.clientID, "client_mode", lc.clientMode, "min_protocol", lc.minProtocol, "max_protocol", lc.maxProtocol)
 	return frame{typ: first.typ, data: out}
 }
@@ -264,7 +264,7 @@ func (c *conn) startBridge(protocol int) {
 	}
 	if protocol >= lc.minProtocol && protocol <= lc.maxProtocol {
 		c.h.log.Debug("legacy connect: the gateway speaks the client's protocol; not bridged",
-			"client", c.clientAddr, "protocol", protocol)
+			"client", c.rec.clientAddr, "protocol", protocol)
 		return
 	}
 	c.bridged = true
@@ -275,7 +275,7 @@ func (c *conn) startBridge(protocol int) {
 		}
 	}
 	c.h.log.Debug("legacy session bridged: gateway frames reduced to protocol 3 envelopes",
-		"client", c.clientAddr, "client_id", lc.clientID, "client_mode", lc.clientMode, "protocol", protocol)
+		"client", c.rec.clientAddr, "client_id", lc.clientID, "client_mode", lc.clientMode, "protocol", protocol)
 }
 
 // pumpBridged copies upstream→client on a bridged session: each message is
@@ -288,7 +288,7 @@ func (c *conn) pumpBridged() {
 		limit = c.h.cfg.MaxMessageBytes
 	}
 	_, toClient := c.h.metrics.MessageCounters()
-	err, readSide := copyFiltered(c.client, c.up.ws, limit, c.h.chunks, c.h.cfg.WriteTimeout, toClient)
+	err, readSide := copyFiltered(c.client, c.up.ws, limit, c.h.chunks, c.h.cfg.WriteTimeout, toClient, &c.rec.toClient)
 	c.endUpstreamSide(err, readSide)
 }
 
@@ -298,7 +298,7 @@ const bridgeKeepBuffer = 64 << 10
 
 // copyFiltered is copyMessages with the envelope filter: messages of up to
 // limit bytes are read whole and text ones pass through filterV3.
-func copyFiltered(dst, src *websocket.Conn, limit int64, pool *chunkPool, writeTimeout time.Duration, count prometheus.Counter) (err error, readSide bool) {
+func copyFiltered(dst, src *websocket.Conn, limit int64, pool *chunkPool, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
 	bc, direct := dst.NetConn().(*batchConn)
 	srcBC, _ := src.NetConn().(*batchConn)
 	rr := &recordingReader{}
@@ -330,17 +330,20 @@ func copyFiltered(dst, src *websocket.Conn, limit int64, pool *chunkPool, writeT
 		} else {
 			body = io.MultiReader(bytes.NewReader(buf.Bytes()), rr)
 		}
+		var sent int64
 		if direct {
-			err = relayFrames(bc, body, typ, false, pool, writeTimeout)
+			sent, err = relayFrames(bc, body, typ, false, pool, writeTimeout)
 		} else {
-			err = relayMessage(dst, body, typ, writeTimeout)
+			sent, err = relayMessage(dst, body, typ, writeTimeout)
 		}
+		t.bytes += sent
 		if err != nil {
 			if rr.err != nil {
 				return rr.err, true
 			}
 			return err, false
 		}
+		t.msgs++
 		if count != nil {
 			count.Inc()
 		}

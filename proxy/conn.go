@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,10 @@ import (
 // "too many pending handshake frames" on the 16th.
 const maxPendingFrames = 1 + 15
 
+// maxConnectSends is how many times holdfast sends one client's connect,
+// replays included.
+const maxConnectSends = 5
+
 // frame is one client message held before hello-ok.
 type frame struct {
 	typ  int
@@ -36,10 +41,10 @@ type frame struct {
 //	  startup, no replay or budget spent → pass the UNAVAILABLE through, close 1013
 //	  anything else     → pass it through with the gateway's close
 //
-// Before the splice, one goroutine (run) owns every write to the client and
-// every read from the upstream; the client reader goroutine only queues the
-// client's frames. After the splice, a goroutine of its own copies
-// upstream→client and the reader copies client→upstream (splice.go).
+// Every step that ends the connection returns an outcome, and conn.end
+// alone acts on it (outcome.go); a spliced session ends through
+// conn.endSessionAs. The package documentation states which goroutine owns
+// what.
 type conn struct {
 	h               *Handler
 	*handshakeState // nil once spliced: an idle session keeps only what it uses
@@ -61,25 +66,24 @@ type conn struct {
 
 	readerDone   chan struct{}
 	preauthBytes int // bytes of queued frames reserved in h.limits; guarded by mu
+
+	// rec is what the connection did, for its one access log line (done).
+	rec record
 }
 
 // handshakeState is the state only the handshake needs. Only the handler
 // goroutine touches it.
 type handshakeState struct {
-	r          *http.Request
-	clientAddr string      // for logs
-	kind       connectKind // of the client's first frame
-	start      time.Time
-	budget     retry.Budget
-	attr       attribution
-	hdr        http.Header // the upstream upgrade request's headers
-	target     string      // the upstream URL for this client
-	ctx        context.Context
+	r      *http.Request
+	budget retry.Budget
+	attr   attribution
+	hdr    http.Header // the upstream upgrade request's headers
+	target string      // the upstream URL for this client
+	ctx    context.Context
 
 	// helloFrames are what the gateway sent up to and including hello-ok;
 	// they reach the client once the splice is in place.
 	helloFrames []frame
-	resultSent  bool
 	// legacy is set when the connect was rewritten for the bridge.
 	legacy *legacyConnect
 }
@@ -96,33 +100,35 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
 		h: h,
 		handshakeState: &handshakeState{
 			r:      r,
-			start:  time.Now(),
 			budget: retry.NewBudget(h.clock, h.cfg.Budget),
 			attr:   h.attribute(r),
 		},
 		notify: make(chan struct{}, 1),
+		rec:    record{start: time.Now(), clientAddr: r.RemoteAddr, path: r.URL.Path},
 	}
 	defer c.freePreauth() // the queue is flushed or dropped by the time this returns
-	c.clientAddr = r.RemoteAddr
 	c.hdr = upstreamHeader(r)
 	c.target = h.upstreamURL(r)
 	applyForwarding(c.hdr, c.attr, r)
-	splice, maxPayload := c.run(w)
-	if !splice {
+	if !c.run(w) {
 		c.release()
+		c.done()
 		return
 	}
 	// The session outlives this handler: once spliced, its directions run
 	// on goroutines with small stacks, and the HTTP server's connection
 	// state and this goroutine's deep handshake stack are freed.
-	helloFrames := c.helloFrames
+	helloFrames, maxPayload := c.helloFrames, c.maxPayload
 	c.handshakeState = nil
 	// The handshake context: nothing waits on it any more.
 	c.mu.Lock()
 	c.cancel()
 	c.cancel = nil
 	c.mu.Unlock()
-	c.splice(maxPayload, helloFrames, c.release)
+	c.splice(maxPayload, helloFrames, func() {
+		c.release()
+		c.done()
+	})
 }
 
 // release ends the client reader (its socket is closed by then) and waits
@@ -160,25 +166,16 @@ func upstreamHeader(r *http.Request) http.Header {
 	return out
 }
 
-func (c *conn) finish(res metrics.Result, msg string, args ...any) {
-	if c.resultSent {
-		return
-	}
-	c.resultSent = true
-	d := time.Since(c.start)
-	c.h.metrics.Handshake(res, d)
-	args = append(args, "client", c.clientAddr, "connect", c.kind.String(),
-		"result", string(res), "duration", d.Round(time.Millisecond))
-	if res == metrics.ResultOK {
-		c.h.log.Debug(msg, args...)
-	} else {
-		c.h.log.Info(msg, args...)
-	}
+// run takes the connection through its handshake. It returns true when the
+// session is to be spliced; otherwise the connection has ended (conn.end).
+func (c *conn) run(w http.ResponseWriter) bool {
+	o := c.handshakeSteps(w)
+	c.end(o)
+	return o.end == endOK || o.end == endNotConnect
 }
 
-// run takes the connection through its handshake. It returns true when the
-// session is to be spliced, with the client message limit to apply.
-func (c *conn) run(w http.ResponseWriter) (splice bool, maxPayload int64) {
+// handshakeSteps runs the handshake up to its outcome.
+func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	// 1. An upstream socket with its challenge, before the client sees a
 	// 101: a browser waits only 750 ms for the challenge after open.
 	// Clients that wait longer are dialled late while the gateway starts
@@ -188,8 +185,9 @@ func (c *conn) run(w http.ResponseWriter) (splice bool, maxPayload int64) {
 	if !late {
 		up, err := c.h.dialUpstream(c.r.Context(), c.target, c.hdr, c.attr.key(), c.budget)
 		if err != nil {
-			c.failDial(w, err)
-			return false, 0
+			o := c.dialFailed(err, false)
+			o.w = w
+			return o
 		}
 		c.up = up
 		if up.protocol != "" {
@@ -200,9 +198,7 @@ func (c *conn) run(w http.ResponseWriter) (splice bool, maxPayload int64) {
 	// 2. Upgrade the client and relay the challenge at once.
 	client, err := c.h.upgrader.Upgrade(w, c.r, respHdr)
 	if err != nil {
-		c.up.close(closeClientGone, "client upgrade failed")
-		c.finish(metrics.ResultError, "client upgrade failed", "err", err)
-		return false, 0
+		return outcome{end: endClientUpgradeFailed, err: err}
 	}
 	c.client = client
 	defer c.h.trackHandshake(c)() // reached by a stop at once (drain.go)
@@ -215,78 +211,70 @@ func (c *conn) run(w http.ResponseWriter) (splice bool, maxPayload int64) {
 	client.SetPongHandler(c.onClientPong)
 	c.readerDone = make(chan struct{})
 	go c.readClient()
-	if late && !c.lateDial() {
-		return false, 0
+	if late {
+		if o := c.lateDial(); o != nil {
+			return *o
+		}
 	}
 
 	if err := c.writeClient(websocket.TextMessage, c.up.challenge); err != nil {
-		c.abort(metrics.ResultClientGone, "client went away before the challenge", err)
-		return false, 0
+		return outcome{end: endClientGone, err: err}
 	}
 	c.up.challenge = nil
 
 	// 3. The client's first frame.
-	first, err := c.awaitFirst()
-	if err != nil {
-		return false, 0 // awaitFirst finished the connection
+	first, o := c.awaitFirst()
+	if o != nil {
+		return *o
 	}
 	kind, id := classifyConnect(first.data)
-	c.kind = kind
+	c.rec.kind = kind
 	if kind == notConnect {
 		// Not something holdfast understands: the gateway answers it.
-		c.finish(metrics.ResultRejected, "client's first frame is not a connect; passed to the gateway")
-		return true, 0
+		return outcome{end: endNotConnect}
 	}
 
 	first = c.bridgeConnect(first)
 
 	// 4. Hold, forward, retry.
-	if c.handshake(first, kind, id) {
-		return true, c.maxPayload
-	}
-	return false, 0
+	return c.handshake(first, kind, id)
 }
 
-// failDial answers an upgrade that never reached an upstream challenge.
-func (c *conn) failDial(w http.ResponseWriter, err error) {
+// dialFailed is the outcome of an upstream dial that failed: before the
+// client's upgrade was answered (an HTTP answer), or after (late: a close).
+func (c *conn) dialFailed(err error, late bool) outcome {
 	var he *httpError
 	var be *budgetError
 	switch {
-	case errors.Is(err, context.Canceled) || c.r.Context().Err() != nil:
-		c.finish(metrics.ResultClientGone, "client left while the gateway was unreachable", "err", err)
-	case errors.As(err, &he):
-		// The gateway's own refusal (403 attribution, 401, 404…): pass it on.
-		for _, k := range []string{"Content-Type", "Retry-After", "Www-Authenticate", "Cache-Control"} {
-			if v := he.header.Get(k); v != "" {
-				w.Header().Set(k, v)
-			}
+	case errors.Is(err, context.Canceled) || (!late && c.r.Context().Err() != nil):
+		if late {
+			return c.clientOutcome(err)
 		}
-		w.WriteHeader(he.status)
-		_, _ = w.Write(he.body)
-		c.finish(metrics.ResultRejected, "gateway refused the upgrade", "status", he.status)
+		return outcome{end: endClientLeftDialing, err: err}
+	case errors.As(err, &he) && he.attributionRequired():
+		if late {
+			return outcome{end: endAttributionRefusedLate, err: err}
+		}
+		return outcome{end: endAttributionRefused, httpErr: he}
+	case errors.As(err, &he) && !he.retryable():
+		if late {
+			return outcome{end: endUpgradeRefusedLate, err: err}
+		}
+		return outcome{end: endUpgradeRefused, httpErr: he}
 	case errors.As(err, &be):
-		w.Header().Set("Retry-After", "1")
-		http.Error(w, "holdfast: gateway unavailable", http.StatusServiceUnavailable)
-		c.finish(metrics.ResultUnavailable, "gateway unreachable within the budget", "err", be.last)
+		if late {
+			return outcome{end: endUnreachableLate, err: be.last}
+		}
+		return outcome{end: endUnreachable, err: be.last}
+	case late:
+		return outcome{end: endUnreachableLate, err: err}
 	default:
-		http.Error(w, "holdfast: bad gateway", http.StatusBadGateway)
-		c.finish(metrics.ResultError, "upstream handshake failed", "err", err)
+		return outcome{end: endBadUpstream, err: err}
 	}
-}
-
-// abort ends a connection before the splice: both sockets closed, the
-// client's with code 1011 unless it is the one that left.
-func (c *conn) abort(res metrics.Result, msg string, err error) {
-	if res != metrics.ResultClientGone {
-		closeLeg(c.client, websocket.FormatCloseMessage(closeUpstreamLost, "holdfast: "+msg), time.Second)
-	}
-	c.up.close(closeClientGone, "client gone")
-	_ = c.client.Close()
-	c.finish(res, msg, "err", err)
 }
 
 // writeClient writes one message to the client within the write timeout.
-// Only run calls it, and only before the splice.
+// Only the handshake goroutine calls it, and only before the splice.
 func (c *conn) writeClient(typ int, data []byte) error {
 	_ = c.client.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
 	return c.client.WriteMessage(typ, data)
@@ -295,7 +283,7 @@ func (c *conn) writeClient(typ int, data []byte) error {
 // awaitFirst waits for the client's first frame. The gateway's pre-auth
 // timer runs meanwhile: a client silent until shortly before it fires is
 // closed 1008 by holdfast rather than 1000 with no reason by the gateway.
-func (c *conn) awaitFirst() (frame, error) {
+func (c *conn) awaitFirst() (frame, *outcome) {
 	deadline := c.up.opened.Add(c.h.cfg.PreauthTimeout - c.h.cfg.HoldMargin)
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
@@ -307,83 +295,81 @@ func (c *conn) awaitFirst() (frame, error) {
 			return q[0], nil
 		}
 		if rerr != nil {
-			c.clientFailed(rerr)
-			return frame{}, rerr
+			o := c.clientOutcome(rerr)
+			return frame{}, &o
 		}
 		select {
 		case <-c.notify:
 		case <-t.C:
-			closeLeg(c.client, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "connect timeout"), time.Second)
-			c.up.close(websocket.CloseNormalClosure, "")
-			_ = c.client.Close()
-			c.finish(metrics.ResultError, "client sent no connect before the gateway's pre-auth timeout")
-			return frame{}, errors.New("connect timeout")
+			return frame{}, &outcome{end: endConnectTimeout}
 		}
 	}
 }
 
-// clientFailed ends the connection after the client reader failed before
-// the splice: the client left, or sent something holdfast must refuse.
-func (c *conn) clientFailed(err error) {
+// clientOutcome is the outcome when the client side failed before the
+// splice: the client left, or sent something holdfast must refuse. err is
+// what the caller saw; the reader's own error, when it has one, says more.
+func (c *conn) clientOutcome(err error) outcome {
+	c.mu.Lock()
+	if c.readErr != nil {
+		err = c.readErr
+	}
+	c.mu.Unlock()
 	switch {
 	case errors.Is(err, errPreauthTooLarge):
-		closeLeg(c.client, websocket.FormatCloseMessage(websocket.CloseMessageTooBig, "preauth payload too large"), time.Second)
-		c.up.close(closeClientGone, "client gone")
-		drain(c.client, c.h.cfg.CloseGrace)
-		_ = c.client.Close()
-		c.finish(metrics.ResultError, "client frame over the pre-auth limit")
+		return outcome{end: endPreauthTooLarge, err: err}
 	case errors.Is(err, errTooManyPending):
-		closeLeg(c.client, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "too many pending handshake frames"), time.Second)
-		c.up.close(closeClientGone, "client gone")
-		_ = c.client.Close()
-		c.finish(metrics.ResultError, "client sent too many frames before hello-ok")
+		return outcome{end: endTooManyPending, err: err}
 	case errors.Is(err, errPreauthBudget):
-		c.h.metrics.Refused(metrics.LimitPreauthBytes)
-		closeLeg(c.client, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "holdfast overloaded; retry shortly"), time.Second)
-		c.up.close(closeClientGone, "client gone")
-		drain(c.client, c.h.cfg.CloseGrace)
-		_ = c.client.Close()
-		c.finish(metrics.ResultError, "client frame over holdfast's global pre-auth buffer (limits.preauth_bytes)")
+		return outcome{end: endPreauthBudget, err: err}
 	default:
-		c.abort(metrics.ResultClientGone, "client went away during the handshake", err)
+		return outcome{end: endClientGone, err: err}
 	}
 }
 
 var (
 	errPreauthTooLarge = errors.New("client frame over the pre-auth limit")
 	errTooManyPending  = errors.New("too many pending handshake frames")
+	errNoAnswer        = errors.New("gateway did not answer the connect within the budget")
+	errTooManyFrames   = errors.New("gateway sent too many frames before answering the connect")
 )
 
-// handshake runs the connect until hello-ok (true: splice) or a final answer
-// was passed to the client (false).
-func (c *conn) handshake(first frame, kind connectKind, id json.RawMessage) bool {
-	held := false
+// handshake runs the connect until its outcome: hello-ok (endOK) or the
+// end the client is told.
+func (c *conn) handshake(first frame, kind connectKind, id json.RawMessage) outcome {
 	var lastUnavailable []byte
 	for attempt := 1; ; attempt++ {
+		c.rec.attempts = attempt
 		if c.mustHold(kind) {
-			if !held {
-				held = true
+			if !c.rec.held {
+				c.rec.held = true
 				c.h.metrics.Hold()
 			}
 			until := c.up.opened.Add(c.h.cfg.PreauthTimeout - c.h.cfg.HoldMargin)
 			if bd := c.budget.Deadline(); bd.Before(until) {
 				until = bd
 			}
-			if err := c.hold(until); err != nil {
-				c.clientFailedOr(err)
-				return false
+			o, upErr := c.hold(until)
+			if o != nil {
+				return *o
+			}
+			if upErr != nil {
+				// The held connect's socket is gone: say so now, or replay.
+				if o := c.upstreamFailed(upErr, kind, attempt, lastUnavailable); o != nil {
+					return *o
+				}
+				continue
 			}
 		}
 		ans, data, pre, err := c.forwardConnect(first, id)
 		if err != nil {
-			if !c.upstreamLost(err, kind, attempt, &lastUnavailable) {
-				return false
+			if o := c.upstreamFailed(err, kind, attempt, lastUnavailable); o != nil {
+				return *o
 			}
 			continue
 		}
 		switch {
 		case ans.helloOK:
-			c.h.watcher.Observe(retry.Started)
 			c.up.authenticated()
 			c.maxPayload = ans.maxPayload
 			c.mu.Lock()
@@ -391,33 +377,26 @@ func (c *conn) handshake(first frame, kind connectKind, id json.RawMessage) bool
 			c.mu.Unlock()
 			c.helloFrames = append(pre, frame{websocket.TextMessage, data})
 			c.startBridge(ans.protocol)
-			c.finish(metrics.ResultOK, "handshake done", "attempts", attempt, "held", held)
-			return true
+			return outcome{end: endOK}
 
 		case ans.startup:
 			c.h.watcher.Observe(retry.Starting)
 			lastUnavailable = data
 			delay := c.h.backoff.RetryAfter(retry.ClampRetryAfter(ans.retryAfterMs))
-			if kind != replayable || !c.budget.Allows(delay, c.h.cfg.MinAttempt) {
-				c.passUnavailable(data, attempt)
-				return false
+			if kind != replayable || attempt >= maxConnectSends || !c.budget.Allows(delay, c.h.cfg.MinAttempt) {
+				return outcome{end: endStartupUnavailable, frames: []frame{{websocket.TextMessage, data}}}
 			}
 			c.h.metrics.Retry(metrics.RetryStartupUnavailable)
-			c.up.close(websocket.CloseNormalClosure, "")
-			if !c.redial(delay, lastUnavailable, attempt) {
-				return false
+			c.closeUpstream(websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+			c.up.drop()
+			if o := c.redial(delay, lastUnavailable); o != nil {
+				return *o
 			}
 
 		default:
 			// The gateway's own answer (auth, pairing, protocol…): pass it
 			// through with the close that follows it.
-			for _, f := range pre {
-				_ = c.writeClient(f.typ, f.data)
-			}
-			_ = c.writeClient(websocket.TextMessage, data)
-			c.relayUpstreamClose()
-			c.finish(metrics.ResultRejected, "gateway rejected the connect", "attempts", attempt)
-			return false
+			return outcome{end: endRejected, frames: append(pre, frame{websocket.TextMessage, data})}
 		}
 	}
 }
@@ -431,9 +410,11 @@ const notStartedTrust = 5 * time.Second
 // it is forwarded. A nonce-bound connect is forwarded only on a fresh
 // confirmation that the gateway has started: refused once, it cannot be
 // replayed. A replayable one waits only while the gateway is known not to
-// have started; otherwise it goes at once and is replayed if refused.
+// have started; otherwise it goes at once and is replayed if refused. When
+// the gateway's readiness endpoints are unusable nothing is held: there
+// would be nothing to wait for.
 func (c *conn) mustHold(kind connectKind) bool {
-	if c.h.watcher.Started() {
+	if c.h.watcher.Started() || c.h.watcher.Blind() {
 		return false
 	}
 	if kind == nonceBound {
@@ -443,39 +424,79 @@ func (c *conn) mustHold(kind connectKind) bool {
 	return (s == retry.Starting || s == retry.Down) && age < notStartedTrust
 }
 
-// hold waits until the gateway is confirmed started or until. It returns an
-// error only when the client went away.
-func (c *conn) hold(until time.Time) error {
+// hold waits until the gateway is confirmed started or until. Meanwhile it
+// watches the held connect's upstream socket: when the gateway closes it or
+// it breaks, hold returns at once with upErr, the socket's end. o is set
+// when the client went away.
+func (c *conn) hold(until time.Time) (o *outcome, upErr error) {
 	ctx, cancel := context.WithDeadline(c.ctx, until)
 	defer cancel()
+	stopWatch := c.watchUpstream(cancel)
 	start := time.Now()
 	err := c.h.watcher.WaitStarted(ctx)
+	upErr = stopWatch()
 	if c.ctx.Err() != nil {
-		return c.ctx.Err()
+		o := c.clientOutcome(c.ctx.Err())
+		return &o, nil
 	}
 	why := "gateway started"
-	if err != nil {
+	switch {
+	case upErr != nil:
+		why = "upstream socket lost"
+	case err != nil:
 		why = "hold deadline; forwarding anyway"
 	}
-	c.h.log.Debug("hold ended", "client", c.clientAddr, "connect", c.kind.String(),
+	c.h.log.Debug("hold ended", "client", c.rec.clientAddr, "connect", c.rec.kind.String(),
 		"held", time.Since(start).Round(time.Millisecond), "why", why)
-	return nil
+	return nil, upErr
 }
 
-// clientFailedOr finishes the connection after the client went away.
-func (c *conn) clientFailedOr(err error) {
-	c.mu.Lock()
-	rerr := c.readErr
-	c.mu.Unlock()
-	if rerr == nil {
-		rerr = err
+// watchUpstream watches the current upstream socket, on which nothing is
+// expected before the connect is sent, and calls wake when something
+// arrives or the socket ends. The returned stop ends the watch and
+// reports the socket's end (a read error), or nil when nothing came.
+// Without a RawConn (TLS upstreams) nothing is watched.
+func (c *conn) watchUpstream(wake func()) (stop func() error) {
+	bc, ok := c.up.ws.NetConn().(*batchConn)
+	if !ok || bc.raw == nil {
+		return func() error { return nil }
 	}
-	c.clientFailed(rerr)
+	var stopped atomic.Bool
+	var fired bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err := bc.waitData()
+		if err != nil && stopped.Load() {
+			return // woken by stop's deadline
+		}
+		fired = true
+		wake()
+	}()
+	ws := c.up.ws
+	return func() error {
+		stopped.Store(true)
+		_ = bc.Conn.SetReadDeadline(time.Now())
+		<-done
+		_ = bc.Conn.SetReadDeadline(time.Time{})
+		if !fired {
+			return nil
+		}
+		// Something arrived: the gateway's close, or the socket's end.
+		_ = ws.SetReadDeadline(time.Now().Add(c.h.cfg.CloseGrace))
+		_, _, err := ws.ReadMessage()
+		if err == nil {
+			err = errors.New("gateway sent a frame before the connect")
+		}
+		return err
+	}
 }
 
 // forwardConnect sends the client's connect on the current upstream socket
-// and reads until the gateway answers it. Frames the gateway sends before
-// its answer are returned in pre.
+// and reads until the gateway answers it, at the latest when the budget
+// ends (the answer_timeout caps it): a slow answer is waited for, never
+// sent for again. Frames the gateway sends before its answer are returned
+// in pre.
 func (c *conn) forwardConnect(first frame, id json.RawMessage) (ans answer, data []byte, pre []frame, err error) {
 	ws := c.up.ws
 	stop := context.AfterFunc(c.ctx, func() { _ = ws.Close() })
@@ -484,11 +505,15 @@ func (c *conn) forwardConnect(first frame, id json.RawMessage) (ans answer, data
 	if err := ws.WriteMessage(first.typ, first.data); err != nil {
 		return answer{}, nil, nil, err
 	}
-	_ = ws.SetReadDeadline(time.Now().Add(c.h.cfg.AnswerTimeout))
+	_ = ws.SetReadDeadline(c.answerDeadline(time.Now()))
 	ws.SetReadLimit(maxUpstreamHandshakeFrame)
 	for {
 		mt, data, err := ws.ReadMessage()
 		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				err = errNoAnswer
+			}
 			return answer{}, nil, nil, err
 		}
 		if a := parseAnswer(data, id); a.isResponse {
@@ -496,108 +521,104 @@ func (c *conn) forwardConnect(first frame, id json.RawMessage) (ans answer, data
 			return a, data, pre, nil
 		}
 		if len(pre) >= maxPendingFrames {
-			return answer{}, nil, nil, errors.New("gateway sent too many frames before answering connect")
+			return answer{}, nil, nil, errTooManyFrames
 		}
 		pre = append(pre, frame{mt, data})
 	}
+}
+
+// answerDeadline is how long the gateway has to answer a connect sent at
+// sent: until the budget ends, at most AnswerTimeout, and at least
+// MinAttempt (a connect forwarded at the very end of a hold).
+func (c *conn) answerDeadline(sent time.Time) time.Time {
+	d := c.budget.Deadline()
+	if limit := sent.Add(c.h.cfg.AnswerTimeout); limit.Before(d) {
+		d = limit
+	}
+	if floor := sent.Add(c.h.cfg.MinAttempt); d.Before(floor) {
+		d = floor
+	}
+	return d
 }
 
 // maxUpstreamHandshakeFrame bounds a gateway frame before the splice
 // (hello-ok is about 15 KB).
 const maxUpstreamHandshakeFrame = 4 << 20
 
-// upstreamLost handles an upstream socket that failed before answering the
-// connect. It returns true when a fresh socket is ready for another attempt.
-func (c *conn) upstreamLost(err error, kind connectKind, attempt int, lastUnavailable *[]byte) bool {
+// upstreamFailed handles an upstream socket that failed before answering
+// the connect. It returns nil when a fresh socket is ready for another
+// attempt: a replayable connect is replayed after the socket was lost,
+// with the dial back-off, at most maxConnectSends times in all.
+func (c *conn) upstreamFailed(err error, kind connectKind, attempt int, lastUnavailable []byte) *outcome {
 	if c.ctx.Err() != nil {
-		c.clientFailedOr(err)
-		return false
+		o := c.clientOutcome(err)
+		return &o
+	}
+	switch {
+	case errors.Is(err, errNoAnswer):
+		return &outcome{end: endNoAnswer, err: err}
+	case errors.Is(err, errTooManyFrames):
+		return &outcome{end: endUpstreamMisbehaved, err: err}
 	}
 	code := closeCode(err)
 	switch code {
-	case 0, websocket.CloseAbnormalClosure, websocket.CloseServiceRestart, websocket.CloseTryAgainLater:
-		// Gone, restarting or draining: nothing was processed.
+	case 0, websocket.CloseAbnormalClosure, websocket.CloseServiceRestart, websocket.CloseGoingAway:
+		// Gone, restarting or going away: nothing was processed, and the
+		// client is still there: the gateway is down.
+		c.h.watcher.Observe(retry.Down)
+	case websocket.CloseTryAgainLater:
+		// Draining: nothing was processed.
 	default:
 		// The gateway closed on the connect with a reason of its own.
-		c.up.close(websocket.CloseNormalClosure, "")
-		closeLeg(c.client, wireClose(err, closeUpstreamLost, "upstream connection lost"), time.Second)
-		c.closeClientGracefully()
-		c.finish(metrics.ResultRejected, "gateway closed on the connect", "code", code, "attempts", attempt)
-		return false
+		return &outcome{end: endGatewayClosed, err: err, args: []any{"code", code}}
 	}
-	c.h.watcher.Observe(retry.Down)
-	c.up.close(websocket.CloseNormalClosure, "")
-	delay := c.h.backoff.Dial(1)
-	if kind == replayable && c.budget.Allows(delay, c.h.cfg.MinAttempt) {
+	c.up.drop()
+	delay := c.h.backoff.Dial(attempt)
+	if kind == replayable && attempt < maxConnectSends && c.budget.Allows(delay, c.h.cfg.MinAttempt) {
 		c.h.metrics.Retry(metrics.RetryDial)
-		c.h.log.Debug("upstream lost during the connect; retrying", "client", c.clientAddr, "err", err)
-		return c.redial(delay, *lastUnavailable, attempt)
+		c.h.log.Debug("upstream lost during the connect; retrying", "client", c.rec.clientAddr, "err", err, "delay", delay)
+		return c.redial(delay, lastUnavailable)
 	}
-	if *lastUnavailable != nil {
-		c.passUnavailable(*lastUnavailable, attempt)
-		return false
+	if lastUnavailable != nil {
+		return &outcome{end: endStartupUnavailable, err: err, frames: []frame{{websocket.TextMessage, lastUnavailable}}}
 	}
-	payload := websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "gateway unavailable")
-	if code == websocket.CloseServiceRestart {
-		payload = wireClose(err, websocket.CloseTryAgainLater, "gateway unavailable")
-	}
-	closeLeg(c.client, payload, time.Second)
-	c.closeClientGracefully()
-	c.finish(metrics.ResultUnavailable, "upstream lost during the connect", "err", err, "attempts", attempt)
-	return false
-}
-
-// passUnavailable gives the client the gateway's own startup UNAVAILABLE
-// frame and closes 1013 "gateway starting", on which current clients
-// reconnect.
-func (c *conn) passUnavailable(data []byte, attempt int) {
-	c.up.close(websocket.CloseNormalClosure, "")
-	if err := c.writeClient(websocket.TextMessage, data); err == nil {
-		closeLeg(c.client, websocket.FormatCloseMessage(startupCloseCode, startupCloseReason), time.Second)
-	}
-	c.closeClientGracefully()
-	c.finish(metrics.ResultUnavailable, "gateway still starting; passed its UNAVAILABLE on", "attempts", attempt)
+	return &outcome{end: endUpstreamLost, err: err}
 }
 
 // redial waits delay, then opens a fresh upstream socket for the next
 // attempt. Its challenge is swallowed: the client has answered one already
-// and ignores a second. It returns false when the connection ended.
-func (c *conn) redial(delay time.Duration, lastUnavailable []byte, attempt int) bool {
+// and ignores a second. It returns nil when the socket is ready.
+func (c *conn) redial(delay time.Duration, lastUnavailable []byte) *outcome {
 	if err := sleep(c.ctx, delay); err != nil {
-		c.clientFailedOr(err)
-		return false
+		o := c.clientOutcome(err)
+		return &o
 	}
 	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.key(), c.budget)
 	if err != nil {
 		if c.ctx.Err() != nil {
-			c.clientFailedOr(err)
-			return false
+			o := c.clientOutcome(err)
+			return &o
 		}
 		if lastUnavailable != nil {
-			c.passUnavailable(lastUnavailable, attempt)
-			return false
+			return &outcome{end: endStartupUnavailable, err: err, frames: []frame{{websocket.TextMessage, lastUnavailable}}}
 		}
-		closeLeg(c.client, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "gateway unavailable"), time.Second)
-		c.closeClientGracefully()
-		c.finish(metrics.ResultUnavailable, "gateway unreachable within the budget", "err", err, "attempts", attempt)
-		return false
+		o := c.dialFailed(err, true)
+		return &o
 	}
 	c.up = up
-	return true
+	return nil
 }
 
-// relayUpstreamClose passes on the close the gateway sends after refusing a
-// connect.
-func (c *conn) relayUpstreamClose() {
+// readUpstreamClose reads what the gateway still sends after refusing a
+// connect, up to its close, and returns how the socket ended.
+func (c *conn) readUpstreamClose() error {
 	ws := c.up.ws
 	_ = ws.SetReadDeadline(time.Now().Add(2 * c.h.cfg.CloseGrace))
 	var err error
 	for err == nil {
 		_, _, err = ws.ReadMessage()
 	}
-	c.up.close(websocket.CloseNormalClosure, "")
-	closeLeg(c.client, wireClose(err, websocket.ClosePolicyViolation, "connect failed"), time.Second)
-	c.closeClientGracefully()
+	return err
 }
 
 // closeClientGracefully waits up to CloseGrace for the client to answer the
@@ -652,6 +673,9 @@ func (c *conn) readClient() {
 			// The splice began while this frame was read: the queue is
 			// flushed, so this frame goes straight after it.
 			c.mu.Unlock()
+			if err == nil && c.maxPayload > 0 && int64(len(data)) > c.maxPayload {
+				err = errTooBig
+			}
 			if err != nil {
 				c.endClientSide(err, true)
 				return

@@ -93,12 +93,21 @@ type upstream struct {
 	m         *metrics.Metrics
 }
 
-// close releases the slot and closes the socket. Safe to call twice.
+// close writes a close frame, then drops the socket. Safe to call twice.
 func (u *upstream) close(code int, reason string) {
 	if u == nil || u.ws == nil {
 		return
 	}
-	closeLeg(u.ws, websocket.FormatCloseMessage(code, reason), time.Second)
+	closeLeg(u.ws, websocket.FormatCloseMessage(code, reason), closeTimeout)
+	u.drop()
+}
+
+// drop closes the socket (after whatever close frame the caller wrote) and
+// releases the slot. Safe to call twice.
+func (u *upstream) drop() {
+	if u == nil || u.ws == nil {
+		return
+	}
 	_ = u.ws.Close()
 	u.authenticated()
 }
@@ -125,6 +134,12 @@ type httpError struct {
 
 func (e *httpError) Error() string {
 	return fmt.Sprintf("upstream refused the upgrade: HTTP %d", e.status)
+}
+
+// attributionRequired: the gateway's 403 proxy_attribution_required, its
+// refusal of a forwarded client from a proxy it does not trust.
+func (e *httpError) attributionRequired() bool {
+	return e.status == http.StatusForbidden && strings.Contains(string(e.body), "proxy_attribution_required")
 }
 
 // retryable: 5xx means the gateway is not (yet) able to take the socket,
@@ -216,9 +231,7 @@ func (h *Handler) dialOnce(ctx context.Context, target string, hdr http.Header, 
 		if resp != nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
-			he := &httpError{status: resp.StatusCode, header: resp.Header.Clone(), body: body}
-			h.noteRefusal(he)
-			return nil, he
+			return nil, &httpError{status: resp.StatusCode, header: resp.Header.Clone(), body: body}
 		}
 		return nil, fmt.Errorf("dial upstream: %w", err)
 	}
@@ -255,10 +268,7 @@ func (h *Handler) dialOnce(ctx context.Context, target string, hdr http.Header, 
 
 // noteRefusal logs, at most once a minute, the refusal an operator must act
 // on: the gateway does not trust holdfast's forwarding headers.
-func (h *Handler) noteRefusal(e *httpError) {
-	if e.status != http.StatusForbidden || !strings.Contains(string(e.body), "proxy_attribution_required") {
-		return
-	}
+func (h *Handler) noteRefusal() {
 	h.attributionWarn.Do(func() {
 		h.log.Error("the gateway refused a forwarded client (HTTP 403 proxy_attribution_required): " +
 			"add holdfast's address to gateway.trustedProxies in the gateway's config, " +

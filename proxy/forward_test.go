@@ -236,7 +236,14 @@ func TestAttributionRefusalIsExplained(t *testing.T) {
 	if logs := hs.logs.String(); !strings.Contains(logs, "gateway.trustedProxies") {
 		t.Errorf("log does not name gateway.trustedProxies:\n%s", logs)
 	}
-	hs.waitMetric(1, "holdfast_handshakes_total", "result", "rejected")
+	// Its own result, so that an alert can name gateway.trustedProxies;
+	// recorded before the client saw the 403.
+	if got := hs.metric("holdfast_handshakes_total", "result", "attribution_refused"); got != 1 {
+		t.Errorf("attribution_refused = %v; want 1", got)
+	}
+	if got := hs.metric("holdfast_handshakes_total", "result", "rejected"); got != 0 {
+		t.Errorf("rejected = %v; want 0", got)
+	}
 }
 
 // Everything but the control socket is reverse-proxied unchanged.

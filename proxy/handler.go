@@ -293,8 +293,14 @@ func New(cfg Config, opts Options) (*Handler, error) {
 				h.metrics.GatewayState(to.String())
 				h.log.Info("gateway state", "from", from.String(), "to", to.String())
 			},
+			OnBlind: func(err error) {
+				h.log.Warn("the gateway's readiness endpoints are unusable (is only its WebSocket path routed to it?); "+
+					"holdfast holds no connect and relies on what connections see", "err", err)
+			},
 			OnProbe: func(s retry.State, err error) {
 				switch {
+				case err != nil && s == retry.Down:
+					h.metrics.Probe(metrics.ProbeDown)
 				case err != nil:
 					h.metrics.Probe(metrics.ProbeError)
 				case s == retry.Started:

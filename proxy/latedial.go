@@ -2,13 +2,10 @@ package proxy
 
 import (
 	"context"
-	"errors"
-	"net/http"
 	"time"
 
 	"github.com/gorilla/websocket"
 
-	"github.com/holdfast-proxy/holdfast/metrics"
 	"github.com/holdfast-proxy/holdfast/retry"
 )
 
@@ -36,6 +33,9 @@ type dialInput struct {
 	Age   time.Duration
 	// Waited is how long the client has waited for its challenge so far.
 	Waited time.Duration
+	// Blind: the gateway's readiness endpoints are unusable, so nothing
+	// would tell holdfast that it has started.
+	Blind bool
 }
 
 // dialPolicy is the late dial's configuration.
@@ -60,6 +60,7 @@ const (
 	dialDisabled     dialReason = "disabled"         // MaxWait is 0
 	dialStarted      dialReason = "started"          // the gateway has started (or had, last seen)
 	dialClientLimit  dialReason = "client-limit"     // waiting longer would break the client
+	dialNoReadiness  dialReason = "no-readiness"     // nothing could say the gateway started
 	waitStarting     dialReason = "gateway-starting" // fresh news: down or starting
 	waitRefresh      dialReason = "refresh"          // no fresh news: wait for a probe
 )
@@ -87,6 +88,8 @@ func decideDial(in dialInput, p dialPolicy) dialDecision {
 		return dialDecision{Dial: true, Reason: dialSubprotocols}
 	case p.MaxWait <= 0:
 		return dialDecision{Dial: true, Reason: dialDisabled}
+	case in.Blind:
+		return dialDecision{Dial: true, Reason: dialNoReadiness}
 	case in.State == retry.Started && in.Age < p.Trust:
 		return dialDecision{Dial: true, Reason: dialStarted}
 	case in.Waited >= p.MaxWait:
@@ -108,6 +111,7 @@ func (c *conn) dialInputFor(waited time.Duration) dialInput {
 		State:        s,
 		Age:          age,
 		Waited:       waited,
+		Blind:        c.h.watcher.Blind(),
 	}
 }
 
@@ -119,18 +123,18 @@ func (c *conn) dialLate() bool {
 
 // lateDial waits, with the client already upgraded, until decideDial says
 // dial, then opens the upstream socket with a fresh budget: the client's
-// own connect timer starts when it gets its challenge. It returns false
-// when the connection ended (the client left, or no upstream could be had
-// and the client was told so).
-func (c *conn) lateDial() bool {
+// own connect timer starts when it gets its challenge. It returns nil once
+// the socket is open, else the connection's outcome (the client left, or
+// no upstream could be had).
+func (c *conn) lateDial() *outcome {
 	pol := c.h.dialPolicy()
 	counted := false
 	var waited time.Duration
 	for {
-		waited = time.Since(c.start)
+		waited = time.Since(c.rec.start)
 		d := decideDial(c.dialInputFor(waited), pol)
 		if d.Dial {
-			c.h.log.Debug("late dial", "client", c.clientAddr, "waited", waited.Round(time.Millisecond), "why", string(d.Reason))
+			c.h.log.Debug("late dial", "client", c.rec.clientAddr, "waited", waited.Round(time.Millisecond), "why", string(d.Reason))
 			break
 		}
 		if d.Reason == waitStarting && !counted {
@@ -141,38 +145,24 @@ func (c *conn) lateDial() bool {
 		err := c.h.watcher.WaitStarted(ctx)
 		cancel()
 		if c.ctx.Err() != nil {
-			c.clientFailedOr(c.ctx.Err())
-			return false
+			o := c.clientOutcome(c.ctx.Err())
+			return &o
 		}
 		if err == nil {
-			c.h.log.Debug("late dial", "client", c.clientAddr, "waited", time.Since(c.start).Round(time.Millisecond), "why", string(dialStarted))
+			c.h.log.Debug("late dial", "client", c.rec.clientAddr, "waited", time.Since(c.rec.start).Round(time.Millisecond), "why", string(dialStarted))
 			break
 		}
 	}
 	c.budget = retry.NewBudget(c.h.clock, c.h.cfg.Budget)
 	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.key(), c.budget)
 	if err != nil {
-		if c.ctx.Err() != nil {
-			c.clientFailedOr(err)
-			return false
-		}
 		// The client has its 101 already: an HTTP answer becomes a close.
-		code, reason, res := websocket.CloseTryAgainLater, "gateway unavailable", metrics.ResultUnavailable
-		var he *httpError
-		if errors.As(err, &he) {
-			code, res = websocket.ClosePolicyViolation, metrics.ResultRejected
-			reason = "gateway refused the upgrade: " + http.StatusText(he.status)
-			if he.retryable() {
-				code, res = websocket.CloseTryAgainLater, metrics.ResultUnavailable
-			}
-		}
-		closeLeg(c.client, websocket.FormatCloseMessage(code, reason), time.Second)
-		c.closeClientGracefully()
-		c.finish(res, "no upstream socket after a late dial", "err", err, "waited", waited.Round(time.Millisecond))
-		return false
+		o := c.dialFailed(err, true)
+		o.args = append(o.args, "waited", waited.Round(time.Millisecond))
+		return &o
 	}
 	c.up = up
-	return true
+	return nil
 }
 
 // dialPolicy is the handler's late-dial configuration.

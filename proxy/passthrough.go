@@ -61,8 +61,8 @@ func (h *Handler) newPassthrough() *httputil.ReverseProxy {
 				body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 				resp.Body.Close()
 				resp.Body = io.NopCloser(bytes.NewReader(body))
-				if err == nil {
-					h.noteRefusal(&httpError{status: resp.StatusCode, body: body})
+				if he := (&httpError{status: resp.StatusCode, body: body}); err == nil && he.attributionRequired() {
+					h.noteRefusal()
 				}
 			}
 			return nil

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"time"
@@ -87,14 +88,67 @@ func (c *conn) startSplice(maxPayload int64, helloFrames []frame) bool {
 	switch {
 	case rerr != nil:
 		// The client left (or broke a rule) before the splice began.
-		closeLeg(up, wireClose(rerr, closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+		c.endSessionAs(c.clientEnding(rerr), rerr)
 		return false
 	case werr != nil:
-		closeLeg(c.client, websocket.FormatCloseMessage(closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
-		closeLeg(up, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+		c.endSessionAs(endSessionGatewayVanished, werr)
 		return false
 	}
 	return true
+}
+
+// clientEnding is the session ending for the client side's read error.
+func (c *conn) clientEnding(err error) ending {
+	switch {
+	case errors.Is(err, errPreauthTooLarge):
+		return endPreauthTooLarge
+	case errors.Is(err, errTooManyPending):
+		return endTooManyPending
+	case errors.Is(err, errPreauthBudget):
+		return endPreauthBudget
+	case errors.Is(err, websocket.ErrReadLimit), errors.Is(err, errTooBig):
+		return endSessionTooBig
+	}
+	if code := closeCode(err); code != 0 && code != websocket.CloseAbnormalClosure {
+		return endSessionClientClosed
+	}
+	return endSessionClientVanished
+}
+
+// endSessionAs closes a spliced session's legs as the ending e says (err
+// is the read error that ended a direction: the peer's close, relayed by
+// rows that relay). The first ending is the session's; its evidence about
+// the gateway counts. A later one (the other direction ending on the close
+// just sent, or on the socket holdfast closed) says nothing of the
+// gateway, except a close frame the gateway wrote itself.
+func (c *conn) endSessionAs(e ending, err error) {
+	spec := &endings[e]
+	c.mu.Lock()
+	first := c.rec.sessionEnd.IsZero()
+	if first {
+		c.rec.sessionEnd = time.Now()
+		c.rec.session = e
+	}
+	c.mu.Unlock()
+	if s, ok := evidenceOf(spec.evidence, err); ok && (first || s == retry.Started) {
+		c.h.watcher.Observe(s)
+	}
+	if first {
+		if spec.refused != "" {
+			c.h.metrics.Refused(spec.refused)
+		}
+		args := []any{"client", c.rec.clientAddr}
+		if err != nil {
+			args = append(args, "err", err)
+		}
+		c.h.log.Log(context.Background(), spec.level, spec.msg, args...)
+	}
+	if payload, ok := spec.client.payload(err); ok {
+		c.closeClient(payload)
+	}
+	if payload, ok := spec.gateway.payload(err); ok {
+		c.closeUpstream(payload)
+	}
 }
 
 // pumpUpstream copies upstream→client, then propagates how that ended.
@@ -104,7 +158,7 @@ func (c *conn) pumpUpstream() {
 		return
 	}
 	_, toClient := c.h.metrics.MessageCounters()
-	err, readSide := copyMessages(c.client, c.up.ws, nil, false, c.h.chunks, c.h.cfg.WriteTimeout, toClient)
+	err, readSide := copyMessages(c.client, c.up.ws, nil, false, c.h.chunks, c.h.cfg.WriteTimeout, toClient, &c.rec.toClient)
 	c.endUpstreamSide(err, readSide)
 }
 
@@ -114,16 +168,17 @@ func (c *conn) pumpUpstream() {
 func (c *conn) endUpstreamSide(err error, readSide bool) {
 	flushConn(c.up.ws.NetConn()) // gorilla's echo of a close frame
 	if !readSide {
-		closeLeg(c.up.ws, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+		c.endSessionAs(endSessionClientVanished, err)
 		return
 	}
-	if code := closeCode(err); code == websocket.CloseServiceRestart || code == 0 || code == websocket.CloseAbnormalClosure {
-		// Restarting or gone: the next connect must not trust an old
-		// observation that it had started.
-		c.h.watcher.Observe(retry.Down)
+	c.mu.Lock()
+	c.rec.gateway.noteGot(err)
+	c.mu.Unlock()
+	if code := closeCode(err); code == 0 || code == websocket.CloseAbnormalClosure {
+		c.endSessionAs(endSessionGatewayVanished, err)
+		return
 	}
-	// The gateway closed or vanished: tell the client why.
-	closeLeg(c.client, wireClose(err, closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
+	c.endSessionAs(endSessionGatewayClosed, err)
 }
 
 // batch turns frame batching on both legs on or off. While on, each leg
@@ -173,8 +228,13 @@ func (c *conn) pumpClient(first *message) {
 		limit = c.h.cfg.MaxMessageBytes
 	}
 	c.client.SetReadLimit(limit)
+	if first != nil {
+		// The message was begun under the limit before hello-ok: hold it
+		// to hello-ok's policy.maxPayload too.
+		first.r = &limitReader{r: first.r, left: limit}
+	}
 	toUpstream, _ := c.h.metrics.MessageCounters()
-	err, readSide := copyMessages(c.up.ws, c.client, first, true, c.h.chunks, c.h.cfg.WriteTimeout, toUpstream)
+	err, readSide := copyMessages(c.up.ws, c.client, first, true, c.h.chunks, c.h.cfg.WriteTimeout, toUpstream, &c.rec.toUpstream)
 	flushConn(c.client.NetConn()) // gorilla's echo of a close frame
 	c.endClientSide(err, readSide)
 }
@@ -187,32 +247,54 @@ func (c *conn) endClientSide(err error, readSide bool) {
 	// gorilla's own close frame to the client (its echo, 1002 for a
 	// protocol error, 1009) may still sit in the client leg's batch.
 	flushConn(c.client.NetConn())
-	switch {
-	case readSide && errors.Is(err, websocket.ErrReadLimit):
-		// gorilla has sent the client 1009 with an empty reason already
-		// (this one is only a fallback), as the gateway's ws library does.
-		closeLeg(c.client, websocket.FormatCloseMessage(websocket.CloseMessageTooBig, ""), c.h.cfg.WriteTimeout)
-		closeLeg(c.up.ws, websocket.FormatCloseMessage(closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+	if readSide {
+		c.mu.Lock()
+		c.rec.client.noteGot(err)
+		c.mu.Unlock()
+	}
+	switch e := c.clientEnding(err); {
+	case readSide && e == endSessionTooBig:
+		// gorilla has sent the client 1009 already when its own limit
+		// fired; closeLeg sends nothing after a close.
+		c.endSessionAs(e, err)
 		drain(c.client, c.h.cfg.CloseGrace)
 	case readSide:
-		closeLeg(c.up.ws, wireClose(err, closeClientGone, "client gone"), c.h.cfg.WriteTimeout)
+		c.endSessionAs(e, err)
 	default:
 		// The gateway leg failed or closed: the client gets a close (the
 		// gateway's, from the other direction, when it came first) and is
 		// read to its echo, so that closing the socket on unread data does
 		// not reset the connection before the close frame is read.
-		closeLeg(c.client, websocket.FormatCloseMessage(closeUpstreamLost, "upstream connection lost"), c.h.cfg.WriteTimeout)
+		c.endSessionAs(endSessionGatewayVanished, err)
 		drain(c.client, c.h.cfg.CloseGrace)
 	}
 	// Unblock the upstream reader if the gateway never answers the close.
 	time.AfterFunc(c.h.cfg.CloseGrace, func() { _ = c.up.ws.Close() })
 }
 
-// goingAway closes a spliced session because holdfast drains (drain.go).
-// sendClose flushes each close frame out of its batch.
+// goingAway closes a spliced session because holdfast shuts down. Safe
+// from any goroutine; each close is bounded by closeTimeout.
 func (c *conn) goingAway() {
-	closeLeg(c.client, websocket.FormatCloseMessage(closeDrain, closeDrainReason), time.Second)
-	closeLeg(c.up.ws, websocket.FormatCloseMessage(websocket.CloseGoingAway, "proxy shutting down"), time.Second)
+	c.endSessionAs(endSessionShutdown, nil)
+}
+
+// errTooBig is a client message over hello-ok's policy.maxPayload that
+// gorilla's own limit could not catch (it was begun before the splice).
+var errTooBig = errors.New("client message over policy.maxPayload")
+
+// limitReader fails with errTooBig once more than left bytes were read.
+type limitReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		return n, errTooBig
+	}
+	return n, err
 }
 
 // message is a message whose reader was obtained but not yet copied.
@@ -230,7 +312,7 @@ type message struct {
 // When dst's socket is a batchConn, frames are written straight into its
 // batch (one write per burst, no allocation per message); otherwise through
 // gorilla's writer.
-func copyMessages(dst, src *websocket.Conn, first *message, mask bool, pool *chunkPool, writeTimeout time.Duration, count prometheus.Counter) (err error, readSide bool) {
+func copyMessages(dst, src *websocket.Conn, first *message, mask bool, pool *chunkPool, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
 	bc, direct := dst.NetConn().(*batchConn)
 	srcBC, _ := src.NetConn().(*batchConn)
 	rr := &recordingReader{}
@@ -254,17 +336,20 @@ func copyMessages(dst, src *websocket.Conn, first *message, mask bool, pool *chu
 			rr.r = r
 		}
 		rr.err = nil
+		var n int64
 		if direct {
-			err = relayFrames(bc, rr, typ, mask, pool, writeTimeout)
+			n, err = relayFrames(bc, rr, typ, mask, pool, writeTimeout)
 		} else {
-			err = relayMessage(dst, rr, typ, writeTimeout)
+			n, err = relayMessage(dst, rr, typ, writeTimeout)
 		}
+		t.bytes += n
 		if err != nil {
 			if rr.err != nil {
 				return rr.err, true
 			}
 			return err, false
 		}
+		t.msgs++
 		if count != nil {
 			count.Inc()
 		}
@@ -273,7 +358,7 @@ func copyMessages(dst, src *websocket.Conn, first *message, mask bool, pool *chu
 
 // relayFrames streams one message from r into frames of at most one chunk
 // on bc.
-func relayFrames(bc *batchConn, r io.Reader, typ int, mask bool, pool *chunkPool, writeTimeout time.Duration) error {
+func relayFrames(bc *batchConn, r io.Reader, typ int, mask bool, pool *chunkPool, writeTimeout time.Duration) (total int64, err error) {
 	scratch := pool.get()
 	defer pool.put(scratch)
 	buf := (*scratch)[:chunkSize-maxFrameHeader]
@@ -285,29 +370,31 @@ func relayFrames(bc *batchConn, r io.Reader, typ int, mask bool, pool *chunkPool
 		n, err := io.ReadFull(r, buf)
 		fin := err == io.EOF || err == io.ErrUnexpectedEOF
 		if err != nil && !fin {
-			return err
+			return total, err
 		}
 		if werr := bc.writeFrame(opcode, fin, mask, buf[:n]); werr != nil {
-			return werr
+			return total, werr
 		}
+		total += int64(n)
 		if fin {
-			return nil
+			return total, nil
 		}
 		opcode = 0 // continuation
 	}
 }
 
 // relayMessage streams one message from r through gorilla's writer.
-func relayMessage(dst *websocket.Conn, r io.Reader, typ int, writeTimeout time.Duration) error {
+func relayMessage(dst *websocket.Conn, r io.Reader, typ int, writeTimeout time.Duration) (int64, error) {
 	_ = dst.SetWriteDeadline(time.Now().Add(writeTimeout))
 	w, err := dst.NextWriter(typ)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if _, err := io.Copy(w, r); err != nil {
-		return err
+	n, err := io.Copy(w, r)
+	if err != nil {
+		return n, err
 	}
-	return w.Close()
+	return n, w.Close()
 }
 
 // drain discards what the peer still sends for up to d, so that closing the

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -68,7 +69,7 @@ func (p *HTTPProbe) Probe(ctx context.Context) (State, error) {
 	if !legacy {
 		s, ok, err := p.startupz(ctx)
 		if err != nil {
-			return Down, err
+			return s, err
 		}
 		if ok {
 			return s, nil
@@ -91,7 +92,7 @@ func (p *HTTPProbe) now() time.Time {
 func (p *HTTPProbe) startupz(ctx context.Context) (State, bool, error) {
 	status, body, isJSON, err := p.get(ctx, "/startupz")
 	if err != nil {
-		return Down, false, err
+		return transportState(err), false, err
 	}
 	if !isJSON {
 		return Unknown, false, nil
@@ -114,22 +115,34 @@ func (p *HTTPProbe) startupz(ctx context.Context) (State, bool, error) {
 	}
 }
 
+// readyz reads /readyz: the gateway's answer is JSON, 200 when ready and
+// 503 when not. A front that cannot reach the gateway (502, 503 or 504
+// without JSON) says it is down; any other answer is not the gateway's,
+// and the endpoints are unusable (ErrNoReadiness).
 func (p *HTTPProbe) readyz(ctx context.Context) (State, error) {
 	status, body, isJSON, err := p.get(ctx, "/readyz")
 	if err != nil {
-		return Down, err
-	}
-	if status == http.StatusOK {
-		return Started, nil
+		return transportState(err), err
 	}
 	if !isJSON {
-		return Unknown, fmt.Errorf("readiness probe: GET /readyz: status %d without a JSON body", status)
+		switch status {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return Down, fmt.Errorf("readiness probe: GET /readyz: status %d from something in front of the gateway", status)
+		}
+		return Unknown, fmt.Errorf("%w: GET /startupz and /readyz: status %d without a JSON body", ErrNoReadiness, status)
+	}
+	switch status {
+	case http.StatusOK:
+		return Started, nil
+	case http.StatusServiceUnavailable:
+	default:
+		return Unknown, fmt.Errorf("%w: GET /readyz: status %d", ErrNoReadiness, status)
 	}
 	var v struct {
 		Failing []string `json:"failing"`
 	}
 	if err := json.Unmarshal(body, &v); err != nil {
-		return Unknown, fmt.Errorf("readiness probe: GET /readyz: %w", err)
+		return Unknown, fmt.Errorf("%w: GET /readyz: %v", ErrNoReadiness, err)
 	}
 	if v.Failing == nil {
 		// The plain body ({"ready":false}) says nothing of startup:
@@ -142,6 +155,16 @@ func (p *HTTPProbe) readyz(ctx context.Context) (State, error) {
 	// Not ready for other reasons (an unhealthy channel, say): the
 	// WebSocket startup gate is open.
 	return Started, nil
+}
+
+// transportState is what a failed request says of the gateway: a timeout
+// nothing (Unknown), anything else (refused, reset) that it is down.
+func transportState(err error) State {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return Unknown
+	}
+	return Down
 }
 
 func (p *HTTPProbe) get(ctx context.Context, path string) (status int, body []byte, isJSON bool, err error) {

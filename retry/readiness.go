@@ -2,6 +2,7 @@ package retry
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -34,8 +35,20 @@ func (s State) String() string {
 	}
 }
 
-// Probe asks the gateway once for its state. It must honour ctx.
+// Probe asks the gateway once for its state. It must honour ctx. An error
+// with Unknown says nothing of the gateway (a timeout, say); one with Down
+// says it did not answer (refused); ErrNoReadiness says the endpoints
+// cannot tell.
 type Probe func(ctx context.Context) (State, error)
+
+// ErrNoReadiness is what a Probe returns when the gateway's readiness
+// endpoints are unusable: something in front of the gateway answers them
+// with pages that are not the gateway's (a 404 HTML page, say).
+var ErrNoReadiness = errors.New("the gateway's readiness endpoints are unusable")
+
+// blindRecheck is how long a watcher trusts that the readiness endpoints
+// are unusable before it probes them again.
+const blindRecheck = time.Minute
 
 // WatcherConfig configures a Watcher. Zero durations take the defaults noted.
 type WatcherConfig struct {
@@ -56,24 +69,34 @@ type WatcherConfig struct {
 	// OnChange, if set, is called when an observation changes the state,
 	// outside the watcher's lock; calls may overlap.
 	OnChange func(from, to State)
+	// OnBlind, if set, is called when the readiness endpoints are found
+	// unusable (once, until a probe succeeds again).
+	OnBlind func(err error)
 }
 
 // Watcher tracks one upstream gateway's startup state for every connection
-// to it. Connections report what they see (Observe); those that must wait
-// for the gateway call WaitStarted. The watcher probes the gateway only while
-// at least one caller waits, once per PollInterval whatever the number of
-// waiters, so N clients waiting through one startup cost the gateway a
-// handful of probes, not N.
+// to it. Connections report what they see (Observe): only evidence about
+// the gateway, never a client leaving or holdfast closing a socket itself.
+// Those that must wait for the gateway call WaitStarted. The watcher probes
+// the gateway only while at least one caller waits and the start is not
+// confirmed, once per PollInterval whatever the number of waiters, so N
+// clients waiting through one startup cost the gateway a handful of probes,
+// not N. A probe that times out changes nothing: the next one decides.
+// When the readiness endpoints are unusable (ErrNoReadiness), the watcher
+// stops probing for blindRecheck, WaitStarted returns ErrNoReadiness at
+// once, and what connections observe is all it knows.
 type Watcher struct {
 	cfg WatcherConfig
 
-	mu      sync.Mutex
-	state   State
-	at      time.Time     // when state was observed
-	changed chan struct{} // closed and replaced on every observation of Started
-	waiters int
-	polling bool
-	closed  bool
+	mu         sync.Mutex
+	state      State
+	at         time.Time     // when state was observed
+	changed    chan struct{} // closed and replaced on every observation of Started
+	waiters    int
+	polling    bool
+	closed     bool
+	blindUntil time.Time // readiness endpoints unusable until then
+	blind      bool      // OnBlind was called and no probe succeeded since
 
 	ctx    context.Context // cancelled by Close; parent of every probe
 	cancel context.CancelFunc
@@ -98,7 +121,7 @@ func NewWatcher(cfg WatcherConfig) *Watcher {
 	return &Watcher{cfg: cfg, changed: make(chan struct{}), ctx: ctx, cancel: cancel}
 }
 
-// Observe records what a connection or probe saw of the gateway.
+// Observe records evidence a connection or probe saw of the gateway.
 func (w *Watcher) Observe(s State) {
 	w.mu.Lock()
 	from := w.state
@@ -135,8 +158,21 @@ func (w *Watcher) startedLocked() bool {
 	return w.state == Started && w.cfg.Clock.Now().Sub(w.at) <= w.cfg.FreshFor
 }
 
+// Blind reports whether the readiness endpoints were found unusable
+// (within blindRecheck): waiting for the gateway to start is pointless.
+func (w *Watcher) Blind() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.blindLocked()
+}
+
+func (w *Watcher) blindLocked() bool {
+	return !w.blindUntil.IsZero() && w.cfg.Clock.Now().Before(w.blindUntil)
+}
+
 // WaitStarted returns nil as soon as Started is confirmed fresh, probing the
-// gateway meanwhile, or ctx's error when ctx ends first. It returns
+// gateway meanwhile, ctx's error when ctx ends first, or ErrNoReadiness
+// at once while the readiness endpoints are unusable. It returns
 // immediately when a fresh Started is already known.
 func (w *Watcher) WaitStarted(ctx context.Context) error {
 	w.mu.Lock()
@@ -147,6 +183,10 @@ func (w *Watcher) WaitStarted(ctx context.Context) error {
 	if w.closed {
 		w.mu.Unlock()
 		return context.Canceled
+	}
+	if w.blindLocked() {
+		w.mu.Unlock()
+		return ErrNoReadiness
 	}
 	w.waiters++
 	// A waiter that arrives while the poller sleeps waits for its next
@@ -177,11 +217,16 @@ func (w *Watcher) WaitStarted(ctx context.Context) error {
 			w.mu.Unlock()
 			return nil
 		}
+		if w.blindLocked() {
+			w.mu.Unlock()
+			return ErrNoReadiness
+		}
 	}
 }
 
-// poll probes until nobody waits any more. Exactly one poll goroutine runs at
-// a time (guarded by w.polling).
+// poll probes until nobody waits any more, or the start is confirmed, or
+// the endpoints turn out unusable. Exactly one poll goroutine runs at a
+// time (guarded by w.polling).
 func (w *Watcher) poll() {
 	defer w.wg.Done()
 	timer := time.NewTimer(w.cfg.PollInterval)
@@ -189,18 +234,26 @@ func (w *Watcher) poll() {
 	for {
 		ctx, cancel := context.WithTimeout(w.ctx, w.cfg.ProbeTimeout)
 		s, err := w.cfg.Probe(ctx)
+		timedOut := ctx.Err() == context.DeadlineExceeded
 		cancel()
-		if err != nil && s == Unknown {
-			s = Down
-		}
 		if w.cfg.OnProbe != nil {
 			w.cfg.OnProbe(s, err)
 		}
-		if w.ctx.Err() == nil {
+		if w.ctx.Err() != nil {
+			w.stopPolling()
+			return
+		}
+		switch {
+		case errors.Is(err, ErrNoReadiness):
+			w.goBlind(err)
+		case err != nil && (timedOut || s == Unknown):
+			// Says nothing of the gateway: the next probe decides.
+		default:
+			w.seeing()
 			w.Observe(s)
 		}
 		w.mu.Lock()
-		if w.waiters == 0 || w.closed {
+		if w.waiters == 0 || w.closed || w.startedLocked() || w.blindLocked() {
 			w.polling = false
 			w.mu.Unlock()
 			return
@@ -212,6 +265,35 @@ func (w *Watcher) poll() {
 		case <-w.ctx.Done():
 		}
 	}
+}
+
+func (w *Watcher) stopPolling() {
+	w.mu.Lock()
+	w.polling = false
+	w.mu.Unlock()
+}
+
+// goBlind notes that the readiness endpoints are unusable and releases the
+// waiters: there is nothing to wait for.
+func (w *Watcher) goBlind(err error) {
+	w.mu.Lock()
+	w.blindUntil = w.cfg.Clock.Now().Add(blindRecheck)
+	first := !w.blind
+	w.blind = true
+	close(w.changed)
+	w.changed = make(chan struct{})
+	w.mu.Unlock()
+	if first && w.cfg.OnBlind != nil {
+		w.cfg.OnBlind(err)
+	}
+}
+
+// seeing notes that a probe got an answer: the endpoints work (again).
+func (w *Watcher) seeing() {
+	w.mu.Lock()
+	w.blind = false
+	w.blindUntil = time.Time{}
+	w.mu.Unlock()
 }
 
 // Close stops the poller and releases every waiter with context.Canceled.

@@ -1,0 +1,583 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/holdfast-proxy/holdfast/metrics"
+	"github.com/holdfast-proxy/holdfast/retry"
+)
+
+// ending names one way a client connection, or the session it became, can
+// end. The step that ends a connection returns an outcome naming its
+// ending; conn.end alone turns it into what each leg is told, the
+// handshake metric, the log line and the readiness evidence (endings).
+type ending int
+
+// The endings. Those before endSessionGatewayClosed end a handshake and
+// count in holdfast_handshakes_total; the rest end a spliced session.
+const (
+	// endOK: hello-ok; the session is spliced.
+	endOK ending = iota
+	// endNotConnect: the client's first frame is not a connect; it goes
+	// to the gateway, which answers it through the splice.
+	endNotConnect
+
+	// Before the client's WebSocket exists: HTTP answers.
+	endClientLeftDialing
+	endUpgradeRefused
+	endAttributionRefused
+	endUnreachable
+	endBadUpstream
+	endClientUpgradeFailed
+
+	// The client's WebSocket is open, its handshake not done.
+	endClientGone
+	endPreauthTooLarge
+	endTooManyPending
+	endPreauthBudget
+	endConnectTimeout
+	endRejected
+	endGatewayClosed
+	endStartupUnavailable
+	endUpstreamLost
+	endUnreachableLate
+	endUpgradeRefusedLate
+	endAttributionRefusedLate
+	endNoAnswer
+	endUpstreamMisbehaved
+
+	// Spliced sessions.
+	endSessionGatewayClosed
+	endSessionClientClosed
+	endSessionGatewayVanished
+	endSessionClientVanished
+	endSessionTooBig
+	endSessionShutdown
+
+	numEndings
+)
+
+// evidence is what an ending says about the gateway's startup.
+type evidence int
+
+const (
+	noEvidence evidence = iota
+	// evStarted: the gateway authenticated a client.
+	evStarted
+	// evStarting: the gateway answered with its startup UNAVAILABLE.
+	evStarting
+	// evDown: the gateway's socket went away while the client was still
+	// there, or the gateway closed it 1012 (restart) or 1001 (going away).
+	evDown
+	// evGatewayClose: judged by the gateway's close code: 1012 and 1001
+	// mean down, a close frame answered in the ordinary way means
+	// started, anything else nothing.
+	evGatewayClose
+)
+
+// legEnd is what holdfast tells one leg when a connection ends.
+type legEnd struct {
+	// before describes what the leg gets ahead of its close (README
+	// wording), such as the gateway's own answer; "" for nothing.
+	before string
+	// code and reason are the close frame holdfast writes; code 0: none.
+	code   int
+	reason string
+	// relay: the peer's own close code and reason are passed on
+	// (wireClose); code and reason are the fallback when it sent none.
+	relay bool
+	// status is the HTTP status answered instead of a WebSocket; -1: the
+	// gateway's own HTTP answer, passed on.
+	status int
+}
+
+// endingSpec is one row of the endings table.
+type endingSpec struct {
+	// situation is the row's wording in README's close-code table; ""
+	// keeps the row out of the table (no close is decided there).
+	situation string
+	client    legEnd
+	gateway   legEnd
+	// result is the holdfast_handshakes_total result; "" for a session's
+	// ending (its handshake was counted at hello-ok).
+	result metrics.Result
+	// refused, when set, is the global limit the ending enforces
+	// (holdfast_limit_refusals_total).
+	refused  metrics.Limit
+	evidence evidence
+	level    slog.Level
+	msg      string
+}
+
+// endings maps every ending to what it means on each leg, in metrics, in
+// the log and for readiness. README's close-code table is this table
+// (TestREADMECloseCodes).
+var endings = [numEndings]endingSpec{
+	endOK: {
+		result: metrics.ResultOK, evidence: evStarted, level: slog.LevelDebug, msg: "handshake done",
+	},
+	endNotConnect: {
+		result: metrics.ResultRejected, level: slog.LevelInfo,
+		msg: "client's first frame is not a connect; passed to the gateway",
+	},
+
+	endClientLeftDialing: {
+		result: metrics.ResultClientGone, level: slog.LevelInfo,
+		msg: "client left while the gateway was unreachable",
+	},
+	endUpgradeRefused: {
+		situation: "gateway refused the upgrade (401, 404, …)",
+		client:    legEnd{status: -1},
+		result:    metrics.ResultRejected, level: slog.LevelInfo,
+		msg: "gateway refused the upgrade",
+	},
+	endAttributionRefused: {
+		situation: "gateway refused a forwarded client (HTTP 403 `proxy_attribution_required`)",
+		client:    legEnd{status: -1},
+		result:    metrics.ResultAttributionRefused, level: slog.LevelInfo,
+		msg: "gateway refused a forwarded client: add holdfast's address to gateway.trustedProxies",
+	},
+	endUnreachable: {
+		situation: "gateway unreachable for the whole budget",
+		client:    legEnd{status: http.StatusServiceUnavailable},
+		result:    metrics.ResultUnavailable, level: slog.LevelInfo,
+		msg: "gateway unreachable within the budget",
+	},
+	endBadUpstream: {
+		situation: "gateway broke the upgrade (no challenge first)",
+		client:    legEnd{status: http.StatusBadGateway},
+		result:    metrics.ResultError, level: slog.LevelInfo,
+		msg: "upstream handshake failed",
+	},
+	endClientUpgradeFailed: {
+		gateway: legEnd{code: closeClientGone, reason: "client upgrade failed"},
+		result:  metrics.ResultError, level: slog.LevelInfo,
+		msg: "client upgrade failed",
+	},
+
+	endClientGone: {
+		situation: "client left during the handshake",
+		gateway:   legEnd{code: closeClientGone, reason: "client gone"},
+		result:    metrics.ResultClientGone, level: slog.LevelInfo,
+		msg: "client went away during the handshake",
+	},
+	endPreauthTooLarge: {
+		situation: "client frame over 64 KiB before hello-ok",
+		client:    legEnd{code: websocket.CloseMessageTooBig, reason: "preauth payload too large"},
+		gateway:   legEnd{code: closeClientGone, reason: "client gone"},
+		result:    metrics.ResultError, level: slog.LevelInfo,
+		msg: "client frame over the pre-auth limit",
+	},
+	endTooManyPending: {
+		situation: "more than 15 frames after the connect, before hello-ok",
+		client:    legEnd{code: websocket.ClosePolicyViolation, reason: "too many pending handshake frames"},
+		gateway:   legEnd{code: closeClientGone, reason: "client gone"},
+		result:    metrics.ResultError, level: slog.LevelInfo,
+		msg: "client sent too many frames before hello-ok",
+	},
+	endPreauthBudget: {
+		situation: "a client frame before hello-ok would exceed `limits.preauth_bytes`",
+		client:    legEnd{code: websocket.CloseTryAgainLater, reason: "holdfast overloaded; retry shortly"},
+		gateway:   legEnd{code: closeClientGone, reason: "client gone"},
+		result:    metrics.ResultError, refused: metrics.LimitPreauthBytes, level: slog.LevelInfo,
+		msg: "client frame over holdfast's global pre-auth buffer (limits.preauth_bytes)",
+	},
+	endConnectTimeout: {
+		situation: "client sent no connect before the gateway's pre-auth timer",
+		client:    legEnd{code: websocket.ClosePolicyViolation, reason: "connect timeout"},
+		gateway:   legEnd{code: websocket.CloseNormalClosure},
+		result:    metrics.ResultError, level: slog.LevelInfo,
+		msg: "client sent no connect before the gateway's pre-auth timeout",
+	},
+	endRejected: {
+		situation: "gateway answered anything but hello-ok or startup",
+		client:    legEnd{before: "the gateway's frame", relay: true, code: websocket.ClosePolicyViolation, reason: "connect failed"},
+		result:    metrics.ResultRejected, level: slog.LevelInfo,
+		msg: "gateway rejected the connect",
+	},
+	endGatewayClosed: {
+		situation: "gateway closed the socket on the connect",
+		client:    legEnd{relay: true, code: closeUpstreamLost, reason: "upstream connection lost"},
+		result:    metrics.ResultRejected, level: slog.LevelInfo,
+		msg: "gateway closed on the connect",
+	},
+	endStartupUnavailable: {
+		situation: "budget spent during startup, or a signed connect refused for startup",
+		client:    legEnd{before: "the gateway's last `UNAVAILABLE`", code: startupCloseCode, reason: startupCloseReason},
+		result:    metrics.ResultUnavailable, evidence: evStarting, level: slog.LevelInfo,
+		msg: "gateway still starting; passed its UNAVAILABLE on",
+	},
+	endUpstreamLost: {
+		situation: "gateway socket lost during the handshake, no attempt left",
+		client:    legEnd{code: websocket.CloseTryAgainLater, reason: "gateway unavailable"},
+		gateway:   legEnd{code: websocket.CloseNormalClosure},
+		result:    metrics.ResultUnavailable, evidence: evDown, level: slog.LevelInfo,
+		msg: "upstream lost during the handshake",
+	},
+	endUnreachableLate: {
+		situation: "gateway unreachable after the client's upgrade (late dial, replay)",
+		client:    legEnd{code: websocket.CloseTryAgainLater, reason: "gateway unavailable"},
+		result:    metrics.ResultUnavailable, level: slog.LevelInfo,
+		msg: "gateway unreachable within the budget",
+	},
+	endUpgradeRefusedLate: {
+		situation: "gateway refused a late-dialled upgrade (4xx)",
+		client:    legEnd{code: websocket.ClosePolicyViolation, reason: "gateway refused the upgrade"},
+		result:    metrics.ResultRejected, level: slog.LevelInfo,
+		msg: "gateway refused the upgrade",
+	},
+	endAttributionRefusedLate: {
+		situation: "gateway refused a late-dialled forwarded client (403 `proxy_attribution_required`)",
+		client:    legEnd{code: websocket.ClosePolicyViolation, reason: "gateway refused the upgrade"},
+		result:    metrics.ResultAttributionRefused, level: slog.LevelInfo,
+		msg: "gateway refused a forwarded client: add holdfast's address to gateway.trustedProxies",
+	},
+	endNoAnswer: {
+		situation: "gateway did not answer the connect within the budget",
+		client:    legEnd{code: websocket.CloseTryAgainLater, reason: "gateway unavailable"},
+		gateway:   legEnd{code: websocket.CloseNormalClosure},
+		result:    metrics.ResultUnavailable, level: slog.LevelInfo,
+		msg: "gateway did not answer the connect within the budget",
+	},
+	endUpstreamMisbehaved: {
+		situation: "gateway sent more than 16 frames before its answer",
+		client:    legEnd{code: closeUpstreamLost, reason: "upstream protocol error"},
+		gateway:   legEnd{code: websocket.CloseProtocolError, reason: "too many frames before the connect's answer"},
+		result:    metrics.ResultError, level: slog.LevelInfo,
+		msg: "gateway sent too many frames before answering the connect",
+	},
+
+	endSessionGatewayClosed: {
+		situation: "gateway closed the session",
+		client:    legEnd{relay: true, code: closeUpstreamLost, reason: "upstream connection lost"},
+		evidence:  evGatewayClose, level: slog.LevelDebug,
+		msg: "gateway closed the session",
+	},
+	endSessionClientClosed: {
+		situation: "client closed the session",
+		gateway:   legEnd{relay: true, code: closeClientGone, reason: "client gone"},
+		level:     slog.LevelDebug,
+		msg:       "client closed the session",
+	},
+	endSessionGatewayVanished: {
+		situation: "gateway vanished without a close frame",
+		client:    legEnd{code: closeUpstreamLost, reason: "upstream connection lost"},
+		evidence:  evDown, level: slog.LevelInfo,
+		msg: "gateway connection lost",
+	},
+	endSessionClientVanished: {
+		situation: "client vanished without a close frame",
+		gateway:   legEnd{code: closeClientGone, reason: "client gone"},
+		level:     slog.LevelDebug,
+		msg:       "client connection lost",
+	},
+	endSessionTooBig: {
+		situation: "client message over `policy.maxPayload`",
+		client:    legEnd{code: websocket.CloseMessageTooBig},
+		gateway:   legEnd{code: closeClientGone, reason: "client gone"},
+		level:     slog.LevelInfo,
+		msg:       "client message over the gateway's maxPayload",
+	},
+	endSessionShutdown: {
+		situation: "holdfast draining (SIGTERM, see [Drain](#drain))",
+		client:    legEnd{code: closeDrain, reason: closeDrainReason},
+		gateway:   legEnd{code: websocket.CloseGoingAway, reason: "proxy shutting down"},
+		level:     slog.LevelDebug,
+		msg:       "session closed for shutdown",
+	},
+}
+
+// handshakeEnd reports whether e ends a handshake (rather than a session).
+func (e ending) handshakeEnd() bool { return e < endSessionGatewayClosed }
+
+// payload is the close frame e's spec gives a leg: the peer's own close
+// (peerErr, a read error) relayed when the row relays, else the fixed one.
+// ok is false when the leg gets no close frame.
+func (l legEnd) payload(peerErr error) (payload []byte, ok bool) {
+	switch {
+	case l.relay:
+		return wireClose(peerErr, l.code, l.reason), true
+	case l.code != 0:
+		return websocket.FormatCloseMessage(l.code, l.reason), true
+	}
+	return nil, false
+}
+
+// doc renders l as README's close-code table words it.
+func (l legEnd) doc() string {
+	var s string
+	switch {
+	case l.status == -1:
+		s = "the gateway's HTTP answer, unchanged (no WebSocket)"
+	case l.status != 0:
+		s = fmt.Sprintf("HTTP %d on the upgrade (no WebSocket)", l.status)
+	case l.relay:
+		s = fmt.Sprintf("its close code and reason (else %d `%s`)", l.code, l.reason)
+	case l.code != 0 && l.reason == "":
+		s = fmt.Sprintf("%d (no reason)", l.code)
+	case l.code != 0:
+		s = fmt.Sprintf("%d `%s`", l.code, l.reason)
+	default:
+		s = "—"
+	}
+	if l.before != "" {
+		s = l.before + ", then " + s
+	}
+	return s
+}
+
+// closeTable renders the endings that decide a close as README's table.
+func closeTable() string {
+	var b strings.Builder
+	b.WriteString("| situation | to the client | to the gateway | `holdfast_handshakes_total` result |\n")
+	b.WriteString("|---|---|---|---|\n")
+	for _, s := range endings {
+		if s.situation == "" {
+			continue
+		}
+		res := "— (session)"
+		if s.result != "" {
+			res = "`" + string(s.result) + "`"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", s.situation, s.client.doc(), s.gateway.doc(), res)
+	}
+	return b.String()
+}
+
+// outcome is how one step ended a connection: the ending, and what
+// conn.end needs to act on it.
+type outcome struct {
+	end ending
+	// err is the cause, for the log; for rows that relay, the peer's
+	// close (a read error holding a *websocket.CloseError).
+	err error
+	// frames are the gateway's frames the client gets before its close.
+	frames []frame
+	// httpErr is the gateway's HTTP answer, passed on (status -1 rows).
+	httpErr *httpError
+	// w answers the client's upgrade (HTTP rows).
+	w http.ResponseWriter
+	// args are extra log attributes.
+	args []any
+}
+
+// evidenceOf turns an ending's evidence into a gateway state to observe,
+// if any. gatewayErr is the gateway leg's read error.
+func evidenceOf(ev evidence, gatewayErr error) (retry.State, bool) {
+	switch ev {
+	case evStarted:
+		return retry.Started, true
+	case evStarting:
+		return retry.Starting, true
+	case evDown:
+		return retry.Down, true
+	case evGatewayClose:
+		switch closeCode(gatewayErr) {
+		case websocket.CloseServiceRestart, websocket.CloseGoingAway:
+			return retry.Down, true
+		case websocket.CloseNormalClosure, websocket.CloseNoStatusReceived:
+			// An authenticated session closed in the ordinary way: the
+			// gateway is up and past its startup.
+			return retry.Started, true
+		}
+	}
+	return retry.Unknown, false
+}
+
+// end ends a handshake as o says, in this order: the handshake metric,
+// the readiness evidence and the log line first, so that a scrape made as
+// soon as the client has seen its answer counts it; then the client's
+// answer and close, and the gateway's close. It is the only place a
+// handshake's result is recorded. Ends after the splice go through
+// endSession.
+func (c *conn) end(o outcome) {
+	spec := &endings[o.end]
+	if c.rec.result == "" {
+		c.rec.result = spec.result
+		c.rec.handshakeEnd = time.Now()
+		d := c.rec.handshakeEnd.Sub(c.rec.start)
+		c.h.metrics.Handshake(spec.result, d)
+		if spec.refused != "" {
+			c.h.metrics.Refused(spec.refused)
+		}
+		if s, ok := evidenceOf(spec.evidence, o.err); ok {
+			c.h.watcher.Observe(s)
+		}
+		args := append([]any{"client", c.rec.clientAddr, "connect", c.rec.kind.String(),
+			"result", string(spec.result), "attempts", c.rec.attempts, "held", c.rec.held,
+			"duration", d.Round(time.Millisecond)}, o.args...)
+		if o.err != nil {
+			args = append(args, "err", o.err)
+		}
+		if o.httpErr != nil {
+			args = append(args, "status", o.httpErr.status)
+		}
+		c.h.log.Log(context.Background(), spec.level, spec.msg, args...)
+		if spec.result == metrics.ResultAttributionRefused {
+			c.h.noteRefusal()
+		}
+	}
+	if o.end == endOK || o.end == endNotConnect {
+		return // the splice takes over
+	}
+
+	// The client.
+	switch {
+	case spec.client.status == -1 && o.w != nil && o.httpErr != nil:
+		he := o.httpErr
+		for _, k := range []string{"Content-Type", "Retry-After", "Www-Authenticate", "Cache-Control"} {
+			if v := he.header.Get(k); v != "" {
+				o.w.Header().Set(k, v)
+			}
+		}
+		o.w.WriteHeader(he.status)
+		_, _ = o.w.Write(he.body)
+	case spec.client.status == http.StatusServiceUnavailable && o.w != nil:
+		o.w.Header().Set("Retry-After", "1")
+		http.Error(o.w, "holdfast: gateway unavailable", http.StatusServiceUnavailable)
+	case spec.client.status != 0 && o.w != nil:
+		http.Error(o.w, "holdfast: bad gateway", spec.client.status)
+	case c.client != nil:
+		ok := true
+		for _, f := range o.frames {
+			if ok = c.writeClient(f.typ, f.data) == nil; !ok {
+				break
+			}
+		}
+		peerErr := o.err
+		if spec.client.relay && o.end == endRejected {
+			// The gateway closes right after its answer: wait for it.
+			peerErr = c.readUpstreamClose()
+		}
+		if payload, has := spec.client.payload(peerErr); has && ok {
+			c.closeClient(payload)
+		}
+	}
+
+	// The gateway.
+	if c.up != nil {
+		payload, has := spec.gateway.payload(o.err)
+		if has {
+			c.closeUpstream(payload)
+		}
+		c.up.drop()
+	}
+
+	// The client's socket, once it has answered the close (or gone).
+	if c.client != nil {
+		if o.end == endPreauthTooLarge || o.end == endPreauthBudget {
+			drain(c.client, c.h.cfg.CloseGrace)
+		}
+		if spec.client.code != 0 || spec.client.relay {
+			c.closeClientGracefully()
+		}
+		_ = c.client.Close()
+	}
+}
+
+// record is what one client connection did, from its upgrade request to
+// the end of its session: what its access log line reports. The handshake
+// goroutine fills it until the splice; after it, each direction adds its
+// own tally, and the legs' closes are noted under conn.mu. conn.done reads
+// it once everything has ended.
+type record struct {
+	clientAddr string
+	path       string
+	kind       connectKind
+	result     metrics.Result // the handshake's
+	attempts   int            // connects sent
+	held       bool
+	start      time.Time // the upgrade request
+	// handshakeEnd is when the result was decided: hello-ok's arrival for
+	// a spliced session.
+	handshakeEnd time.Time
+	// sessionEnd is when a spliced session ended, and session how
+	// (its first ending); zero without a session.
+	sessionEnd time.Time
+	session    ending
+	// toUpstream and toClient count relayed messages and their payload
+	// bytes after the splice.
+	toUpstream, toClient tally
+	// client and gateway are the close frames each leg was sent and sent.
+	client, gateway legRecord
+}
+
+// tally counts relayed messages; one goroutine writes it.
+type tally struct{ msgs, bytes int64 }
+
+// legRecord is the close frames seen on one leg: code 0 for none.
+type legRecord struct {
+	sentCode, gotCode     int
+	sentReason, gotReason string
+}
+
+// noteSent records the close frame payload written on a leg.
+func (l *legRecord) noteSent(payload []byte) {
+	if l.sentCode != 0 {
+		return
+	}
+	l.sentCode, l.sentReason = websocket.CloseNoStatusReceived, ""
+	if len(payload) >= 2 {
+		l.sentCode = int(payload[0])<<8 | int(payload[1])
+		l.sentReason = string(payload[2:])
+	}
+}
+
+// noteGot records the close a leg's peer sent (a read error).
+func (l *legRecord) noteGot(err error) {
+	var ce *websocket.CloseError
+	if l.gotCode == 0 && errors.As(err, &ce) {
+		l.gotCode, l.gotReason = ce.Code, ce.Text
+	}
+}
+
+// closeTimeout bounds writing a close frame, with whatever is batched
+// ahead of it: a peer that cannot take that much within it is not reading.
+const closeTimeout = time.Second
+
+// closeClient writes a close frame to the client (closeLeg) and notes it.
+func (c *conn) closeClient(payload []byte) {
+	if closeLeg(c.client, payload, closeTimeout) {
+		c.mu.Lock()
+		c.rec.client.noteSent(payload)
+		c.mu.Unlock()
+	}
+}
+
+// closeUpstream writes a close frame to the gateway (closeLeg) and notes it.
+func (c *conn) closeUpstream(payload []byte) {
+	if c.up == nil || c.up.ws == nil {
+		return
+	}
+	if closeLeg(c.up.ws, payload, closeTimeout) {
+		c.mu.Lock()
+		c.rec.gateway.noteSent(payload)
+		c.mu.Unlock()
+	}
+}
+
+// done runs once per client connection, when everything about it has
+// ended: its handshake, and its session if it had one. rec is complete and
+// no other goroutine touches it any more. The access log line belongs here.
+func (c *conn) done() {
+	r := &c.rec
+	args := []any{"client", r.clientAddr, "path", r.path, "connect", r.kind.String(),
+		"result", string(r.result), "attempts", r.attempts, "held", r.held}
+	if !r.sessionEnd.IsZero() {
+		args = append(args, "session", endings[r.session].msg,
+			"duration", r.sessionEnd.Sub(r.handshakeEnd).Round(time.Millisecond),
+			"msgs_up", r.toUpstream.msgs, "bytes_up", r.toUpstream.bytes,
+			"msgs_down", r.toClient.msgs, "bytes_down", r.toClient.bytes)
+	}
+	args = append(args, "client_close_sent", r.client.sentCode, "client_close_got", r.client.gotCode,
+		"gateway_close_sent", r.gateway.sentCode, "gateway_close_got", r.gateway.gotCode)
+	c.h.log.Debug("connection ended", args...)
+}

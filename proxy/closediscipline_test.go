@@ -220,7 +220,7 @@ func runCloseDiscipline(t *testing.T, end func(t *testing.T, e *ends)) {
 	for _, done := range []chan struct{}{clientDone, upDone} {
 		select {
 		case <-done:
-		case <-time.After(10 * time.Second):
+		case <-time.After(20 * time.Second):
 			t.Fatal("a leg did not end")
 		}
 	}

@@ -80,6 +80,9 @@ type handshakeState struct {
 	hdr    http.Header // the upstream upgrade request's headers
 	target string      // the upstream URL for this client
 	ctx    context.Context
+	// connectAt is when the client's first frame arrived: its connect
+	// timer runs from about then.
+	connectAt time.Time
 
 	// helloFrames are what the gateway sent up to and including hello-ok;
 	// they reach the client once the splice is in place.
@@ -227,6 +230,7 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	if o != nil {
 		return *o
 	}
+	c.connectAt = time.Now()
 	kind, id := classifyConnect(first.data)
 	c.rec.kind = kind
 	if kind == notConnect {
@@ -493,9 +497,8 @@ func (c *conn) watchUpstream(wake func()) (stop func() error) {
 }
 
 // forwardConnect sends the client's connect on the current upstream socket
-// and reads until the gateway answers it, at the latest when the budget
-// ends (the answer_timeout caps it): a slow answer is waited for, never
-// sent for again. Frames the gateway sends before its answer are returned
+// and reads until the gateway answers it, at the latest at answerDeadline:
+// a slow answer is waited for, never sent for again. Frames the gateway sends before its answer are returned
 // in pre.
 func (c *conn) forwardConnect(first frame, id json.RawMessage) (ans answer, data []byte, pre []frame, err error) {
 	ws := c.up.ws
@@ -527,12 +530,21 @@ func (c *conn) forwardConnect(first frame, id json.RawMessage) (ans answer, data
 	}
 }
 
+// clientConnectTimeout is how long current clients wait for hello-ok after
+// sending their connect before they give up (4000 "connect timeout").
+const clientConnectTimeout = 15 * time.Second
+
 // answerDeadline is how long the gateway has to answer a connect sent at
-// sent: until the budget ends, at most AnswerTimeout, and at least
-// MinAttempt (a connect forwarded at the very end of a hold).
+// sent: until the budget ends or AnswerTimeout after sending, whichever is
+// later, so that a gateway slow to answer within the budget is waited for
+// (never sent the connect again); but never past the client's own connect
+// timer, after which no answer is of use.
 func (c *conn) answerDeadline(sent time.Time) time.Time {
 	d := c.budget.Deadline()
-	if limit := sent.Add(c.h.cfg.AnswerTimeout); limit.Before(d) {
+	if t := sent.Add(c.h.cfg.AnswerTimeout); t.After(d) {
+		d = t
+	}
+	if limit := c.connectAt.Add(clientConnectTimeout); d.After(limit) {
 		d = limit
 	}
 	if floor := sent.Add(c.h.cfg.MinAttempt); d.Before(floor) {

@@ -241,7 +241,7 @@ var endings = [numEndings]endingSpec{
 		msg: "gateway refused a forwarded client: add holdfast's address to gateway.trustedProxies",
 	},
 	endNoAnswer: {
-		situation: "gateway did not answer the connect within the budget",
+		situation: "gateway did not answer the connect in time (the budget or `answer_timeout`, whichever ends later)",
 		client:    legEnd{code: websocket.CloseTryAgainLater, reason: "gateway unavailable"},
 		gateway:   legEnd{code: websocket.CloseNormalClosure},
 		result:    metrics.ResultUnavailable, level: slog.LevelInfo,

@@ -24,8 +24,10 @@ import (
 func (c *conn) splice(maxPayload int64, helloFrames []frame, done func()) {
 	c.h.metrics.SessionStarted()
 	untrack := func() {}
+	c.h.watcher.Live(1)
 	end := func() {
 		c.endSession()
+		c.h.watcher.Live(-1)
 		c.h.metrics.SessionEnded()
 		untrack()
 		done()

@@ -93,6 +93,7 @@ type Watcher struct {
 	at         time.Time     // when state was observed
 	changed    chan struct{} // closed and replaced on every observation of Started
 	waiters    int
+	live       int // sessions spliced to the gateway now
 	polling    bool
 	closed     bool
 	blindUntil time.Time // readiness endpoints unusable until then
@@ -147,7 +148,10 @@ func (w *Watcher) State() (State, time.Duration) {
 	return w.state, w.cfg.Clock.Now().Sub(w.at)
 }
 
-// Started reports whether Started was observed within FreshFor.
+// Started reports whether Started is confirmed: observed within FreshFor,
+// or observed last while sessions are open. An open session is the
+// gateway still up: a gateway that restarts closes its sessions (1012),
+// one that dies breaks them, and either is observed at once.
 func (w *Watcher) Started() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -155,7 +159,14 @@ func (w *Watcher) Started() bool {
 }
 
 func (w *Watcher) startedLocked() bool {
-	return w.state == Started && w.cfg.Clock.Now().Sub(w.at) <= w.cfg.FreshFor
+	return w.state == Started && (w.live > 0 || w.cfg.Clock.Now().Sub(w.at) <= w.cfg.FreshFor)
+}
+
+// Live adds delta (1 or -1) to the sessions open to the gateway.
+func (w *Watcher) Live(delta int) {
+	w.mu.Lock()
+	w.live += delta
+	w.mu.Unlock()
 }
 
 // Blind reports whether the readiness endpoints were found unusable

@@ -145,6 +145,10 @@ type Config struct {
 	// MaxPayload is policy.maxPayload and the read limit after hello; 0
 	// means DefaultMaxPayload.
 	MaxPayload int64
+	// ReadinessDelay, if set, is called for each /startupz and /readyz
+	// request with whether the startup gate is open; the answer is held
+	// that long (a gateway too busy to answer its probes promptly).
+	ReadinessDelay func(started bool) time.Duration
 	// Logf, if set, receives diagnostic messages.
 	Logf func(format string, args ...any)
 }
@@ -602,6 +606,13 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeAttributionRequired(w)
 		return
 	}
+	if d := g.readinessDelay(path); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
+	}
 	switch path {
 	case "/startupz", "/startup":
 		if g.generation() == Protocol3 {
@@ -655,6 +666,18 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		http.NotFound(w, r)
 	}
+}
+
+// readinessDelay is how long to hold a readiness probe's answer.
+func (g *Gateway) readinessDelay(path string) time.Duration {
+	if g.cfg.ReadinessDelay == nil {
+		return 0
+	}
+	switch path {
+	case "/startupz", "/startup", "/readyz", "/ready":
+		return g.cfg.ReadinessDelay(!g.startupPending())
+	}
+	return 0
 }
 
 func (g *Gateway) serveControlUI(w http.ResponseWriter, r *http.Request) {

@@ -566,19 +566,20 @@ func (c *conn) upstreamFailed(err error, kind connectKind, attempt int, lastUnav
 		o := c.clientOutcome(err)
 		return &o
 	}
-	switch {
-	case errors.Is(err, errNoAnswer):
+	if errors.Is(err, errNoAnswer) {
 		return &outcome{end: endNoAnswer, err: err}
-	case errors.Is(err, errTooManyFrames):
-		return &outcome{end: endUpstreamMisbehaved, err: err}
 	}
 	code := closeCode(err)
-	switch code {
-	case 0, websocket.CloseAbnormalClosure, websocket.CloseServiceRestart, websocket.CloseGoingAway:
+	switch {
+	case errors.Is(err, errTooManyFrames):
+		// A gateway that misbehaves once may not again: like a lost
+		// socket, but no evidence that it is down.
+		c.closeUpstream(websocket.FormatCloseMessage(websocket.CloseProtocolError, "too many frames before the connect's answer"))
+	case code == 0, code == websocket.CloseAbnormalClosure, code == websocket.CloseServiceRestart, code == websocket.CloseGoingAway:
 		// Gone, restarting or going away: nothing was processed, and the
 		// client is still there: the gateway is down.
 		c.h.watcher.Observe(retry.Down)
-	case websocket.CloseTryAgainLater:
+	case code == websocket.CloseTryAgainLater:
 		// Draining: nothing was processed.
 	default:
 		// The gateway closed on the connect with a reason of its own.

@@ -52,7 +52,6 @@ const (
 	endUpgradeRefusedLate
 	endAttributionRefusedLate
 	endNoAnswer
-	endUpstreamMisbehaved
 
 	// Spliced sessions.
 	endSessionGatewayClosed
@@ -219,7 +218,7 @@ var endings = [numEndings]endingSpec{
 		situation: "gateway socket lost during the handshake, no attempt left",
 		client:    legEnd{code: websocket.CloseTryAgainLater, reason: "gateway unavailable"},
 		gateway:   legEnd{code: websocket.CloseNormalClosure},
-		result:    metrics.ResultUnavailable, evidence: evDown, level: slog.LevelInfo,
+		result:    metrics.ResultUnavailable, level: slog.LevelInfo,
 		msg: "upstream lost during the handshake",
 	},
 	endUnreachableLate: {
@@ -246,13 +245,6 @@ var endings = [numEndings]endingSpec{
 		gateway:   legEnd{code: websocket.CloseNormalClosure},
 		result:    metrics.ResultUnavailable, level: slog.LevelInfo,
 		msg: "gateway did not answer the connect within the budget",
-	},
-	endUpstreamMisbehaved: {
-		situation: "gateway sent more than 16 frames before its answer",
-		client:    legEnd{code: closeUpstreamLost, reason: "upstream protocol error"},
-		gateway:   legEnd{code: websocket.CloseProtocolError, reason: "too many frames before the connect's answer"},
-		result:    metrics.ResultError, level: slog.LevelInfo,
-		msg: "gateway sent too many frames before answering the connect",
 	},
 
 	endSessionGatewayClosed: {
@@ -486,8 +478,9 @@ func (c *conn) end(o outcome) {
 // record is what one client connection did, from its upgrade request to
 // the end of its session: what its access log line reports. The handshake
 // goroutine fills it until the splice; after it, each direction adds its
-// own tally, and the legs' closes are noted under conn.mu. conn.done reads
-// it once everything has ended.
+// own tally, and the legs' closes and the session's end are noted under
+// conn.mu (a drain may close a session from its own goroutine, even after
+// it ended). conn.done reads it once everything has ended.
 type record struct {
 	clientAddr string
 	path       string
@@ -568,7 +561,11 @@ func (c *conn) closeUpstream(payload []byte) {
 // ended: its handshake, and its session if it had one. rec is complete and
 // no other goroutine touches it any more. The access log line belongs here.
 func (c *conn) done() {
-	r := &c.rec
+	// A drain's close may still come late: it writes under mu.
+	c.mu.Lock()
+	rec := c.rec
+	c.mu.Unlock()
+	r := &rec
 	args := []any{"client", r.clientAddr, "path", r.path, "connect", r.kind.String(),
 		"result", string(r.result), "attempts", r.attempts, "held", r.held}
 	if !r.sessionEnd.IsZero() {

@@ -342,6 +342,9 @@ func TestReload(t *testing.T) {
 	if !strings.Contains(logs, "keys=listen") {
 		t.Errorf("no warning that listen needs a restart:\n%s", grep(logs, "config"))
 	}
+	if body := get(t, r.metricsURL()+"/metrics"); !strings.Contains(body, `holdfast_gateway_state{state="unknown"} 1`) {
+		t.Errorf("after a reload to a new gateway its state must start unknown:\n%s", grep(body, "gateway_state"))
+	}
 	s2, res, err := testclient.Connect(context.Background(), opts)
 	if err != nil || !res.HelloOK {
 		t.Fatalf("client after reload (holdfast must still listen where it did): %v %+v", err, res)

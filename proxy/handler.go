@@ -314,6 +314,10 @@ func New(cfg Config, opts Options) (*Handler, error) {
 		})
 		h.watcher = w
 		h.group.addWatcher(w)
+		if opts.Previous != nil {
+			// Nothing is known yet of the gateway now served.
+			h.metrics.GatewayState(retry.Unknown.String())
+		}
 	}
 	if p := opts.Previous; p != nil && sameGateway(p.cfg, cfg) && p.cfg.MaxPreauthPerAddress == cfg.MaxPreauthPerAddress {
 		h.admission = p.admission

@@ -91,7 +91,11 @@ type Holdfast interface {
 
 // proxyFile is the part of proxy.yaml the manifests depend on.
 type proxyFile struct {
-	Listen  string `json:"listen"`
+	Listen string `json:"listen"`
+	TLS    struct {
+		CertFile string `json:"cert_file"`
+		KeyFile  string `json:"key_file"`
+	} `json:"tls"`
 	Metrics struct {
 		Listen string `json:"listen"`
 	} `json:"metrics"`
@@ -271,6 +275,12 @@ func (c *checker) holdfast(d *appsv1.Deployment, ctr *corev1.Container, initCont
 		}
 	}
 
+	for key, file := range map[string]string{"tls.cert_file": pf.TLS.CertFile, "tls.key_file": pf.TLS.KeyFile} {
+		if file != "" {
+			c.mountedSecret(where, key, pod, ctr, file)
+		}
+	}
+
 	c.security(where, pod, ctr)
 
 	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
@@ -375,6 +385,38 @@ func (c *checker) mountedConfig(where string, pod *corev1.PodSpec, ctr *corev1.C
 	}
 	c.errorf("%s: nothing is mounted at %s, where -config points", where, dir)
 	return nil, false
+}
+
+// mountedSecret checks that file (a TLS certificate or key) comes from a
+// Secret volume mounted as a whole directory: the kubelet updates such a
+// mount when the Secret changes (a cert-manager renewal), never a subPath.
+func (c *checker) mountedSecret(where, key string, pod *corev1.PodSpec, ctr *corev1.Container, file string) {
+	dir, base := path.Split(file)
+	dir = strings.TrimSuffix(dir, "/")
+	for _, m := range ctr.VolumeMounts {
+		if strings.TrimSuffix(m.MountPath, "/") != dir {
+			continue
+		}
+		if m.SubPath != "" || m.SubPathExpr != "" {
+			c.errorf("%s: %s %s is mounted with subPath, so a renewed certificate never reaches it", where, key, file)
+		}
+		for _, v := range pod.Volumes {
+			if v.Name != m.Name {
+				continue
+			}
+			if v.Secret == nil {
+				c.errorf("%s: %s %s: volume %s is not a Secret", where, key, file, v.Name)
+				return
+			}
+			if len(v.Secret.Items) > 0 && !slices.ContainsFunc(v.Secret.Items, func(k corev1.KeyToPath) bool { return k.Path == base }) {
+				c.errorf("%s: %s %s: Secret %s's items put nothing at %s", where, key, file, v.Secret.SecretName, base)
+			}
+			return
+		}
+		c.errorf("%s: volume %q is not in the pod", where, m.Name)
+		return
+	}
+	c.errorf("%s: %s %s: nothing is mounted at %s", where, key, file, dir)
 }
 
 // podPort checks that a listen address is reachable from outside the

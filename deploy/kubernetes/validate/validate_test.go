@@ -3,14 +3,23 @@ package validate
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -64,7 +73,28 @@ func (b binary) writeConfig(data []byte) string {
 	return p
 }
 
+// withTestPair replaces the files that tls.cert_file and tls.key_file name
+// (a Secret's, absent here) with a self-signed pair made for the test.
+func (b binary) withTestPair(data []byte) ([]byte, bool, error) {
+	var cfg map[string]any
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		return nil, false, err
+	}
+	tlsCfg, _ := cfg["tls"].(map[string]any)
+	if tlsCfg == nil || (tlsCfg["cert_file"] == "" && tlsCfg["key_file"] == "") {
+		return data, false, nil
+	}
+	cert, key := testPair(b.t)
+	cfg["tls"] = map[string]any{"cert_file": cert, "key_file": key}
+	out, err := yaml.Marshal(cfg)
+	return out, true, err
+}
+
 func (b binary) CheckConfig(data []byte) error {
+	data, _, err := b.withTestPair(data)
+	if err != nil {
+		return err
+	}
 	out, err := exec.Command(holdfastBin, "-check-config", "-config", b.writeConfig(data)).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%v: %s", err, out)
@@ -74,8 +104,13 @@ func (b binary) CheckConfig(data []byte) error {
 
 // Serves runs holdfast with the file, its two listeners moved to random
 // ports on 127.0.0.1 and JSON logs, reads the bound metrics address from its
-// "holdfast listening" log line, and GETs each path there.
+// "holdfast listening" log line, and GETs each path there. With tls set, it
+// also completes a TLS handshake on the client listener.
 func (b binary) Serves(data []byte, paths []string) error {
+	data, withTLS, err := b.withTestPair(data)
+	if err != nil {
+		return err
+	}
 	var cfg map[string]any
 	if err := yaml.Unmarshal(data, &cfg); err != nil {
 		return err
@@ -135,7 +170,48 @@ func (b binary) Serves(data []byte, paths []string) error {
 			return fmt.Errorf("GET %s: %s", p, resp.Status)
 		}
 	}
+	if withTLS {
+		d := tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}}
+		conn, err := d.DialContext(ctx, "tcp", ports[0])
+		if err != nil {
+			return fmt.Errorf("TLS handshake on the client listener: %w", err)
+		}
+		conn.Close()
+	}
 	return nil
+}
+
+// testPair writes a self-signed ECDSA certificate for 127.0.0.1 and its key.
+func testPair(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "holdfast"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
 
 // freePorts returns n distinct free addresses on 127.0.0.1.
@@ -166,7 +242,7 @@ func dockerImage(t *testing.T) Image {
 }
 
 // The overlays the README tells operators to apply.
-var documentedOverlays = []string{"base", "overlays/monitoring", "overlays/sidecar"}
+var documentedOverlays = []string{"base", "overlays/monitoring", "overlays/sidecar", "overlays/tls"}
 
 // Every overlay renders, decodes strictly and keeps every invariant.
 func TestManifests(t *testing.T) {
@@ -302,6 +378,9 @@ func TestChecksCatchDisagreement(t *testing.T) {
 		{"overlays/sidecar", "components/sidecar/service-patch.yaml", "targetPort: holdfast", "targetPort: 18791", "targetPort 18791 is no port"},
 		{"overlays/monitoring", "components/monitoring/servicemonitor.yaml", "port: metrics", "port: ws", "nothing scrapes the metrics port"},
 		{"overlays/monitoring", "../grafana/holdfast.json", "{", "{{", "holdfast.json is not JSON"},
+		{"base", "base/proxy.yaml", "drain_delay: 5s", "drain_delay: 2s", "later than shutdown.drain_delay"},
+		{"overlays/tls", "components/tls/deployment-patch.yaml", "readOnly: true", "readOnly: true\n              subPath: tls.crt", "mounted with subPath"},
+		{"overlays/tls", "components/tls/deployment-patch.yaml", "mountPath: /etc/holdfast-tls", "mountPath: /etc/tls", "nothing is mounted at /etc/holdfast-tls"},
 	} {
 		t.Run(tc.file+"/"+tc.new, func(t *testing.T) {
 			fsys := inMemory(t, tc.file, tc.old, tc.new)
@@ -319,5 +398,29 @@ func TestChecksCatchDisagreement(t *testing.T) {
 				t.Fatalf("checks did not catch %q → %q; errors:\n%s", tc.old, tc.new, joined)
 			}
 		})
+	}
+}
+
+// components/tls replaces the base's proxy.yaml with a copy that sets tls:
+// the two must not drift apart in any other key.
+func TestTLSConfigFollowsBase(t *testing.T) {
+	read := func(p string) map[string]any {
+		data, err := os.ReadFile(filepath.Join(manifestRoot, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["tls"] == nil {
+			t.Fatalf("%s has no tls key", p)
+		}
+		delete(m, "tls")
+		return m
+	}
+	base, withTLS := read("base/proxy.yaml"), read("components/tls/proxy.yaml")
+	if !reflect.DeepEqual(base, withTLS) {
+		t.Errorf("components/tls/proxy.yaml differs from base/proxy.yaml beyond tls:\nbase: %v\ntls:  %v", base, withTLS)
 	}
 }

@@ -560,7 +560,7 @@ func TestStopBoundedWithAStalledClient(t *testing.T) {
 	cfg.Handshake.PreauthTimeout = 3 * time.Second
 	cfg.Handshake.HoldMargin = time.Second
 	cfg.Handshake.AnswerTimeout = time.Second
-	cfg.Shutdown.Grace = 3 * time.Second
+	cfg.Shutdown.Grace = 5 * time.Second
 	cfg.Log.Level = "warn"
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -609,7 +609,9 @@ func TestStopBoundedWithAStalledClient(t *testing.T) {
 
 	start := time.Now()
 	r.stop <- struct{}{}
-	ready := &http.Client{Timeout: time.Second}
+	// Generous for a loaded machine, yet shorter than the grace: a /readyz
+	// waiting on the stop would time out.
+	ready := &http.Client{Timeout: 3 * time.Second}
 	polls := 0
 	for done := false; !done; {
 		select {

@@ -260,6 +260,11 @@ func (c *conn) dialFailed(err error, late bool) outcome {
 			return outcome{end: endAttributionRefusedLate, err: err}
 		}
 		return outcome{end: endAttributionRefused, httpErr: he}
+	case errors.As(err, &he) && he.broken:
+		if late {
+			return outcome{end: endBadUpstreamLate, err: err}
+		}
+		return outcome{end: endBadUpstream, err: err}
 	case errors.As(err, &he) && !he.retryable():
 		if late {
 			return outcome{end: endUpgradeRefusedLate, err: err}

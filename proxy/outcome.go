@@ -50,6 +50,7 @@ const (
 	endUpstreamLost
 	endUnreachableLate
 	endUpgradeRefusedLate
+	endBadUpstreamLate
 	endAttributionRefusedLate
 	endNoAnswer
 
@@ -151,7 +152,7 @@ var endings = [numEndings]endingSpec{
 		msg: "gateway unreachable within the budget",
 	},
 	endBadUpstream: {
-		situation: "gateway broke the upgrade (no challenge first)",
+		situation: "gateway broke the upgrade (no valid 101 nor a refusal, or no challenge first)",
 		client:    legEnd{status: http.StatusBadGateway},
 		result:    metrics.ResultError, level: slog.LevelInfo,
 		msg: "upstream handshake failed",
@@ -232,6 +233,12 @@ var endings = [numEndings]endingSpec{
 		client:    legEnd{code: websocket.ClosePolicyViolation, reason: "gateway refused the upgrade"},
 		result:    metrics.ResultRejected, level: slog.LevelInfo,
 		msg: "gateway refused the upgrade",
+	},
+	endBadUpstreamLate: {
+		situation: "gateway answered a late-dialled upgrade with neither a valid 101 nor a refusal",
+		client:    legEnd{code: closeUpstreamLost, reason: "bad gateway"},
+		result:    metrics.ResultError, level: slog.LevelInfo,
+		msg: "upstream handshake failed",
 	},
 	endAttributionRefusedLate: {
 		situation: "gateway refused a late-dialled forwarded client (403 `proxy_attribution_required`)",

@@ -458,6 +458,17 @@ func badInputRows() []badRow {
 			c.ws.NetConn().Close()
 			return "left"
 		}, want: "left"},
+		{phase: "upstream", name: "stops while a signed connect is held", gw: &fakegw.Config{Token: token, StartupWindow: time.Hour}, do: func(e *badEnv) string {
+			c := e.connectAfterChallenge(websocket.TextMessage, deviceConnect)
+			e.hs.waitMetric(1, "holdfast_connect_holds_total")
+			start := time.Now()
+			e.gw.Stop()
+			got := end(c)
+			if d := time.Since(start); d > time.Second {
+				return fmt.Sprintf("%s after %v", got, d) // told when its hold would have ended, not at once
+			}
+			return got
+		}, want: "close 1013"},
 		{phase: "preauth", name: "connect during the whole budget's startup window", gw: &fakegw.Config{Token: token, StartupWindow: time.Hour},
 			tweak: func(c *proxy.Config) { c.Budget = time.Second; c.LateDialMax = -1 }, do: tokenClient, want: "close 1013"},
 

@@ -104,7 +104,7 @@ func TestGatewayKilledInEachPhase(t *testing.T) {
 		{name: "dial", kill: func(c net.Conn, br *bufio.Reader) { _, _ = http.ReadRequest(br) }, origin: true, want: "HTTP 503"},
 		{name: "challenge", ws: func(ws *websocket.Conn) {}, origin: true, want: "HTTP 503"},
 		{name: "hold", gwCfg: fakegw.Config{Token: token, StartupWindow: time.Hour}, connect: deviceConnect,
-			stop: func(t *testing.T, hs *harness, c *rawClient) { hs.waitMetric(1, "holdfast_connect_holds_total") }, want: "close 1012"},
+			stop: func(t *testing.T, hs *harness, c *rawClient) { hs.waitMetric(1, "holdfast_connect_holds_total") }, want: "close 1013"},
 		{name: "answer", ws: challengeThen(func(ws *websocket.Conn) {}), want: "close 1013"},
 		{name: "splice", gwCfg: fakegw.Config{Token: token}, connect: connectWithID(`"c1"`),
 			stop: func(t *testing.T, hs *harness, c *rawClient) {

@@ -92,6 +92,7 @@ type handshakeState struct {
 }
 
 func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
+	growStack(0)
 	h.wg.Add(1)
 	defer h.wg.Done()
 	if !h.Ready() {

@@ -1,10 +1,3 @@
-// Package proxy is holdfast's WebSocket reverse proxy for OpenClaw gateways.
-//
-// A Handler accepts client WebSocket upgrades on the gateway's control path,
-// runs the upstream handshake itself, holds or retries the client's connect
-// until the gateway has finished starting (within a per-connection budget),
-// then splices frames both ways. Every other request is reverse-proxied
-// unchanged.
 package proxy
 
 import (
@@ -195,11 +188,6 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics records what the handler does; nil records nothing.
 	Metrics *metrics.Metrics
-	// Clock and Rand drive the retry policy; nil means the system ones.
-	Clock retry.Clock
-	Rand  retry.Rand
-	// Probe replaces the HTTP readiness probe of the upstream (tests).
-	Probe retry.Probe
 	// Previous is the handler this one replaces after a configuration
 	// reload, or nil. The new handler serves new connections; Previous
 	// keeps its spliced sessions. Both share one set of sessions (Shutdown
@@ -250,15 +238,12 @@ func New(cfg Config, opts Options) (*Handler, error) {
 		cfg:     cfg,
 		log:     opts.Logger,
 		metrics: opts.Metrics,
-		clock:   opts.Clock,
+		clock:   retry.SystemClock{},
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
-	if h.clock == nil {
-		h.clock = retry.SystemClock{}
-	}
-	h.backoff = retry.Backoff{Base: cfg.DialBackoffBase, Max: cfg.DialBackoffMax, Rand: opts.Rand}
+	h.backoff = retry.Backoff{Base: cfg.DialBackoffBase, Max: cfg.DialBackoffMax}
 	h.attributionWarn.every = time.Minute
 	h.unattributableWarn.every = time.Minute
 	h.limitWarn.every = time.Minute
@@ -270,15 +255,12 @@ func New(cfg Config, opts Options) (*Handler, error) {
 		h.group = newGroup()
 		h.bufPool, h.chunks = newBufferPool(), newChunkPool()
 	}
-	if p := opts.Previous; p != nil && sameGateway(p.cfg, cfg) && opts.Probe == nil {
+	if p := opts.Previous; p != nil && sameGateway(p.cfg, cfg) {
 		h.watcher = p.watcher
 	} else {
-		probe := opts.Probe
-		if probe == nil {
-			hp := retry.NewHTTPProbe(cfg.Upstream, cfg.TLSClientConfig)
-			hp.Clock = h.clock
-			probe = hp.Probe
-		}
+		hp := retry.NewHTTPProbe(cfg.Upstream, cfg.TLSClientConfig)
+		hp.Clock = h.clock
+		probe := hp.Probe
 		var w *retry.Watcher
 		w = retry.NewWatcher(retry.WatcherConfig{
 			Probe:        probe,

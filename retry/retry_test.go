@@ -2,6 +2,8 @@ package retry
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -303,5 +305,187 @@ func TestWatcherReportsChanges(t *testing.T) {
 	want := "unknown>down down>starting starting>started started>down"
 	if got := strings.Join(changes, " "); got != want {
 		t.Errorf("changes %q; want %q", got, want)
+	}
+}
+
+// Readiness endpoints that are not the gateway's, and transport failures:
+// what each says of the gateway.
+func TestHTTPProbeUnusableAndFailing(t *testing.T) {
+	html404 := func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte("<html>404</html>"))
+	}
+	html502 := func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusBadGateway)
+	}
+	for _, tc := range []struct {
+		name      string
+		startupz  func(w http.ResponseWriter)
+		readyz    func(w http.ResponseWriter)
+		want      State
+		unusable  bool
+		wantError bool
+	}{
+		{"404 HTML on both", html404, html404, Unknown, true, true},
+		{"readyz 404 JSON", html404, jsonAnswer(404, `{"error":"not found"}`), Unknown, true, true},
+		{"readyz 200 HTML (a catch-all page)", htmlAnswer, htmlAnswer, Unknown, true, true},
+		{"front cannot reach the gateway", html404, html502, Down, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch r.URL.Path {
+				case "/startupz":
+					tc.startupz(w)
+				case "/readyz":
+					tc.readyz(w)
+				}
+			}))
+			defer srv.Close()
+			u, _ := url.Parse("ws" + srv.URL[len("http"):])
+			got, err := NewHTTPProbe(u, nil).Probe(context.Background())
+			if got != tc.want || (err != nil) != tc.wantError || errors.Is(err, ErrNoReadiness) != tc.unusable {
+				t.Fatalf("Probe = %v, %v; want %v (unusable %v)", got, err, tc.want, tc.unusable)
+			}
+		})
+	}
+	t.Run("timeout", func(t *testing.T) {
+		release := make(chan struct{})
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}))
+		defer srv.Close()
+		defer close(release)
+		u, _ := url.Parse("ws" + srv.URL[len("http"):])
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		got, err := NewHTTPProbe(u, nil).Probe(ctx)
+		if err == nil || got != Unknown {
+			t.Fatalf("Probe = %v, %v; want Unknown and an error: a timeout says nothing", got, err)
+		}
+	})
+}
+
+// The poller stops once the start is confirmed, even while waiters are
+// still being woken: no probe right after "started".
+func TestWatcherStopsOnceStarted(t *testing.T) {
+	var probes atomic.Int64
+	var started atomic.Bool
+	w := NewWatcher(WatcherConfig{PollInterval: 10 * time.Millisecond,
+		Probe: func(context.Context) (State, error) {
+			probes.Add(1)
+			if started.Load() {
+				return Started, nil
+			}
+			return Starting, nil
+		}})
+	defer w.Close()
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := w.WaitStarted(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	started.Store(true)
+	wg.Wait()
+	n := probes.Load()
+	time.Sleep(100 * time.Millisecond)
+	if after := probes.Load(); after != n {
+		t.Errorf("%d probes after the start was confirmed; want 0", after-n)
+	}
+}
+
+// A probe that times out changes nothing: "started" stays the last state,
+// and no change is reported.
+func TestWatcherProbeTimeoutKeepsState(t *testing.T) {
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	var changes atomic.Int64
+	w := NewWatcher(WatcherConfig{Clock: clk, ProbeTimeout: 20 * time.Millisecond, PollInterval: 10 * time.Millisecond,
+		OnChange: func(State, State) { changes.Add(1) },
+		Probe: func(ctx context.Context) (State, error) {
+			<-ctx.Done()
+			return Unknown, ctx.Err()
+		}})
+	defer w.Close()
+	w.Observe(Started)
+	clk.Advance(2 * time.Second) // stale: a waiter probes
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	if err := w.WaitStarted(ctx); err == nil {
+		t.Fatal("WaitStarted confirmed a stale start")
+	}
+	if s, _ := w.State(); s != Started {
+		t.Errorf("state %v after probes that timed out; want started", s)
+	}
+	if n := changes.Load(); n != 1 {
+		t.Errorf("%d changes; want 1 (unknown>started)", n)
+	}
+}
+
+// Unusable readiness endpoints: said once, waiters released at once, no
+// probing until blindRecheck, and what connections see still counts.
+func TestWatcherBlind(t *testing.T) {
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	var probes, blinds atomic.Int64
+	w := NewWatcher(WatcherConfig{Clock: clk, PollInterval: 10 * time.Millisecond,
+		OnBlind: func(error) { blinds.Add(1) },
+		Probe: func(context.Context) (State, error) {
+			probes.Add(1)
+			return Unknown, fmt.Errorf("%w: 404", ErrNoReadiness)
+		}})
+	defer w.Close()
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := w.WaitStarted(ctx)
+		cancel()
+		if !errors.Is(err, ErrNoReadiness) {
+			t.Fatalf("WaitStarted = %v; want ErrNoReadiness", err)
+		}
+	}
+	if !w.Blind() || probes.Load() != 1 || blinds.Load() != 1 {
+		t.Errorf("blind %v, %d probes, %d reports; want blind, 1, 1", w.Blind(), probes.Load(), blinds.Load())
+	}
+	w.Observe(Started)
+	if !w.Started() {
+		t.Error("a connection's hello-ok does not count while blind")
+	}
+	clk.Advance(blindRecheck + time.Second)
+	if w.Blind() {
+		t.Error("still blind after blindRecheck")
+	}
+}
+
+// Open sessions keep a start confirmed past FreshFor; without them it
+// ages out.
+func TestWatcherLiveSessions(t *testing.T) {
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	w := NewWatcher(WatcherConfig{Clock: clk, FreshFor: time.Second,
+		Probe: func(context.Context) (State, error) { return Starting, nil }})
+	defer w.Close()
+	w.Observe(Started)
+	w.Live(1)
+	clk.Advance(time.Minute)
+	if !w.Started() {
+		t.Error("a start with a session open aged out")
+	}
+	w.Live(-1)
+	if w.Started() {
+		t.Error("a start a minute old counts with no session open")
+	}
+	w.Live(1)
+	w.Observe(Down)
+	if w.Started() {
+		t.Error("down observed, yet started")
 	}
 }

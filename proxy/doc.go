@@ -1,0 +1,59 @@
+// Package proxy is holdfast's WebSocket reverse proxy for OpenClaw gateways.
+//
+// A Handler accepts client WebSocket upgrades on the gateway's control path,
+// runs the upstream handshake itself, holds or retries the client's connect
+// until the gateway has finished starting (within a per-connection budget),
+// then splices frames both ways. Every other request is reverse-proxied
+// unchanged.
+//
+// # How a connection ends
+//
+// Every step of a handshake that ends a connection returns an outcome
+// naming one ending; conn.end alone turns it into the client's answer and
+// close, the gateway's close, the holdfast_handshakes_total result, the log
+// line and the readiness evidence, from the endings table (outcome.go),
+// which README's close-code table reproduces. The result is recorded before
+// anything reaches the client. A spliced session ends through
+// conn.endSessionAs and the same table; conn.done runs once per connection
+// when everything has ended, with its record.
+//
+// # Concurrency
+//
+// Per connection (conn):
+//
+//   - Before the splice, the handler goroutine (serveControl, run) owns the
+//     handshake: it alone writes to the client, reads and writes the
+//     upstream socket, and touches handshakeState. The client reader
+//     goroutine (readClient) only reads the client and queues its frames
+//     under conn.mu, signalling notify; it never writes to either leg
+//     itself before the splice, except gorilla's own pong and close
+//     answers.
+//   - The splice hands the directions over under conn.mu: the queue is
+//     flushed to the gateway, spliced is set, and from then on the reader
+//     goroutine copies client→gateway and a goroutine of its own copies
+//     gateway→client. Each direction is the only writer of data frames on
+//     its destination leg and the only reader of its source leg. Ping and
+//     pong frames are forwarded by the reading goroutine of the leg they
+//     arrived on; gorilla serialises them with data frames.
+//   - handshakeState is dropped at the splice; what outlives it is the two
+//     legs, the record and the message limit.
+//   - The record (conn.rec) is written by the handshake goroutine until the
+//     splice, by each direction for its own tally, and under conn.mu for
+//     the legs' closes and the session's end; conn.done reads it under
+//     conn.mu once both directions have finished.
+//
+// Per leg: every close frame goes through closeLeg, safe from any goroutine
+// (a drain closes sessions from its own). After a close frame has been
+// written on a leg nothing more is written on it: the leg's batchConn
+// refuses every later write, relayed frames and gorilla's own pongs and
+// closes included, and gorilla refuses its writes after a close it wrote.
+// A close, and any write blocked under it, ends by the close's deadline.
+// Writes into a batchConn hold its write lock per frame, so frames never
+// interleave; one goroutine at a time reads it.
+//
+// Shared by connections: the readiness watcher (retry.Watcher, its own
+// lock; it calls back outside it), the admission queues and limits (their
+// own locks), the buffer pools, the metrics (safe for concurrent use) and
+// the session group (its lock guards only the set of sessions; closes are
+// written outside it).
+package proxy

@@ -273,6 +273,10 @@ var deviceConnect = []byte(`{"type":"req","id":"d1","method":"connect","params":
 	`"client":{"id":"cli","version":"1.0.0","platform":"linux","mode":"cli"},` +
 	`"device":{"id":"x","publicKey":"x","signature":"x","signedAt":1,"nonce":"x"}}}`)
 
+// connectsSeen counts the connects a scripted gateway received (rows that
+// use it run one at a time).
+var connectsSeen atomic.Int64
+
 type badRow struct {
 	phase, name string
 	// Upstream: gw (a fake gateway, the default) or up (scripted).
@@ -473,7 +477,7 @@ func badInputRows() []badRow {
 			tweak: func(c *proxy.Config) { c.Budget = time.Second; c.LateDialMax = -1 }, do: tokenClient, want: "close 1013"},
 
 		// After hello-ok.
-		{phase: "spliced", name: "message over policy.maxPayload", gw: &fakegw.Config{Token: token, MaxPayload: 1 << 20}, do: func(e *badEnv) string {
+		{phase: "spliced", name: "first message after hello-ok over policy.maxPayload (2 MiB, 1 MiB)", gw: &fakegw.Config{Token: token, MaxPayload: 1 << 20}, do: func(e *badEnv) string {
 			return e.helloThen(func(c *rawClient) string {
 				go func() { _ = c.ws.WriteMessage(websocket.BinaryMessage, make([]byte, 2<<20)) }()
 				return end(c)
@@ -579,6 +583,28 @@ func badInputRows() []badRow {
 		{phase: "upstream", name: "drops TCP after the connect", up: func(t *testing.T) *scripted {
 			return startScriptedWS(t, challengeThen(func(ws *websocket.Conn) {}))
 		}, tweak: fastFail, do: tokenClient, want: "close 1013"},
+		{phase: "upstream", name: "drops TCP after every connect: the replays are capped", up: func(t *testing.T) *scripted {
+			return startScriptedWS(t, challengeThen(func(ws *websocket.Conn) { connectsSeen.Add(1) }))
+		}, tweak: func(c *proxy.Config) { fastFail(c); c.Budget = 5 * time.Second }, do: func(e *badEnv) string {
+			connectsSeen.Store(0)
+			got := client(nil)(e)
+			if n := connectsSeen.Load(); n > 5 {
+				return fmt.Sprintf("%s after %d connects", got, n)
+			}
+			return got + ", at most 5 connects"
+		}, want: "close 1013, at most 5 connects"},
+		{phase: "upstream", name: "answers the connect late, within the budget", up: func(t *testing.T) *scripted {
+			return startScriptedWS(t, challengeThen(func(ws *websocket.Conn) {
+				connectsSeen.Add(1)
+				time.Sleep(1200 * time.Millisecond)
+				_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"res","id":"c1","ok":true,"payload":{"type":"hello-ok","protocol":4}}`))
+				drainWS(ws)
+			}))
+		}, tweak: func(c *proxy.Config) { fastFail(c); c.Budget = 2 * time.Second }, do: func(e *badEnv) string {
+			connectsSeen.Store(0)
+			got := client(nil)(e)
+			return fmt.Sprintf("%s, %d connect(s)", got, connectsSeen.Load())
+		}, want: "hello-ok, 1 connect(s)"},
 		{phase: "upstream", name: "17 frames before answering", up: func(t *testing.T) *scripted {
 			return startScriptedWS(t, challengeThen(func(ws *websocket.Conn) {
 				for i := 0; i < 17; i++ {

@@ -113,6 +113,9 @@ type MetricsConfig struct {
 type LogConfig struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
+	// Access writes one info line per client connection when it ends
+	// (README "Access log").
+	Access bool `yaml:"access"`
 }
 
 // ShutdownConfig shapes a graceful stop (README "Drain").
@@ -159,7 +162,7 @@ func DefaultConfig() Config {
 			ResponseHeaderTimeout: p.PassthroughResponseHeaderTimeout,
 		},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9464"},
-		Log:     LogConfig{Level: "info", Format: "text"},
+		Log:     LogConfig{Level: "info", Format: "text", Access: true},
 		Shutdown: ShutdownConfig{
 			DrainDelay: 5 * time.Second,
 			Drain:      10 * time.Second,

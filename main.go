@@ -158,6 +158,15 @@ func newLogger(c LogConfig, level slog.Leveler, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// accessLog is the logger of the access log (log.access): the log itself,
+// or nil for none.
+func accessLog(c LogConfig, l *slog.Logger) *slog.Logger {
+	if !c.Access {
+		return nil
+	}
+	return l
+}
+
 func splitLines(s string) []string {
 	var out []string
 	start := 0

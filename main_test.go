@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -252,5 +254,98 @@ func promtoolCheckMetrics(t *testing.T, body string) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("promtool check metrics on the /metrics scrape: %v\n%s", err, out)
+	}
+}
+
+// The access log comes in the configured format (here JSON), one line per
+// connection with every key, and log.access: false turns it off.
+func TestAccessLogConfig(t *testing.T) {
+	const token = "access-log-test-token"
+	gw, err := fakegw.Start(fakegw.Config{Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	for _, access := range []bool{true, false} {
+		t.Run(fmt.Sprintf("access=%v", access), func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Listen = "127.0.0.1:0"
+			cfg.Metrics.Listen = "127.0.0.1:0"
+			cfg.Upstream.URL = gw.URL()
+			cfg.Log.Format = "json"
+			cfg.Log.Access = access
+			cfg.Shutdown.DrainDelay = 0
+			cfg.Shutdown.Drain = 0
+			stop := make(chan struct{}, 2)
+			ready := make(chan listeners, 1)
+			done := make(chan error, 1)
+			logOut := &syncWriter{}
+			go func() { done <- serve(cfg, logOut, controls{stop: stop, ready: ready}) }()
+			var ls listeners
+			select {
+			case ls = <-ready:
+			case err := <-done:
+				t.Fatalf("serve: %v", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, res, err := testclient.Connect(ctx, testclient.Options{URL: "ws://" + ls.proxy.String() + "/", Token: token})
+			if err != nil || !res.HelloOK {
+				t.Fatalf("connect: %v %+v", err, res)
+			}
+			c.Close()
+			// The line is written when the session has ended; a second
+			// connection's refusal ends after it.
+			_, _, _ = testclient.Connect(ctx, testclient.Options{URL: "ws://" + ls.proxy.String() + "/", Token: "wrong"})
+			stop <- struct{}{}
+			if err := <-done; err != nil {
+				t.Fatalf("serve: %v", err)
+			}
+			var lines []map[string]any
+			for _, l := range strings.Split(strings.TrimSpace(logOut.String()), "\n") {
+				var m map[string]any
+				if err := json.Unmarshal([]byte(l), &m); err != nil {
+					t.Fatalf("log line not JSON (log.format json): %v\n%s", err, l)
+				}
+				if m["msg"] == "access" {
+					lines = append(lines, m)
+				}
+			}
+			if !access {
+				if len(lines) != 0 {
+					t.Fatalf("log.access false, yet %d access lines", len(lines))
+				}
+				return
+			}
+			if len(lines) != 2 {
+				t.Fatalf("%d access lines; want 2 (one per connection)\n%s", len(lines), logOut.String())
+			}
+			for _, k := range []string{"client", "path", "connect", "result", "attempts", "held", "handshake_ms", "hello_ok_ms",
+				"session", "session_ms", "msgs_up", "bytes_up", "msgs_down", "bytes_down",
+				"client_close_sent", "client_close_sent_reason", "client_close_got", "client_close_got_reason",
+				"gateway_close_sent", "gateway_close_sent_reason", "gateway_close_got", "gateway_close_got_reason"} {
+				for i, l := range lines {
+					if _, ok := l[k]; !ok {
+						t.Errorf("access line %d lacks %q: %v", i, k, l)
+					}
+				}
+			}
+			results := map[any]bool{}
+			for _, l := range lines {
+				results[l["result"]] = true
+				if l["level"] != "INFO" {
+					t.Errorf("access line at %v; want INFO", l["level"])
+				}
+				if _, ok := l["hello_ok_ms"].(float64); !ok {
+					t.Errorf("hello_ok_ms is %T; want a number", l["hello_ok_ms"])
+				}
+			}
+			if !results["ok"] || !results["rejected"] {
+				t.Errorf("results %v; want ok and rejected", results)
+			}
+			if strings.Contains(logOut.String(), token) {
+				t.Error("the log carries the token")
+			}
+		})
 	}
 }

@@ -67,7 +67,7 @@ func serve(cfg Config, logOut io.Writer, ctl controls) error {
 	reg := prometheus.NewRegistry()
 	s.metrics = metrics.New(reg, true)
 	metrics.RegisterBuildInfo(reg, buildVersion(), runtime.Version())
-	h, err := proxy.New(pcfg, proxy.Options{Logger: logger, Metrics: s.metrics})
+	h, err := proxy.New(pcfg, proxy.Options{Logger: logger, AccessLog: accessLog(cfg.Log, logger), Metrics: s.metrics})
 	if err != nil {
 		return err
 	}
@@ -252,7 +252,7 @@ func (s *server) reload(path string) {
 			return
 		}
 	}
-	h, err := proxy.New(pcfg, proxy.Options{Logger: s.log, Metrics: s.metrics, Previous: s.handler.Load()})
+	h, err := proxy.New(pcfg, proxy.Options{Logger: s.log, AccessLog: accessLog(next.Log, s.log), Metrics: s.metrics, Previous: s.handler.Load()})
 	if err != nil {
 		fail(err)
 		return

@@ -233,7 +233,7 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	}
 	c.connectAt = time.Now()
 	kind, id := classifyConnect(first.data)
-	c.rec.kind = kind
+	c.rec.kind, c.rec.firstFrame = kind, true
 	if kind == notConnect {
 		// Not something holdfast understands: the gateway answers it.
 		return outcome{end: endNotConnect}

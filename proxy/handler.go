@@ -186,6 +186,11 @@ type Options struct {
 	// Logger receives operational logs; nil discards them. Connect params
 	// (tokens, passwords, signatures) are never logged.
 	Logger *slog.Logger
+	// AccessLog receives the access log: one info line per client
+	// connection when it has ended (conn.done), in its handler's format.
+	// nil writes none. Like Logger, it never sees a token, password,
+	// signature or nonce.
+	AccessLog *slog.Logger
 	// Metrics records what the handler does; nil records nothing.
 	Metrics *metrics.Metrics
 	// Previous is the handler this one replaces after a configuration
@@ -203,6 +208,7 @@ type Options struct {
 type Handler struct {
 	cfg     Config
 	log     *slog.Logger
+	access  *slog.Logger // the access log; nil for none
 	metrics *metrics.Metrics
 	clock   retry.Clock
 	backoff retry.Backoff
@@ -237,6 +243,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	h := &Handler{
 		cfg:     cfg,
 		log:     opts.Logger,
+		access:  opts.AccessLog,
 		metrics: opts.Metrics,
 		clock:   retry.SystemClock{},
 	}

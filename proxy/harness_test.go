@@ -104,9 +104,11 @@ func startProxy(t testing.TB, upstreamAddr string, tweak func(*proxy.Config), wr
 	}
 	logs := &syncBuffer{}
 	reg := prometheus.NewRegistry()
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h, err := proxy.New(cfg, proxy.Options{
-		Logger:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Metrics: metrics.New(reg, false),
+		Logger:    logger,
+		AccessLog: logger,
+		Metrics:   metrics.New(reg, false),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -456,6 +456,7 @@ func (c *conn) end(o outcome) {
 			// The gateway closes right after its answer: wait for it.
 			peerErr = c.readUpstreamClose()
 		}
+		c.noteGotBeforeSplice(o.end, peerErr)
 		if payload, has := spec.client.payload(peerErr); has && ok {
 			c.closeClient(payload)
 		}
@@ -492,6 +493,7 @@ type record struct {
 	clientAddr string
 	path       string
 	kind       connectKind
+	firstFrame bool           // kind is known: the client sent its first frame
 	result     metrics.Result // the handshake's
 	attempts   int            // connects sent
 	held       bool
@@ -539,6 +541,20 @@ func (l *legRecord) noteGot(err error) {
 	}
 }
 
+// noteGotBeforeSplice records, for the access log, the close frame a peer
+// sent that ended a handshake: err is the read error of the leg the ending
+// names.
+func (c *conn) noteGotBeforeSplice(e ending, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch e {
+	case endClientGone, endTooManyPending, endPreauthTooLarge:
+		c.rec.client.noteGot(err)
+	case endRejected, endGatewayClosed, endUpstreamLost, endStartupUnavailable, endNoAnswer:
+		c.rec.gateway.noteGot(err)
+	}
+}
+
 // closeTimeout bounds writing a close frame, with whatever is batched
 // ahead of it: a peer that cannot take that much within it is not reading.
 const closeTimeout = time.Second
@@ -565,23 +581,71 @@ func (c *conn) closeUpstream(payload []byte) {
 }
 
 // done runs once per client connection, when everything about it has
-// ended: its handshake, and its session if it had one. rec is complete and
-// no other goroutine touches it any more. The access log line belongs here.
+// ended: its handshake, and its session if it had one. It writes the
+// connection's access log line (accessArgs), at info level in the log's
+// configured format, when the handler has an access log.
 func (c *conn) done() {
+	if c.h.access == nil {
+		return
+	}
 	// A drain's close may still come late: it writes under mu.
 	c.mu.Lock()
 	rec := c.rec
 	c.mu.Unlock()
-	r := &rec
-	args := []any{"client", r.clientAddr, "path", r.path, "connect", r.kind.String(),
-		"result", string(r.result), "attempts", r.attempts, "held", r.held}
-	if !r.sessionEnd.IsZero() {
-		args = append(args, "session", endings[r.session].msg,
-			"duration", r.sessionEnd.Sub(r.handshakeEnd).Round(time.Millisecond),
-			"msgs_up", r.toUpstream.msgs, "bytes_up", r.toUpstream.bytes,
-			"msgs_down", r.toClient.msgs, "bytes_down", r.toClient.bytes)
+	c.h.access.Info("access", rec.accessArgs()...)
+}
+
+// accessArgs is the access log line of a finished connection, always the
+// same keys in the same order: the client's address and request path (not
+// its query string), its connect kind, the handshake's result, connects
+// sent and whether one was held, the handshake's duration and, on
+// hello-ok, the time to it (else -1); for a spliced session how it ended
+// and its duration (else "" and -1); messages and payload bytes relayed
+// each way after hello-ok (up: client to gateway); then the close frame
+// holdfast sent and the one it got on each leg, code 0 for none. Durations
+// are in milliseconds. "connect" is "none" when the client sent no frame. Nothing of a
+// frame's content is read into it: no token, password, signature or nonce
+// can appear.
+func (r *record) accessArgs() []any {
+	ms := func(d time.Duration) int64 { return d.Milliseconds() }
+	handshake := int64(0)
+	if !r.handshakeEnd.IsZero() {
+		handshake = ms(r.handshakeEnd.Sub(r.start))
 	}
-	args = append(args, "client_close_sent", r.client.sentCode, "client_close_got", r.client.gotCode,
-		"gateway_close_sent", r.gateway.sentCode, "gateway_close_got", r.gateway.gotCode)
-	c.h.log.Debug("connection ended", args...)
+	helloOK := int64(-1)
+	if r.result == metrics.ResultOK {
+		helloOK = handshake
+	}
+	kind := "none"
+	if r.firstFrame {
+		kind = r.kind.String()
+	}
+	session, sessionMS := "", int64(-1)
+	if !r.sessionEnd.IsZero() {
+		session, sessionMS = endings[r.session].msg, ms(r.sessionEnd.Sub(r.handshakeEnd))
+	}
+	return []any{
+		"client", r.clientAddr,
+		"path", r.path,
+		"connect", kind,
+		"result", string(r.result),
+		"attempts", r.attempts,
+		"held", r.held,
+		"handshake_ms", handshake,
+		"hello_ok_ms", helloOK,
+		"session", session,
+		"session_ms", sessionMS,
+		"msgs_up", r.toUpstream.msgs,
+		"bytes_up", r.toUpstream.bytes,
+		"msgs_down", r.toClient.msgs,
+		"bytes_down", r.toClient.bytes,
+		"client_close_sent", r.client.sentCode,
+		"client_close_sent_reason", r.client.sentReason,
+		"client_close_got", r.client.gotCode,
+		"client_close_got_reason", r.client.gotReason,
+		"gateway_close_sent", r.gateway.sentCode,
+		"gateway_close_sent_reason", r.gateway.sentReason,
+		"gateway_close_got", r.gateway.gotCode,
+		"gateway_close_got_reason", r.gateway.gotReason,
+	}
 }

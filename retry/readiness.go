@@ -91,7 +91,7 @@ type Watcher struct {
 	mu         sync.Mutex
 	state      State
 	at         time.Time     // when state was observed
-	changed    chan struct{} // closed and replaced on every observation of Started
+	changed    chan struct{} // closed and replaced on every observation of Started that someone waits for
 	waiters    int
 	live       int // sessions spliced to the gateway now
 	polling    bool
@@ -128,7 +128,9 @@ func (w *Watcher) Observe(s State) {
 	from := w.state
 	w.state = s
 	w.at = w.cfg.Clock.Now()
-	if s == Started {
+	if s == Started && w.waiters > 0 {
+		// Wake the waiters. With none (a started gateway, where every
+		// hello-ok lands here) there is nothing to replace.
 		close(w.changed)
 		w.changed = make(chan struct{})
 	}

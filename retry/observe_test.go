@@ -1,0 +1,24 @@
+package retry
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// On a started gateway every hello-ok observes Started: with nobody
+// waiting that costs no allocation, and a waiter that comes later still
+// returns at once.
+func TestWatcherObserveStartedWithoutWaiters(t *testing.T) {
+	w := NewWatcher(WatcherConfig{Probe: func(context.Context) (State, error) { return Started, nil }})
+	defer w.Close()
+	w.Observe(Started)
+	if n := testing.AllocsPerRun(100, func() { w.Observe(Started) }); n != 0 {
+		t.Fatalf("Observe(Started) with no waiter: %v allocations; want 0", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.WaitStarted(ctx); err != nil {
+		t.Fatalf("WaitStarted on a fresh start: %v", err)
+	}
+}

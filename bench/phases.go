@@ -24,6 +24,14 @@ func (b *bench) runScenarios(ctx context.Context) {
 		waitUpstreamDrained(ctx, b.upstream.addr)
 	}
 
+	for _, t := range b.targets {
+		if t.proxy == nil {
+			b.r.Notes = map[string]string{
+				"cpu_us_per_msg":       t.name + " has no proxy process",
+				"cpu_us_per_handshake": t.name + " has no proxy process",
+			}
+		}
+	}
 	sums := map[string]float64{}
 	cpu := map[string]time.Duration{}
 	done := map[string]int64{}

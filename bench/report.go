@@ -48,6 +48,10 @@ type report struct {
 	// trusted load balancer.
 	WindowAttributed *windowReport `json:"window_attributed"`
 
+	// Notes says, per key, why a path has no figure by design: direct has
+	// no proxy process, so no CPU figures.
+	Notes map[string]string `json:"notes,omitempty"`
+
 	// Errors holds, per scenario and path, why a figure is missing.
 	Errors map[string]string `json:"errors,omitempty"`
 }

@@ -51,9 +51,10 @@ type Config struct {
 	DialTimeout time.Duration
 	// LateDialMax is the longest a client without an Origin header waits
 	// for its challenge while the gateway is starting, before holdfast
-	// opens its upstream socket (default 12s, below current clients' 15 s
-	// challenge timer; negative: every client is dialled first). The
-	// budget starts again when the socket is opened. See latedial.go.
+	// opens its upstream socket (default 8s: the 2026.4.x clients' challenge
+	// timer is 10 s, current clients' 15 s; negative: every client is
+	// dialled first). The budget starts again when the socket is opened.
+	// See latedial.go.
 	LateDialMax time.Duration
 	// MinAttempt is the least budget worth starting another attempt with
 	// (default 250ms).
@@ -114,7 +115,7 @@ var DefaultPassthroughPaths = []string{"/__openclaw__/", "/desktop/observe", "/n
 func DefaultConfig() Config {
 	return Config{
 		Budget:                12 * time.Second,
-		LateDialMax:           12 * time.Second,
+		LateDialMax:           8 * time.Second,
 		DialTimeout:           5 * time.Second,
 		MinAttempt:            250 * time.Millisecond,
 		PreauthTimeout:        15 * time.Second,

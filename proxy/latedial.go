@@ -61,7 +61,8 @@ const (
 	dialStarted      dialReason = "started"          // the gateway has started (or had, last seen)
 	dialClientLimit  dialReason = "client-limit"     // waiting longer would break the client
 	dialNoReadiness  dialReason = "no-readiness"     // nothing could say the gateway started
-	waitStarting     dialReason = "gateway-starting" // fresh news: down or starting
+	waitStarting     dialReason = "gateway-starting" // fresh news: starting
+	waitDown         dialReason = "gateway-down"     // fresh news: down
 	waitRefresh      dialReason = "refresh"          // no fresh news: wait for a probe
 )
 
@@ -77,9 +78,12 @@ type dialDecision struct {
 // at once when it is a browser, offered subprotocols, the late dial is off,
 // the gateway was seen started within Trust (in the steady state every
 // hello-ok renews that), or the client has waited MaxWait. Otherwise it
-// waits: until MaxWait while the gateway is freshly known down or starting,
-// or for one probe (Refresh) when nothing fresh is known, such as after a
-// quiet spell in which the gateway may have restarted.
+// waits: until MaxWait while the gateway is freshly known to be starting;
+// one Refresh at a time while it is seen down (refused, or probes that
+// time out on a busy gateway: the next look decides again); and for one
+// probe (Refresh) when nothing fresh is known, such as after a quiet spell
+// in which the gateway may have restarted. MaxWait bounds every wait, so a
+// gateway whose probes keep failing costs a client at most MaxWait.
 func decideDial(in dialInput, p dialPolicy) dialDecision {
 	switch {
 	case in.Browser:
@@ -96,8 +100,12 @@ func decideDial(in dialInput, p dialPolicy) dialDecision {
 		return dialDecision{Dial: true, Reason: dialClientLimit}
 	}
 	left := p.MaxWait - in.Waited
-	if (in.State == retry.Down || in.State == retry.Starting) && in.Age < p.Trust {
+	fresh := in.Age < p.Trust
+	switch {
+	case in.State == retry.Starting && fresh:
 		return dialDecision{Wait: left, Reason: waitStarting}
+	case in.State == retry.Down && fresh:
+		return dialDecision{Wait: min(p.Refresh, left), Reason: waitDown}
 	}
 	return dialDecision{Wait: min(p.Refresh, left), Reason: waitRefresh}
 }
@@ -137,7 +145,7 @@ func (c *conn) lateDial() *outcome {
 			c.h.log.Debug("late dial", "client", c.rec.clientAddr, "waited", waited.Round(time.Millisecond), "why", string(d.Reason))
 			break
 		}
-		if d.Reason == waitStarting && !counted {
+		if (d.Reason == waitStarting || d.Reason == waitDown) && !counted {
 			counted = true
 			c.h.metrics.DialDelayed()
 		}

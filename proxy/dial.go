@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -179,9 +180,15 @@ func (h *Handler) dialUpstream(ctx context.Context, target string, hdr http.Head
 		if errors.As(err, &be) {
 			return nil, err
 		}
-		if !(errors.As(err, &he) && he.status == http.StatusServiceUnavailable) {
-			// A 503 is the per-address limit or a gateway that answers;
-			// anything else here means the gateway is not there.
+		var ne net.Error
+		switch {
+		case errors.As(err, &he) && he.status == http.StatusServiceUnavailable:
+			// The per-address limit, or a gateway that answers.
+		case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+			// Slow, not absent: a gateway busy starting can be slow to
+			// upgrade. Says nothing.
+		default:
+			// Refused, reset, closed before its challenge: not there.
 			h.watcher.Observe(retry.Down)
 		}
 		delay := h.backoff.Dial(attempt)

@@ -89,6 +89,9 @@ type handshakeState struct {
 	helloFrames []frame
 	// legacy is set when the connect was rewritten for the bridge.
 	legacy *legacyConnect
+	// untrack removes the upgraded client from the handshakes a stop at
+	// once reaches (drain.go).
+	untrack func()
 }
 
 func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
@@ -175,6 +178,9 @@ func upstreamHeader(r *http.Request) http.Header {
 func (c *conn) run(w http.ResponseWriter) bool {
 	o := c.handshakeSteps(w)
 	c.end(o)
+	if c.untrack != nil {
+		c.untrack() // after end: a stop at once waits for its close frame
+	}
 	return o.end == endOK || o.end == endNotConnect
 }
 
@@ -205,11 +211,13 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 		return outcome{end: endClientUpgradeFailed, err: err}
 	}
 	c.client = client
-	defer c.h.trackHandshake(c)() // reached by a stop at once (drain.go)
 	if bc, ok := client.NetConn().(*batchConn); ok {
 		bc.frameMode()
 	}
+	c.mu.Lock()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.mu.Unlock()
+	c.untrack = c.h.trackHandshake(c) // reached by a stop at once (drain.go)
 	client.SetReadLimit(c.h.cfg.MaxMessageBytes)
 	client.SetPingHandler(c.onClientPing)
 	client.SetPongHandler(c.onClientPong)
@@ -304,7 +312,7 @@ func (c *conn) awaitFirst() (frame, *outcome) {
 		if len(q) > 0 {
 			return q[0], nil
 		}
-		if rerr != nil {
+		if rerr != nil || c.h.group.isStopped() {
 			o := c.clientOutcome(rerr)
 			return frame{}, &o
 		}
@@ -321,11 +329,18 @@ func (c *conn) awaitFirst() (frame, *outcome) {
 // what the caller saw; the reader's own error, when it has one, says more.
 func (c *conn) clientOutcome(err error) outcome {
 	c.mu.Lock()
-	if c.readErr != nil {
+	left := c.readErr != nil
+	if left {
 		err = c.readErr
 	}
 	c.mu.Unlock()
 	switch {
+	case !left && c.h.group.isStopped():
+		// Not the client: holdfast stopped at once and cancelled the wait.
+		if s, _ := c.h.watcher.State(); s == retry.Started {
+			return outcome{end: endStopped}
+		}
+		return outcome{end: endStoppedStarting}
 	case errors.Is(err, errPreauthTooLarge):
 		return outcome{end: endPreauthTooLarge, err: err}
 	case errors.Is(err, errTooManyPending):

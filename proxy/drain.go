@@ -198,11 +198,12 @@ func (g *group) startDrain(c *conn) bool {
 }
 
 // stopNow ends every connection still open: spliced sessions get the
-// close frames not sent yet; clients still in their handshake get 1013
-// "gateway starting" while the gateway has not started (current clients
-// retry on it), 1001 otherwise. Close frames are written within
-// stopCloseBound, then the sockets are closed without waiting for the
-// peers. It returns why, with what was still open.
+// close frames not sent yet; clients still in their handshake are stopped
+// where they wait and end as the endings table says (endStoppedStarting:
+// 1013 "gateway starting" while the gateway has not started, on which
+// current clients retry; endStopped: 1001 after). Within stopCloseBound,
+// then the sockets still open are closed without waiting for the peers.
+// It returns why, with what was still open.
 func (h *Handler) stopNow(why error) error {
 	g := h.group
 	g.mu.Lock()
@@ -231,41 +232,70 @@ func (h *Handler) stopNow(why error) error {
 		}()
 	}
 	for _, c := range shakes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.stopHandshake()
-		}()
+		c.stopWaiting()
 	}
 	written := make(chan struct{})
 	go func() {
 		wg.Wait()
 		close(written)
 	}()
-	t := time.NewTimer(stopCloseBound)
-	select {
-	case <-written:
-	case <-t.C:
+	deadline := time.Now().Add(stopCloseBound)
+	for (!isClosed(written) || h.Handshakes() > 0) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
 	}
-	t.Stop()
 	// Closing releases any write still blocked, in the close frames above
-	// or in the splice. A handshake whose client socket is closed unwinds
-	// on its own goroutine (its reader fails and cancels it).
+	// or in the splice. A handshake that has not ended by now gets its
+	// close frame here, and its socket closed: its goroutine then unwinds.
 	for _, c := range rest {
 		_ = c.client.Close()
 		_ = c.up.ws.Close()
 	}
+	g.mu.Lock()
+	shakes = shakes[:0]
+	for c := range g.handshakes {
+		shakes = append(shakes, c)
+	}
+	g.mu.Unlock()
 	for _, c := range shakes {
+		c.stopHandshake()
 		_ = c.client.Close()
 	}
 	<-written
 	return err
 }
 
-// stopHandshake tells a client still in its handshake that holdfast stops
-// (see stopNow). Its close frame is the last frame on the leg.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+func (g *group) isStopped() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.stopped
+}
+
+// stopWaiting cancels what a client's handshake waits on (a hold, a late
+// dial, the gateway's answer, a back-off), so that it ends at once as
+// endStoppedStarting or endStopped.
+func (c *conn) stopWaiting() {
+	c.mu.Lock()
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.mu.Unlock()
+	c.signal()
+}
+
+// stopHandshake closes the client leg of a handshake that did not end by
+// itself in time (see stopNow), as endStoppedStarting or endStopped would.
+// Its close frame is the last frame on the leg.
 func (c *conn) stopHandshake() {
-	code, reason := websocket.CloseTryAgainLater, startupCloseReason
+	code, reason := startupCloseCode, startupCloseReason
 	if s, _ := c.h.watcher.State(); s == retry.Started {
 		code, reason = websocket.CloseGoingAway, "holdfast shutting down"
 	}
@@ -281,8 +311,7 @@ func (h *Handler) trackHandshake(c *conn) (untrack func()) {
 	stopped := g.stopped
 	g.mu.Unlock()
 	if stopped {
-		c.stopHandshake()
-		_ = c.client.Close()
+		c.stopWaiting()
 	}
 	return func() {
 		g.mu.Lock()

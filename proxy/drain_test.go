@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -236,6 +237,14 @@ func TestStopAtOnceClosesHandshakes(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("a client in its handshake got no answer after the stop")
 		}
+	}
+	// Recorded as the endings table says, not as clients that left.
+	hs.waitMetric(3, "holdfast_handshakes_total", "result", "unavailable")
+	if got := hs.metric("holdfast_handshakes_total", "result", "client_gone"); got != 0 {
+		t.Errorf("handshakes_total{result=client_gone} = %v; want 0", got)
+	}
+	if n := strings.Count(hs.logs.String(), "holdfast stopped during the handshake; the gateway had not started"); n != 3 {
+		t.Errorf("%d log lines for the stopped handshakes; want 3", n)
 	}
 }
 

@@ -53,6 +53,9 @@ const (
 	endBadUpstreamLate
 	endAttributionRefusedLate
 	endNoAnswer
+	// holdfast stopped at once (drain.go) while the handshake was in flight.
+	endStoppedStarting
+	endStopped
 
 	// Spliced sessions.
 	endSessionGatewayClosed
@@ -252,6 +255,20 @@ var endings = [numEndings]endingSpec{
 		gateway:   legEnd{code: websocket.CloseNormalClosure},
 		result:    metrics.ResultUnavailable, level: slog.LevelInfo,
 		msg: "gateway did not answer the connect within the budget",
+	},
+	endStoppedStarting: {
+		situation: "holdfast stopped at once (`shutdown.grace` over, second SIGTERM) during a handshake, the gateway not started",
+		client:    legEnd{code: startupCloseCode, reason: startupCloseReason},
+		gateway:   legEnd{code: websocket.CloseGoingAway, reason: "proxy shutting down"},
+		result:    metrics.ResultUnavailable, level: slog.LevelInfo,
+		msg: "holdfast stopped during the handshake; the gateway had not started",
+	},
+	endStopped: {
+		situation: "holdfast stopped at once during a handshake, the gateway started",
+		client:    legEnd{code: websocket.CloseGoingAway, reason: "holdfast shutting down"},
+		gateway:   legEnd{code: websocket.CloseGoingAway, reason: "proxy shutting down"},
+		result:    metrics.ResultUnavailable, level: slog.LevelInfo,
+		msg: "holdfast stopped during the handshake",
 	},
 
 	endSessionGatewayClosed: {

@@ -224,6 +224,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cs.killAll()
 
 	r := newReport(map[bool]string{true: "quick", false: "full"}[*quick])
+	r.Rounds = s.rounds
 	if !slices.Contains([]string{"throughput", "handshakes", "window", "window_attributed"}, *profilePhase) {
 		fmt.Fprintf(stderr, "bench: unknown -profile-phase %q\n", *profilePhase)
 		return 2

@@ -86,6 +86,37 @@ func (b *bench) runScenarios(ctx context.Context) {
 	clear(sums)
 	clear(cpu)
 	clear(done)
+	var fastBefore *fastPathReport
+	if b.holdfastMetrics != "" && b.s.runs("handshakes") {
+		// One handshake first, so that holdfast has seen the gateway
+		// started (with nothing seen yet, a probe is due).
+		for _, t := range b.targets {
+			if t.name == "holdfast" {
+				if c, err := handshake(ctx, newDialer(handshakeTimeout), t.url, nil, "warm-up", nil, handshakeTimeout); err == nil {
+					c.Close()
+				}
+			}
+		}
+		if r, err := scrapeFastPath(ctx, b.holdfastMetrics); err == nil {
+			fastBefore = &r
+		} else {
+			b.logf("handshakes: %v", err)
+		}
+	}
+	defer func() {
+		if fastBefore == nil || ctx.Err() != nil {
+			return
+		}
+		after, err := scrapeFastPath(ctx, b.holdfastMetrics)
+		if err != nil {
+			b.logf("handshakes: %v", err)
+			return
+		}
+		d := after.minus(*fastBefore)
+		b.r.FastPath = &d
+		b.logf("handshakes holdfast: %.0f handshakes, %.0f holds, %.0f readiness probes, %.0f delayed dials, %.0f retries",
+			d.Handshakes, d.Holds, d.Probes, d.DelayedDials, d.Retries)
+	}()
 	for round := range b.s.rounds {
 		for _, t := range b.targets {
 			if ctx.Err() != nil {

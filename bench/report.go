@@ -16,7 +16,8 @@ func pathNames() []string { return []string{"direct", "tunnel", "koding", "holdf
 
 // report is what a run measured; it is written as JSON with -json.
 type report struct {
-	Mode string `json:"mode"` // quick or full
+	Mode   string `json:"mode"` // quick or full
+	Rounds int    `json:"rounds"`
 
 	// Throughput is completed 1 KiB echoes per second over 64 sessions;
 	// each echo crosses a proxy twice.
@@ -40,6 +41,10 @@ type report struct {
 	// CPUPerHandshake is the proxy process's CPU time over the handshake
 	// rounds divided by the handshakes they completed, in microseconds.
 	CPUPerHandshake map[string]float64 `json:"cpu_us_per_handshake"`
+	// FastPath is what holdfast's metrics counted over the handshake
+	// rounds, the gateway up throughout: holds, probes, delayed dials and
+	// retries should all be 0.
+	FastPath *fastPathReport `json:"handshake_fast_path,omitempty"`
 	// Window is the startup-window scenario with the loopback crowd: every
 	// client at one address, as the gateway sees it.
 	Window *windowReport `json:"window"`
@@ -285,9 +290,16 @@ func (r *report) goals() []goal {
 	hk, okHK := r.Handshakes["koding"]
 	check(okHH && okHT, hh >= 1.0*ht, "handshakes >= 1.0x tunnel (got %s)", ratio(r.Handshakes, "holdfast", "tunnel"))
 	check(okHH && okHK, hh >= 1.0*hk, "handshakes >= 1.0x koding (got %s)", ratio(r.Handshakes, "holdfast", "koding"))
+	fp := r.FastPath
+	got := "-"
+	if fp != nil {
+		got = fmt.Sprintf("%.0f holds, %.0f probes, %.0f delayed dials, %.0f retries in %.0f handshakes", fp.Holds, fp.Probes, fp.DelayedDials, fp.Retries, fp.Handshakes)
+	}
+	check(fp != nil && fp.Handshakes > 0, fp != nil && fp.Holds == 0 && fp.Probes <= float64(r.Rounds) && fp.DelayedDials == 0 && fp.Retries == 0,
+		"handshakes on a started gateway: no hold, delayed dial or retry, at most a probe a round (%s)", got)
 	ah, okAH := r.added99("holdfast")
 	at, okAT := r.added99("tunnel")
-	got := "-"
+	got = "-"
 	if okAH && okAT {
 		got = fmt.Sprintf("holdfast %.0f us, tunnel %.0f us", ah, at)
 	}

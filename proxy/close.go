@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"time"
 	"unicode/utf8"
 
@@ -21,8 +20,8 @@ const (
 // may legally be sent on: 1005 becomes an empty close frame, and 1006, 1015
 // and anything outside the sendable ranges become fallback.
 func wireClose(err error, fallback int, fallbackText string) []byte {
-	var ce *websocket.CloseError
-	if !errors.As(err, &ce) {
+	ce := asCloseError(err)
+	if ce == nil {
 		return websocket.FormatCloseMessage(fallback, fallbackText)
 	}
 	switch code := ce.Code; {
@@ -73,9 +72,39 @@ func closeLeg(ws *websocket.Conn, payload []byte, timeout time.Duration) bool {
 
 // closeCode returns the code of a received close, or 0.
 func closeCode(err error) int {
-	var ce *websocket.CloseError
-	if errors.As(err, &ce) {
+	if ce := asCloseError(err); ce != nil {
 		return ce.Code
 	}
 	return 0
+}
+
+// asCloseError returns the *websocket.CloseError in err's tree, or nil: it
+// is errors.As for that one type, without the allocation errors.As costs
+// for its target (every session's ending looks for a close).
+func asCloseError(err error) *websocket.CloseError {
+	for err != nil {
+		if ce, ok := err.(*websocket.CloseError); ok {
+			return ce
+		}
+		if x, ok := err.(interface{ As(any) bool }); ok {
+			var ce *websocket.CloseError
+			if x.As(&ce) {
+				return ce
+			}
+		}
+		switch x := err.(type) {
+		case interface{ Unwrap() error }:
+			err = x.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range x.Unwrap() {
+				if ce := asCloseError(e); ce != nil {
+					return ce
+				}
+			}
+			return nil
+		default:
+			return nil
+		}
+	}
+	return nil
 }

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -552,8 +551,7 @@ func (l *legRecord) noteSent(payload []byte) {
 
 // noteGot records the close a leg's peer sent (a read error).
 func (l *legRecord) noteGot(err error) {
-	var ce *websocket.CloseError
-	if l.gotCode == 0 && errors.As(err, &ce) {
+	if ce := asCloseError(err); l.gotCode == 0 && ce != nil {
 		l.gotCode, l.gotReason = ce.Code, ce.Text
 	}
 }

@@ -1,0 +1,51 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+
+	"github.com/gorilla/websocket"
+)
+
+// asTarget is an error that answers errors.As for *websocket.CloseError
+// itself, without wrapping one.
+type asTarget struct{ ce *websocket.CloseError }
+
+func (a asTarget) Error() string { return "as target" }
+func (a asTarget) As(target any) bool {
+	if p, ok := target.(**websocket.CloseError); ok {
+		*p = a.ce
+		return true
+	}
+	return false
+}
+
+// asCloseError finds what errors.As finds, and allocates nothing.
+func TestAsCloseError(t *testing.T) {
+	ce := &websocket.CloseError{Code: 1012, Text: "service restart"}
+	other := &websocket.CloseError{Code: 1000}
+	for _, err := range []error{
+		nil,
+		io.EOF,
+		ce,
+		fmt.Errorf("read: %w", ce),
+		fmt.Errorf("outer: %w", fmt.Errorf("inner: %w", ce)),
+		errors.Join(io.EOF, ce),
+		errors.Join(fmt.Errorf("a: %w", io.EOF), fmt.Errorf("b: %w", ce), other),
+		fmt.Errorf("two: %w and %w", io.EOF, ce),
+		asTarget{ce},
+		fmt.Errorf("wrapped: %w", asTarget{ce}),
+	} {
+		var want *websocket.CloseError
+		errors.As(err, &want)
+		if got := asCloseError(err); got != want {
+			t.Errorf("%v: %v; errors.As finds %v", err, got, want)
+		}
+	}
+	wrapped := fmt.Errorf("read: %w", ce)
+	if n := testing.AllocsPerRun(100, func() { _ = closeCode(wrapped) }); n != 0 {
+		t.Fatalf("closeCode: %v allocations; want 0", n)
+	}
+}

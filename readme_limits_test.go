@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// README's limits table states the defaults the code has: every
+// configurable bound appears as "`key` (default)".
+func TestREADMELimits(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	start := strings.Index(s, "\n## Limits\n")
+	if start < 0 {
+		t.Fatal("README has no Limits section")
+	}
+	section := s[start+1:]
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	d := DefaultConfig()
+	for key, value := range map[string]string{
+		"limits.handshakes":                   fmt.Sprint(d.Limits.Handshakes),
+		"limits.preauth_bytes":                mib(d.Limits.PreauthBytes),
+		"splice.max_message_bytes":            mib(d.Splice.MaxMessageBytes),
+		"handshake.budget":                    humanDuration(d.Handshake.Budget),
+		"upstream.max_preauth_per_address":    fmt.Sprint(d.Upstream.MaxPreauthPerAddress),
+		"upstream.dial_timeout":               humanDuration(d.Upstream.DialTimeout),
+		"passthrough.response_header_timeout": humanDuration(d.Passthrough.ResponseHeaderTimeout),
+	} {
+		want := "`" + key + "` (" + value
+		if !strings.Contains(section, want) {
+			t.Errorf("README's limits table does not say %s…)", want)
+		}
+	}
+}
+
+func mib(n int64) string {
+	if n%(1<<20) != 0 {
+		return fmt.Sprint(n)
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
+}
+
+func humanDuration(d time.Duration) string {
+	if d >= time.Minute && d%time.Minute == 0 {
+		return fmt.Sprintf("%d min", d/time.Minute)
+	}
+	return fmt.Sprintf("%g s", d.Seconds())
+}

@@ -205,8 +205,14 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 		}
 	}
 
-	// 2. Upgrade the client and relay the challenge at once.
-	client, err := c.h.upgrader.Upgrade(w, c.r, respHdr)
+	// 2. Upgrade the client and relay the challenge at once. With the
+	// challenge in hand, the 101 waits in the client leg's batch for it,
+	// and both leave in one write.
+	uw := w
+	if !late {
+		uw = batchedUpgrade{w, c.h.cfg.WriteTimeout}
+	}
+	client, err := c.h.upgrader.Upgrade(uw, c.r, respHdr)
 	if err != nil {
 		return outcome{end: endClientUpgradeFailed, err: err}
 	}
@@ -231,6 +237,13 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 
 	if err := c.writeClient(websocket.TextMessage, c.up.challenge); err != nil {
 		return outcome{end: endClientGone, err: err}
+	}
+	if bc, ok := client.NetConn().(*batchConn); ok && !late {
+		err := bc.Flush() // the 101 and the challenge
+		bc.setBatching(false, 0)
+		if err != nil {
+			return outcome{end: endClientGone, err: err}
+		}
 	}
 	c.up.challenge = nil
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // checkUpgrade validates a control upgrade request as the client upgrade
@@ -89,3 +90,28 @@ type prefixedConn struct {
 }
 
 func (c *prefixedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// batchedUpgrade wraps the ResponseWriter of a control upgrade whose
+// challenge is already in hand: the hijacked connection batches its writes
+// (each flush bounded by writeTimeout), so that gorilla's 101 waits for the
+// challenge and both leave in one write. The caller flushes and turns
+// batching off once the challenge is written.
+type batchedUpgrade struct {
+	http.ResponseWriter
+	writeTimeout time.Duration
+}
+
+func (w batchedUpgrade) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("proxy: the response writer cannot be hijacked")
+	}
+	nc, brw, err := hj.Hijack()
+	if bc, ok := nc.(*batchConn); ok && err == nil {
+		bc.setBatching(true, w.writeTimeout)
+	}
+	return nc, brw, err
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w batchedUpgrade) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -10,7 +10,10 @@ import (
 	"time"
 )
 
-const mBridged = "holdfast_bridged_sessions_total"
+const (
+	mBridged         = "holdfast_bridged_sessions_total"
+	mSplicedMessages = "holdfast_spliced_messages_total"
+)
 
 // TestLegacyClientsOnCurrent is scenario 7: protocol-3 clients (the
 // 2026.4.27 CLI) against a protocol-4 gateway (2026.9.6), which refuses
@@ -118,4 +121,104 @@ func TestLegacyClientsOnCurrent(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("10_legacy_tui_on_current", func(t *testing.T) {
+		if !gw.Running() {
+			t.Skip("gateway not running")
+		}
+		testLegacyTUI(t, gw)
+	})
+}
+
+// tuiTickMargin is how long past two tick intervals (the 4.27 client's
+// watchdog, 2 × 30 s) the TUI must stay connected.
+const tuiTickMargin = 5 * time.Second
+
+// testLegacyTUI is scenario 10: the 2026.4.27 TUI through holdfast to a
+// started 2026.9.6 gateway. Every event that gateway sends an operator
+// carries recipientProfileId, which the 4.27 client's closed protocol-3
+// envelope refuses; unfiltered, the TUI would see no event at all and its
+// tick watchdog would close 4000 and reconnect after 60 s. Through the
+// bridge it connects, renders the events of a chat run (the run's
+// lifecycle error: no model is configured), and stays on its one session
+// past two tick intervals.
+func testLegacyTUI(t *testing.T, gw *gateway) {
+	hf := startHoldfast(t, gw, holdfastOptions{})
+	tui := startTUI(t, legacyCLI, hf.URL(), gw.Token)
+	screen, ok := tui.WaitScreen(90*time.Second, tuiConnected)
+	connectedAt := time.Now()
+	figure(t, "TUI %s via %s to gateway %s: connected %v, %v after its start", legacyCLI, viaName(), currentVersion, ok,
+		connectedAt.Sub(tui.Start).Round(time.Millisecond))
+	if !ok {
+		t.Fatalf("the TUI did not show a connected gateway:\n%s", tail(tui.History(), 3000))
+	}
+	t.Logf("TUI screen:\n%s", screen)
+	before := scrape(t, hf)
+
+	// A chat message: the TUI shows it at once and waits; only the run's
+	// events (agent lifecycle, chat) end the wait.
+	if err := tui.SendKeys("hello from the legacy TUI", "Enter"); err != nil {
+		t.Fatal(err)
+	}
+	sentAt := time.Now()
+	if _, ok := tui.WaitScreen(15*time.Second, func(s string) bool { return strings.Contains(s, "hello from the legacy TUI") }); !ok {
+		t.Errorf("the message typed does not show")
+	}
+	screen, ok = tui.WaitScreen(45*time.Second, tuiRunEnded)
+	figure(t, "TUI chat run: events rendered %v, %v after the message was sent", ok, time.Since(sentAt).Round(time.Millisecond))
+	if !ok {
+		t.Errorf("the TUI never showed the run's events (still waiting):\n%s", screen)
+	}
+	if strings.Contains(screen, "send failed") {
+		t.Errorf("chat.send itself failed (an answer, not the run's events):\n%s", screen)
+	}
+
+	// Past two tick intervals on the same session: no 4000, no reconnect.
+	deadline := connectedAt.Add(2*30*time.Second + tuiTickMargin)
+	for time.Now().Before(deadline) {
+		s := tui.Screen()
+		if !tuiOnline(s) {
+			t.Fatalf("the TUI lost its gateway %v after connecting:\n%s", time.Since(connectedAt).Round(time.Second), s)
+		}
+		if exited, code := tui.Exited(); exited {
+			t.Fatalf("the TUI exited (status %d)", code)
+		}
+		time.Sleep(time.Second)
+	}
+	hist := tui.History()
+	if strings.Contains(hist, "disconnected") || strings.Contains(hist, "tick timeout") || strings.Contains(hist, "reconnect") {
+		t.Errorf("the TUI shows a disconnection:\n%s", tail(hist, 3000))
+	}
+	m := scrape(t, hf)
+	figure(t, "TUI stayed connected %v; messages to it %g (%g after hello), bridged sessions %g",
+		time.Since(connectedAt).Round(time.Second), m.Get(mSplicedMessages, "direction", "to_client"),
+		m.Get(mSplicedMessages, "direction", "to_client")-before.Get(mSplicedMessages, "direction", "to_client"), m.Get(mBridged))
+	expectMetric(t, m, "==", 1, mHandshakes, "result", "ok") // one connect: no reconnect
+	expectNoFailedHandshakes(t, m)
+	expectMetric(t, m, "==", 1, mSessions)
+	expectMetric(t, m, "==", 1, mBridged)
+	// Two ticks at least reached it in the wait.
+	if got := m.Get(mSplicedMessages, "direction", "to_client") - before.Get(mSplicedMessages, "direction", "to_client"); got < 2 {
+		t.Errorf("%g messages reached the TUI after it connected; want ≥ 2 (ticks)", got)
+	}
+}
+
+// tuiOnline reports whether the TUI's status line says it is connected
+// (the "gateway connected" notice that tuiConnected waits for lasts only a
+// few seconds; "connected" stays).
+func tuiOnline(screen string) bool {
+	return strings.Contains(screen, "connected") && !strings.Contains(screen, "disconnected") &&
+		!strings.Contains(screen, "connecting")
+}
+
+// tuiRunEnded reports whether the TUI's status line shows a run that was
+// ended by the gateway's events (idle, or error) rather than still waiting.
+func tuiRunEnded(screen string) bool {
+	for _, line := range strings.Split(screen, "\n") {
+		if strings.Contains(line, "connected |") && !strings.Contains(line, "…") &&
+			(strings.Contains(line, "| error") || strings.Contains(line, "| idle")) {
+			return true
+		}
+	}
+	return false
 }

@@ -47,6 +47,7 @@ func buildHoldfast(dir string) (string, error) {
 
 type holdfastOptions struct {
 	Budget time.Duration // handshake.budget; default 12s
+	Port   int           // listen port; 0: a free one
 }
 
 // holdfast is one holdfast process in front of a gateway, or, with
@@ -124,7 +125,10 @@ func startHoldfast(t testing.TB, gw *gateway, opts holdfastOptions) *holdfast {
 // serves. It returns an error when the process exited or did not come up.
 func (h *holdfast) start(t testing.TB, gw *gateway, opts holdfastOptions) error {
 	t.Helper()
-	h.Port, h.MPort = freePort(t), freePort(t)
+	h.Port, h.MPort = opts.Port, freePort(t)
+	if h.Port == 0 {
+		h.Port = freePort(t)
+	}
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`listen: "127.0.0.1:%d"
 upstream:

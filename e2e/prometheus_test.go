@@ -323,6 +323,19 @@ func TestPrometheus(t *testing.T) {
 		}
 	}
 
+	// The access log: one line per client connection, none with the token.
+	var accessLines int
+	if !waitUntil(10*time.Second, func() bool {
+		accessLines = strings.Count(hf.LogTail(64<<20), "msg=access ")
+		return int64(accessLines) >= attempts.Load()
+	}) {
+		t.Errorf("%d access lines for %d client connections", accessLines, attempts.Load())
+	}
+	figure(t, "prometheus: %d access lines for %d client connections", accessLines, attempts.Load())
+	if strings.Contains(hf.LogTail(64<<20), gw.Token) {
+		t.Errorf("holdfast's log carries the gateway token")
+	}
+
 	// promtool check metrics on holdfast's scrape in front of the real gateway.
 	if pt, err := exec.LookPath("promtool"); err != nil {
 		t.Errorf("promtool not installed: %v", err)

@@ -61,8 +61,8 @@ type conn struct {
 	readErr    error         // the client reader's error before the splice
 	notify     chan struct{} // signalled (cap 1) when queue or readErr change
 	spliced    atomic.Bool   // set once, under mu, after the queue was flushed
-	maxPayload int64         // client message limit after hello-ok
 	bridged    bool          // gateway frames pass the protocol-3 filter (bridge.go)
+	maxPayload int64         // client message limit after hello-ok
 
 	readerDone   chan struct{}
 	preauthBytes int // bytes of queued frames reserved in h.limits; guarded by mu

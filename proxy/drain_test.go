@@ -256,3 +256,34 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// At a stop at once, a client in its handshake on a gateway that has
+// started (here one that got its challenge and has not sent its connect)
+// gets 1001 "holdfast shutting down".
+func TestStopAtOnceStartedGateway(t *testing.T) {
+	gw := startGateway(t, fakegw.Config{Token: token})
+	hs := startProxy(t, gw.Addr(), nil, nil)
+	// A first session tells holdfast the gateway has started.
+	c, res := connect(t, hs.url, nil)
+	if !res.HelloOK {
+		t.Fatalf("first client: %+v", res)
+	}
+	c.Close()
+	silent := dialRaw(t, hs.url, nil)
+	if _, ch := silent.read(); !strings.Contains(string(ch), "connect.challenge") {
+		t.Fatalf("first frame %s; want the challenge", ch)
+	}
+	waitUntil(t, "the silent client in its handshake", func() bool { return hs.h.Handshakes() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := hs.h.Drain(ctx, 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Drain = %v; want the deadline", err)
+	}
+	_ = silent.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err := silent.ws.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway || ce.Text != "holdfast shutting down" {
+		t.Errorf("silent client ended with %v; want close 1001 \"holdfast shutting down\"", err)
+	}
+	hs.waitMetric(1, "holdfast_handshakes_total", "result", "unavailable")
+}

@@ -199,9 +199,9 @@ func TestLongWindowCurrent(t *testing.T) {
 	t.Run("openclaw-node", func(t *testing.T) {
 		<-nodeDone
 		start, end := time.UnixMilli(nodeRes.Start), time.UnixMilli(nodeRes.End)
-		figure(t, "openclaw-node 0.14.0 via %s: connect() resolved %v (error %v) %v after the port opened, %v after started; stored device token kept %v; health %v",
+		figure(t, "openclaw-node 0.14.0 via %s: connect() resolved %v (error %v) %v after the port opened, %v after started, %v after it began; stored device token kept %v; health %v",
 			viaName(), nodeRes.Resolved, deref(nodeRes.Error), end.Sub(portOpen).Round(time.Millisecond),
-			end.Sub(readyAt).Round(time.Millisecond), nodeRes.TokenKept, nodeRes.Health)
+			end.Sub(readyAt).Round(time.Millisecond), end.Sub(start).Round(time.Millisecond), nodeRes.TokenKept, nodeRes.Health)
 		if nodeRes.Fatal != "" {
 			t.Fatalf("openclaw-node: %s\n%s", nodeRes.Fatal, nodeRes.raw)
 		}
@@ -214,8 +214,10 @@ func TestLongWindowCurrent(t *testing.T) {
 		if !nodeRes.Health {
 			t.Errorf("health RPC after connect failed")
 		}
-		if !start.Before(portOpen.Add(3 * time.Second)) {
-			t.Errorf("connect() began %v after the port opened; want at its start", start.Sub(portOpen))
+		// connect() was pending longer than the gateway's pre-auth timer:
+		// no single upstream socket could have carried it.
+		if took := end.Sub(start); nodeRes.Resolved && took < 15*time.Second {
+			t.Errorf("connect() resolved %v after it began; the window it met was too short to prove anything", took)
 		}
 		m := scrape(t, hfNode)
 		expectMetric(t, m, "==", 1, mHandshakes, "result", "ok")
@@ -238,8 +240,8 @@ func TestLongWindowCurrent(t *testing.T) {
 				t.Errorf("a socket closed %d %q; want the startup close (1013 or the page's 4013)", s.CloseCode, s.CloseReason)
 			}
 		}
-		if d := hello.Sub(readyAt); d > 3*time.Second {
-			t.Errorf("hello-ok %v after the gateway started; want within 3 s", d)
+		if d := hello.Sub(readyAt); d > 5*time.Second {
+			t.Errorf("hello-ok %v after the gateway started; want within 5 s", d)
 		}
 		m := scrape(t, hfUI)
 		expectMetric(t, m, ">=", 1, mHandshakes, "result", "ok")
@@ -367,8 +369,8 @@ func TestControlUILegacy(t *testing.T) {
 	if failed > 0 || len(ui.sockets) != 1 {
 		t.Errorf("%d WebSockets opened, %d failed; want 1 and none", len(ui.sockets), failed)
 	}
-	if d := hello.Sub(readyAt); d > 3*time.Second {
-		t.Errorf("hello-ok %v after the gateway started; want within 3 s", d)
+	if d := hello.Sub(readyAt); d > 5*time.Second {
+		t.Errorf("hello-ok %v after the gateway started; want within 5 s", d)
 	}
 	m := scrape(t, hfUI)
 	expectMetric(t, m, ">=", 1, mHandshakes, "result", "ok")

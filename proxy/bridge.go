@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -292,9 +293,13 @@ func (c *conn) pumpBridged() {
 	c.endUpstreamSide(err, readSide)
 }
 
-// bridgeKeepBuffer is the largest read buffer a bridged session keeps
-// between messages; a larger one is dropped after use.
-const bridgeKeepBuffer = 64 << 10
+// filterBufs holds the buffers bridged sessions read messages into. A
+// buffer is taken once a message has begun to arrive and given back once
+// it is written, so an idle bridged session holds none.
+var filterBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledFilterBuf is the largest buffer given back to filterBufs.
+const maxPooledFilterBuf = 1 << 20
 
 // copyFiltered is copyMessages with the envelope filter: messages of up to
 // limit bytes are read whole and text ones pass through filterV3.
@@ -302,7 +307,6 @@ func copyFiltered(dst, src *websocket.Conn, limit int64, pool *chunkPool, writeT
 	bc, direct := dst.NetConn().(*batchConn)
 	srcBC, _ := src.NetConn().(*batchConn)
 	rr := &recordingReader{}
-	var buf bytes.Buffer
 	for {
 		if srcBC != nil {
 			_ = srcBC.waitData() // as in copyMessages: block shallow
@@ -312,12 +316,11 @@ func copyFiltered(dst, src *websocket.Conn, limit int64, pool *chunkPool, writeT
 			return err, true
 		}
 		rr.r, rr.err = r, nil
-		if buf.Cap() > bridgeKeepBuffer {
-			buf = bytes.Buffer{}
-		}
+		buf := filterBufs.Get().(*bytes.Buffer)
 		buf.Reset()
 		n, err := buf.ReadFrom(io.LimitReader(rr, limit+1))
 		if err != nil {
+			putFilterBuf(buf)
 			return err, true
 		}
 		var body io.Reader
@@ -336,6 +339,7 @@ func copyFiltered(dst, src *websocket.Conn, limit int64, pool *chunkPool, writeT
 		} else {
 			sent, err = relayMessage(dst, body, typ, writeTimeout)
 		}
+		putFilterBuf(buf)
 		t.bytes += sent
 		if err != nil {
 			if rr.err != nil {
@@ -347,5 +351,11 @@ func copyFiltered(dst, src *websocket.Conn, limit int64, pool *chunkPool, writeT
 		if count != nil {
 			count.Inc()
 		}
+	}
+}
+
+func putFilterBuf(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledFilterBuf {
+		filterBufs.Put(b)
 	}
 }

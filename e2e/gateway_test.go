@@ -31,6 +31,8 @@ type gatewayOptions struct {
 	// ReleaseWindow ends the window earlier. 0 leaves the plugin out and
 	// gives the gateway's natural (short) startup window.
 	DelayMs int
+	// TrustedProxies is gateway.trustedProxies (none by default).
+	TrustedProxies []string
 }
 
 // gateway is one real OpenClaw gateway process group on 127.0.0.1.
@@ -103,6 +105,9 @@ func newGateway(t testing.TB, opts gatewayOptions) *gateway {
 		},
 		"update":  map[string]any{"checkOnStart": false},
 		"logging": map[string]any{"file": filepath.Join(g.Dir, ".openclaw", "logs", "gateway.log")},
+	}
+	if len(opts.TrustedProxies) > 0 {
+		cfg["gateway"].(map[string]any)["trustedProxies"] = opts.TrustedProxies
 	}
 	if versionAtLeast(opts.Version, "2026.9.0") {
 		cfg["models"] = map[string]any{"catalogRefresh": map[string]any{"enabled": false}}

@@ -48,6 +48,8 @@ func buildHoldfast(dir string) (string, error) {
 type holdfastOptions struct {
 	Budget time.Duration // handshake.budget; default 12s
 	Port   int           // listen port; 0: a free one
+	// TrustedProxies is trusted_proxies (none by default).
+	TrustedProxies []string
 }
 
 // holdfast is one holdfast process in front of a gateway, or, with
@@ -142,7 +144,8 @@ log:
 shutdown:
   drain_delay: 0s
   drain: 1s
-`, h.Port, gw.URL(), h.MPort, opts.Budget)
+trusted_proxies: [%s]
+`, h.Port, gw.URL(), h.MPort, opts.Budget, strings.Join(opts.TrustedProxies, ", "))
 	cfgPath := filepath.Join(dir, "holdfast.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -57,9 +58,12 @@ type batchConn struct {
 	pool *chunkPool
 
 	// Read side: owned by the reading goroutine.
-	raw     syscall.RawConn // for waitData; nil when the socket has none
-	rawFn   func(fd uintptr) bool
-	rawErr  error
+	raw    syscall.RawConn // for waitData; nil when the socket has none
+	rawFn  func(fd uintptr) bool
+	rawErr error
+	// eof: the socket reported the end of the stream; every later read
+	// answers io.EOF without asking it again.
+	eof     bool
 	rbuf    *[]byte // pooled chunk behind pending, or nil
 	pending []byte  // read from the socket, not yet handed out
 	gather  bool    // the last socket read filled its buffer
@@ -112,6 +116,9 @@ func newUpstreamBatchConn(c net.Conn, pool *chunkPool) *batchConn {
 
 // Read implements net.Conn.
 func (c *batchConn) Read(p []byte) (int, error) {
+	if len(c.pending) == 0 && c.eof {
+		return 0, io.EOF
+	}
 	if len(c.pending) == 0 {
 		if !c.gather {
 			return c.readInto(p)
@@ -141,6 +148,7 @@ func (c *batchConn) readInto(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.gather = n == len(p)
 	if n == 0 {
+		c.eof = err == io.EOF
 		return 0, err
 	}
 	k := c.bounds.allow(p[:n])
@@ -163,6 +171,7 @@ func (c *batchConn) fill() error {
 	c.gather = n == len(*c.rbuf)
 	c.pending = (*c.rbuf)[:n]
 	if n == 0 {
+		c.eof = err == io.EOF
 		c.pool.put(c.rbuf)
 		c.rbuf = nil
 	}
@@ -176,6 +185,9 @@ func (c *batchConn) fill() error {
 func (c *batchConn) waitData() error {
 	if len(c.pending) > 0 || !c.bounds.frames || !c.bounds.atFrameStart() {
 		return nil
+	}
+	if c.eof {
+		return io.EOF
 	}
 	if c.raw == nil {
 		// No RawConn (TLS, say): gorilla's read blocks instead. Pre-reading

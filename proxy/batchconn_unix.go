@@ -28,6 +28,7 @@ func (c *batchConn) readRaw(fd uintptr) bool {
 		case n == 0:
 			c.pool.put(buf)
 			c.rawErr = io.EOF
+			c.eof = true
 		default:
 			c.rbuf = buf
 			c.pending = (*buf)[:n]

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -103,7 +105,7 @@ func serve(cfg Config, logOut io.Writer, ctl controls) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          errLog,
+		ErrorLog:          log.New(serverErrors{logger}, "", 0),
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, ErrorLog: errLog}))
@@ -270,7 +272,22 @@ func (s *server) reload(path string) {
 		s.log.Warn("config reload: these keys changed but need a restart; their old values stay in force", "keys", strings.Join(kept, ","))
 	}
 	s.log.Info("config reloaded; new connections use it, spliced sessions keep theirs", "path", path,
-		"changed", strings.Join(changed, ","))
+		"changed", cmp.Or(strings.Join(changed, ","), "nothing"))
+}
+
+// serverErrors logs the client listener's HTTP server errors at warn level,
+// except failed TLS handshakes: on a public port scanners and old clients
+// make them all day, so they go to debug.
+type serverErrors struct{ log *slog.Logger }
+
+func (e serverErrors) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	level := slog.LevelWarn
+	if strings.HasPrefix(msg, "http: TLS handshake error") {
+		level = slog.LevelDebug
+	}
+	e.log.Log(context.Background(), level, msg)
+	return len(p), nil
 }
 
 // diffKeys lists the YAML keys whose values differ between a and b.

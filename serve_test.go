@@ -195,6 +195,7 @@ func TestTLSListenerRotation(t *testing.T) {
 	certA := certPair(t, dir, "holdfast-a")
 	cfg := testConfig(gw)
 	cfg.TLS = ListenTLSConfig{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")}
+	cfg.Log.Level = "debug"
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -203,10 +204,16 @@ func TestTLSListenerRotation(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AddCert(certA)
 
-	// TLS 1.2 at least.
+	// TLS 1.2 at least; a refused handshake is no warning (scanners).
 	if c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS11}); err == nil {
 		c.Close()
 		t.Error("a TLS 1.1 handshake succeeded; want TLS 1.2 at least")
+	}
+	waitFor(t, 5*time.Second, "the refused handshake's debug line", func() bool {
+		return strings.Contains(r.logs.String(), `level=DEBUG msg="http: TLS handshake error`)
+	})
+	if strings.Contains(r.logs.String(), "level=WARN") {
+		t.Errorf("warnings logged:\n%s", grep(r.logs.String(), "level=WARN"))
 	}
 	// A plain-text upgrade is not served.
 	if _, res, err := testclient.Connect(context.Background(), testclient.Options{URL: "ws://" + addr, Token: testToken, Timeout: 3 * time.Second}); err == nil || res.HelloOK {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -207,6 +208,62 @@ func FuzzFilterV3(f *testing.F) {
 		}
 		if !reflect.DeepEqual(before, after) {
 			t.Fatalf("filter of %q gave %q", in, out)
+		}
+	})
+}
+
+// FuzzRewriteLegacyConnect checks the rewrite against encoding/json: a
+// rewritten frame was valid, is valid, and decodes to the original with
+// params.maxProtocol 4 and nothing else changed; the bytes around the number
+// are the client's.
+func FuzzRewriteLegacyConnect(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"req","id":"1","method":"connect","params":{"minProtocol":3,"maxProtocol":3,"client":{"id":"cli","mode":"cli"}}}`,
+		`{"params":{"maxProtocol":3.0,"minProtocol":1,"role":"node","client":{"mode":"probe"}}}`,
+		`{"params":{"minProtocol":3,"maxProtocol":3,"role":"n\u006fde","client":{"mode":"node"}}}`,
+		`{"params":{"minProtocol":2,"maxProtocol":3e0}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		orig := append([]byte(nil), in...)
+		out, lc, ok := rewriteLegacyConnect(in)
+		if !bytes.Equal(in, orig) {
+			t.Fatal("input modified")
+		}
+		if !ok {
+			if !bytes.Equal(out, in) {
+				t.Fatalf("not rewritten, yet changed: %q → %q", in, out)
+			}
+			return
+		}
+		var before, after map[string]any
+		if json.Unmarshal(in, &before) != nil || json.Unmarshal(out, &after) != nil {
+			t.Fatalf("rewrite of %q gave %q: not both valid", in, out)
+		}
+		p := before["params"].(map[string]any)
+		maxP, minP := p["maxProtocol"].(float64), p["minProtocol"].(float64)
+		if maxP >= 4 || minP > 4 || minP > maxP || minP < 1 || int(minP) != lc.minProtocol || int(maxP) != lc.maxProtocol {
+			t.Fatalf("rewrote %q (range [%v,%v], %+v)", in, minP, maxP, lc)
+		}
+		if c, _ := p["client"].(map[string]any); p["role"] == "node" && c != nil && c["mode"] == "node" {
+			t.Fatalf("rewrote a node connect %q", in)
+		}
+		p["maxProtocol"] = float64(4)
+		if !reflect.DeepEqual(before, after) {
+			t.Fatalf("rewrite of %q gave %q", in, out)
+		}
+		// Only the number's bytes changed.
+		i := 0
+		for i < len(in) && i < len(out) && in[i] == out[i] {
+			i++
+		}
+		j := 0
+		for j < len(in)-i && j < len(out)-i && in[len(in)-1-j] == out[len(out)-1-j] {
+			j++
+		}
+		if n, err := strconv.ParseFloat(string(in[i:len(in)-j]), 64); string(out[i:len(out)-j]) != "4" || err != nil || n != maxP {
+			t.Fatalf("%q → %q: %q became %q; want only the maxProtocol literal replaced by 4", in, out, in[i:len(in)-j], out[i:len(out)-j])
 		}
 	})
 }

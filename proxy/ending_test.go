@@ -329,9 +329,12 @@ func TestReplaysBackOffAndAreCapped(t *testing.T) {
 	}
 	up.sent.Lock()
 	defer up.sent.Unlock()
-	for i := 2; i < len(up.at); i++ {
-		if prev, gap := up.at[i-1].Sub(up.at[i-2]), up.at[i].Sub(up.at[i-1]); gap < prev/4 {
-			t.Errorf("replay gaps %v then %v: no back-off", prev, gap)
+	// Replays wait like dials: full jitter over a doubling step, so two
+	// gaps in a row may shrink by chance, but none is shorter than the
+	// step's floor (a quarter of dial_backoff_base, 100 ms by default).
+	for i := 1; i < len(up.at); i++ {
+		if gap := up.at[i].Sub(up.at[i-1]); gap < 25*time.Millisecond {
+			t.Errorf("replay %d came %v after the one before: no back-off", i+1, gap)
 		}
 	}
 	hs.waitMetric(1, "holdfast_handshakes_total", "result", "unavailable")

@@ -106,7 +106,7 @@ func TestLateDialKey(t *testing.T) {
 		yaml string
 		want time.Duration // proxy.Config.LateDialMax
 	}{
-		{"", 8 * time.Second},
+		{"", 9 * time.Second},
 		{"handshake:\n  late_dial: 0s\n", -1},
 		{"handshake:\n  late_dial: 8s\n", 8 * time.Second},
 	} {

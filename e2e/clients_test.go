@@ -27,8 +27,8 @@ const longWindow = 20 * time.Second
 
 // clientWindow is the least time the current-gateway clients spend in the
 // window after they reached holdfast: more than the gateway's 15 s
-// pre-auth timer, within what the late dial and the budget absorb (8 s +
-// 12 s).
+// pre-auth timer, within what the late dial and the hold after it absorb
+// (9 s + 13.5 s).
 const clientWindow = 16 * time.Second
 
 // nodeClientResult is what e2e/testdata/openclaw-node/connect.cjs printed.

@@ -51,10 +51,11 @@ type Config struct {
 	DialTimeout time.Duration
 	// LateDialMax is the longest a client without an Origin header waits
 	// for its challenge while the gateway is starting, before holdfast
-	// opens its upstream socket (default 8s: the 2026.4.x clients' challenge
+	// opens its upstream socket (default 9s: the 2026.4.x clients' challenge
 	// timer is 10 s, current clients' 15 s; negative: every client is
-	// dialled first). The budget starts again when the socket is opened.
-	// See latedial.go.
+	// dialled first). The budget starts again when the socket is opened,
+	// as long as the pre-auth timer allows (PreauthTimeout - HoldMargin)
+	// when that is longer. See latedial.go.
 	LateDialMax time.Duration
 	// MinAttempt is the least budget worth starting another attempt with
 	// (default 250ms).
@@ -115,7 +116,7 @@ var DefaultPassthroughPaths = []string{"/__openclaw__/", "/desktop/observe", "/n
 func DefaultConfig() Config {
 	return Config{
 		Budget:                12 * time.Second,
-		LateDialMax:           8 * time.Second,
+		LateDialMax:           9 * time.Second,
 		DialTimeout:           5 * time.Second,
 		MinAttempt:            250 * time.Millisecond,
 		PreauthTimeout:        15 * time.Second,

@@ -161,7 +161,7 @@ func (c *conn) lateDial() *outcome {
 			break
 		}
 	}
-	c.budget = retry.NewBudget(c.h.clock, c.h.cfg.Budget)
+	c.budget = retry.NewBudget(c.h.clock, c.h.lateBudget())
 	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.key(), c.budget)
 	if err != nil {
 		// The client has its 101 already: an HTTP answer becomes a close.
@@ -180,4 +180,14 @@ func (h *Handler) dialPolicy() dialPolicy {
 		Trust:   notStartedTrust,
 		Refresh: h.cfg.ReadinessPollInterval + h.cfg.ReadinessProbeTimeout,
 	}
+}
+
+// lateBudget is a late-dialled client's budget, counted from its dial. The
+// client gets its challenge as this socket opens and answers it at once, so
+// its own 15 s connect timer and the gateway's pre-auth timer start
+// together: the hold may last until hold_margin before that timer
+// (preauth_timeout - hold_margin, 13.5 s by default) when that is longer
+// than handshake.budget, whose margin also covers a browser's dial.
+func (h *Handler) lateBudget() time.Duration {
+	return max(h.cfg.Budget, h.cfg.PreauthTimeout-h.cfg.HoldMargin)
 }

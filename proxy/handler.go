@@ -54,8 +54,8 @@ type Config struct {
 	// opens its upstream socket (default 9s: the 2026.4.x clients' challenge
 	// timer is 10 s, current clients' 15 s; negative: every client is
 	// dialled first). The budget starts again when the socket is opened,
-	// as long as the pre-auth timer allows (PreauthTimeout - HoldMargin)
-	// when that is longer. See latedial.go.
+	// HoldMargin longer, up to PreauthTimeout - HoldMargin. See
+	// latedial.go.
 	LateDialMax time.Duration
 	// MinAttempt is the least budget worth starting another attempt with
 	// (default 250ms).

@@ -182,12 +182,13 @@ func (h *Handler) dialPolicy() dialPolicy {
 	}
 }
 
-// lateBudget is a late-dialled client's budget, counted from its dial. The
-// client gets its challenge as this socket opens and answers it at once, so
-// its own 15 s connect timer and the gateway's pre-auth timer start
-// together: the hold may last until hold_margin before that timer
-// (preauth_timeout - hold_margin, 13.5 s by default) when that is longer
-// than handshake.budget, whose margin also covers a browser's dial.
+// lateBudget is a late-dialled client's budget, counted from its dial:
+// handshake.budget plus hold_margin, at most preauth_timeout - hold_margin
+// (13.5 s by default). The budget's margin before a client's 15 s connect
+// timer also covers the upgrade and dial retries a browser's timer sees;
+// after a late dial the client gets its challenge as the socket opens and
+// answers it at once, so its connect timer and the gateway's pre-auth timer
+// start together, and a hold may last until hold_margin before either.
 func (h *Handler) lateBudget() time.Duration {
-	return max(h.cfg.Budget, h.cfg.PreauthTimeout-h.cfg.HoldMargin)
+	return max(h.cfg.Budget, min(h.cfg.Budget+h.cfg.HoldMargin, h.cfg.PreauthTimeout-h.cfg.HoldMargin))
 }

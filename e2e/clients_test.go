@@ -21,6 +21,15 @@ import (
 // and the 2026.4.27 TUI, each through its own holdfast (so that each one's
 // metrics are its own) while a real gateway is held in its startup window.
 
+// tuiLead and tuiWindow shape the legacy-client case: the CLI starts
+// tuiLead after the TUI reached holdfast, and the window lasts at least
+// tuiWindow after that (more than the 9 s late dial, less than it plus the
+// 13.5 s hold).
+const (
+	tuiLead   = 4 * time.Second
+	tuiWindow = 11 * time.Second
+)
+
 // longWindow is the window of the current-gateway case, from port open to
 // the release: longer than the gateway's 15 s pre-auth timer.
 const longWindow = 20 * time.Second
@@ -277,6 +286,14 @@ func TestLegacyClients(t *testing.T) {
 	// first, and the CLI follows once the TUI is in the window.
 	tui := startTUI(t, legacyCLI, hfTUI.URL(), gw.Token)
 	awaitArrivals(t, gw, map[string]func() bool{"TUI": reachedHoldfast(hfTUI, nil)})
+	tuiArrived := time.Now()
+	// The TUI stays in the window past holdfast's late dial (9 s): it gets
+	// its challenge while the gateway still starts and its connect is held
+	// until the start (the 2026.4.29 gateway can take seconds to answer a
+	// new upgrade just after it started, longer than the TUI's challenge
+	// timer allows on a busy machine). The CLI comes a few seconds later,
+	// so that its own 10 s end within the window's last seconds.
+	time.Sleep(tuiLead)
 	var status cliResult
 	statusDone := make(chan struct{})
 	home := cliHome(t)
@@ -290,7 +307,8 @@ func TestLegacyClients(t *testing.T) {
 	awaitArrivals(t, gw, map[string]func() bool{
 		"gateway status --require-rpc": reachedHoldfast(hfStatus, statusDone),
 	})
-	readyAt := releaseWindow(t, gw, minWindow)
+	time.Sleep(max(time.Until(tuiArrived.Add(tuiWindow)), 0))
+	readyAt := releaseWindow(t, gw, minWindow) // minHold after the last arrival at least
 	figure(t, "gateway %s: port open %v after spawn; window (port open → started) %v",
 		legacyGateway, gw.PortOpenAfter.Round(time.Millisecond), (gw.ReadyAfter - gw.PortOpenAfter).Round(time.Millisecond))
 

@@ -21,15 +21,6 @@ import (
 // and the 2026.4.27 TUI, each through its own holdfast (so that each one's
 // metrics are its own) while a real gateway is held in its startup window.
 
-// tuiLead and tuiWindow shape the legacy-client case: the CLI starts
-// tuiLead after the TUI reached holdfast, and the window lasts at least
-// tuiWindow after that (more than the 9 s late dial, less than it plus the
-// 13.5 s hold).
-const (
-	tuiLead   = 4 * time.Second
-	tuiWindow = 11 * time.Second
-)
-
 // longWindow is the window of the current-gateway case, from port open to
 // the release: longer than the gateway's 15 s pre-auth timer.
 const longWindow = 20 * time.Second
@@ -266,34 +257,60 @@ func TestLongWindowCurrent(t *testing.T) {
 }
 
 // TestLegacyClients holds a 2026.4.29 gateway in its window and sends the
-// 2026.4.27 TUI (under tmux) and `openclaw gateway status --require-rpc`
-// (2026.4.27) through holdfast. Both give up after 10 s (the TUI on its
-// challenge, the CLI on the whole call), so the window ends soon after
-// they reached holdfast; the Control UI gets a window of its own
-// (TestControlUILegacy), as its page load keeps a just-started gateway
-// busy for seconds on a two-core machine.
+// 2026.4.27 TUI (under tmux) through holdfast. Its challenge timer is 10 s,
+// so the window ends soon after it reached holdfast, which dials its
+// upstream socket the moment the gateway has started; the 2026.4.27 CLI and
+// the Control UI get a window of their own (TestLegacyStatusAndControlUI),
+// as every client's start adds to the seconds a just-started gateway can
+// take to answer a new upgrade on a two-core machine.
 func TestLegacyClients(t *testing.T) {
 	requireInstalled(t, legacyGateway, legacyCLI)
 	ctx := context.Background()
 	gw := newGateway(t, gatewayOptions{Version: legacyGateway, DelayMs: holdMaxMs})
 	hfTUI := startHoldfast(t, gw, holdfastOptions{})
-	hfStatus := startHoldfast(t, gw, holdfastOptions{})
 
+	gw.Start(t, ctx)
+	tui := startTUI(t, legacyCLI, hfTUI.URL(), gw.Token)
+	awaitArrivals(t, gw, map[string]func() bool{"TUI": reachedHoldfast(hfTUI, nil)})
+	readyAt := releaseWindow(t, gw, minWindow)
+	figure(t, "gateway %s: port open %v after spawn; window (port open → started) %v",
+		legacyGateway, gw.PortOpenAfter.Round(time.Millisecond), (gw.ReadyAfter - gw.PortOpenAfter).Round(time.Millisecond))
+
+	screen, ok := tui.WaitScreen(60*time.Second, tuiConnected)
+	hist := tui.History()
+	figure(t, "TUI %s via %s: connected %v, %v after started", legacyCLI, viaName(), ok, time.Since(readyAt).Round(time.Millisecond))
+	t.Logf("TUI screen:\n%s", screen)
+	if !ok {
+		t.Errorf("the TUI did not show a connected gateway")
+	}
+	if strings.Contains(hist, "connect failed") || strings.Contains(hist, "gateway starting") ||
+		strings.Contains(hist, "disconnected") {
+		t.Errorf("the TUI showed an error:\n%s", tail(hist, 3000))
+	}
+	if exited, code := tui.Exited(); exited {
+		t.Errorf("the TUI exited (status %d)", code)
+	}
+	m := scrape(t, hfTUI)
+	expectMetric(t, m, "==", 1, mHandshakes, "result", "ok")
+	expectNoFailedHandshakes(t, m)
+	if got := m.Get(mHolds) + m.Get(mDelayed); got < 1 {
+		t.Errorf("holds + delayed dials = %g; want ≥ 1", got)
+	}
+}
+
+// TestLegacyStatusAndControlUI holds a 2026.4.29 gateway in its window and
+// sends `openclaw gateway status --require-rpc` (2026.4.27) and the
+// gateway's own Control UI (in Chromium) through holdfast.
+func TestLegacyStatusAndControlUI(t *testing.T) {
+	requireInstalled(t, legacyGateway, legacyCLI)
+	ctx := context.Background()
+	gw := newGateway(t, gatewayOptions{Version: legacyGateway, DelayMs: holdMaxMs})
+	hfStatus := startHoldfast(t, gw, holdfastOptions{})
+	hfUI := startHoldfast(t, gw, holdfastOptions{})
+	b := startBrowser(t)
 	gw.Start(t, ctx)
 	var wg sync.WaitGroup
 	t.Cleanup(wg.Wait)
-	// The TUI takes longest to start (5–20 s on a busy machine): it goes
-	// first, and the CLI follows once the TUI is in the window.
-	tui := startTUI(t, legacyCLI, hfTUI.URL(), gw.Token)
-	awaitArrivals(t, gw, map[string]func() bool{"TUI": reachedHoldfast(hfTUI, nil)})
-	tuiArrived := time.Now()
-	// The TUI stays in the window past holdfast's late dial (9 s): it gets
-	// its challenge while the gateway still starts and its connect is held
-	// until the start (the 2026.4.29 gateway can take seconds to answer a
-	// new upgrade just after it started, longer than the TUI's challenge
-	// timer allows on a busy machine). The CLI comes a few seconds later,
-	// so that its own 10 s end within the window's last seconds.
-	time.Sleep(tuiLead)
 	var status cliResult
 	statusDone := make(chan struct{})
 	home := cliHome(t)
@@ -304,36 +321,17 @@ func TestLegacyClients(t *testing.T) {
 		status = runCLI(ctx, legacyCLI, home, 120*time.Second,
 			"gateway", "status", "--require-rpc", "--url", hfStatus.URL(), "--token", gw.Token)
 	}()
+	ui := openControlUI(ctx, t, b, hfUI.HTTPBase(), gw.Token)
 	awaitArrivals(t, gw, map[string]func() bool{
 		"gateway status --require-rpc": reachedHoldfast(hfStatus, statusDone),
+		"Control UI": func() bool {
+			s, err := ui.page.sockets(ctx)
+			return err == nil && len(s) > 0
+		},
 	})
-	time.Sleep(max(time.Until(tuiArrived.Add(tuiWindow)), 0))
-	readyAt := releaseWindow(t, gw, minWindow) // minHold after the last arrival at least
+	readyAt := releaseWindow(t, gw, minWindow)
 	figure(t, "gateway %s: port open %v after spawn; window (port open → started) %v",
 		legacyGateway, gw.PortOpenAfter.Round(time.Millisecond), (gw.ReadyAfter - gw.PortOpenAfter).Round(time.Millisecond))
-
-	t.Run("tui", func(t *testing.T) {
-		screen, ok := tui.WaitScreen(60*time.Second, tuiConnected)
-		hist := tui.History()
-		figure(t, "TUI %s via %s: connected %v, %v after started", legacyCLI, viaName(), ok, time.Since(readyAt).Round(time.Millisecond))
-		t.Logf("TUI screen:\n%s", screen)
-		if !ok {
-			t.Errorf("the TUI did not show a connected gateway")
-		}
-		if strings.Contains(hist, "connect failed") || strings.Contains(hist, "gateway starting") ||
-			strings.Contains(hist, "disconnected") {
-			t.Errorf("the TUI showed an error:\n%s", tail(hist, 3000))
-		}
-		if exited, code := tui.Exited(); exited {
-			t.Errorf("the TUI exited (status %d)", code)
-		}
-		m := scrape(t, hfTUI)
-		expectMetric(t, m, "==", 1, mHandshakes, "result", "ok")
-		expectNoFailedHandshakes(t, m)
-		if got := m.Get(mHolds) + m.Get(mDelayed); got < 1 {
-			t.Errorf("holds + delayed dials = %g; want ≥ 1", got)
-		}
-	})
 
 	t.Run("gateway_status_require_rpc", func(t *testing.T) {
 		<-statusDone
@@ -355,45 +353,27 @@ func TestLegacyClients(t *testing.T) {
 		expectMetric(t, m, ">=", 1, mHandshakes, "result", "ok")
 		expectNoFailedHandshakes(t, m)
 	})
-}
 
-// TestControlUILegacy opens the Control UI of a starting 2026.4.29 gateway
-// (its own, older UI) through holdfast in Chromium.
-func TestControlUILegacy(t *testing.T) {
-	requireInstalled(t, legacyGateway)
-	ctx := context.Background()
-	gw := newGateway(t, gatewayOptions{Version: legacyGateway, DelayMs: holdMaxMs})
-	hfUI := startHoldfast(t, gw, holdfastOptions{})
-	b := startBrowser(t)
-	gw.Start(t, ctx)
-	ui := openControlUI(ctx, t, b, hfUI.HTTPBase(), gw.Token)
-	awaitArrivals(t, gw, map[string]func() bool{
-		"Control UI": func() bool {
-			s, err := ui.page.sockets(ctx)
-			return err == nil && len(s) > 0
-		},
+	t.Run("control_ui", func(t *testing.T) {
+		ok := ui.waitHello(ctx, t, 45*time.Second, "control-ui-"+legacyGateway)
+		failed, hello := ui.report(t, "Control UI "+legacyGateway+" via "+viaName(), readyAt)
+		t.Logf("page text (head):\n%s", head(ui.text, 600))
+		if !ok {
+			t.Fatalf("no WebSocket of the page saw hello-ok")
+		}
+		// The page's socket is held (the window after it opened is
+		// shorter than the budget): one socket, no failure.
+		if failed > 0 || len(ui.sockets) != 1 {
+			t.Errorf("%d WebSockets opened, %d failed; want 1 and none", len(ui.sockets), failed)
+		}
+		if d := hello.Sub(readyAt); d > 5*time.Second {
+			t.Errorf("hello-ok %v after the gateway started; want within 5 s", d)
+		}
+		m := scrape(t, hfUI)
+		expectMetric(t, m, ">=", 1, mHandshakes, "result", "ok")
+		expectMetric(t, m, ">=", 1, mHolds)
+		expectNoFailedHandshakes(t, m)
 	})
-	readyAt := releaseWindow(t, gw, minWindow)
-	figure(t, "gateway %s: port open %v after spawn; window (port open → started) %v",
-		legacyGateway, gw.PortOpenAfter.Round(time.Millisecond), (gw.ReadyAfter - gw.PortOpenAfter).Round(time.Millisecond))
-	ok := ui.waitHello(ctx, t, 45*time.Second, "control-ui-"+legacyGateway)
-	failed, hello := ui.report(t, "Control UI "+legacyGateway+" via "+viaName(), readyAt)
-	t.Logf("page text (head):\n%s", head(ui.text, 600))
-	if !ok {
-		t.Fatalf("no WebSocket of the page saw hello-ok")
-	}
-	// The page's socket is held (the window after it opened is shorter
-	// than the budget): one socket, no failure.
-	if failed > 0 || len(ui.sockets) != 1 {
-		t.Errorf("%d WebSockets opened, %d failed; want 1 and none", len(ui.sockets), failed)
-	}
-	if d := hello.Sub(readyAt); d > 5*time.Second {
-		t.Errorf("hello-ok %v after the gateway started; want within 5 s", d)
-	}
-	m := scrape(t, hfUI)
-	expectMetric(t, m, ">=", 1, mHandshakes, "result", "ok")
-	expectMetric(t, m, ">=", 1, mHolds)
-	expectNoFailedHandshakes(t, m)
 }
 
 // tuiConnected reports whether the 2026.4.x TUI's status line says it is

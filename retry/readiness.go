@@ -287,18 +287,21 @@ func (w *Watcher) stopPolling() {
 }
 
 // goBlind notes that the readiness endpoints are unusable and releases the
-// waiters: there is nothing to wait for.
+// waiters: there is nothing to wait for. The first time, OnBlind hears of
+// it before any waiter is released.
 func (w *Watcher) goBlind(err error) {
 	w.mu.Lock()
 	w.blindUntil = w.cfg.Clock.Now().Add(blindRecheck)
 	first := !w.blind
 	w.blind = true
-	close(w.changed)
-	w.changed = make(chan struct{})
 	w.mu.Unlock()
 	if first && w.cfg.OnBlind != nil {
 		w.cfg.OnBlind(err)
 	}
+	w.mu.Lock()
+	close(w.changed)
+	w.changed = make(chan struct{})
+	w.mu.Unlock()
 }
 
 // seeing notes that a probe got an answer: the endpoints work (again).

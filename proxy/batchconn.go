@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,7 +47,8 @@ func (p *chunkPool) put(b *[]byte) { p.p.Put(b) }
 // next frame with waitData at a shallow stack depth: an idle goroutine then
 // fits in the smallest stack. Before frame mode, reads stop at the end of
 // each HTTP header block, so that the HTTP parser on top leaves nothing
-// buffered when the upgrade completes.
+// buffered when the upgrade completes; each read from the socket then
+// takes all it holds (readBlock).
 //
 // Writes: while batching is on, writes gather in a pooled chunk until Flush,
 // or until the chunk is full. With batching off, Write writes through.
@@ -120,10 +122,16 @@ func (c *batchConn) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	if len(c.pending) == 0 {
-		if !c.gather {
+		var err error
+		switch {
+		case !c.bounds.frames && c.raw != nil:
+			err = c.readBlock()
+		case !c.gather:
 			return c.readInto(p)
+		default:
+			err = c.fill()
 		}
-		if err := c.fill(); len(c.pending) == 0 {
+		if len(c.pending) == 0 {
 			return 0, err
 		}
 	}
@@ -176,6 +184,38 @@ func (c *batchConn) fill() error {
 		c.rbuf = nil
 	}
 	return err
+}
+
+// readBlock is a read before frame mode: it waits for the socket to be
+// readable holding no buffer, then takes all it holds into a pooled chunk
+// in one system call, so that a header block that arrived whole is handed
+// out whole, however small the reads above. Read in pieces of the caller's
+// size, the rest would wait in the socket for another system call, which
+// a read deadline passed meanwhile fails; and a header block cut short
+// does not even fail as a timeout: bufio's ReadLine hands out a partial
+// line without its error, so net/http parses the fragment as a header
+// line ("malformed MIME header").
+func (c *batchConn) readBlock() error {
+	if peer := c.peer.Load(); peer != nil {
+		_ = peer.Flush()
+	}
+	c.rawErr = nil
+	if err := c.raw.Read(c.rawFn); err != nil {
+		// A deadline, a closed socket: said as net.Conn's Read says it.
+		if oe, ok := err.(*net.OpError); ok {
+			e := *oe
+			e.Op = "read"
+			return &e
+		}
+		return err
+	}
+	switch err := c.rawErr; err {
+	case nil, io.EOF:
+		return err
+	default:
+		return &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(),
+			Err: os.NewSyscallError("read", err)}
+	}
 }
 
 // waitData blocks until the socket has data, unless some is pending, then

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -239,6 +240,14 @@ func (h *Handler) dialOnce(ctx context.Context, target string, hdr http.Header, 
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
 			return nil, &httpError{status: resp.StatusCode, header: resp.Header.Clone(), body: body}
+		}
+		var ne net.Error
+		if dl, ok := dctx.Deadline(); ok && !time.Now().Before(dl) && (!errors.As(err, &ne) || !ne.Timeout()) {
+			// An answer cut short by the deadline: bufio's ReadLine hands
+			// net/http a partial line without the read's error, and the
+			// fragment then fails as a malformed header. A slow gateway,
+			// not a broken one.
+			err = fmt.Errorf("%w (the upgrade answer was cut short: %v)", os.ErrDeadlineExceeded, err)
 		}
 		return nil, fmt.Errorf("dial upstream: %w", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -267,44 +266,6 @@ func startScriptedGateway(t *testing.T, maxPayload int, got chan<- []byte, sessi
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := websocket.Upgrader{}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/startupz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"ok":true,"status":"started"}`))
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer ws.Close()
-		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"event","event":"connect.challenge","payload":{"nonce":"n-1","ts":1}}`))
-		_, data, err := ws.ReadMessage()
-		if err != nil {
-			return
-		}
-		select {
-		case got <- data:
-		default:
-		}
-		var req struct {
-			ID string `json:"id"`
-		}
-		_ = json.Unmarshal(data, &req)
-		hello := `{"type":"res","id":"` + req.ID + `","ok":true,"payload":{"type":"hello-ok","protocol":4,"policy":{"maxPayload":` +
-			strconv.Itoa(maxPayload) + `,"tickIntervalMs":30000}}}`
-		if ws.WriteMessage(websocket.TextMessage, []byte(hello)) == nil {
-			session(ws)
-		}
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		srv.Close()
-	})
+	serveScriptedGateway(t, ln, maxPayload, got, session)
 	return ln.Addr().String()
 }

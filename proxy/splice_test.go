@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -235,6 +236,14 @@ func startMiniUpstream(tb testing.TB, session func(ws *websocket.Conn)) string {
 
 // serveMiniUpstream serves the minimal gateway on ln until the test ends.
 func serveMiniUpstream(tb testing.TB, ln net.Listener, session func(ws *websocket.Conn)) {
+	serveScriptedGateway(tb, ln, 1<<20, nil, session)
+}
+
+// serveScriptedGateway serves a minimal protocol-4 gateway on ln until the
+// test ends: /startupz says started; each WebSocket gets a challenge, its
+// first frame is sent on got (if not nil and ready), hello-ok with
+// policy.maxPayload answers it, then the socket is handed to session.
+func serveScriptedGateway(tb testing.TB, ln net.Listener, maxPayload int, got chan<- []byte, session func(ws *websocket.Conn)) {
 	up := websocket.Upgrader{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/startupz", func(w http.ResponseWriter, _ *http.Request) {
@@ -252,12 +261,19 @@ func serveMiniUpstream(tb testing.TB, ln net.Listener, session func(ws *websocke
 		if err != nil {
 			return
 		}
+		select {
+		case got <- data:
+		default:
+		}
 		var req struct {
 			ID string `json:"id"`
 		}
 		_ = json.Unmarshal(data, &req)
-		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"res","id":"`+req.ID+`","ok":true,"payload":{"type":"hello-ok","protocol":4,"policy":{"maxPayload":1048576}}}`))
-		session(ws)
+		hello := `{"type":"res","id":"` + req.ID + `","ok":true,"payload":{"type":"hello-ok","protocol":4,"policy":{"maxPayload":` +
+			strconv.Itoa(maxPayload) + `,"tickIntervalMs":30000}}}`
+		if ws.WriteMessage(websocket.TextMessage, []byte(hello)) == nil {
+			session(ws)
+		}
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()

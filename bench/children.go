@@ -220,16 +220,36 @@ func raiseFileLimit() (uint64, error) {
 }
 
 // freePort returns a 127.0.0.1 address with a port that was free a moment
-// ago. Only holdfast needs it (its config names its ports); bench children
-// listen on port 0 and report their address.
+// ago and that this process never handed out before: the kernel may offer a
+// port it offered a moment earlier (that listener was closed at once), and
+// two children given one port would fail at random. Only holdfast and the
+// window's gateway need it (their addresses are fixed before they start);
+// bench children listen on port 0 and report their address.
 func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	issuedPorts.Lock()
+	defer issuedPorts.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		addr := l.Addr().String()
+		if err := l.Close(); err != nil {
+			return "", err
+		}
+		if !issuedPorts.m[addr] {
+			issuedPorts.m[addr] = true
+			return addr, nil
+		}
 	}
-	addr := l.Addr().String()
-	return addr, l.Close()
+	return "", errors.New("bench: every port the kernel offered was handed out before")
 }
+
+// issuedPorts holds every address freePort handed out.
+var issuedPorts = struct {
+	sync.Mutex
+	m map[string]bool
+}{m: map[string]bool{}}
 
 // waitHTTP polls url until it answers 200 or ctx ends.
 func waitHTTP(ctx context.Context, c *child, url string) error {

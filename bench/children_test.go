@@ -30,3 +30,19 @@ func TestCPUOf(t *testing.T) {
 		t.Fatalf("cpu grew by %v over a %v busy loop (x=%d)", d, wall, x)
 	}
 }
+
+// TestFreePortNeverRepeats: addresses handed out for children that listen
+// later are never handed out twice, even when the kernel offers one again.
+func TestFreePortNeverRepeats(t *testing.T) {
+	seen := map[string]bool{}
+	for range 300 {
+		addr, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[addr] {
+			t.Fatalf("%s handed out twice", addr)
+		}
+		seen[addr] = true
+	}
+}

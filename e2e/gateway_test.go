@@ -87,7 +87,7 @@ func newGateway(t testing.TB, opts gatewayOptions) *gateway {
 	g := &gateway{
 		t:     t,
 		opts:  opts,
-		Port:  freePort(t),
+		Port:  gatewayPort(t),
 		Token: newToken(t),
 		Dir:   t.TempDir(),
 	}

@@ -41,17 +41,8 @@ func TestServeEndToEnd(t *testing.T) {
 	cfg.Log.Level = "debug"
 	cfg.Shutdown.DrainDelay = 0
 	cfg.Shutdown.Drain = 0
-	stop := make(chan struct{}, 2)
-	ready := make(chan listeners, 1)
-	done := make(chan error, 1)
-	logOut := &syncWriter{}
-	go func() { done <- serve(cfg, logOut, controls{stop: stop, ready: ready}) }()
-	var ls listeners
-	select {
-	case ls = <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	}
+	r := startServe(t, cfg, "")
+	ls, stop, done, logOut := r.ls, r.stop, r.done, r.logs
 	base := "http://" + ls.metrics.String()
 	wsURL := "ws://" + ls.proxy.String()
 
@@ -137,6 +128,7 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	select {
 	case err := <-done:
+		done <- err // for the cleanup
 		if err != nil {
 			t.Fatalf("serve returned %v", err)
 		}
@@ -276,17 +268,8 @@ func TestAccessLogConfig(t *testing.T) {
 			cfg.Log.Access = access
 			cfg.Shutdown.DrainDelay = 0
 			cfg.Shutdown.Drain = 0
-			stop := make(chan struct{}, 2)
-			ready := make(chan listeners, 1)
-			done := make(chan error, 1)
-			logOut := &syncWriter{}
-			go func() { done <- serve(cfg, logOut, controls{stop: stop, ready: ready}) }()
-			var ls listeners
-			select {
-			case ls = <-ready:
-			case err := <-done:
-				t.Fatalf("serve: %v", err)
-			}
+			r := startServe(t, cfg, "")
+			ls, stop, done, logOut := r.ls, r.stop, r.done, r.logs
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			c, res, err := testclient.Connect(ctx, testclient.Options{URL: "ws://" + ls.proxy.String() + "/", Token: token})
@@ -298,7 +281,9 @@ func TestAccessLogConfig(t *testing.T) {
 			// connection's refusal ends after it.
 			_, _, _ = testclient.Connect(ctx, testclient.Options{URL: "ws://" + ls.proxy.String() + "/", Token: "wrong"})
 			stop <- struct{}{}
-			if err := <-done; err != nil {
+			err = <-done
+			done <- err // for the cleanup
+			if err != nil {
 				t.Fatalf("serve: %v", err)
 			}
 			var lines []map[string]any

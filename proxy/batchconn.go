@@ -281,10 +281,15 @@ type streamBounds struct {
 	inPayload bool  // the header is complete
 	frames    bool
 	crlf      uint8 // HTTP mode: how many bytes of "\r\n\r\n" were seen last
+	// free: a frameRelay parses the frames itself; reads stop nowhere.
+	free bool
 }
 
 // allow returns how many of the bytes b may be handed out at once.
 func (s *streamBounds) allow(b []byte) int {
+	if s.free {
+		return len(b)
+	}
 	if !s.frames {
 		// Stop right after the first "\r\n\r\n".
 		state := s.crlf
@@ -321,6 +326,9 @@ func crlfStep(state uint8, ch byte) uint8 {
 
 // advance records that b, as allowed, was handed out.
 func (s *streamBounds) advance(b []byte) {
+	if s.free {
+		return
+	}
 	if !s.frames {
 		for _, ch := range b {
 			s.crlf = crlfStep(s.crlf, ch)

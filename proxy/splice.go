@@ -160,7 +160,13 @@ func (c *conn) pumpUpstream() {
 		return
 	}
 	_, toClient := c.h.metrics.MessageCounters()
-	err, readSide := copyMessages(c.client, c.up.ws, nil, false, c.h.chunks, c.h.cfg.WriteTimeout, toClient, &c.rec.toClient)
+	var err error
+	var readSide bool
+	if r, ok := newFrameRelay(c.up.ws, c.client, false, 0, toClient, &c.rec.toClient); ok {
+		err, readSide = r.run()
+	} else {
+		err, readSide = copyMessages(c.client, c.up.ws, nil, false, c.h.chunks, c.h.cfg.WriteTimeout, toClient, &c.rec.toClient)
+	}
 	c.endUpstreamSide(err, readSide)
 }
 
@@ -236,7 +242,20 @@ func (c *conn) pumpClient(first *message) {
 		first.r = &limitReader{r: first.r, left: limit}
 	}
 	toUpstream, _ := c.h.metrics.MessageCounters()
-	err, readSide := copyMessages(c.up.ws, c.client, first, true, c.h.chunks, c.h.cfg.WriteTimeout, toUpstream, &c.rec.toUpstream)
+	var err error
+	var readSide bool
+	if r, ok := newFrameRelay(c.client, c.up.ws, true, limit, toUpstream, &c.rec.toUpstream); ok {
+		if first != nil {
+			// gorilla has begun this one: it finishes it, then the relay
+			// takes over between messages.
+			err, readSide = copyMessage(c.up.ws, first, true, c.h.chunks, c.h.cfg.WriteTimeout, toUpstream, &c.rec.toUpstream)
+		}
+		if err == nil {
+			err, readSide = r.run()
+		}
+	} else {
+		err, readSide = copyMessages(c.up.ws, c.client, first, true, c.h.chunks, c.h.cfg.WriteTimeout, toUpstream, &c.rec.toUpstream)
+	}
 	flushConn(c.client.NetConn()) // gorilla's echo of a close frame
 	c.endClientSide(err, readSide)
 }
@@ -315,47 +334,51 @@ type message struct {
 // batch (one write per burst, no allocation per message); otherwise through
 // gorilla's writer.
 func copyMessages(dst, src *websocket.Conn, first *message, mask bool, pool *chunkPool, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
-	bc, direct := dst.NetConn().(*batchConn)
 	srcBC, _ := src.NetConn().(*batchConn)
-	rr := &recordingReader{}
-	for {
-		var typ int
-		if first != nil {
-			typ, rr.r = first.typ, first.r
-			first = nil
-		} else {
-			if srcBC != nil {
-				// Block here, shallow, rather than deep inside gorilla's
-				// reader: an idle session's goroutines keep small stacks.
-				// An error is left for NextReader to report.
-				_ = srcBC.waitData()
-			}
-			var r io.Reader
-			typ, r, err = src.NextReader()
-			if err != nil {
-				return err, true
-			}
-			rr.r = r
-		}
-		rr.err = nil
-		var n int64
-		if direct {
-			n, err = relayFrames(bc, rr, typ, mask, pool, writeTimeout)
-		} else {
-			n, err = relayMessage(dst, rr, typ, writeTimeout)
-		}
-		t.bytes += n
-		if err != nil {
-			if rr.err != nil {
-				return rr.err, true
-			}
-			return err, false
-		}
-		t.msgs++
-		if count != nil {
-			count.Inc()
+	if first != nil {
+		if err, readSide = copyMessage(dst, first, mask, pool, writeTimeout, count, t); err != nil {
+			return err, readSide
 		}
 	}
+	for {
+		if srcBC != nil {
+			// Block here, shallow, rather than deep inside gorilla's
+			// reader: an idle session's goroutines keep small stacks.
+			// An error is left for NextReader to report.
+			_ = srcBC.waitData()
+		}
+		typ, r, err := src.NextReader()
+		if err != nil {
+			return err, true
+		}
+		if err, readSide = copyMessage(dst, &message{typ: typ, r: r}, mask, pool, writeTimeout, count, t); err != nil {
+			return err, readSide
+		}
+	}
+}
+
+// copyMessage relays the message m to dst, as copyMessages does, and counts
+// it.
+func copyMessage(dst *websocket.Conn, m *message, mask bool, pool *chunkPool, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
+	rr := recordingReader{r: m.r}
+	var n int64
+	if bc, direct := dst.NetConn().(*batchConn); direct {
+		n, err = relayFrames(bc, &rr, m.typ, mask, pool, writeTimeout)
+	} else {
+		n, err = relayMessage(dst, &rr, m.typ, writeTimeout)
+	}
+	t.bytes += n
+	if err != nil {
+		if rr.err != nil {
+			return rr.err, true
+		}
+		return err, false
+	}
+	t.msgs++
+	if count != nil {
+		count.Inc()
+	}
+	return nil, false
 }
 
 // relayFrames streams one message from r into frames of at most one chunk

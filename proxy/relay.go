@@ -1,0 +1,445 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/bits"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// frameRelay moves the frames of one direction of a spliced session from
+// its source leg's read chunk into its destination leg's write batch,
+// without gorilla's message reader: frame headers are parsed in place and
+// each payload is copied once, unmasked and masked again in the same pass.
+// It runs when both legs are batchConns; otherwise copyMessages relays.
+//
+// What it guarantees, as the message path did:
+//
+//   - Messages keep their type, their bytes, their boundaries and their
+//     order. A frame may leave as several (at most one chunk each, or one
+//     per read when its payload arrives in pieces), so that every frame is
+//     written whole under the destination's write lock and never
+//     interleaves with a control frame written by the other direction.
+//   - Toward the gateway every frame is masked with a fresh key of
+//     holdfast's own (RFC 6455 §5.3, §10.3): the client's key never
+//     reaches the gateway. Toward the client frames go unmasked.
+//   - Pings and pongs are passed on to the other leg as they come, between
+//     the frames of a message too.
+//   - A close frame is answered on its own leg with its code (gorilla's
+//     echo) and ends the relay with a *websocket.CloseError.
+//   - A frame that breaks RFC 6455 (RSV bits, an unknown opcode, a control
+//     frame over 125 bytes or fragmented, a continuation with no message or
+//     a message inside another, a client frame unmasked or a gateway frame
+//     masked, a 64-bit length with its top bit set, a bad close frame) gets
+//     close 1002 on its leg and ends the relay with an error that is not a
+//     close; a client message over limit gets 1009 and ends it with
+//     websocket.ErrReadLimit. The session's ending (outcome.go) then tells
+//     the other leg.
+//
+// Nothing is written on a leg after a close frame (batchConn refuses it).
+// Between frames, and while a frame's payload is awaited, the relay holds
+// no chunk: it waits on the socket's RawConn.
+type frameRelay struct {
+	src, dst *batchConn
+	// fromClient: src is the client leg, whose frames are masked.
+	fromClient bool
+	// limit bounds a message's payload (0: none).
+	limit int64
+	count prometheus.Counter
+	t     *tally
+
+	// stash assembles a frame header, or a whole control frame, that
+	// arrived split over reads; stashN bytes of it are held.
+	stash  [maxFrameHeader + maxControlPayload]byte
+	stashN int
+	// inMessage: a data message has begun and its final frame not yet
+	// come; msgLen is its payload so far (declared lengths).
+	inMessage bool
+	msgLen    int64
+}
+
+// newFrameRelay returns the relay from src to dst, or false when either
+// leg is not a batchConn.
+func newFrameRelay(src, dst *websocket.Conn, fromClient bool, limit int64, count prometheus.Counter, t *tally) (*frameRelay, bool) {
+	s, ok1 := src.NetConn().(*batchConn)
+	d, ok2 := dst.NetConn().(*batchConn)
+	if !ok1 || !ok2 {
+		return nil, false
+	}
+	return &frameRelay{src: s, dst: d, fromClient: fromClient, limit: limit, count: count, t: t}, true
+}
+
+// errRelayEOF is the end of the stream where a frame was due or under way,
+// as gorilla reports it (1006: no close frame).
+var errRelayEOF = &websocket.CloseError{Code: websocket.CloseAbnormalClosure, Text: io.ErrUnexpectedEOF.Error()}
+
+// echoTimeout bounds the close frames the relay writes on its source leg
+// (gorilla's writeWait for the same frames).
+const echoTimeout = time.Second
+
+// run relays until a read or a write fails, a close frame arrives or a
+// frame breaks the protocol; readSide reports whether the source's side
+// ended it. Call it between messages: gorilla's reader on src holds
+// nothing, and is not used again.
+func (r *frameRelay) run() (err error, readSide bool) {
+	r.src.relayMode()
+	for {
+		b, err := r.gather(2)
+		if err != nil {
+			return r.readErr(err), true
+		}
+		b0, b1 := b[0], b[1]
+		if msg := r.check(b0, b1); msg != "" {
+			return r.protocolError(msg), true
+		}
+		h := 2
+		switch b1 & 0x7f {
+		case 126:
+			h = 4
+		case 127:
+			h = 10
+		}
+		masked := b1&0x80 != 0
+		if masked {
+			h += 4
+		}
+		if b, err = r.gather(h); err != nil {
+			return r.readErr(err), true
+		}
+		var n uint64
+		switch l := b1 & 0x7f; l {
+		case 126:
+			n = uint64(binary.BigEndian.Uint16(b[2:]))
+		case 127:
+			n = binary.BigEndian.Uint64(b[2:])
+			if n>>63 != 0 {
+				return r.protocolError("length with its most significant bit set"), true
+			}
+		default:
+			n = uint64(l)
+		}
+		var key [4]byte
+		if masked {
+			copy(key[:], b[h-4:h])
+		}
+		opcode := b0 & 0x0f
+		fin := b0&0x80 != 0
+
+		if opcode >= websocket.CloseMessage {
+			// A control frame: at most 125 bytes (check), taken whole.
+			if b, err = r.gather(h + int(n)); err != nil {
+				return r.readErr(err), true
+			}
+			payload := b[h:]
+			if opcode == websocket.CloseMessage {
+				err := r.closeFrame(payload, key, masked)
+				r.done(len(b))
+				return err, true
+			}
+			// Ping and pong go on to the other leg. A failed write shows
+			// on the next data frame, or the leg is closed already.
+			_ = r.dst.writeRelayed(opcode, true, key, masked, payload)
+			r.done(len(b))
+			continue
+		}
+
+		r.done(h)
+		r.msgLen += int64(n)
+		if r.msgLen < 0 || (r.limit > 0 && r.msgLen > r.limit) {
+			r.closeSource(websocket.FormatCloseMessage(websocket.CloseMessageTooBig, ""))
+			return websocket.ErrReadLimit, true
+		}
+		if err, readSide := r.payload(opcode, fin, key, masked, n); err != nil {
+			return err, readSide
+		}
+		r.inMessage = !fin
+		if fin {
+			r.msgLen = 0
+			r.t.msgs++
+			if r.count != nil {
+				r.count.Inc()
+			}
+		}
+	}
+}
+
+// check validates a frame's first two bytes, as gorilla's reader does; it
+// returns what is wrong, all of it, or "".
+func (r *frameRelay) check(b0, b1 byte) string {
+	var errs []string
+	if b0&0x40 != 0 {
+		errs = append(errs, "RSV1 set")
+	}
+	if b0&0x20 != 0 {
+		errs = append(errs, "RSV2 set")
+	}
+	if b0&0x10 != 0 {
+		errs = append(errs, "RSV3 set")
+	}
+	switch opcode := int(b0 & 0x0f); opcode {
+	case websocket.CloseMessage, websocket.PingMessage, websocket.PongMessage:
+		if b1&0x7f > maxControlPayload {
+			errs = append(errs, "len > 125 for control")
+		}
+		if b0&0x80 == 0 {
+			errs = append(errs, "FIN not set on control")
+		}
+	case websocket.TextMessage, websocket.BinaryMessage:
+		if r.inMessage {
+			errs = append(errs, "data before FIN")
+		}
+	case 0:
+		if !r.inMessage {
+			errs = append(errs, "continuation after FIN")
+		}
+	default:
+		errs = append(errs, "bad opcode "+strconv.Itoa(opcode))
+	}
+	if (b1&0x80 != 0) != r.fromClient {
+		errs = append(errs, "bad MASK")
+	}
+	return strings.Join(errs, ", ")
+}
+
+// payload relays n payload bytes of a data frame as one frame or more:
+// opcode on the first, continuation after it, fin on the last when the
+// frame had it.
+func (r *frameRelay) payload(opcode byte, fin bool, key [4]byte, masked bool, n uint64) (err error, readSide bool) {
+	var pos uint64 // bytes of this frame relayed: the phase of key
+	for {
+		if n > 0 && len(r.src.pending) == 0 {
+			if err := r.src.readMore(); err != nil {
+				return r.readErr(err), true
+			}
+			continue
+		}
+		k := min(n, uint64(len(r.src.pending)), chunkSize-maxFrameHeader)
+		// The source key at this piece's phase: byte i of the piece was
+		// masked with key[(pos+i)%4].
+		phased := key
+		if p := pos & 3; masked && p != 0 {
+			binary.LittleEndian.PutUint32(phased[:], bits.RotateLeft32(binary.LittleEndian.Uint32(key[:]), -8*int(p)))
+		}
+		if err := r.dst.writeRelayed(opcode, fin && k == n, phased, masked, r.src.pending[:k]); err != nil {
+			return err, false
+		}
+		r.src.consume(int(k))
+		r.t.bytes += int64(k)
+		n -= k
+		pos += k
+		opcode = 0 // continuation
+		if n == 0 {
+			return nil, false
+		}
+	}
+}
+
+// closeFrame validates a close frame's payload as gorilla does (and a
+// payload of one byte, which RFC 6455 §5.5.1 does not allow), answers it on
+// the source leg with its code, and returns it as a *websocket.CloseError,
+// or the protocol error.
+func (r *frameRelay) closeFrame(payload []byte, key [4]byte, masked bool) error {
+	var p [maxControlPayload]byte
+	n := copy(p[:], payload)
+	if masked {
+		maskBytes(key, p[:n])
+	}
+	code, text := websocket.CloseNoStatusReceived, ""
+	switch {
+	case n == 1:
+		return r.protocolError("close payload of one byte")
+	case n >= 2:
+		code = int(binary.BigEndian.Uint16(p[:]))
+		if !validReceivedCloseCode(code) {
+			return r.protocolError("bad close code " + strconv.Itoa(code))
+		}
+		if !utf8.Valid(p[2:n]) {
+			return r.protocolError("invalid utf8 payload in close frame")
+		}
+		text = string(p[2:n])
+	}
+	r.closeSource(websocket.FormatCloseMessage(code, ""))
+	return &websocket.CloseError{Code: code, Text: text}
+}
+
+// validReceivedCloseCode reports whether a peer may send code (RFC 6455
+// §7.4; gorilla's list).
+func validReceivedCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	default:
+		return code >= 3000 && code <= 4999
+	}
+}
+
+// protocolError closes the source leg 1002 with msg and returns the error
+// the relay ends with.
+func (r *frameRelay) protocolError(msg string) error {
+	payload := websocket.FormatCloseMessage(websocket.CloseProtocolError, msg)
+	if len(payload) > maxControlPayload {
+		payload = payload[:maxControlPayload]
+	}
+	r.closeSource(payload)
+	return errors.New("websocket: " + msg)
+}
+
+// closeSource writes a close frame on the source leg, after what is batched
+// there (closeLeg's rules: nothing after it).
+func (r *frameRelay) closeSource(payload []byte) {
+	_ = r.src.writeClose(payload, time.Now().Add(echoTimeout))
+}
+
+// readErr is a failed read as gorilla reports it: the end of the stream is
+// a 1006 close error.
+func (r *frameRelay) readErr(err error) error {
+	if err == io.EOF {
+		return errRelayEOF
+	}
+	return err
+}
+
+// gather returns the next n bytes of the source (n ≤ len(stash)) in one
+// slice: in place in the read chunk when it holds them, else assembled in
+// stash over as many reads as it takes, so that no chunk is held while the
+// rest is awaited. done(n) then consumes them. Successive calls for the
+// same frame ask for more and more of it.
+func (r *frameRelay) gather(n int) ([]byte, error) {
+	src := r.src
+	for {
+		if r.stashN == 0 {
+			if len(src.pending) >= n {
+				return src.pending[:n], nil
+			}
+			r.stashN = copy(r.stash[:], src.pending)
+			src.consume(r.stashN)
+		} else {
+			k := copy(r.stash[r.stashN:n], src.pending)
+			r.stashN += k
+			src.consume(k)
+		}
+		if r.stashN >= n {
+			return r.stash[:n], nil
+		}
+		if err := src.readMore(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// done consumes the n bytes the last gather returned.
+func (r *frameRelay) done(n int) {
+	if r.stashN > 0 {
+		r.stashN = 0
+		return
+	}
+	r.src.consume(n)
+}
+
+// relayMode hands the read side over to a frameRelay: reads no longer stop
+// at frame ends (the relay parses frames itself; drain may still read).
+// Call it from the reading goroutine, between frames.
+func (c *batchConn) relayMode() {
+	c.bounds = streamBounds{frames: true, free: true}
+}
+
+// consume drops the first n pending bytes; a drained chunk goes back to
+// the pool.
+func (c *batchConn) consume(n int) {
+	c.pending = c.pending[n:]
+	if len(c.pending) == 0 && c.rbuf != nil {
+		c.pool.put(c.rbuf)
+		c.rbuf = nil
+	}
+}
+
+// readMore reads what the socket holds next, nothing being pending: after
+// flushing the peer leg, it waits for readability holding no buffer, then
+// takes everything into a pooled chunk (readBlock). Without a RawConn it
+// reads into a chunk (fill).
+func (c *batchConn) readMore() error {
+	if c.eof {
+		return io.EOF
+	}
+	if c.raw == nil {
+		return c.fill()
+	}
+	return c.readBlock()
+}
+
+// writeRelayed writes one frame whole into the batch, under the write
+// lock: opcode, fin, and payload p, which was masked at its source with
+// key when srcMasked. The payload is copied once: unmasked, and on a leg
+// that masks, masked with a fresh key of this frame's own, in the same
+// pass (XOR with both keys). p must not exceed chunkSize-maxFrameHeader.
+func (c *batchConn) writeRelayed(opcode byte, fin bool, key [4]byte, srcMasked bool, p []byte) error {
+	var hdr [maxFrameHeader]byte
+	n := len(p)
+	h := frameHeader(&hdr, opcode, fin, c.masks, n)
+	var k uint32
+	if srcMasked {
+		k = binary.LittleEndian.Uint32(key[:])
+	}
+	if c.masks {
+		k ^= binary.LittleEndian.Uint32(hdr[h-4 : h])
+	}
+
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	if c.closed {
+		return websocket.ErrCloseSent
+	}
+	if !c.batching || c.wn+h+n > chunkSize {
+		if err := c.flushLocked(); err != nil {
+			return err
+		}
+	}
+	if c.wbuf == nil {
+		c.wbuf = c.pool.get()
+	}
+	b := (*c.wbuf)[c.wn : c.wn+h+n]
+	copy(b, hdr[:h])
+	if k == 0 {
+		copy(b[h:], p)
+	} else {
+		maskCopy(b[h:], p, k)
+	}
+	c.wn += h + n
+	if !c.batching {
+		return c.flushLocked()
+	}
+	return nil
+}
+
+// maskCopy copies src into dst (at least as long) XORed with the mask key k
+// (little-endian: byte i gets key byte i%4), 8 bytes at a time where it
+// can.
+func maskCopy(dst, src []byte, k uint32) {
+	k64 := uint64(k) | uint64(k)<<32
+	dst = dst[:len(src)]
+	i := 0
+	for ; i+32 <= len(src); i += 32 {
+		s := src[i : i+32 : i+32]
+		d := dst[i : i+32 : i+32]
+		binary.LittleEndian.PutUint64(d[0:], binary.LittleEndian.Uint64(s[0:])^k64)
+		binary.LittleEndian.PutUint64(d[8:], binary.LittleEndian.Uint64(s[8:])^k64)
+		binary.LittleEndian.PutUint64(d[16:], binary.LittleEndian.Uint64(s[16:])^k64)
+		binary.LittleEndian.PutUint64(d[24:], binary.LittleEndian.Uint64(s[24:])^k64)
+	}
+	for ; i+8 <= len(src); i += 8 {
+		binary.LittleEndian.PutUint64(dst[i:], binary.LittleEndian.Uint64(src[i:])^k64)
+	}
+	for ; i < len(src); i++ {
+		dst[i] = src[i] ^ byte(k>>(8*(i&3)))
+	}
+}

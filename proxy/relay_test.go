@@ -246,7 +246,7 @@ func closePayload(code int, text string) []byte { return websocket.FormatCloseMe
 // random points.
 func TestFrameRelayAnyCut(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789abcdef"), 70000/16) // over a chunk: 64-bit length
-	mid := bytes.Repeat([]byte{0xa5}, 300)                     // 16-bit length
+	mid := bytes.Repeat([]byte{0xa5}, 300)                    // 16-bit length
 	ping125 := bytes.Repeat([]byte("p"), 125)
 	for _, fromClient := range []bool{true, false} {
 		m := fromClient

@@ -71,6 +71,10 @@ type batchConn struct {
 	gather  bool    // the last socket read filled its buffer
 	bounds  streamBounds
 	peer    atomic.Pointer[batchConn] // flushed before each socket read
+	// flushOnWait (a frameRelay reads): readBlock flushes the peer only
+	// when the socket has nothing to read, so that frames relayed from
+	// reads that follow each other at once leave in one write.
+	flushOnWait bool
 
 	// Write side.
 	wmu      sync.Mutex
@@ -78,9 +82,15 @@ type batchConn struct {
 	wbuf     *[]byte
 	wn       int
 	werr     error
-	// writeTimeout, when set, bounds each flush: the deadline is set once
-	// per burst, not once per frame.
+	// writeTimeout, when set, bounds each flush: a flush gets at least
+	// half of it and at most all of it, since the socket's deadline is
+	// renewed only once half of it has passed (renewWriteDeadline), not
+	// once per flush, let alone per frame.
 	writeTimeout time.Duration
+	// dlmu guards wdl, the write deadline last set on the socket
+	// (UnixNano, 0 for none), and setting it, so that wdl is the socket's.
+	dlmu sync.Mutex
+	wdl  int64
 	// masks: holdfast is this leg's WebSocket client (the upstream leg),
 	// so its frames are masked.
 	masks bool
@@ -196,7 +206,7 @@ func (c *batchConn) fill() error {
 // line without its error, so net/http parses the fragment as a header
 // line ("malformed MIME header").
 func (c *batchConn) readBlock() error {
-	if peer := c.peer.Load(); peer != nil {
+	if peer := c.peer.Load(); peer != nil && !c.flushOnWait {
 		_ = peer.Flush()
 	}
 	c.rawErr = nil
@@ -535,12 +545,42 @@ func (c *batchConn) capWrites(deadline time.Time) {
 			break
 		}
 	}
-	_ = c.Conn.SetWriteDeadline(deadline)
+	_ = c.SetWriteDeadline(deadline)
 }
 
 // SetWriteDeadline implements net.Conn; a closing leg keeps its cap.
 func (c *batchConn) SetWriteDeadline(t time.Time) error {
-	return c.Conn.SetWriteDeadline(c.capped(t))
+	c.dlmu.Lock()
+	defer c.dlmu.Unlock()
+	t = c.capped(t)
+	c.wdl = 0
+	if !t.IsZero() {
+		c.wdl = t.UnixNano()
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline implements net.Conn, through SetWriteDeadline.
+func (c *batchConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// renewWriteDeadline gives the socket the deadline writeTimeout from now,
+// unless the one it has ends between half of writeTimeout and writeTimeout
+// from now: setting a deadline costs more than a flush's other work.
+func (c *batchConn) renewWriteDeadline() {
+	now := time.Now()
+	c.dlmu.Lock()
+	defer c.dlmu.Unlock()
+	if left := c.wdl - now.UnixNano(); c.wdl != 0 && left >= int64(c.writeTimeout/2) && left <= int64(c.writeTimeout) {
+		return
+	}
+	t := c.capped(now.Add(c.writeTimeout))
+	c.wdl = t.UnixNano()
+	_ = c.Conn.SetWriteDeadline(t)
 }
 
 // capped returns t, or the write cap when one is set and t is later.
@@ -564,7 +604,7 @@ func (c *batchConn) flushLocked() error {
 		return c.werr
 	}
 	if c.writeTimeout > 0 {
-		_ = c.Conn.SetWriteDeadline(c.capped(time.Now().Add(c.writeTimeout)))
+		c.renewWriteDeadline()
 	}
 	_, err := c.Conn.Write((*c.wbuf)[:c.wn])
 	c.pool.put(c.wbuf)

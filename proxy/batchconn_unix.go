@@ -10,8 +10,9 @@ import (
 // rawReadSupported: waitData reads through the socket's RawConn.
 const rawReadSupported = true
 
-// readRaw is waitData's read callback: it reads what the socket has, or
-// reports false (wait for readability) without keeping a buffer.
+// readRaw is the read callback of waitData and readBlock: it reads what the
+// socket has, or reports false (wait for readability) without keeping a
+// buffer; with flushOnWait it flushes the peer leg first.
 func (c *batchConn) readRaw(fd uintptr) bool {
 	buf := c.pool.get()
 	for {
@@ -21,6 +22,13 @@ func (c *batchConn) readRaw(fd uintptr) bool {
 			continue
 		case err == syscall.EAGAIN:
 			c.pool.put(buf)
+			if c.flushOnWait {
+				// The read would block: what was relayed meanwhile
+				// leaves now, in one write.
+				if peer := c.peer.Load(); peer != nil {
+					_ = peer.Flush()
+				}
+			}
 			return false
 		case err != nil:
 			c.pool.put(buf)

@@ -63,6 +63,10 @@ type frameRelay struct {
 	// come; msgLen is its payload so far (declared lengths).
 	inMessage bool
 	msgLen    int64
+	// uncounted: messages relayed and not yet added to count, which is
+	// added to once per burst (before a read that may block, and at the
+	// end) rather than once per message: all sessions share it.
+	uncounted int
 }
 
 // newFrameRelay returns the relay from src to dst, or false when either
@@ -90,6 +94,7 @@ const echoTimeout = time.Second
 // nothing, and is not used again.
 func (r *frameRelay) run() (err error, readSide bool) {
 	r.src.relayMode()
+	defer r.addCount()
 	for {
 		b, err := r.gather(2)
 		if err != nil {
@@ -163,9 +168,7 @@ func (r *frameRelay) run() (err error, readSide bool) {
 		if fin {
 			r.msgLen = 0
 			r.t.msgs++
-			if r.count != nil {
-				r.count.Inc()
-			}
+			r.uncounted++
 		}
 	}
 }
@@ -215,7 +218,7 @@ func (r *frameRelay) payload(opcode byte, fin bool, key [4]byte, masked bool, n 
 	var pos uint64 // bytes of this frame relayed: the phase of key
 	for {
 		if n > 0 && len(r.src.pending) == 0 {
-			if err := r.src.readMore(); err != nil {
+			if err := r.readMore(); err != nil {
 				return r.readErr(err), true
 			}
 			continue
@@ -328,10 +331,25 @@ func (r *frameRelay) gather(n int) ([]byte, error) {
 		if r.stashN >= n {
 			return r.stash[:n], nil
 		}
-		if err := src.readMore(); err != nil {
+		if err := r.readMore(); err != nil {
 			return nil, err
 		}
 	}
+}
+
+// readMore counts what was relayed, then reads from the source (which may
+// block).
+func (r *frameRelay) readMore() error {
+	r.addCount()
+	return r.src.readMore()
+}
+
+// addCount adds the messages relayed since the last call to count.
+func (r *frameRelay) addCount() {
+	if r.uncounted > 0 && r.count != nil {
+		r.count.Add(float64(r.uncounted))
+	}
+	r.uncounted = 0
 }
 
 // done consumes the n bytes the last gather returned.
@@ -348,6 +366,7 @@ func (r *frameRelay) done(n int) {
 // Call it from the reading goroutine, between frames.
 func (c *batchConn) relayMode() {
 	c.bounds = streamBounds{frames: true, free: true}
+	c.flushOnWait = c.raw != nil
 }
 
 // consume drops the first n pending bytes; a drained chunk goes back to
@@ -360,10 +379,10 @@ func (c *batchConn) consume(n int) {
 	}
 }
 
-// readMore reads what the socket holds next, nothing being pending: after
-// flushing the peer leg, it waits for readability holding no buffer, then
-// takes everything into a pooled chunk (readBlock). Without a RawConn it
-// reads into a chunk (fill).
+// readMore reads what the socket holds next, nothing being pending: it
+// waits for readability holding no buffer, flushing the peer leg before it
+// blocks, then takes everything into a pooled chunk (readBlock). Without a
+// RawConn it flushes the peer and reads into a chunk (fill).
 func (c *batchConn) readMore() error {
 	if c.eof {
 		return io.EOF

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // scriptConn is a leg's socket for relay tests: each Read hands out what is
@@ -201,8 +203,12 @@ func runRelay(t testing.TB, fromClient bool, limit int64, pieces ...[]byte) rela
 	src.setBatching(true, time.Second)
 	dst.setBatching(true, time.Second)
 	var tl tally
-	r := &frameRelay{src: src, dst: dst, fromClient: fromClient, limit: limit, t: &tl}
+	count := prometheus.NewCounter(prometheus.CounterOpts{Name: "relayed"})
+	r := &frameRelay{src: src, dst: dst, fromClient: fromClient, limit: limit, count: count, t: &tl}
 	err, readSide := r.run()
+	if got := testutil.ToFloat64(count); got != float64(tl.msgs) {
+		t.Fatalf("counted %v messages; relayed %d", got, tl.msgs)
+	}
 	_ = src.Flush()
 	_ = dst.Flush()
 	res := relayResult{err: err, readSide: readSide, msgs: tl.msgs, bytes: tl.bytes, heldChunk: src.rbuf != nil}

@@ -274,3 +274,50 @@ func TestBatchConnCloseHonoursDeadline(t *testing.T) {
 		t.Fatal("the blocked flush did not end by the close's deadline")
 	}
 }
+
+// A flush renews the socket's write deadline only when less than half of
+// the write timeout is left or more than all of it: every flush gets at
+// least half the timeout, and a flush to a peer that reads nothing still
+// ends by it.
+func TestBatchConnWriteDeadlineRenewal(t *testing.T) {
+	a, b := net.Pipe() // nobody reads b
+	defer a.Close()
+	defer b.Close()
+	bc := newBatchConn(a, newChunkPool())
+	bc.frameMode()
+	const wt = 300 * time.Millisecond
+	bc.setBatching(true, wt)
+
+	_ = bc.SetWriteDeadline(time.Now().Add(time.Hour)) // more than wt: renewed
+	bc.renewWriteDeadline()
+	first := bc.wdl
+	if left := time.Until(time.Unix(0, first)); left > wt || left < wt/2 {
+		t.Fatalf("deadline %v away after a renewal; want about %v", left, wt)
+	}
+	bc.renewWriteDeadline() // most of it left: kept
+	if bc.wdl != first {
+		t.Fatal("a deadline with most of its time left was set again")
+	}
+	_ = bc.SetWriteDeadline(time.Time{}) // none: renewed
+	bc.renewWriteDeadline()
+	if bc.wdl == 0 {
+		t.Fatal("a flush left the socket without a write deadline")
+	}
+	bc.capWrites(time.Now().Add(50 * time.Millisecond)) // a closing leg keeps its cap
+	bc.renewWriteDeadline()
+	if left := time.Until(time.Unix(0, bc.wdl)); left > 50*time.Millisecond {
+		t.Fatalf("deadline %v away past the cap", left)
+	}
+
+	bc2 := newBatchConn(b, newChunkPool())
+	bc2.frameMode()
+	bc2.setBatching(true, wt)
+	_ = bc2.writeFrame(2, true, false, make([]byte, 1000))
+	start := time.Now()
+	if err := bc2.Flush(); err == nil {
+		t.Fatal("a flush to a peer that reads nothing succeeded")
+	}
+	if d := time.Since(start); d > 5*wt {
+		t.Fatalf("the flush took %v; want about the write timeout %v", d, wt)
+	}
+}

@@ -50,6 +50,11 @@ func (p *chunkPool) put(b *[]byte) { p.p.Put(b) }
 // buffered when the upgrade completes; each read from the socket then
 // takes all it holds (readBlock).
 //
+// Once a frameRelay reads the leg (relayMode), it takes the pending bytes
+// itself, frame by frame, and reads stop nowhere; it still waits holding
+// no buffer (readBlock), and the peer is flushed only when the socket has
+// nothing to read.
+//
 // Writes: while batching is on, writes gather in a pooled chunk until Flush,
 // or until the chunk is full. With batching off, Write writes through.
 //

@@ -32,9 +32,16 @@
 //     flushed to the gateway, spliced is set, and from then on the reader
 //     goroutine copies client→gateway and a goroutine of its own copies
 //     gateway→client. Each direction is the only writer of data frames on
-//     its destination leg and the only reader of its source leg. Ping and
-//     pong frames are forwarded by the reading goroutine of the leg they
-//     arrived on; gorilla serialises them with data frames.
+//     its destination leg and the only reader of its source leg. When both
+//     legs are batchConns (plain TCP; not TLS) each direction is a
+//     frameRelay (relay.go), which parses the frames itself once gorilla
+//     has finished the message under way: it passes pings and pongs on
+//     between data frames, answers a close on its own leg, and writes
+//     every frame whole under the destination leg's write lock. Otherwise
+//     gorilla reads whole messages (copyMessages) and its ping and pong
+//     handlers forward control frames, which gorilla serialises with data
+//     frames. A bridged session's gateway→client direction always takes
+//     the message path (bridge.go).
 //   - handshakeState is dropped at the splice; what outlives it is the two
 //     legs, the record and the message limit.
 //   - The record (conn.rec) is written by the handshake goroutine until the

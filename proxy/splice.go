@@ -153,7 +153,8 @@ func (c *conn) endSessionAs(e ending, err error) {
 	}
 }
 
-// pumpUpstream copies upstream→client, then propagates how that ended.
+// pumpUpstream copies upstream→client (a frameRelay when both legs are
+// batchConns), then propagates how that ended.
 func (c *conn) pumpUpstream() {
 	if c.bridged {
 		c.pumpBridged()
@@ -229,7 +230,8 @@ func (c *conn) endSession() {
 }
 
 // pumpClient copies client→upstream after the splice began, starting with
-// first when the reader already holds the next message.
+// first when the reader already holds the next message: gorilla finishes
+// that one, then a frameRelay takes over when both legs are batchConns.
 func (c *conn) pumpClient(first *message) {
 	limit := c.maxPayload
 	if limit <= 0 {
@@ -324,8 +326,11 @@ type message struct {
 	r   io.Reader
 }
 
-// copyMessages relays whole messages from src to dst until a read or a
-// write fails; readSide reports which. It starts with first, if set.
+// copyMessages relays whole messages from src to dst through gorilla's
+// reader until a read or a write fails; readSide reports which. It starts
+// with first, if set. Spliced sessions whose legs are both batchConns use
+// a frameRelay instead (relay.go); this is the path of the others (TLS on
+// a leg) and of bridged sessions' gateway→client direction.
 // Message types, boundaries and order are kept, and a message is streamed,
 // never buffered whole. mask is true toward the gateway (holdfast is its
 // client and masks its frames).

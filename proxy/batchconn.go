@@ -92,10 +92,10 @@ type batchConn struct {
 	// renewed only once half of it has passed (renewWriteDeadline), not
 	// once per flush, let alone per frame.
 	writeTimeout time.Duration
-	// dlmu guards wdl, the write deadline last set on the socket
-	// (UnixNano, 0 for none), and setting it, so that wdl is the socket's.
+	// dlmu guards wdl, the write deadline last set on the socket (zero
+	// for none), and setting it, so that wdl is the socket's.
 	dlmu sync.Mutex
-	wdl  int64
+	wdl  time.Time
 	// masks: holdfast is this leg's WebSocket client (the upstream leg),
 	// so its frames are masked.
 	masks bool
@@ -558,10 +558,7 @@ func (c *batchConn) SetWriteDeadline(t time.Time) error {
 	c.dlmu.Lock()
 	defer c.dlmu.Unlock()
 	t = c.capped(t)
-	c.wdl = 0
-	if !t.IsZero() {
-		c.wdl = t.UnixNano()
-	}
+	c.wdl = t
 	return c.Conn.SetWriteDeadline(t)
 }
 
@@ -577,14 +574,15 @@ func (c *batchConn) SetDeadline(t time.Time) error {
 // unless the one it has ends between half of writeTimeout and writeTimeout
 // from now: setting a deadline costs more than a flush's other work.
 func (c *batchConn) renewWriteDeadline() {
-	now := time.Now()
 	c.dlmu.Lock()
 	defer c.dlmu.Unlock()
-	if left := c.wdl - now.UnixNano(); c.wdl != 0 && left >= int64(c.writeTimeout/2) && left <= int64(c.writeTimeout) {
+	// time.Until reads only the monotonic clock for a deadline that
+	// carries it, as those set from time.Now do.
+	if left := time.Until(c.wdl); !c.wdl.IsZero() && left >= c.writeTimeout/2 && left <= c.writeTimeout {
 		return
 	}
-	t := c.capped(now.Add(c.writeTimeout))
-	c.wdl = t.UnixNano()
+	t := c.capped(time.Now().Add(c.writeTimeout))
+	c.wdl = t
 	_ = c.Conn.SetWriteDeadline(t)
 }
 

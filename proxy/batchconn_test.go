@@ -291,7 +291,7 @@ func TestBatchConnWriteDeadlineRenewal(t *testing.T) {
 	_ = bc.SetWriteDeadline(time.Now().Add(time.Hour)) // more than wt: renewed
 	bc.renewWriteDeadline()
 	first := bc.wdl
-	if left := time.Until(time.Unix(0, first)); left > wt || left < wt/2 {
+	if left := time.Until(first); left > wt || left < wt/2 {
 		t.Fatalf("deadline %v away after a renewal; want about %v", left, wt)
 	}
 	bc.renewWriteDeadline() // most of it left: kept
@@ -300,12 +300,12 @@ func TestBatchConnWriteDeadlineRenewal(t *testing.T) {
 	}
 	_ = bc.SetWriteDeadline(time.Time{}) // none: renewed
 	bc.renewWriteDeadline()
-	if bc.wdl == 0 {
+	if bc.wdl.IsZero() {
 		t.Fatal("a flush left the socket without a write deadline")
 	}
 	bc.capWrites(time.Now().Add(50 * time.Millisecond)) // a closing leg keeps its cap
 	bc.renewWriteDeadline()
-	if left := time.Until(time.Unix(0, bc.wdl)); left > 50*time.Millisecond {
+	if left := time.Until(bc.wdl); left > 50*time.Millisecond {
 		t.Fatalf("deadline %v away past the cap", left)
 	}
 

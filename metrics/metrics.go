@@ -52,6 +52,25 @@ const (
 	RetryDial RetryReason = "dial"
 )
 
+// RenewReason is why holdfast replaced a warm upstream socket: one opened
+// for a client without an Origin while the gateway was starting, whose
+// challenge holdfast kept until the gateway had started.
+type RenewReason string
+
+// The renewal reasons.
+const (
+	// RenewPreauthTimer: the socket neared the gateway's pre-auth timer
+	// while the gateway was still starting.
+	RenewPreauthTimer RenewReason = "preauth_timer"
+	// RenewGatewayClosed: the gateway closed the socket (or it broke)
+	// first.
+	RenewGatewayClosed RenewReason = "gateway_closed"
+	// RenewChallengeDue: the client's challenge was due while the gateway
+	// was still starting; it got a fresh socket's, so that its connect can
+	// be held for the whole late budget.
+	RenewChallengeDue RenewReason = "challenge_due"
+)
+
 // ProbeResult labels readiness probes.
 type ProbeResult string
 
@@ -70,6 +89,7 @@ type Metrics struct {
 	retries         *prometheus.CounterVec
 	holds           prometheus.Counter
 	dialsDelayed    prometheus.Counter
+	renewals        *prometheus.CounterVec
 	handshakeTime   prometheus.Histogram
 	sessionsActive  prometheus.Gauge
 	upstreamPending prometheus.Gauge
@@ -116,8 +136,13 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 		dialsDelayed: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "holdfast",
 			Name:      "upstream_dials_delayed_total",
-			Help:      "Clients without an Origin header whose upstream socket holdfast opened late, waiting for the gateway to start (handshake.late_dial).",
+			Help:      "Clients without an Origin header whose challenge holdfast delayed while the gateway started (handshake.late_dial).",
 		}),
+		renewals: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "holdfast",
+			Name:      "upstream_renewals_total",
+			Help:      "Warm upstream sockets, opened while the gateway started and not yet used, that holdfast replaced with fresh ones, by reason.",
+		}, []string{"reason"}),
 		handshakeTime: f.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "holdfast",
 			Name:      "handshake_duration_seconds",
@@ -171,6 +196,9 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 	}
 	for _, r := range []RetryReason{RetryStartupUnavailable, RetryDial} {
 		m.retries.WithLabelValues(string(r))
+	}
+	for _, r := range []RenewReason{RenewPreauthTimer, RenewGatewayClosed, RenewChallengeDue} {
+		m.renewals.WithLabelValues(string(r))
 	}
 	for _, r := range []ProbeResult{ProbeStarted, ProbeStarting, ProbeDown, ProbeError} {
 		m.probes.WithLabelValues(string(r))
@@ -252,6 +280,14 @@ func (m *Metrics) DialDelayed() {
 		return
 	}
 	m.dialsDelayed.Inc()
+}
+
+// Renewal records a warm upstream socket replaced with a fresh one.
+func (m *Metrics) Renewal(r RenewReason) {
+	if m == nil {
+		return
+	}
+	m.renewals.WithLabelValues(string(r)).Inc()
 }
 
 // SessionStarted and SessionEnded track spliced sessions.

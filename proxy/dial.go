@@ -181,17 +181,7 @@ func (h *Handler) dialUpstream(ctx context.Context, target string, hdr http.Head
 		if errors.As(err, &be) {
 			return nil, err
 		}
-		var ne net.Error
-		switch {
-		case errors.As(err, &he) && he.status == http.StatusServiceUnavailable:
-			// The per-address limit, or a gateway that answers.
-		case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
-			// Slow, not absent: a gateway busy starting can be slow to
-			// upgrade. Says nothing.
-		default:
-			// Refused, reset, closed before its challenge: not there.
-			h.watcher.Observe(retry.Down)
-		}
+		h.noteDialFailure(err)
 		delay := h.backoff.Dial(attempt)
 		if !budget.Allows(delay, h.cfg.MinAttempt) {
 			return nil, &budgetError{last: err}
@@ -204,17 +194,44 @@ func (h *Handler) dialUpstream(ctx context.Context, target string, hdr http.Head
 	}
 }
 
+// noteDialFailure records what a retryable dial failure says of the
+// gateway: a refused, reset or dropped socket that it is down; a 503 (its
+// per-address limit, or a gateway that answers) and a timeout (a gateway
+// busy starting can be slow to upgrade) say nothing.
+func (h *Handler) noteDialFailure(err error) {
+	var he *httpError
+	var ne net.Error
+	switch {
+	case errors.As(err, &he) && he.status == http.StatusServiceUnavailable:
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+	default:
+		h.watcher.Observe(retry.Down)
+	}
+}
+
 // dialOnce makes one attempt. It holds an admission slot for key from before
 // the upgrade; on success the slot stays with the returned upstream.
 func (h *Handler) dialOnce(ctx context.Context, target string, hdr http.Header, key string, budget retry.Budget) (*upstream, error) {
-	release, err := h.admission.acquire(ctx, budget.Deadline(), key)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+	return h.dialOnceSlot(ctx, target, hdr, key, budget, nil)
+}
+
+// dialOnceSlot is dialOnce with the admission slot slot, when not nil,
+// handed over by the caller (the release function of a socket it gave up,
+// see renewWarm) instead of one taken in line. Either way the slot is
+// released when the attempt fails.
+func (h *Handler) dialOnceSlot(ctx context.Context, target string, hdr http.Header, key string, budget retry.Budget, slot func()) (*upstream, error) {
+	release := slot
+	if release == nil {
+		var err error
+		release, err = h.admission.acquire(ctx, budget.Deadline(), key)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, &budgetError{last: errors.New("waiting for an upstream handshake slot")}
 		}
-		return nil, &budgetError{last: errors.New("waiting for an upstream handshake slot")}
+		h.metrics.UpstreamPending(1)
 	}
-	h.metrics.UpstreamPending(1)
 	u := &upstream{release: release, m: h.metrics}
 	ok := false
 	defer func() {

@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/holdfast-proxy/holdfast/metrics"
 	"github.com/holdfast-proxy/holdfast/retry"
 )
 
@@ -15,10 +17,13 @@ import (
 // that timer (15 s) at most. Clients that wait long for their challenge
 // (every non-browser client: 15 s for current Node clients, 10 s for the
 // 2026.4.27 CLI, no limit for openclaw-node) can instead be upgraded at
-// once and given their challenge late: holdfast opens their upstream
-// socket only once the gateway has started, or when waiting longer would
-// let the client's own challenge timer fire. Browsers send an Origin header
-// and give up on the challenge after 750 ms: they are always dialled first.
+// once and given their challenge late: once the gateway has started, or
+// when waiting longer would let the client's own challenge timer fire.
+// Meanwhile holdfast keeps a warm upstream socket for the client and
+// keeps its challenge (lateDial), replacing the socket before the
+// gateway's pre-auth timer closes it, so that after the window only the
+// client's connect and hello-ok remain. Browsers send an Origin header and
+// give up on the challenge after 750 ms: they are always dialled first.
 
 // dialInput is what the late-dial decision looks at.
 type dialInput struct {
@@ -129,39 +134,98 @@ func (c *conn) dialLate() bool {
 	return !decideDial(c.dialInputFor(0), c.h.dialPolicy()).Dial
 }
 
-// lateDial waits, with the client already upgraded, until decideDial says
-// dial, then opens the upstream socket with a fresh budget: the client's
-// own connect timer starts when it gets its challenge. It returns nil once
-// the socket is open, else the connection's outcome (the client left, or
-// no upstream could be had).
+// lateDial runs the late dial, with the client already upgraded: it
+// returns nil once c.up is the socket whose challenge the client is to get
+// now, else the connection's outcome (the client left, or no upstream
+// could be had).
+//
+// The client's challenge is what waits, not its upstream socket: while
+// decideDial says wait, holdfast keeps a warm socket open for the client
+// (taken in line like any other, so the per-address limit holds), reads
+// its challenge and keeps it. The gateway's pre-auth timer runs on that
+// socket, so before it nears the timer (warmRenewAge) the socket is closed
+// and a fresh one opened in its admission slot; a socket the gateway
+// closes first is replaced too. Nothing has been signed or sent on a warm
+// socket, so replacing it sends the gateway no connect. When the gateway
+// has started the client gets the warm socket's challenge at once, and
+// only its connect and hello-ok remain. When the client's challenge is due
+// while the gateway is still starting (MaxWait), it gets a fresh socket's,
+// so that its connect can be held for the whole late budget, as if it had
+// been dialled only then. While the gateway is freshly seen down no socket
+// is opened: the readiness watcher's probes say when it is back.
 func (c *conn) lateDial() *outcome {
 	pol := c.h.dialPolicy()
 	counted := false
-	var waited time.Duration
+	var (
+		d        dialDecision
+		waited   time.Duration
+		failures int       // warm dials that failed in a row
+		nextWarm time.Time // no warm dial before then
+	)
 	for {
 		waited = time.Since(c.rec.start)
-		d := decideDial(c.dialInputFor(waited), pol)
+		d = decideDial(c.dialInputFor(waited), pol)
 		if d.Dial {
-			c.h.log.Debug("late dial", "client", c.rec.clientAddr, "waited", waited.Round(time.Millisecond), "why", string(d.Reason))
 			break
 		}
 		if (d.Reason == waitStarting || d.Reason == waitDown) && !counted {
 			counted = true
 			c.h.metrics.DialDelayed()
 		}
-		ctx, cancel := context.WithTimeout(c.ctx, d.Wait)
-		err := c.h.watcher.WaitStarted(ctx)
-		cancel()
-		if c.ctx.Err() != nil {
-			o := c.clientOutcome(c.ctx.Err())
-			return &o
+		warmable := c.up == nil && d.Reason != waitDown
+		if warmable && !time.Now().Before(nextWarm) {
+			if failures > 0 {
+				c.h.metrics.Retry(metrics.RetryDial)
+			}
+			if o := c.warmDial(pol.MaxWait - waited); o != nil {
+				return o
+			}
+			if c.up != nil {
+				failures = 0
+			} else {
+				failures++
+				nextWarm = time.Now().Add(c.h.backoff.Dial(failures))
+			}
+			continue // the dial took time: decide again
 		}
-		if err == nil {
-			c.h.log.Debug("late dial", "client", c.rec.clientAddr, "waited", time.Since(c.rec.start).Round(time.Millisecond), "why", string(dialStarted))
+		wake := time.Now().Add(d.Wait)
+		switch {
+		case c.up != nil:
+			wake = earliest(wake, c.up.opened.Add(c.h.warmRenewAge()))
+		case warmable:
+			wake = earliest(wake, nextWarm)
+		}
+		started, upErr, o := c.waitWarm(wake)
+		if o != nil {
+			return o
+		}
+		if upErr != nil {
+			c.warmLost(upErr)
+			failures++
+			nextWarm = time.Now().Add(c.h.backoff.Dial(failures))
+		}
+		if started {
+			d = dialDecision{Dial: true, Reason: dialStarted}
 			break
 		}
+		if c.up != nil && time.Since(c.up.opened) >= c.h.warmRenewAge() {
+			c.renewWarm(metrics.RenewPreauthTimer)
+		}
 	}
+	c.h.log.Debug("late dial", "client", c.rec.clientAddr, "waited", waited.Round(time.Millisecond), "why", string(d.Reason), "warm", c.up != nil)
 	c.budget = retry.NewBudget(c.h.clock, c.h.lateBudget())
+	if c.up != nil {
+		age := time.Since(c.up.opened)
+		switch {
+		case age >= c.h.warmRenewAge():
+			c.renewWarm(metrics.RenewPreauthTimer)
+		case d.Reason != dialStarted && age >= c.h.cfg.MinAttempt:
+			c.renewWarm(metrics.RenewChallengeDue)
+		}
+	}
+	if c.up != nil {
+		return nil
+	}
 	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.key(), c.budget)
 	if err != nil {
 		// The client has its 101 already: an HTTP answer becomes a close.
@@ -171,6 +235,118 @@ func (c *conn) lateDial() *outcome {
 	}
 	c.up = up
 	return nil
+}
+
+// earliest returns the earlier of a and b, ignoring a zero b.
+func earliest(a, b time.Time) time.Time {
+	if !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// warmRenewAge is the age at which a warm socket is replaced while the
+// gateway is still starting: 2 × hold_margin before the gateway's
+// pre-auth timer (12 s by default), at least half of it. A socket released
+// just before that age leaves the client hold_margin to answer its
+// challenge (awaitFirst) and its connect hold_margin to be answered.
+func (h *Handler) warmRenewAge() time.Duration {
+	return max(h.cfg.PreauthTimeout-2*h.cfg.HoldMargin, h.cfg.PreauthTimeout/2)
+}
+
+// warmDial makes one attempt at a warm socket for a client whose challenge
+// is due in left. Waiting in line for an admission slot may take until the
+// client's late budget after that ends, as a dial at that moment would. A
+// retryable failure leaves c.up nil (the caller tries again later); an
+// answer the gateway would give this client anyway (a refusal of its
+// upgrade), a budget spent in line or the client leaving end the
+// connection with their outcome.
+func (c *conn) warmDial(left time.Duration) *outcome {
+	budget := retry.NewBudget(c.h.clock, max(left, 0)+c.h.lateBudget())
+	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.key(), budget)
+	if err == nil {
+		c.up = up
+		return nil
+	}
+	if c.ctx.Err() != nil {
+		o := c.clientOutcome(err)
+		return &o
+	}
+	var he *httpError
+	var be *budgetError
+	if (errors.As(err, &he) && !he.retryable()) || errors.As(err, &be) {
+		o := c.dialFailed(err, true)
+		return &o
+	}
+	c.h.noteDialFailure(err)
+	c.h.log.Debug("warm upstream dial failed", "client", c.rec.clientAddr, "err", err)
+	return nil
+}
+
+// waitWarm waits until the gateway is confirmed started (started), until,
+// or until the warm socket, if any, ends or receives something (upErr, its
+// end). o is set when the client went away.
+func (c *conn) waitWarm(until time.Time) (started bool, upErr error, o *outcome) {
+	ctx, cancel := context.WithDeadline(c.ctx, until)
+	defer cancel()
+	stop := func() error { return nil }
+	if c.up != nil {
+		stop = c.watchUpstream(cancel)
+	}
+	err := c.h.watcher.WaitStarted(ctx)
+	upErr = stop()
+	if c.ctx.Err() != nil {
+		o := c.clientOutcome(c.ctx.Err())
+		return false, nil, &o
+	}
+	return err == nil, upErr, nil
+}
+
+// warmLost drops a warm socket that the gateway closed or that broke,
+// with the evidence its end gives of the gateway.
+func (c *conn) warmLost(err error) {
+	code := closeCode(err)
+	switch code {
+	case 0, websocket.CloseAbnormalClosure, websocket.CloseServiceRestart, websocket.CloseGoingAway:
+		c.h.watcher.Observe(retry.Down)
+	}
+	c.h.log.Debug("warm upstream socket lost", "client", c.rec.clientAddr, "age", time.Since(c.up.opened).Round(time.Millisecond), "err", err)
+	c.h.metrics.Renewal(metrics.RenewGatewayClosed)
+	c.up.drop()
+	c.up = nil
+}
+
+// renewWarm closes the warm socket and opens a fresh one in its admission
+// slot. Nothing was sent on the old one, so the gateway never sees a
+// connect twice. The fresh socket is opened once the gateway has answered
+// the old one's close (waiting at most min_attempt), so that it has
+// counted the old socket out of its per-address limit first. When the
+// fresh dial fails, c.up is nil and the slot is given back.
+func (c *conn) renewWarm(r metrics.RenewReason) {
+	old := c.up
+	slot := old.release
+	old.release = nil // the slot passes to the fresh socket
+	if closeLeg(old.ws, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), closeTimeout) {
+		_ = old.ws.SetReadDeadline(time.Now().Add(c.h.cfg.MinAttempt))
+		for {
+			if _, _, err := old.ws.ReadMessage(); err != nil {
+				break
+			}
+		}
+	}
+	_ = old.ws.Close()
+	c.up = nil
+	c.h.metrics.Renewal(r)
+	c.h.log.Debug("warm upstream socket renewed", "client", c.rec.clientAddr, "age", time.Since(old.opened).Round(time.Millisecond), "why", string(r))
+	up, err := c.h.dialOnceSlot(c.ctx, c.target, c.hdr, c.attr.key(), retry.NewBudget(c.h.clock, c.h.cfg.DialTimeout), slot)
+	if err != nil {
+		if c.ctx.Err() == nil {
+			c.h.noteDialFailure(err)
+		}
+		c.h.log.Debug("warm upstream renewal failed", "client", c.rec.clientAddr, "err", err)
+		return
+	}
+	c.up = up
 }
 
 // dialPolicy is the handler's late-dial configuration.

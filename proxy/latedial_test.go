@@ -133,6 +133,11 @@ func TestLateDialKeepsUnavailableRule(t *testing.T) {
 	if got := hs.metric("holdfast_upstream_dials_delayed_total"); got != 2 {
 		t.Errorf("dials delayed = %v; want 2", got)
 	}
+	// Each got the challenge of a socket opened when it was due, not of
+	// its warm socket, whose pre-auth timer had run for the late dial.
+	if got := hs.metric("holdfast_upstream_renewals_total", "reason", "challenge_due"); got != 2 {
+		t.Errorf("renewals when the challenge was due = %v; want 2", got)
+	}
 }
 
 // A started gateway: non-browser clients go through at once and nobody is
@@ -175,8 +180,9 @@ func TestLateDialGatewayDown(t *testing.T) {
 	}
 }
 
-// A client that leaves while it waits for a late dial costs the gateway
-// nothing and is counted as gone.
+// A client that leaves while it waits for its late challenge costs the
+// gateway its warm socket only: no connect is sent, the socket is closed
+// and its admission slot given back, and the client is counted as gone.
 func TestLateDialClientLeaves(t *testing.T) {
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 10 * time.Second, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
@@ -187,8 +193,20 @@ func TestLateDialClientLeaves(t *testing.T) {
 		t.Fatalf("result %s, err %v; want no challenge before the client gave up", summarizeLate(res), err)
 	}
 	hs.waitMetric(1, "holdfast_handshakes_total", "result", "client_gone")
-	if got := gw.Stats().Upgrades; got != 0 {
-		t.Errorf("gateway saw %d upgrades; want 0", got)
+	hs.waitMetric(0, "holdfast_upstream_handshakes_in_flight")
+	eventually(t, "the warm socket closed at the gateway", func() bool { return gw.PreauthSockets() == 0 })
+	if st := gw.Stats(); st.Upgrades > 1 || st.ConnectAttempts != 0 {
+		t.Errorf("gateway saw %d upgrades and %d connects; want at most the warm socket and none", st.Upgrades, st.ConnectAttempts)
+	}
+}
+
+// eventually polls cond until it holds, failing the test after 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10 s", what)
+		}
 	}
 }
 

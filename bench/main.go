@@ -54,6 +54,7 @@
 //	go run ./bench -quick -paths direct -window-path direct   # window without a proxy
 //	go run ./bench -paths holdfast -baseline-bin /tmp/holdfast-before -window=false   # before/after
 //	go run ./bench -paths holdfast -baseline-bin /tmp/holdfast-before -window=false -scenarios handshakes -rounds 12
+//	go run ./bench -scenarios "" -baseline-bin /tmp/holdfast-before   # windows only, both binaries in turn
 //
 // holdfast serves no pprof of its own; -holdfast-cpuprofile builds it with
 // one extra file (added by go build -overlay, the checkout is untouched)
@@ -120,7 +121,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	paths := fs.String("paths", "direct,tunnel,koding,holdfast", "comma-separated paths to measure")
 	src := fs.String("src", ".", "repository root holdfast is built from")
 	holdfastBin := fs.String("holdfast-bin", "", "use this holdfast `binary` instead of building one from -src")
-	baselineBin := fs.String("baseline-bin", "", "also measure this holdfast `binary` as path baseline, interleaved with the others (before/after comparisons in one run)")
+	baselineBin := fs.String("baseline-bin", "", "also measure this holdfast `binary` as path baseline, interleaved with the others, and in the window scenarios after holdfast (before/after comparisons in one run)")
 	idle := fs.Int("idle", 0, "idle sessions per path (default 5000, 500 with -quick)")
 	rounds := fs.Int("rounds", 0, "rounds of each scenario over all paths (default 4, 2 with -quick)")
 	scenarios := fs.String("scenarios", "idle,throughput,latency,handshakes", "comma-separated scenarios to run besides the windows (empty: none)")
@@ -243,8 +244,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	b.runScenarios(ctx)
 	if *window && (*windowPath == "direct" || slices.Contains(s.paths, "holdfast")) {
-		b.runWindow(ctx, false)
-		b.runWindow(ctx, true)
+		// With a baseline, each crowd meets both binaries in turn.
+		b.runWindow(ctx, false, false)
+		if b.baselineBin != "" {
+			b.runWindow(ctx, false, true)
+		}
+		b.runWindow(ctx, true, false)
+		if b.baselineBin != "" {
+			b.runWindow(ctx, true, true)
+		}
 		b.r.setFloor(s.window.clients)
 	}
 	if ctx.Err() != nil {

@@ -52,6 +52,10 @@ type report struct {
 	// crowd: every client at its own X-Forwarded-For address, through a
 	// trusted load balancer.
 	WindowAttributed *windowReport `json:"window_attributed"`
+	// WindowBaseline and WindowAttributedBaseline are the same scenarios
+	// with the -baseline-bin holdfast, measured in the same run.
+	WindowBaseline           *windowReport `json:"window_baseline,omitempty"`
+	WindowAttributedBaseline *windowReport `json:"window_attributed_baseline,omitempty"`
 
 	// Notes says, per key, why a path has no figure by design: direct has
 	// no proxy process, so no CPU figures.
@@ -66,6 +70,7 @@ type windowReport struct {
 	Clients                   int     `json:"clients"`
 	OK                        int     `json:"ok"`
 	P99AfterWindowMs          float64 `json:"p99_after_window_ms"`
+	P50AfterWindowMs          float64 `json:"p50_after_window_ms"`
 	UpstreamConnectsPerClient float64 `json:"upstream_connects_per_client"`
 
 	// FloorMs is what 1 000 fresh handshakes take at the tunnel's rate
@@ -114,7 +119,7 @@ func (r *report) setFloor(clients int) {
 	if !ok || hs <= 0 {
 		return
 	}
-	for _, w := range []*windowReport{r.Window, r.WindowAttributed} {
+	for _, w := range []*windowReport{r.Window, r.WindowAttributed, r.WindowBaseline, r.WindowAttributedBaseline} {
 		if w != nil {
 			w.FloorMs = math.Round(float64(clients)/hs*1e6) / 1e3
 		}
@@ -197,7 +202,8 @@ func (r *report) printTable(w io.Writer) {
 	for _, x := range []struct {
 		name string
 		wr   *windowReport
-	}{{"loopback crowd", r.Window}, {"attributed crowd", r.WindowAttributed}} {
+	}{{"loopback crowd", r.Window}, {"attributed crowd", r.WindowAttributed},
+		{"loopback crowd", r.WindowBaseline}, {"attributed crowd", r.WindowAttributedBaseline}} {
 		wr := x.wr
 		if wr == nil {
 			continue
@@ -206,8 +212,8 @@ func (r *report) printTable(w io.Writer) {
 		if wr.FloorMs > 0 {
 			floor = fmt.Sprintf("%.0f ms", wr.FloorMs)
 		}
-		fmt.Fprintf(w, "\nstartup window, %s (%s, gateway %s): %d/%d hello-ok, p99 after window %.0f ms (floor %s), %.3f upstream connects per client, at most %d pre-auth sockets per address\n",
-			x.name, wr.Path, wr.Upstream, wr.OK, wr.Clients, wr.P99AfterWindowMs, floor, wr.UpstreamConnectsPerClient, wr.MaxPreauthPerAddress)
+		fmt.Fprintf(w, "\nstartup window, %s (%s, gateway %s): %d/%d hello-ok, p99 after window %.0f ms (floor %s, p50 %.0f ms), %.3f upstream connects per client, at most %d pre-auth sockets per address\n",
+			x.name, wr.Path, wr.Upstream, wr.OK, wr.Clients, wr.P99AfterWindowMs, floor, wr.P50AfterWindowMs, wr.UpstreamConnectsPerClient, wr.MaxPreauthPerAddress)
 		if len(wr.ReleaseCPUMs) > 0 {
 			fmt.Fprintf(w, "  release (window end to last hello-ok) %.0f ms; cpu over it:", wr.ReleaseMs)
 			for _, k := range []string{"holdfast", "gateway", "clients"} {

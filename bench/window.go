@@ -53,30 +53,45 @@ func clientAddr(i int) string {
 // X-Forwarded-For address, holdfast's trusted_proxies holds the load
 // generator, and the gateway (internal/fakegw) trusts holdfast and has
 // every device paired; its 32 pre-auth sockets then count per client.
-func (b *bench) runWindow(ctx context.Context, attributed bool) {
+//
+// With baseline, the holdfast measured is the -baseline-bin one, and the
+// figures go to window_baseline or window_attributed_baseline.
+func (b *bench) runWindow(ctx context.Context, attributed, baseline bool) {
 	name := "window"
 	if attributed {
 		name = "window_attributed"
 	}
-	w, err := b.measureWindow(ctx, attributed)
+	path := b.s.window.path
+	if baseline {
+		path = "baseline"
+	}
+	w, err := b.measureWindow(ctx, attributed, baseline)
 	if err != nil {
 		b.logf("%s: %v", name, err)
-		b.r.fail(name, b.s.window.path, err)
+		b.r.fail(name, path, err)
 		return
 	}
-	if attributed {
+	switch {
+	case baseline && attributed:
+		b.r.WindowAttributedBaseline = w
+	case baseline:
+		b.r.WindowBaseline = w
+	case attributed:
 		b.r.WindowAttributed = w
-	} else {
+	default:
 		b.r.Window = w
 	}
-	b.logf("%s (%s): %d/%d hello-ok, p99 after window %.0f ms, %.3f upstream connects per client, at most %d pre-auth sockets per address",
-		name, b.s.window.path, w.OK, w.Clients, w.P99AfterWindowMs, w.UpstreamConnectsPerClient, w.MaxPreauthPerAddress)
+	b.logf("%s (%s): %d/%d hello-ok, p50 after window %.0f ms, p99 %.0f ms, %.3f upstream connects per client, at most %d pre-auth sockets per address",
+		name, path, w.OK, w.Clients, w.P50AfterWindowMs, w.P99AfterWindowMs, w.UpstreamConnectsPerClient, w.MaxPreauthPerAddress)
 }
 
 // measureWindow does the work of runWindow.
-func (b *bench) measureWindow(ctx context.Context, attributed bool) (*windowReport, error) {
+func (b *bench) measureWindow(ctx context.Context, attributed, baseline bool) (*windowReport, error) {
 	bin := ""
-	if b.s.window.path == "holdfast" {
+	switch {
+	case baseline:
+		bin = b.baselineBin
+	case b.s.window.path == "holdfast":
 		var err error
 		if bin, err = b.buildHoldfast(ctx); err != nil {
 			return nil, err
@@ -88,10 +103,13 @@ func (b *bench) measureWindow(ctx context.Context, attributed bool) (*windowRepo
 	}
 	url := "ws://" + gwAddr + "/"
 	var hfProc *child
-	if b.s.window.path == "holdfast" {
+	if bin != "" {
 		name, trusted := "holdfast-window", []string(nil)
 		if attributed {
 			name, trusted = "holdfast-window-attributed", []string{balancerAddr}
+		}
+		if baseline {
+			name = strings.Replace(name, "holdfast", "baseline", 1)
 		}
 		hf, _, err := b.launchHoldfast(ctx, bin, name, url, trusted)
 		if err != nil {
@@ -221,6 +239,9 @@ func (b *bench) measureWindow(ctx context.Context, attributed bool) (*windowRepo
 		return nil, err
 	}
 	w := &windowReport{Clients: ws.clients, Path: ws.path, Upstream: ws.gateway, Failures: map[string]int{}}
+	if baseline {
+		w.Path = "baseline"
+	}
 	var ok []time.Duration
 	for i, err := range errs {
 		if err != nil {
@@ -235,6 +256,7 @@ func (b *bench) measureWindow(ctx context.Context, attributed bool) (*windowRepo
 		w.ReleaseMs = float64(slices.Max(ok).Microseconds()) / 1000
 	}
 	w.P99AfterWindowMs = float64(percentile(ok, 99).Microseconds()) / 1000
+	w.P50AfterWindowMs = float64(percentile(ok, 50).Microseconds()) / 1000
 	w.UpstreamConnectsPerClient = float64(st.Connects) / float64(ws.clients)
 	w.MaxPreauthPerAddress = st.MaxPreauth
 	b.logf("%s: gateway saw %d upgrades, %d connects, %d hello-ok, %d refused by the pre-auth limit, at most %d pre-auth sockets per address",

@@ -50,12 +50,14 @@ type Config struct {
 	// DialTimeout bounds one upstream dial, upgrade and challenge (default 5s).
 	DialTimeout time.Duration
 	// LateDialMax is the longest a client without an Origin header waits
-	// for its challenge while the gateway is starting, before holdfast
-	// opens its upstream socket (default 9s: the 2026.4.x clients' challenge
-	// timer is 10 s, current clients' 15 s; negative: every client is
-	// dialled first). The budget starts again when the socket is opened,
-	// HoldMargin longer, up to PreauthTimeout - HoldMargin. See
-	// latedial.go.
+	// for its challenge while the gateway is starting (default 9s: the
+	// 2026.4.x clients' challenge timer is 10 s, current clients' 15 s;
+	// negative: every client is dialled first). Meanwhile its upstream
+	// socket is open (a warm socket, renewed at PreauthTimeout - 2 ×
+	// HoldMargin) and its challenge kept; the client gets it once the
+	// gateway has started, or a fresh socket's after LateDialMax. The
+	// budget starts again with the challenge, HoldMargin longer, up to
+	// PreauthTimeout - HoldMargin. See latedial.go.
 	LateDialMax time.Duration
 	// MinAttempt is the least budget worth starting another attempt with
 	// (default 250ms).

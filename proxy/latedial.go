@@ -195,7 +195,7 @@ func (c *conn) lateDial() *outcome {
 		case warmable:
 			wake = earliest(wake, nextWarm)
 		}
-		started, upErr, o := c.waitWarm(wake)
+		started, o, upErr := c.waitWarm(wake)
 		if o != nil {
 			return o
 		}
@@ -286,7 +286,7 @@ func (c *conn) warmDial(left time.Duration) *outcome {
 // waitWarm waits until the gateway is confirmed started (started), until,
 // or until the warm socket, if any, ends or receives something (upErr, its
 // end). o is set when the client went away.
-func (c *conn) waitWarm(until time.Time) (started bool, upErr error, o *outcome) {
+func (c *conn) waitWarm(until time.Time) (started bool, o *outcome, upErr error) {
 	ctx, cancel := context.WithDeadline(c.ctx, until)
 	defer cancel()
 	stop := func() error { return nil }
@@ -297,9 +297,9 @@ func (c *conn) waitWarm(until time.Time) (started bool, upErr error, o *outcome)
 	upErr = stop()
 	if c.ctx.Err() != nil {
 		o := c.clientOutcome(c.ctx.Err())
-		return false, nil, &o
+		return false, &o, nil
 	}
-	return err == nil, upErr, nil
+	return err == nil, nil, upErr
 }
 
 // warmLost drops a warm socket that the gateway closed or that broke,

@@ -148,9 +148,10 @@ func dashboard() ([]byte, error) {
 		},
 		{
 			state,
-			timeseries("Holds and retries", "Connects held until the gateway started; clients without an Origin upgraded at once whose upstream socket waited for the start (late dials); upstream attempts made again: startup_unavailable (a replayable connect refused during startup), dial (refused, 5xx, timeout).", "ops",
+			timeseries("Holds and retries", "Connects held until the gateway started; clients without an Origin upgraded at once whose challenge waited for the start (late dials); warm upstream sockets of late dials replaced unused (renew: preauth_timer, gateway_closed, challenge_due); upstream attempts made again: startup_unavailable (a replayable connect refused during startup), dial (refused, 5xx, timeout).", "ops",
 				"sum(rate(holdfast_connect_holds_total{{sel}}[{rate}]))", "holds",
 				"sum(rate(holdfast_upstream_dials_delayed_total{{sel}}[{rate}]))", "late dials",
+				"sum by (reason) (rate(holdfast_upstream_renewals_total{{sel}}[{rate}]))", "renew: {{reason}}",
 				"sum by (reason) (rate(holdfast_upstream_retries_total{{sel}}[{rate}]))", "retry: {{reason}}"),
 		},
 		{

@@ -35,9 +35,9 @@ func (p *chunkPool) put(b *[]byte) { p.p.Put(b) }
 //
 // Reads: between frames, waitData waits for the socket to be readable
 // holding no buffer, then reads everything the kernel has into a pooled
-// chunk, which goes back to the pool once drained. Within a frame, a read
-// lands in the caller's buffer, or in a chunk when the last read suggested
-// more is waiting. Before any read
+// chunk, which goes back to the pool once drained. Otherwise a read of at
+// least minDirectRead bytes lands in the caller's buffer, unless the last
+// one suggested more is waiting; other reads land in a chunk. Before any read
 // from the socket, the other leg (peer) is flushed: nothing
 // relayed waits in a batch while this leg blocks.
 //
@@ -141,7 +141,7 @@ func (c *batchConn) Read(p []byte) (int, error) {
 		switch {
 		case !c.bounds.frames && c.raw != nil:
 			err = c.readBlock()
-		case !c.gather:
+		case !c.gather && len(p) >= minDirectRead:
 			return c.readInto(p)
 		default:
 			err = c.fill()
@@ -160,6 +160,12 @@ func (c *batchConn) Read(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// minDirectRead is the smallest read that lands in the caller's buffer.
+// A smaller one (gorilla's reader refilling its 128 bytes) reads into a
+// chunk instead: a frame larger than the caller's buffer, such as the
+// gateway's hello-ok, then takes one system call instead of two.
+const minDirectRead = 4 << 10
 
 // readInto reads from the socket straight into p. What lies past the
 // allowed bound is kept, in a pooled chunk, for the next reads (io.Reader

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -45,5 +46,46 @@ func TestBatchConnEOFIsSticky(t *testing.T) {
 	}
 	if err := bc.waitData(); !errors.Is(err, io.EOF) {
 		t.Fatalf("waitData again: %v; want io.EOF", err)
+	}
+}
+
+// countingConn counts the reads that reach the socket.
+type countingConn struct {
+	net.Conn
+	reads int
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	c.reads++
+	return c.Conn.Read(p)
+}
+
+// A frame larger than the small buffer of the reader above (gorilla's 128
+// bytes), already whole in the socket, takes one socket read: the first
+// read lands in a chunk, not in the caller's buffer.
+func TestBatchConnSmallReadsTakeOneSocketRead(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	frame := frameBytes(1, 300, false)
+	go func() { _, _ = a.Write(frame) }()
+	cc := &countingConn{Conn: b}
+	bc := newBatchConn(cc, newChunkPool())
+	bc.frameMode()
+	_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var got []byte
+	buf := make([]byte, 128)
+	for len(got) < len(frame) {
+		n, err := bc.Read(buf)
+		if err != nil {
+			t.Fatalf("read after %d bytes: %v", len(got), err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if !bytes.Equal(got, frame) {
+		t.Fatal("the frame was altered")
+	}
+	if cc.reads != 1 {
+		t.Errorf("%d socket reads for a %d-byte frame read 128 bytes at a time; want 1", cc.reads, len(frame))
 	}
 }

@@ -65,7 +65,8 @@ type conn struct {
 	maxPayload int64         // client message limit after hello-ok
 
 	readerDone   chan struct{}
-	preauthBytes int // bytes of queued frames reserved in h.limits; guarded by mu
+	closeTimer   *time.Timer // endClientSide's bound on the gateway's close answer; set by the reader
+	preauthBytes int         // bytes of queued frames reserved in h.limits; guarded by mu
 
 	// rec is what the connection did, for its one access log line (done).
 	rec record

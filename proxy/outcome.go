@@ -426,16 +426,20 @@ func (c *conn) end(o outcome) {
 		if s, ok := evidenceOf(spec.evidence, o.err); ok {
 			c.h.watcher.Observe(s)
 		}
-		args := append([]any{"client", c.rec.clientAddr, "connect", c.rec.kind.String(),
-			"result", string(spec.result), "attempts", c.rec.attempts, "held", c.rec.held,
-			"duration", d.Round(time.Millisecond)}, o.args...)
-		if o.err != nil {
-			args = append(args, "err", o.err)
+		if c.h.log.Enabled(context.Background(), spec.level) {
+			// Built only for a line that is written: most handshakes end
+			// at debug level.
+			args := append([]any{"client", c.rec.clientAddr, "connect", c.rec.kind.String(),
+				"result", string(spec.result), "attempts", c.rec.attempts, "held", c.rec.held,
+				"duration", d.Round(time.Millisecond)}, o.args...)
+			if o.err != nil {
+				args = append(args, "err", o.err)
+			}
+			if o.httpErr != nil {
+				args = append(args, "status", o.httpErr.status)
+			}
+			c.h.log.Log(context.Background(), spec.level, spec.msg, args...)
 		}
-		if o.httpErr != nil {
-			args = append(args, "status", o.httpErr.status)
-		}
-		c.h.log.Log(context.Background(), spec.level, spec.msg, args...)
 		if spec.result == metrics.ResultAttributionRefused {
 			c.h.noteRefusal()
 		}
@@ -598,9 +602,10 @@ func (c *conn) closeUpstream(payload []byte) {
 // done runs once per client connection, when everything about it has
 // ended: its handshake, and its session if it had one. It writes the
 // connection's access log line (accessArgs), at info level in the log's
-// configured format, when the handler has an access log.
+// configured format, when the handler has an access log whose level lets
+// info lines through; otherwise it builds nothing.
 func (c *conn) done() {
-	if c.h.access == nil {
+	if c.h.access == nil || !c.h.access.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
 	// A drain's close may still come late: it writes under mu.

@@ -139,11 +139,13 @@ func (c *conn) endSessionAs(e ending, err error) {
 		if spec.refused != "" {
 			c.h.metrics.Refused(spec.refused)
 		}
-		args := []any{"client", c.rec.clientAddr}
-		if err != nil {
-			args = append(args, "err", err)
+		if c.h.log.Enabled(context.Background(), spec.level) {
+			args := []any{"client", c.rec.clientAddr}
+			if err != nil {
+				args = append(args, "err", err)
+			}
+			c.h.log.Log(context.Background(), spec.level, spec.msg, args...)
 		}
-		c.h.log.Log(context.Background(), spec.level, spec.msg, args...)
 	}
 	if payload, ok := spec.client.payload(err); ok {
 		c.closeClient(payload)
@@ -217,16 +219,23 @@ func (c *conn) batch(on bool) {
 // endSession waits up to CloseGrace for the other direction to see its
 // close, then drops both sockets and waits for the reader.
 func (c *conn) endSession() {
-	t := time.NewTimer(c.h.cfg.CloseGrace)
 	select {
 	case <-c.readerDone:
-	case <-t.C:
+	default:
+		t := time.NewTimer(c.h.cfg.CloseGrace)
+		select {
+		case <-c.readerDone:
+		case <-t.C:
+		}
+		t.Stop()
 	}
-	t.Stop()
 	_ = c.client.Close()
 	_ = c.up.ws.Close()
 	c.up.authenticated()
 	<-c.readerDone
+	if c.closeTimer != nil {
+		c.closeTimer.Stop() // set by the reader, before readerDone closed
+	}
 }
 
 // pumpClient copies client→upstream after the splice began, starting with
@@ -292,7 +301,8 @@ func (c *conn) endClientSide(err error, readSide bool) {
 		drain(c.client, c.h.cfg.CloseGrace)
 	}
 	// Unblock the upstream reader if the gateway never answers the close.
-	time.AfterFunc(c.h.cfg.CloseGrace, func() { _ = c.up.ws.Close() })
+	// endSession stops the timer once that reader has returned.
+	c.closeTimer = time.AfterFunc(c.h.cfg.CloseGrace, func() { _ = c.up.ws.Close() })
 }
 
 // goingAway closes a spliced session because holdfast shuts down. Safe

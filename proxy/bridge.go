@@ -60,7 +60,9 @@ func rewriteLegacyConnect(data []byte) (out []byte, lc legacyConnect, ok bool) {
 	if !json.Valid(data) {
 		return data, lc, false
 	}
-	top, ok := objectMembers(data, 0, nil)
+	// The member lists start on the stack (a connect's objects are small).
+	var topBuf, paramsBuf, clientBuf [16]member
+	top, ok := objectMembers(data, 0, topBuf[:0])
 	if !ok {
 		return data, lc, false
 	}
@@ -68,7 +70,7 @@ func rewriteLegacyConnect(data []byte) (out []byte, lc legacyConnect, ok bool) {
 	if params == nil || dup {
 		return data, lc, false
 	}
-	pm, ok := objectMembers(data, params.vstart, nil)
+	pm, ok := objectMembers(data, params.vstart, paramsBuf[:0])
 	if !ok {
 		return data, lc, false
 	}
@@ -90,7 +92,7 @@ func rewriteLegacyConnect(data []byte) (out []byte, lc legacyConnect, ok bool) {
 		role, _ = jsonString(data[roleM.vstart:roleM.end])
 	}
 	if clientM != nil {
-		cm, ok := objectMembers(data, clientM.vstart, nil)
+		cm, ok := objectMembers(data, clientM.vstart, clientBuf[:0])
 		if !ok {
 			return data, lc, false
 		}

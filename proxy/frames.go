@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -47,57 +48,90 @@ func (k connectKind) String() string {
 // "tYpe" is not "type", and of duplicated keys the last one counts. Go's
 // struct decoding matches keys case-insensitively, so frames are read
 // with the member scanner of jsonscan.go instead: keys compare exactly
-// (after unescaping), values are slices of the frame, and reading a frame
-// allocates one slice of members per object looked into.
+// (after unescaping), values are slices of the frame, and the member lists
+// of the objects looked into live in a memberArena on the reader's stack,
+// so that reading a handshake frame allocates nothing.
+//
+// An object holds no pointer into its arena (only where its list is), so
+// that escape analysis, which does not tell a struct's fields apart, keeps
+// the arena on the stack when a value read from the frame escapes.
 type object struct {
-	data    []byte
-	members []member
+	data []byte
+	// first is the index of the object's first member in its arena, or
+	// -1-k for the arena's k-th spilled list; n is how many it has.
+	first, n int
 }
 
-// objectMembersHint is how many members an object's slice starts with:
-// enough for the frames holdfast reads.
-const objectMembersHint = 8
+// memberArena holds the member lists of the objects of one frame. Lists
+// that do not fit spill to the heap.
+type memberArena struct {
+	buf   [arenaMembers]member
+	used  int
+	spill [][]member
+}
+
+// arenaMembers is enough for the objects holdfast reads of a hello-ok
+// (its envelope, payload and policy).
+const arenaMembers = 32
 
 // decodeObject reads a JSON object; ok is false for anything else,
 // invalid JSON included.
-func decodeObject(data []byte) (object, bool) {
+func (a *memberArena) decodeObject(data []byte) (object, bool) {
 	if !json.Valid(data) {
 		return object{}, false
 	}
-	return objectIn(data)
+	return a.objectIn(data)
 }
 
 // objectIn reads the members of data, valid JSON, if it is an object.
-func objectIn(data []byte) (object, bool) {
-	ms, ok := objectMembers(data, 0, make([]member, 0, objectMembersHint))
+func (a *memberArena) objectIn(data []byte) (object, bool) {
+	room := len(a.buf) - a.used
+	ms, ok := objectMembers(data, 0, a.buf[a.used:a.used:len(a.buf)])
 	if !ok {
 		return object{}, false
 	}
-	return object{data: data, members: ms}, true
+	if len(ms) <= room {
+		o := object{data: data, first: a.used, n: len(ms)}
+		a.used += len(ms)
+		return o, true
+	}
+	// A copy, though append has already moved ms to the heap: escape
+	// analysis cannot tell, and would move the arena there too.
+	a.spill = append(a.spill, slices.Clone(ms))
+	return object{data: data, first: -len(a.spill), n: len(ms)}, true
 }
 
-// get returns the raw value of the member k; of duplicates, the last.
-func (m object) get(k string) (json.RawMessage, bool) {
-	for i := len(m.members) - 1; i >= 0; i-- {
-		if mb := &m.members[i]; mb.keyIs(k) {
-			return m.data[mb.vstart:mb.end], true
+// members returns o's member list.
+func (a *memberArena) members(o object) []member {
+	if o.first >= 0 {
+		return a.buf[o.first : o.first+o.n]
+	}
+	return a.spill[-1-o.first]
+}
+
+// get returns the raw value of o's member k; of duplicates, the last.
+func (a *memberArena) get(o object, k string) (json.RawMessage, bool) {
+	ms := a.members(o)
+	for i := len(ms) - 1; i >= 0; i-- {
+		if mb := &ms[i]; mb.keyIs(k) {
+			return o.data[mb.vstart:mb.end], true
 		}
 	}
 	return nil, false
 }
 
-// object returns the member k if it is a JSON object.
-func (m object) object(k string) (object, bool) {
-	raw, ok := m.get(k)
+// object returns o's member k if it is a JSON object.
+func (a *memberArena) object(o object, k string) (object, bool) {
+	raw, ok := a.get(o, k)
 	if !ok || len(raw) == 0 || raw[0] != '{' {
 		return object{}, false
 	}
-	return objectIn(raw)
+	return a.objectIn(raw)
 }
 
-// str returns the member k if it is a JSON string, decoded.
-func (m object) str(k string) (string, bool) {
-	raw, ok := m.get(k)
+// str returns o's member k if it is a JSON string, decoded.
+func (a *memberArena) str(o object, k string) (string, bool) {
+	raw, ok := a.get(o, k)
 	if !ok || len(raw) < 2 || raw[0] != '"' {
 		return "", false
 	}
@@ -111,17 +145,17 @@ func (m object) str(k string) (string, bool) {
 	return s, true
 }
 
-// is reports whether the member k is exactly the JSON literal lit (true,
+// is reports whether o's member k is exactly the JSON literal lit (true,
 // false).
-func (m object) is(k, lit string) bool {
-	raw, _ := m.get(k)
+func (a *memberArena) is(o object, k, lit string) bool {
+	raw, _ := a.get(o, k)
 	return string(raw) == lit
 }
 
-// num returns the member k if it is a JSON number (within float64's range,
-// as encoding/json decodes it).
-func (m object) num(k string) (float64, bool) {
-	raw, ok := m.get(k)
+// num returns o's member k if it is a JSON number (within float64's
+// range, as encoding/json decodes it).
+func (a *memberArena) num(o object, k string) (float64, bool) {
+	raw, ok := a.get(o, k)
 	if !ok || len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
 		return 0, false
 	}
@@ -139,19 +173,20 @@ func (m object) num(k string) (float64, bool) {
 // it is returned as the client sent it, escapes and all: compare it with
 // sameID. It never looks at, keeps or logs auth fields.
 func classifyConnect(data []byte) (kind connectKind, id json.RawMessage) {
-	f, ok := decodeObject(data)
+	var a memberArena
+	f, ok := a.decodeObject(data)
 	if !ok {
 		return notConnect, nil
 	}
-	typ, _ := f.str("type")
-	method, _ := f.str("method")
-	idv, _ := f.str("id")
+	typ, _ := a.str(f, "type")
+	method, _ := a.str(f, "method")
+	idv, _ := a.str(f, "id")
 	if typ != "req" || method != "connect" || idv == "" {
 		return notConnect, nil
 	}
-	id, _ = f.get("id")
-	if params, ok := f.object("params"); ok {
-		if dev, ok := params.get("device"); ok && string(dev) != "null" {
+	id, _ = a.get(f, "id")
+	if params, ok := a.object(f, "params"); ok {
+		if dev, ok := a.get(params, "device"); ok && string(dev) != "null" {
 			return nonceBound, id
 		}
 	}
@@ -185,18 +220,19 @@ type challenge struct {
 // parseChallenge accepts exactly a connect.challenge event with a non-blank
 // nonce (keys match exactly).
 func parseChallenge(data []byte) (challenge, bool) {
-	f, ok := decodeObject(data)
+	var a memberArena
+	f, ok := a.decodeObject(data)
 	if !ok {
 		return challenge{}, false
 	}
-	typ, _ := f.str("type")
-	event, _ := f.str("event")
-	payload, _ := f.object("payload")
-	nonce, _ := payload.str("nonce")
+	typ, _ := a.str(f, "type")
+	event, _ := a.str(f, "event")
+	payload, _ := a.object(f, "payload")
+	nonce, _ := a.str(payload, "nonce")
 	if typ != "event" || event != "connect.challenge" || len(bytes.TrimSpace([]byte(nonce))) == 0 {
 		return challenge{}, false
 	}
-	ts, _ := payload.num("ts")
+	ts, _ := a.num(payload, "ts")
 	return challenge{Nonce: nonce, TS: int64(ts)}, true
 }
 
@@ -219,35 +255,36 @@ type answer struct {
 // parseAnswer decodes an upstream frame received while a connect with id is
 // in flight. Keys match exactly and ids are compared as values (sameID).
 func parseAnswer(data []byte, id json.RawMessage) answer {
-	f, ok := decodeObject(data)
+	var arena memberArena
+	f, ok := arena.decodeObject(data)
 	if !ok {
 		return answer{}
 	}
-	if typ, _ := f.str("type"); typ != "res" || !sameID(first(f.get("id")), id) {
+	if typ, _ := arena.str(f, "type"); typ != "res" || !sameID(first(arena.get(f, "id")), id) {
 		return answer{}
 	}
-	a := answer{isResponse: true, ok: f.is("ok", "true")}
-	if payload, ok := f.object("payload"); a.ok && ok {
-		if typ, _ := payload.str("type"); typ == "hello-ok" {
+	a := answer{isResponse: true, ok: arena.is(f, "ok", "true")}
+	if payload, ok := arena.object(f, "payload"); a.ok && ok {
+		if typ, _ := arena.str(payload, "type"); typ == "hello-ok" {
 			a.helloOK = true
-			if p, ok := payload.num("protocol"); ok && p >= 1 && p <= math.MaxInt32 && p == math.Trunc(p) {
+			if p, ok := arena.num(payload, "protocol"); ok && p >= 1 && p <= math.MaxInt32 && p == math.Trunc(p) {
 				a.protocol = int(p)
 			}
-			policy, _ := payload.object("policy")
-			if mp, ok := policy.num("maxPayload"); ok && mp >= 1 && mp <= math.MaxInt64/2 {
+			policy, _ := arena.object(payload, "policy")
+			if mp, ok := arena.num(policy, "maxPayload"); ok && mp >= 1 && mp <= math.MaxInt64/2 {
 				a.maxPayload = int64(mp)
 			}
 		}
 	}
 	// isRetryableGatewayStartupUnavailableError: all three must hold.
-	e, hasError := f.object("error")
-	code, _ := e.str("code")
-	details, _ := e.object("details")
-	reason, _ := details.str("reason")
-	if !a.ok && hasError && code == "UNAVAILABLE" && e.is("retryable", "true") && reason == startupReason {
+	e, hasError := arena.object(f, "error")
+	code, _ := arena.str(e, "code")
+	details, _ := arena.object(e, "details")
+	reason, _ := arena.str(details, "reason")
+	if !a.ok && hasError && code == "UNAVAILABLE" && arena.is(e, "retryable", "true") && reason == startupReason {
 		a.startup = true
 		a.retryAfterMs = -1
-		if ms, ok := e.num("retryAfterMs"); ok {
+		if ms, ok := arena.num(e, "retryAfterMs"); ok {
 			// As clients clamp it: floor, and a negative value is the
 			// minimum, not absent.
 			a.retryAfterMs = int64(math.Floor(max(0, min(ms, math.MaxInt32))))

@@ -428,3 +428,29 @@ func BenchmarkParseFrames(b *testing.B) {
 		}
 	}
 }
+
+// Frames whose objects have more members than a reader's arena holds are
+// read the same: the lists that do not fit spill to the heap, and the last
+// of duplicated keys still counts.
+func TestParseWideFrames(t *testing.T) {
+	pad := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, `"k%d":[%d,{"x":"}"}],`, i, i)
+		}
+		return b.String()
+	}
+	hello := []byte(`{` + pad(40) + `"type":"res","id":"c1","ok":true,"payload":{` + pad(30) +
+		`"type":"hello-ok","protocol":4,"policy":{` + pad(20) + `"maxPayload":1000,"maxPayload":2048}},"type":"res"}`)
+	if a := parseAnswer(hello, json.RawMessage(`"c1"`)); !a.helloOK || a.protocol != 4 || a.maxPayload != 2048 {
+		t.Errorf("wide hello-ok read as %+v", a)
+	}
+	connect := []byte(`{` + pad(50) + `"type":"req","id":"c1","method":"connect","params":{` + pad(40) + `"device":{"id":"d"}}}`)
+	if kind, id := classifyConnect(connect); kind != nonceBound || string(id) != `"c1"` {
+		t.Errorf("wide connect read as %v %s", kind, id)
+	}
+	ch := []byte(`{` + pad(35) + `"type":"event","event":"connect.challenge","payload":{` + pad(35) + `"nonce":"n","ts":7}}`)
+	if c, ok := parseChallenge(ch); !ok || c.Nonce != "n" || c.TS != 7 {
+		t.Errorf("wide challenge read as %+v %v", c, ok)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -240,26 +239,15 @@ func (h *Handler) dialOnceSlot(ctx context.Context, target string, hdr http.Head
 		}
 	}()
 
-	timeout := min(h.cfg.DialTimeout, budget.Remaining())
-	dctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	ws, resp, err := h.dialer.DialContext(dctx, target, hdr)
+	deadline := time.Now().Add(min(h.cfg.DialTimeout, budget.Remaining()))
+	ws, protocol, err := h.openUpstream(ctx, target, hdr, deadline)
 	if err != nil {
-		if resp != nil && resp.StatusCode < 400 {
-			// Not an upgrade and not a refusal (200, a redirect, a 101
-			// with a wrong accept key): the gateway is broken, and a
-			// WebSocket client could do nothing with that answer.
-			resp.Body.Close()
-			return nil, &httpError{status: http.StatusBadGateway, header: http.Header{}, broken: true,
-				body: fmt.Appendf(nil, "holdfast: the gateway answered the upgrade with HTTP %d\n", resp.StatusCode)}
-		}
-		if resp != nil {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-			resp.Body.Close()
-			return nil, &httpError{status: resp.StatusCode, header: resp.Header.Clone(), body: body}
+		var he *httpError
+		if errors.As(err, &he) {
+			return nil, err
 		}
 		var ne net.Error
-		if dl, ok := dctx.Deadline(); ok && !time.Now().Before(dl) && (!errors.As(err, &ne) || !ne.Timeout()) {
+		if !time.Now().Before(deadline) && (!errors.As(err, &ne) || !ne.Timeout()) {
 			// An answer cut short by the deadline: bufio's ReadLine hands
 			// net/http a partial line without the read's error, and the
 			// fragment then fails as a malformed header. A slow gateway,
@@ -268,19 +256,12 @@ func (h *Handler) dialOnceSlot(ctx context.Context, target string, hdr http.Head
 		}
 		return nil, fmt.Errorf("dial upstream: %w", err)
 	}
-	if bc, ok := ws.NetConn().(*batchConn); ok {
-		bc.frameMode()
-	}
 	u.ws = ws
 	u.opened = time.Now()
-	u.protocol = ws.Subprotocol()
-	if resp != nil && resp.Body != nil {
-		resp.Body.Close()
-	}
+	u.protocol = protocol
 
 	// The gateway sends its challenge at once on upgrade; an event loop busy
 	// with startup can delay it, so it gets the rest of the dial timeout.
-	deadline, _ := dctx.Deadline()
 	ws.SetReadLimit(preauthReadLimit)
 	_ = ws.SetReadDeadline(deadline)
 	mt, data, err := ws.ReadMessage()

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -220,7 +219,7 @@ type Handler struct {
 
 	admission   *admission
 	limits      *limits
-	dialer      *websocket.Dialer
+	netDialer   *net.Dialer // upstream sockets (openUpstream)
 	upgrader    websocket.Upgrader
 	passthrough *httputil.ReverseProxy
 	bufPool     *bufferPool
@@ -325,36 +324,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 		// before count against their own until they end.
 		h.limits = &limits{maxHandshakes: int64(cfg.MaxHandshakes), maxBytes: cfg.MaxPreauthBytes}
 	}
-	netDialer := &net.Dialer{KeepAlive: 30 * time.Second}
-	h.dialer = &websocket.Dialer{
-		Proxy:           nil,
-		TLSClientConfig: cfg.TLSClientConfig,
-		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := netDialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return newUpstreamBatchConn(c, h.chunks), nil
-		},
-		// wss: TLS below the batching layer, so that a burst of frames
-		// leaves in one TLS record.
-		NetDialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := netDialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			tc := tls.Client(c, tlsConfigFor(cfg.TLSClientConfig, addr))
-			if err := tc.HandshakeContext(ctx); err != nil {
-				c.Close()
-				return nil, err
-			}
-			return newUpstreamBatchConn(tc, h.chunks), nil
-		},
-		HandshakeTimeout: cfg.DialTimeout,
-		ReadBufferSize:   readBufferSize,
-		WriteBufferPool:  h.bufPool,
-		WriteBufferSize:  writeBufferSize,
-	}
+	h.netDialer = &net.Dialer{KeepAlive: 30 * time.Second}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.DialTimeout,
 		ReadBufferSize:   readBufferSize,

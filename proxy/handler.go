@@ -102,7 +102,7 @@ type Config struct {
 	DisableLegacyBridge bool
 
 	// Readiness tunes the shared readiness watcher.
-	ReadinessPollInterval time.Duration // default 100ms
+	ReadinessPollInterval time.Duration // default 25ms
 	ReadinessFreshFor     time.Duration // default 1s
 	ReadinessProbeTimeout time.Duration // default 1s
 }
@@ -129,7 +129,7 @@ func DefaultConfig() Config {
 		WriteTimeout:          10 * time.Second,
 		CloseGrace:            time.Second,
 		MaxMessageBytes:       25 << 20,
-		ReadinessPollInterval: 100 * time.Millisecond,
+		ReadinessPollInterval: 25 * time.Millisecond,
 		ReadinessFreshFor:     time.Second,
 		ReadinessProbeTimeout: time.Second,
 		PassthroughPaths:      append([]string(nil), DefaultPassthroughPaths...),

@@ -214,6 +214,12 @@ func (c *conn) lateDial() *outcome {
 	}
 	c.h.log.Debug("late dial", "client", c.rec.clientAddr, "waited", waited.Round(time.Millisecond), "why", string(d.Reason), "warm", c.up != nil)
 	c.budget = retry.NewBudget(c.h.clock, c.h.lateBudget())
+	if c.up != nil && peerSpoke(c.up.ws.NetConn()) {
+		// Closed by the gateway unseen: a TLS socket is not watched
+		// while it waits (a read cut short by a deadline would break
+		// its TLS state), and one may have closed just now.
+		c.warmLost(errWarmClosed)
+	}
 	if c.up != nil {
 		age := time.Since(c.up.opened)
 		switch {
@@ -302,13 +308,19 @@ func (c *conn) waitWarm(until time.Time) (started bool, o *outcome, upErr error)
 	return err == nil, nil, upErr
 }
 
+// errWarmClosed is the end of a warm socket found closed (or spoken on)
+// when its challenge was about to be used.
+var errWarmClosed = errors.New("the gateway closed the warm socket, or sent on it")
+
 // warmLost drops a warm socket that the gateway closed or that broke,
-// with the evidence its end gives of the gateway.
+// with the evidence its end gives of the gateway (none for errWarmClosed,
+// whose close was not read).
 func (c *conn) warmLost(err error) {
-	code := closeCode(err)
-	switch code {
+	switch closeCode(err) {
 	case 0, websocket.CloseAbnormalClosure, websocket.CloseServiceRestart, websocket.CloseGoingAway:
-		c.h.watcher.Observe(retry.Down)
+		if err != errWarmClosed {
+			c.h.watcher.Observe(retry.Down)
+		}
 	}
 	c.h.log.Debug("warm upstream socket lost", "client", c.rec.clientAddr, "age", time.Since(c.up.opened).Round(time.Millisecond), "err", err)
 	c.h.metrics.Renewal(metrics.RenewGatewayClosed)

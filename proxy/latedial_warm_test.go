@@ -1,6 +1,11 @@
 package proxy_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -143,6 +148,93 @@ func TestWarmSocketsKeepPerAddressLimit(t *testing.T) {
 	}
 	if st.Upgrades != clients {
 		t.Errorf("gateway saw %d upgrades; want one per client (%d)", st.Upgrades, clients)
+	}
+	hs.waitMetric(0, "holdfast_upstream_handshakes_in_flight")
+}
+
+// tlsFront serves TLS on a port of its own and relays every connection, as
+// bytes, to backend: a wss gateway made of a plain one. It stops at the
+// end of the test.
+func tlsFront(t *testing.T, backend string) (addr string, pool *x509.CertPool) {
+	t.Helper()
+	cert, pool := selfSigned(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	track := func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", backend)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			track(c)
+			track(b)
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				_, _ = io.Copy(b, c)
+				_ = b.(*net.TCPConn).CloseWrite()
+			}()
+			go func() {
+				defer wg.Done()
+				_, _ = io.Copy(c, b)
+				_ = c.Close() // the gateway closed: so does the front
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String(), pool
+}
+
+// A wss gateway closes the warm socket first (its pre-auth timer is
+// shorter than holdfast's handshake.preauth_timeout). holdfast does not
+// watch a TLS socket while it waits, but it looks before it hands the
+// challenge out: the client gets a fresh socket's challenge, not the dead
+// one's, and reaches hello-ok with one connect.
+func TestWarmSocketOverTLSClosedByGateway(t *testing.T) {
+	const window = 1500 * time.Millisecond
+	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, PreauthTimeout: 500 * time.Millisecond})
+	addr, pool := tlsFront(t, gw.Addr())
+	hs := startProxy(t, addr, func(c *proxy.Config) {
+		c.Upstream.Scheme = "wss"
+		c.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		c.LateDialMax = 4 * time.Second
+	}, nil)
+	o := <-connectAsync(hs.url, newDevice(t), "")
+	if !o.res.HelloOK {
+		t.Fatalf("result %s (error %v); want hello-ok", summarizeLate(o.res), o.res.Error)
+	}
+	if st := gw.Stats(); st.ConnectAttempts != 1 || st.HelloOK != 1 {
+		t.Errorf("gateway saw %d connects and %d hello-ok; want 1 and 1", st.ConnectAttempts, st.HelloOK)
+	}
+	if got := hs.metric("holdfast_upstream_renewals_total", "reason", "gateway_closed"); got != 1 {
+		t.Errorf("warm sockets found closed = %v; want 1", got)
 	}
 	hs.waitMetric(0, "holdfast_upstream_handshakes_in_flight")
 }

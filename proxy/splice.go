@@ -122,7 +122,8 @@ func (c *conn) clientEnding(err error) ending {
 // rows that relay). The first ending is the session's; its evidence about
 // the gateway counts. A later one (the other direction ending on the close
 // just sent, or on the socket holdfast closed) says nothing of the
-// gateway, except a close frame the gateway wrote itself.
+// gateway, except a close frame the gateway wrote itself, and writes no
+// close to a leg whose peer vanished in the session's ending.
 func (c *conn) endSessionAs(e ending, err error) {
 	spec := &endings[e]
 	c.mu.Lock()
@@ -131,6 +132,7 @@ func (c *conn) endSessionAs(e ending, err error) {
 		c.rec.sessionEnd = time.Now()
 		c.rec.session = e
 	}
+	session := c.rec.session
 	c.mu.Unlock()
 	if s, ok := evidenceOf(spec.evidence, err); ok && (first || s == retry.Started) {
 		c.h.watcher.Observe(s)
@@ -147,10 +149,14 @@ func (c *conn) endSessionAs(e ending, err error) {
 			c.h.log.Log(context.Background(), spec.level, spec.msg, args...)
 		}
 	}
-	if payload, ok := spec.client.payload(err); ok {
+	// A leg whose peer vanished (its socket ended without a close frame,
+	// or a write to it failed) is told nothing more: the session's row
+	// gives it no close, and a later ending (the other peer answering the
+	// close holdfast sent it) would only write into a dead socket.
+	if payload, ok := spec.client.payload(err); ok && session != endSessionClientVanished {
 		c.closeClient(payload)
 	}
-	if payload, ok := spec.gateway.payload(err); ok {
+	if payload, ok := spec.gateway.payload(err); ok && session != endSessionGatewayVanished {
 		c.closeUpstream(payload)
 	}
 }

@@ -546,7 +546,7 @@ func (c *conn) forwardConnect(first frame, id json.RawMessage) (ans answer, data
 	_ = ws.SetReadDeadline(c.answerDeadline(time.Now()))
 	ws.SetReadLimit(maxUpstreamHandshakeFrame)
 	for {
-		mt, data, err := ws.ReadMessage()
+		mt, data, err := readMessage(ws, c.h.chunks)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -711,7 +711,7 @@ func (c *conn) readClient() {
 		}
 		var data []byte
 		if err == nil {
-			data, err = io.ReadAll(io.LimitReader(r, preauthReadLimit+1))
+			data, err = readAll(io.LimitReader(r, preauthReadLimit+1), c.h.chunks)
 			if err == nil && len(data) > preauthReadLimit {
 				err = errPreauthTooLarge
 			}

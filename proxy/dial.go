@@ -264,7 +264,7 @@ func (h *Handler) dialOnceSlot(ctx context.Context, target string, hdr http.Head
 	// with startup can delay it, so it gets the rest of the dial timeout.
 	ws.SetReadLimit(preauthReadLimit)
 	_ = ws.SetReadDeadline(deadline)
-	mt, data, err := ws.ReadMessage()
+	mt, data, err := readMessage(ws, h.chunks)
 	if err != nil {
 		_ = ws.Close()
 		return nil, fmt.Errorf("upstream closed before its challenge: %w", err)

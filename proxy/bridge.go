@@ -57,7 +57,7 @@ type legacyConnect struct {
 // the path, a protocol number that is not a positive integer) are left
 // alone: the gateway answers them as they are.
 func rewriteLegacyConnect(data []byte) (out []byte, lc legacyConnect, ok bool) {
-	if !json.Valid(data) {
+	if !validJSON(data) {
 		return data, lc, false
 	}
 	// The member lists start on the stack (a connect's objects are small).
@@ -197,7 +197,7 @@ func filterV3(data []byte) []byte {
 			}
 		}
 	}
-	if (!drop && !errDrop) || !json.Valid(data) {
+	if (!drop && !errDrop) || !validJSON(data) {
 		return data
 	}
 	out := make([]byte, 0, len(data))

@@ -77,7 +77,7 @@ const arenaMembers = 32
 // decodeObject reads a JSON object; ok is false for anything else,
 // invalid JSON included.
 func (a *memberArena) decodeObject(data []byte) (object, bool) {
-	if !json.Valid(data) {
+	if !validJSON(data) {
 		return object{}, false
 	}
 	return a.objectIn(data)

@@ -222,21 +222,29 @@ func (c *batchConn) readBlock() error {
 	}
 	c.rawErr = nil
 	if err := c.raw.Read(c.rawFn); err != nil {
-		// A deadline, a closed socket: said as net.Conn's Read says it.
-		if oe, ok := err.(*net.OpError); ok {
-			e := *oe
-			e.Op = "read"
-			return &e
-		}
-		return err
+		return c.readError(err, false)
 	}
-	switch err := c.rawErr; err {
-	case nil, io.EOF:
-		return err
-	default:
+	if err := c.rawErr; err != nil && err != io.EOF {
+		return c.readError(err, true)
+	}
+	return c.rawErr
+}
+
+// readError says a failed raw read as net.Conn's Read says it: err is
+// the RawConn's own (a deadline, a closed socket), or with syscall set,
+// the read system call's. Kept out of readBlock, whose frame an idle
+// session keeps on its stack.
+func (c *batchConn) readError(err error, syscall bool) error {
+	if syscall {
 		return &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(),
 			Err: os.NewSyscallError("read", err)}
 	}
+	if oe, ok := err.(*net.OpError); ok {
+		e := *oe
+		e.Op = "read"
+		return &e
+	}
+	return err
 }
 
 // waitData blocks until the socket has data, unless some is pending, then

@@ -55,9 +55,11 @@ type frameRelay struct {
 	count prometheus.Counter
 	t     *tally
 
-	// stash assembles a frame header, or a whole control frame, that
-	// arrived split over reads; stashN bytes of it are held.
-	stash  [maxFrameHeader + maxControlPayload]byte
+	// stash assembles a frame header that arrived split over reads, and
+	// big, taken only then, a control frame that did; stashN bytes are
+	// held. A session keeps this struct for its life: it stays small.
+	stash  [maxFrameHeader]byte
+	big    *[maxFrameHeader + maxControlPayload]byte
 	stashN int
 	// inMessage: a data message has begun and its final frame not yet
 	// come; msgLen is its payload so far (declared lengths).
@@ -96,6 +98,25 @@ func (r *frameRelay) run() (err error, readSide bool) {
 	r.src.relayMode()
 	defer r.addCount()
 	for {
+		// Between bursts the relay waits here, at the shallowest depth it
+		// has, so that an idle session's goroutine keeps a small stack,
+		// and so does one flushing the other leg before it blocks.
+		if len(r.src.pending) == 0 {
+			if err := r.readMore(); err != nil {
+				return r.readErr(err), true
+			}
+			continue
+		}
+		if err, readSide := r.burst(); err != nil {
+			return err, readSide
+		}
+	}
+}
+
+// burst relays frames until what the source delivered is used up at a
+// frame's end; a frame that has not arrived whole is waited for.
+func (r *frameRelay) burst() (err error, readSide bool) {
+	for len(r.src.pending) > 0 {
 		b, err := r.gather(2)
 		if err != nil {
 			return r.readErr(err), true
@@ -171,6 +192,7 @@ func (r *frameRelay) run() (err error, readSide bool) {
 			r.uncounted++
 		}
 	}
+	return nil, false
 }
 
 // check validates a frame's first two bytes, as gorilla's reader does; it
@@ -309,27 +331,31 @@ func (r *frameRelay) readErr(err error) error {
 	return err
 }
 
-// gather returns the next n bytes of the source (n ≤ len(stash)) in one
-// slice: in place in the read chunk when it holds them, else assembled in
-// stash over as many reads as it takes, so that no chunk is held while the
-// rest is awaited. done(n) then consumes them. Successive calls for the
-// same frame ask for more and more of it.
+// gather returns the next n bytes of the source (n ≤ maxFrameHeader +
+// maxControlPayload) in one slice: in place in the read chunk when it holds
+// them, else assembled in stash (or big) over as many reads as it takes,
+// so that no chunk is held while the rest is awaited. done(n) then
+// consumes them. Successive calls for the same frame ask for more and more
+// of it.
 func (r *frameRelay) gather(n int) ([]byte, error) {
 	src := r.src
 	for {
-		if r.stashN == 0 {
-			if len(src.pending) >= n {
-				return src.pending[:n], nil
-			}
-			r.stashN = copy(r.stash[:], src.pending)
-			src.consume(r.stashN)
-		} else {
-			k := copy(r.stash[r.stashN:n], src.pending)
-			r.stashN += k
-			src.consume(k)
+		if r.stashN == 0 && len(src.pending) >= n {
+			return src.pending[:n], nil
 		}
+		st := r.stash[:]
+		if n > len(st) || r.big != nil {
+			if r.big == nil {
+				r.big = new([maxFrameHeader + maxControlPayload]byte)
+				copy(r.big[:], r.stash[:r.stashN])
+			}
+			st = r.big[:]
+		}
+		k := copy(st[r.stashN:n], src.pending)
+		r.stashN += k
+		src.consume(k)
 		if r.stashN >= n {
-			return r.stash[:n], nil
+			return st[:n], nil
 		}
 		if err := r.readMore(); err != nil {
 			return nil, err
@@ -355,7 +381,7 @@ func (r *frameRelay) addCount() {
 // done consumes the n bytes the last gather returned.
 func (r *frameRelay) done(n int) {
 	if r.stashN > 0 {
-		r.stashN = 0
+		r.stashN, r.big = 0, nil
 		return
 	}
 	r.src.consume(n)

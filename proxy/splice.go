@@ -168,15 +168,34 @@ func (c *conn) pumpUpstream() {
 		c.pumpBridged()
 		return
 	}
-	_, toClient := c.h.metrics.MessageCounters()
+	// This frame stays on the stack while the session idles: what is
+	// set up goes in calls that return first.
 	var err error
 	var readSide bool
-	if r, ok := newFrameRelay(c.up.ws, c.client, false, 0, toClient, &c.rec.toClient); ok {
+	if r := c.relayFrom(c.up.ws, c.client, false, 0, &c.rec.toClient); r != nil {
 		err, readSide = r.run()
 	} else {
-		err, readSide = copyMessages(c.client, c.up.ws, nil, false, c.h.chunks, c.h.cfg.WriteTimeout, toClient, &c.rec.toClient)
+		err, readSide = c.copyToClient()
 	}
 	c.endUpstreamSide(err, readSide)
+}
+
+// relayFrom returns the frame relay from src to dst, counted as toward the
+// gateway when fromClient, or nil when a leg is not a batchConn.
+func (c *conn) relayFrom(src, dst *websocket.Conn, fromClient bool, limit int64, t *tally) *frameRelay {
+	toUpstream, toClient := c.h.metrics.MessageCounters()
+	count := toClient
+	if fromClient {
+		count = toUpstream
+	}
+	r, _ := newFrameRelay(src, dst, fromClient, limit, count, t)
+	return r
+}
+
+// copyToClient relays upstream→client through gorilla (copyMessages).
+func (c *conn) copyToClient() (err error, readSide bool) {
+	_, toClient := c.h.metrics.MessageCounters()
+	return copyMessages(c.client, c.up.ws, nil, false, c.h.chunks, c.h.cfg.WriteTimeout, toClient, &c.rec.toClient)
 }
 
 // endUpstreamSide propagates the end of the upstream→client direction: the
@@ -258,23 +277,30 @@ func (c *conn) pumpClient(first *message) {
 		// to hello-ok's policy.maxPayload too.
 		first.r = &limitReader{r: first.r, left: limit}
 	}
-	toUpstream, _ := c.h.metrics.MessageCounters()
 	var err error
 	var readSide bool
-	if r, ok := newFrameRelay(c.client, c.up.ws, true, limit, toUpstream, &c.rec.toUpstream); ok {
-		if first != nil {
-			// gorilla has begun this one: it finishes it, then the relay
-			// takes over between messages.
-			err, readSide = copyMessage(c.up.ws, first, true, c.h.chunks, c.h.cfg.WriteTimeout, toUpstream, &c.rec.toUpstream)
-		}
-		if err == nil {
-			err, readSide = r.run()
-		}
-	} else {
-		err, readSide = copyMessages(c.up.ws, c.client, first, true, c.h.chunks, c.h.cfg.WriteTimeout, toUpstream, &c.rec.toUpstream)
+	r := c.relayFrom(c.client, c.up.ws, true, limit, &c.rec.toUpstream)
+	if r == nil || first != nil {
+		// gorilla finishes the message it has begun; with a relay to
+		// follow, that one only.
+		err, readSide = c.copyToUpstream(first, r != nil)
+	}
+	if r != nil && err == nil {
+		err, readSide = r.run()
 	}
 	flushConn(c.client.NetConn()) // gorilla's echo of a close frame
 	c.endClientSide(err, readSide)
+}
+
+// copyToUpstream relays client→upstream through gorilla, starting with
+// first: that message only when one is set, else until the end
+// (copyMessages).
+func (c *conn) copyToUpstream(first *message, one bool) (err error, readSide bool) {
+	toUpstream, _ := c.h.metrics.MessageCounters()
+	if one {
+		return copyMessage(c.up.ws, first, true, c.h.chunks, c.h.cfg.WriteTimeout, toUpstream, &c.rec.toUpstream)
+	}
+	return copyMessages(c.up.ws, c.client, first, true, c.h.chunks, c.h.cfg.WriteTimeout, toUpstream, &c.rec.toUpstream)
 }
 
 // endClientSide propagates the end of the client→upstream direction:

@@ -86,6 +86,13 @@ func (c *conn) startSplice(maxPayload int64, helloFrames []frame) bool {
 				break
 			}
 		}
+		if bc, ok := c.client.NetConn().(*batchConn); ok && werr == nil {
+			// hello-ok leaves now, from this shallow stack, not from the
+			// relay's first wait for the gateway: a flush made inside a
+			// read (flushOnWait) would grow the stack of a session that
+			// then idles.
+			werr = bc.Flush()
+		}
 	}
 	switch {
 	case rerr != nil:

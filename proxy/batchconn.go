@@ -80,6 +80,10 @@ type batchConn struct {
 	// when the socket has nothing to read, so that frames relayed from
 	// reads that follow each other at once leave in one write.
 	flushOnWait bool
+	// spare (with flushOnWait) is the chunk the relay drained last, kept
+	// for the next read rather than given back to the pool and taken
+	// again at once; a read that would block gives it back.
+	spare *[]byte
 
 	// Write side.
 	wmu      sync.Mutex

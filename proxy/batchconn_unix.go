@@ -11,10 +11,15 @@ import (
 const rawReadSupported = true
 
 // readRaw is the read callback of waitData and readBlock: it reads what the
-// socket has, or reports false (wait for readability) without keeping a
-// buffer; with flushOnWait it flushes the peer leg first.
+// socket has into the spare chunk or a pooled one, or reports false (wait
+// for readability) without keeping a buffer; with flushOnWait it flushes
+// the peer leg first.
 func (c *batchConn) readRaw(fd uintptr) bool {
-	buf := c.pool.get()
+	buf := c.spare
+	c.spare = nil
+	if buf == nil {
+		buf = c.pool.get()
+	}
 	for {
 		n, err := syscall.Read(int(fd), *buf)
 		switch {

@@ -198,6 +198,18 @@ func (r *frameRelay) burst() (err error, readSide bool) {
 // check validates a frame's first two bytes, as gorilla's reader does; it
 // returns what is wrong, all of it, or "".
 func (r *frameRelay) check(b0, b1 byte) string {
+	masked := b1&0x80 != 0
+	switch op := b0 & 0x7f; {
+	case masked != r.fromClient:
+	case op == websocket.TextMessage || op == websocket.BinaryMessage:
+		if !r.inMessage {
+			return "" // the common case, decided at once
+		}
+	case op == 0:
+		if r.inMessage {
+			return ""
+		}
+	}
 	var errs []string
 	if b0&0x40 != 0 {
 		errs = append(errs, "RSV1 set")
@@ -396,11 +408,15 @@ func (c *batchConn) relayMode() {
 }
 
 // consume drops the first n pending bytes; a drained chunk goes back to
-// the pool.
+// the pool, or is kept as the spare for the next read (flushOnWait).
 func (c *batchConn) consume(n int) {
 	c.pending = c.pending[n:]
 	if len(c.pending) == 0 && c.rbuf != nil {
-		c.pool.put(c.rbuf)
+		if c.flushOnWait && c.spare == nil {
+			c.spare = c.rbuf
+		} else {
+			c.pool.put(c.rbuf)
+		}
 		c.rbuf = nil
 	}
 }
@@ -437,13 +453,19 @@ func (c *batchConn) writeRelayed(opcode byte, fin bool, key [4]byte, srcMasked b
 	}
 
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	err := c.writeRelayedLocked(hdr[:h], p, k)
+	c.wmu.Unlock()
+	return err
+}
+
+func (c *batchConn) writeRelayedLocked(hdr, p []byte, k uint32) error {
 	if c.werr != nil {
 		return c.werr
 	}
 	if c.closed {
 		return websocket.ErrCloseSent
 	}
+	h, n := len(hdr), len(p)
 	if !c.batching || c.wn+h+n > chunkSize {
 		if err := c.flushLocked(); err != nil {
 			return err
@@ -453,7 +475,7 @@ func (c *batchConn) writeRelayed(opcode byte, fin bool, key [4]byte, srcMasked b
 		c.wbuf = c.pool.get()
 	}
 	b := (*c.wbuf)[c.wn : c.wn+h+n]
-	copy(b, hdr[:h])
+	copy(b, hdr)
 	if k == 0 {
 		copy(b[h:], p)
 	} else {

@@ -519,9 +519,13 @@ func (c *batchConn) trackWrite(p []byte) (closeFrame bool) {
 // flush blocked on a peer that does not read included, ends by deadline.
 // It fails when a close frame went out already, when the leg failed
 // before, or when a frame is half written (the socket must then just be
-// closed).
+// closed). A zero deadline caps nothing: the close and what is batched
+// ahead of it get the leg's write timeout, as gorilla's own close frames
+// (its echo, 1002, 1009) did; the session's ending caps the leg after.
 func (c *batchConn) writeClose(payload []byte, deadline time.Time) error {
-	c.capWrites(deadline)
+	if !deadline.IsZero() {
+		c.capWrites(deadline)
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {

@@ -86,10 +86,6 @@ func newFrameRelay(src, dst *websocket.Conn, fromClient bool, limit int64, count
 // as gorilla reports it (1006: no close frame).
 var errRelayEOF = &websocket.CloseError{Code: websocket.CloseAbnormalClosure, Text: io.ErrUnexpectedEOF.Error()}
 
-// echoTimeout bounds the close frames the relay writes on its source leg
-// (gorilla's writeWait for the same frames).
-const echoTimeout = time.Second
-
 // run relays until a read or a write fails, a close frame arrives or a
 // frame breaks the protocol; readSide reports whether the source's side
 // ended it. Call it between messages: gorilla's reader on src holds
@@ -329,9 +325,10 @@ func (r *frameRelay) protocolError(msg string) error {
 }
 
 // closeSource writes a close frame on the source leg, after what is batched
-// there (closeLeg's rules: nothing after it).
+// there, within the leg's write timeout (closeLeg's rules otherwise:
+// nothing after it). The session's ending then caps the leg's writes.
 func (r *frameRelay) closeSource(payload []byte) {
-	_ = r.src.writeClose(payload, time.Now().Add(echoTimeout))
+	_ = r.src.writeClose(payload, time.Time{})
 }
 
 // readErr is a failed read as gorilla reports it: the end of the stream is

@@ -65,13 +65,16 @@ func (a *admission) acquire(ctx context.Context, deadline time.Time, key string)
 	default:
 		// A send into a full buffer queues behind the senders already
 		// blocked, so a free slot goes to them first either way.
-		wctx, cancel := context.WithDeadline(ctx, deadline)
-		defer cancel()
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
 		select {
 		case q.sem <- struct{}{}:
-		case <-wctx.Done():
+		case <-ctx.Done():
 			unref()
-			return nil, wctx.Err()
+			return nil, ctx.Err()
+		case <-t.C:
+			unref()
+			return nil, context.DeadlineExceeded
 		}
 	}
 	var once sync.Once

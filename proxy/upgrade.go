@@ -24,7 +24,11 @@ func checkUpgrade(r *http.Request) (int, string) {
 	if len(key) != 1 {
 		return http.StatusBadRequest, "websocket: not a websocket handshake: exactly one 'Sec-WebSocket-Key' header is required"
 	}
-	if b, err := base64.StdEncoding.DecodeString(key[0]); err != nil || len(b) != 16 {
+	var b [18]byte // a 16-byte key is 24 characters, which decode to at most 18
+	if len(key[0]) != 24 {
+		return http.StatusBadRequest, "websocket: not a websocket handshake: 'Sec-WebSocket-Key' header must be Base64 encoded value of 16-byte in length"
+	}
+	if n, err := base64.StdEncoding.Decode(b[:], []byte(key[0])); err != nil || n != 16 {
 		return http.StatusBadRequest, "websocket: not a websocket handshake: 'Sec-WebSocket-Key' header must be Base64 encoded value of 16-byte in length"
 	}
 	return 0, ""

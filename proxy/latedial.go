@@ -300,6 +300,9 @@ func (c *conn) waitWarm(until time.Time) (started bool, o *outcome, upErr error)
 		stop = c.watchUpstream(cancel)
 	}
 	err := c.h.watcher.WaitStarted(ctx)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, retry.ErrNoReadiness) {
+		<-ctx.Done() // a closed watcher answers at once: no spinning
+	}
 	upErr = stop()
 	if c.ctx.Err() != nil {
 		o := c.clientOutcome(c.ctx.Err())

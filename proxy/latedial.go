@@ -145,7 +145,8 @@ func (c *conn) dialLate() bool {
 // its challenge and keeps it. The gateway's pre-auth timer runs on that
 // socket, so before it nears the timer (warmRenewAge) the socket is closed
 // and a fresh one opened in its admission slot; a socket the gateway
-// closes first is replaced too. Nothing has been signed or sent on a warm
+// closes first is replaced too (it is looked at every warmCheckEvery, and
+// before its challenge is handed out). Nothing has been signed or sent on a warm
 // socket, so replacing it sends the gateway no connect. When the gateway
 // has started the client gets the warm socket's challenge at once, and
 // only its connect and hello-ok remain. When the client's challenge is due
@@ -188,25 +189,27 @@ func (c *conn) lateDial() *outcome {
 			}
 			continue // the dial took time: decide again
 		}
-		wake := time.Now().Add(d.Wait)
+		now := time.Now()
+		wake := now.Add(d.Wait)
 		switch {
 		case c.up != nil:
 			wake = earliest(wake, c.up.opened.Add(c.h.warmRenewAge()))
+			wake = earliest(wake, now.Add(c.h.warmCheckEvery()))
 		case warmable:
 			wake = earliest(wake, nextWarm)
 		}
-		started, o, upErr := c.waitWarm(wake)
+		started, o := c.waitStarted(wake)
 		if o != nil {
 			return o
-		}
-		if upErr != nil {
-			c.warmLost(upErr)
-			failures++
-			nextWarm = time.Now().Add(c.h.backoff.Dial(failures))
 		}
 		if started {
 			d = dialDecision{Dial: true, Reason: dialStarted}
 			break
+		}
+		if c.up != nil && peerSpoke(c.up.ws.NetConn()) {
+			c.warmLost()
+			failures++
+			nextWarm = time.Now().Add(c.h.backoff.Dial(failures))
 		}
 		if c.up != nil && time.Since(c.up.opened) >= c.h.warmRenewAge() {
 			c.renewWarm(metrics.RenewPreauthTimer)
@@ -215,10 +218,7 @@ func (c *conn) lateDial() *outcome {
 	c.h.log.Debug("late dial", "client", c.rec.clientAddr, "waited", waited.Round(time.Millisecond), "why", string(d.Reason), "warm", c.up != nil)
 	c.budget = retry.NewBudget(c.h.clock, c.h.lateBudget())
 	if c.up != nil && peerSpoke(c.up.ws.NetConn()) {
-		// Closed by the gateway unseen: a TLS socket is not watched
-		// while it waits (a read cut short by a deadline would break
-		// its TLS state), and one may have closed just now.
-		c.warmLost(errWarmClosed)
+		c.warmLost() // closed since the last look
 	}
 	if c.up != nil {
 		age := time.Since(c.up.opened)
@@ -289,43 +289,37 @@ func (c *conn) warmDial(left time.Duration) *outcome {
 	return nil
 }
 
-// waitWarm waits until the gateway is confirmed started (started), until,
-// or until the warm socket, if any, ends or receives something (upErr, its
-// end). o is set when the client went away.
-func (c *conn) waitWarm(until time.Time) (started bool, o *outcome, upErr error) {
+// warmCheckEvery is how often a waiting client's warm socket is looked at
+// (peerSpoke): hold_margin, at most a second. A look costs one system
+// call, and nothing runs for the socket in between: a warm socket the
+// gateway closes is replaced within that time, and in any case before its
+// challenge is handed out.
+func (h *Handler) warmCheckEvery() time.Duration {
+	return min(h.cfg.HoldMargin, time.Second)
+}
+
+// waitStarted waits until the gateway is confirmed started (started) or
+// until. o is set when the client went away.
+func (c *conn) waitStarted(until time.Time) (started bool, o *outcome) {
 	ctx, cancel := context.WithDeadline(c.ctx, until)
 	defer cancel()
-	stop := func() error { return nil }
-	if c.up != nil {
-		stop = c.watchUpstream(cancel)
-	}
 	err := c.h.watcher.WaitStarted(ctx)
 	if err != nil && ctx.Err() == nil && !errors.Is(err, retry.ErrNoReadiness) {
 		<-ctx.Done() // a closed watcher answers at once: no spinning
 	}
-	upErr = stop()
 	if c.ctx.Err() != nil {
 		o := c.clientOutcome(c.ctx.Err())
-		return false, &o, nil
+		return false, &o
 	}
-	return err == nil, nil, upErr
+	return err == nil, nil
 }
 
-// errWarmClosed is the end of a warm socket found closed (or spoken on)
-// when its challenge was about to be used.
-var errWarmClosed = errors.New("the gateway closed the warm socket, or sent on it")
-
-// warmLost drops a warm socket that the gateway closed or that broke,
-// with the evidence its end gives of the gateway (none for errWarmClosed,
-// whose close was not read).
-func (c *conn) warmLost(err error) {
-	switch closeCode(err) {
-	case 0, websocket.CloseAbnormalClosure, websocket.CloseServiceRestart, websocket.CloseGoingAway:
-		if err != errWarmClosed {
-			c.h.watcher.Observe(retry.Down)
-		}
-	}
-	c.h.log.Debug("warm upstream socket lost", "client", c.rec.clientAddr, "age", time.Since(c.up.opened).Round(time.Millisecond), "err", err)
+// warmLost drops a warm socket that the gateway closed, sent something on
+// (nothing is expected before the connect) or that broke. Its close is not
+// read, so it is no evidence of the gateway's state: the readiness probes
+// tell.
+func (c *conn) warmLost() {
+	c.h.log.Debug("warm upstream socket lost", "client", c.rec.clientAddr, "age", time.Since(c.up.opened).Round(time.Millisecond))
 	c.h.metrics.Renewal(metrics.RenewGatewayClosed)
 	c.up.drop()
 	c.up = nil

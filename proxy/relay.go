@@ -93,6 +93,7 @@ var errRelayEOF = &websocket.CloseError{Code: websocket.CloseAbnormalClosure, Te
 func (r *frameRelay) run() (err error, readSide bool) {
 	r.src.relayMode()
 	defer r.addCount()
+	defer r.src.releaseSpare() // the relay reads no more: its spare is the pool's again
 	for {
 		// Between bursts the relay waits here, at the shallowest depth it
 		// has, so that an idle session's goroutine keeps a small stack,
@@ -402,6 +403,17 @@ func (r *frameRelay) done(n int) {
 func (c *batchConn) relayMode() {
 	c.bounds = streamBounds{frames: true, free: true}
 	c.flushOnWait = c.raw != nil
+}
+
+// releaseSpare gives the spare chunk back to the pool. Call it from the
+// reading goroutine when it stops reading: a spare left on a leg that is
+// then closed is lost to the pool (every session's last relayed read would
+// cost a fresh chunk).
+func (c *batchConn) releaseSpare() {
+	if c.spare != nil {
+		c.pool.put(c.spare)
+		c.spare = nil
+	}
 }
 
 // consume drops the first n pending bytes; a drained chunk goes back to

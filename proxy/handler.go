@@ -78,7 +78,10 @@ type Config struct {
 	// transport attempts (defaults 100ms and 2s).
 	DialBackoffBase, DialBackoffMax time.Duration
 
-	// WriteTimeout bounds every write to either leg (default 10s).
+	// WriteTimeout bounds every write to either leg (default 10s): a
+	// write to a peer that does not read fails within it. A spliced
+	// session's flushes renew their deadline only once half of it has
+	// passed, so such a write gets at least half of it.
 	WriteTimeout time.Duration
 	// CloseGrace is how long a closing session waits for the peer's close
 	// frame before dropping the sockets (default 1s).

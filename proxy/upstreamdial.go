@@ -93,7 +93,9 @@ func (h *Handler) openUpstream(ctx context.Context, target string, hdr http.Head
 	if err != nil {
 		return nil, "", err
 	}
-	defer resp.Body.Close()
+	// resp.Body is not closed: closing it would read the rest of a body
+	// of any size; the socket is closed instead (every path but the 101's
+	// returns an error).
 	switch {
 	case resp.StatusCode == http.StatusSwitchingProtocols && br.Buffered() == 0 && answerFromHeader(resp.Header).valid(accept[:]):
 		return h.clientConn(bc), resp.Header.Get("Sec-Websocket-Protocol"), nil

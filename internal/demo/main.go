@@ -256,7 +256,7 @@ func meaning(s sample) string {
 	case "holdfast_handshakes_total":
 		return "client handshakes, by result"
 	case "holdfast_upstream_dials_delayed_total":
-		return "clients whose upstream socket waited for the start"
+		return "clients whose challenge waited for the start"
 	case "holdfast_connect_holds_total":
 		return "connects held until the gateway had started"
 	case "holdfast_upstream_retries_total":

@@ -600,7 +600,7 @@ func badInputRows() []badRow {
 				_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"res","id":"c1","ok":true,"payload":{"type":"hello-ok","protocol":4}}`))
 				drainWS(ws)
 			}))
-		}, tweak: func(c *proxy.Config) { fastFail(c); c.Budget = 2 * time.Second }, do: func(e *badEnv) string {
+		}, tweak: func(c *proxy.Config) { fastFail(c); c.Budget = 6 * time.Second }, do: func(e *badEnv) string {
 			connectsSeen.Store(0)
 			got := client(nil)(e)
 			return fmt.Sprintf("%s, %d connect(s)", got, connectsSeen.Load())

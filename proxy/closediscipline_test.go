@@ -166,7 +166,7 @@ func TestNothingFollowsACloseFrame(t *testing.T) {
 		// socket with unread data: the reset discards what was not sent.
 		{"client message over maxPayload", func(t *testing.T, e *ends) {
 			close(e.clientBig)
-		}, 2 * time.Second},
+		}, 5 * time.Second},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -772,23 +772,7 @@ func frameHeader(hdr *[maxFrameHeader]byte, opcode byte, fin, masked bool, n int
 	return h + 4
 }
 
-// maskBytes XORs b with the mask key, 8 bytes at a time where it can.
+// maskBytes XORs b with the mask key in place (maskCopy onto itself).
 func maskBytes(key [4]byte, b []byte) {
-	k := uint64(binary.LittleEndian.Uint32(key[:]))
-	k |= k << 32
-	i := 0
-	// 32 bytes a round: four independent words, one bounds check.
-	for ; i+32 <= len(b); i += 32 {
-		w := b[i : i+32 : i+32]
-		binary.LittleEndian.PutUint64(w[0:], binary.LittleEndian.Uint64(w[0:])^k)
-		binary.LittleEndian.PutUint64(w[8:], binary.LittleEndian.Uint64(w[8:])^k)
-		binary.LittleEndian.PutUint64(w[16:], binary.LittleEndian.Uint64(w[16:])^k)
-		binary.LittleEndian.PutUint64(w[24:], binary.LittleEndian.Uint64(w[24:])^k)
-	}
-	for ; i+8 <= len(b); i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], binary.LittleEndian.Uint64(b[i:])^k)
-	}
-	for ; i < len(b); i++ {
-		b[i] ^= key[i&3]
-	}
+	maskCopy(b, b, binary.LittleEndian.Uint32(key[:]))
 }

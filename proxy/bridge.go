@@ -342,16 +342,8 @@ func copyFiltered(dst, src *websocket.Conn, limit int64, pool *chunkPool, writeT
 			sent, err = relayMessage(dst, body, typ, writeTimeout)
 		}
 		putFilterBuf(buf)
-		t.bytes += sent
-		if err != nil {
-			if rr.err != nil {
-				return rr.err, true
-			}
-			return err, false
-		}
-		t.msgs++
-		if count != nil {
-			count.Inc()
+		if err, readSide := t.relayed(sent, err, rr.err, count); err != nil {
+			return err, readSide
 		}
 	}
 }

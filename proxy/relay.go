@@ -499,7 +499,7 @@ func (c *batchConn) writeRelayedLocked(hdr, p []byte, k uint32) error {
 
 // maskCopy copies src into dst (at least as long) XORed with the mask key k
 // (little-endian: byte i gets key byte i%4), 8 bytes at a time where it
-// can.
+// can. dst may be src itself: each word is read before it is written.
 func maskCopy(dst, src []byte, k uint32) {
 	k64 := uint64(k) | uint64(k)<<32
 	dst = dst[:len(src)]

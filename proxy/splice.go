@@ -421,10 +421,17 @@ func copyMessage(dst *websocket.Conn, m *message, mask bool, pool *chunkPool, wr
 	} else {
 		n, err = relayMessage(dst, &rr, m.typ, writeTimeout)
 	}
+	return t.relayed(n, err, rr.err, count)
+}
+
+// relayed counts a message relayed with n payload bytes written, or the
+// error that cut it: readErr, the source's, when it failed first (readSide),
+// else err, the write's.
+func (t *tally) relayed(n int64, err, readErr error, count prometheus.Counter) (error, bool) {
 	t.bytes += n
 	if err != nil {
-		if rr.err != nil {
-			return rr.err, true
+		if readErr != nil {
+			return readErr, true
 		}
 		return err, false
 	}

@@ -15,6 +15,7 @@ export PATH="$PATH:/usr/local/go/bin"
 COUNT="${COUNT:-50}"
 E2E_RUNS="${E2E_RUNS:-0}"
 OUT="${OUT:-$(mktemp -d -t holdfast-flakes.XXXXXX)}"
+mkdir -p "$OUT" || exit 2
 pkgs=("$@")
 [ ${#pkgs[@]} -gt 0 ] || mapfile -t pkgs < <(go list ./...)
 

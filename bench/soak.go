@@ -223,6 +223,11 @@ type idleCounts struct {
 	FDsAfter         int64 `json:"fds_after"`
 }
 
+// back reports whether the counts after the load are at most those before.
+func (c idleCounts) back() bool {
+	return c.GoroutinesAfter <= c.GoroutinesBefore && c.FDsAfter <= c.FDsBefore
+}
+
 // soakReport is what a soak run writes with -json.
 type soakReport struct {
 	DurationS        float64 `json:"duration_s"`
@@ -492,9 +497,15 @@ func (k *soak) run(ctx context.Context) *soakReport {
 	load.Wait()
 	dur := time.Since(k.start)
 	b.logf("soak: load stopped after %v; waiting for holdfast to be idle", dur.Round(time.Second))
+	var idle sync.WaitGroup
 	for _, h := range []*soakHoldfast{k.plain, k.tlsHF} {
-		k.waitIdle(ctx, h)
+		idle.Add(1)
+		go func() {
+			defer idle.Done()
+			k.waitIdle(ctx, h)
+		}()
 	}
+	idle.Wait()
 	return k.report(ctx, dur)
 }
 
@@ -716,11 +727,20 @@ func (k *soak) counts(ctx context.Context, h *soakHoldfast) (goroutines, fds int
 	return int64(m["go_goroutines"]), fds
 }
 
+// soakIdleWait bounds the wait for a holdfast's goroutines and
+// descriptors to come back to their count before the load. It outlasts
+// the readiness probe's idle keep-alive connection to the gateway (30 s
+// without a probe; retry.NewHTTPProbe), which holds a descriptor and two
+// goroutines after the last probe.
+const soakIdleWait = 40 * time.Second
+
 // waitIdle waits (up to 20 s) until h has no session and no handshake,
-// then (up to 10 s more) until its goroutines are back to their count
-// before the load, and records its idle counts.
+// then (up to soakIdleWait more) until its goroutines and descriptors are
+// back to their counts before the load, and records its idle counts.
 func (k *soak) waitIdle(ctx context.Context, h *soakHoldfast) {
+	k.mu.Lock()
 	idle := k.idle[h.name]
+	k.mu.Unlock()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		m, err := k.scrape(ctx, h.metrics)
@@ -729,15 +749,17 @@ func (k *soak) waitIdle(ctx context.Context, h *soakHoldfast) {
 		}
 		_ = sleepCtx(ctx, 200*time.Millisecond)
 	}
-	deadline = time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(soakIdleWait)
 	for {
 		idle.GoroutinesAfter, idle.FDsAfter = k.counts(ctx, h)
-		if idle.GoroutinesAfter <= idle.GoroutinesBefore || !time.Now().Before(deadline) || ctx.Err() != nil {
+		if idle.back() || !time.Now().Before(deadline) || ctx.Err() != nil {
 			break
 		}
-		_ = sleepCtx(ctx, 200*time.Millisecond)
+		_ = sleepCtx(ctx, 500*time.Millisecond)
 	}
+	k.mu.Lock()
 	k.idle[h.name] = idle
+	k.mu.Unlock()
 }
 
 // report gathers the run's figures and judges them.

@@ -196,6 +196,7 @@ func passingReport() *soakReport {
 		ReloadsCounted: map[string][2]int64{"holdfast-soak": {2, 1}},
 		Rotations:      1, RotationsServed: 1,
 		Samples: []soakSample{{T: 20}},
+		Idle:    map[string]idleCounts{"holdfast-soak": {GoroutinesBefore: 11, GoroutinesAfter: 11, FDsBefore: 12, FDsAfter: 10}},
 	}
 }
 
@@ -227,6 +228,12 @@ func TestSoakProblems(t *testing.T) {
 		{"rotation not served", func(r *soakReport) { r.RotationsServed = 0 }, "0 of 1 rotated certificates"},
 		{"nothing relayed", func(r *soakReport) { r.MessagesReceived = 0 }, "no message relayed"},
 		{"no sample", func(r *soakReport) { r.Samples = nil }, "no resource sample"},
+		{"goroutines left", func(r *soakReport) {
+			r.Idle["holdfast-soak"] = idleCounts{GoroutinesBefore: 11, GoroutinesAfter: 13, FDsBefore: 12, FDsAfter: 12}
+		}, "holdfast-soak did not come back to its idle counts after the load: 11 goroutines and 12 descriptors before, 13 and 12 after"},
+		{"descriptor left", func(r *soakReport) {
+			r.Idle["holdfast-soak"] = idleCounts{GoroutinesBefore: 11, GoroutinesAfter: 11, FDsBefore: 12, FDsAfter: 13}
+		}, "did not come back to its idle counts"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -225,8 +226,10 @@ func (s spread) growth() float64 {
 }
 
 // problems returns what the soak's result r breaks, one sentence each;
-// none means the run passed. Resource growth is reported, not judged
-// here: a 60-second run is too short for it.
+// none means the run passed. Resource growth under load is reported, not
+// judged here (a 60-second run is too short for it); a leak is judged
+// once the load is over: a holdfast with more goroutines or descriptors
+// than before the load.
 func (r *soakReport) problems() []string {
 	var p []string
 	bad := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
@@ -280,6 +283,12 @@ func (r *soakReport) problems() []string {
 	}
 	if r.RotationsServed != r.Rotations {
 		bad("%d of %d rotated certificates were served to new TLS clients", r.RotationsServed, r.Rotations)
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.Idle)) {
+		if c := r.Idle[name]; !c.back() {
+			bad("%s did not come back to its idle counts after the load: %d goroutines and %d descriptors before, %d and %d after",
+				name, c.GoroutinesBefore, c.FDsBefore, c.GoroutinesAfter, c.FDsAfter)
+		}
 	}
 	if len(r.Samples) == 0 {
 		bad("no resource sample after the warm-up")

@@ -135,6 +135,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	soakDur := fs.Duration("soak", 0, "run the soak for this `duration` instead of the benchmark (see soak.go; at least 30s)")
 	soakSessions := fs.Int("soak-sessions", 200, "long sessions of the soak")
 	soakRate := fs.Float64("soak-rate", 50, "new handshakes per second of the soak")
+	soakLogLevel := fs.String("soak-log-level", "warn", "log.level of the soak's holdfasts (their logs stay with -keep)")
 	keep := fs.Bool("keep", false, "keep the temporary directory (child logs, holdfast config)")
 	serveUp := fs.Bool("serve-upstream", false, "internal: run the bench upstream")
 	serveGW := fs.Bool("serve-fakegw", false, "internal: run internal/fakegw with -startup-window")
@@ -177,6 +178,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "bench: %v\n", err)
 			return 2
 		}
+		ss.logLevel = *soakLogLevel
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		dir, err := os.MkdirTemp("", "holdfast-soak-")

@@ -45,6 +45,8 @@ type soakSettings struct {
 	sampleEvery, warmup time.Duration
 	// tlsShare: one client in tlsShare goes through the TLS holdfast.
 	tlsShare int
+	// logLevel is both holdfasts' log.level (warn unless -soak-log-level).
+	logLevel string
 }
 
 // Soak defaults: a gateway restart every minute with a 3 s startup window,
@@ -78,7 +80,7 @@ func newSoakSettings(d time.Duration, sessions int, rate float64) (soakSettings,
 		duration: d, sessions: sessions, rate: rate,
 		restartEvery: min(soakRestartEvery, d/3), window: soakWindow,
 		reloadEvery: min(soakReloadEvery, d/4), rotateEvery: min(soakRotateEvery, d/2),
-		sampleEvery: soakSampleEvery, warmup: soakWarmup, tlsShare: 4,
+		sampleEvery: soakSampleEvery, warmup: soakWarmup, tlsShare: 4, logLevel: "warn",
 	}
 	if d < 3*time.Minute {
 		s.warmup = (d / 3).Truncate(s.sampleEvery)
@@ -147,7 +149,7 @@ metrics:
 limits:
   handshakes: %d
 log:
-  level: warn
+  level: %s
 `
 
 // soakHoldfast is one holdfast process of the soak.
@@ -159,6 +161,7 @@ type soakHoldfast struct {
 	metrics  string
 	upstream string
 	tls      string // the tls: block, or ""
+	logLevel string // log.level
 }
 
 // writeConfig writes variant kind (A, B or invalid) to h.cfg, atomically.
@@ -171,7 +174,7 @@ func (h *soakHoldfast) writeConfig(kind string) error {
 		budget = "20s"
 	}
 	tmp := h.cfg + ".tmp"
-	if err := os.WriteFile(tmp, fmt.Appendf(nil, soakConfig, h.listen, h.upstream, h.metrics, h.tls, budget, handshakes), 0o644); err != nil {
+	if err := os.WriteFile(tmp, fmt.Appendf(nil, soakConfig, h.listen, h.upstream, h.metrics, h.tls, budget, handshakes, h.logLevel), 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, h.cfg)
@@ -275,8 +278,8 @@ type soakReport struct {
 	Idle        map[string]idleCounts `json:"idle"`
 	Samples     []soakSample          `json:"samples"`
 	TLSSamples  []soakSample          `json:"tls_samples"`
-	// LogLines counts, per process, its warn and error log lines by
-	// message.
+	// LogLines counts, per process, its log lines (info and above) by
+	// level and message.
 	LogLines map[string]map[string]int `json:"log_lines"`
 	Problems []string                  `json:"problems"`
 }
@@ -390,6 +393,7 @@ func (k *soak) setup(ctx context.Context) error {
 	tlsBlock := fmt.Sprintf("tls:\n  cert_file: %q\n  key_file: %q\n", certFile, keyFile)
 	for _, h := range []*soakHoldfast{{name: "holdfast-soak"}, {name: "holdfast-soak-tls", tls: tlsBlock}} {
 		h.upstream = "ws://" + gwAddr + "/"
+		h.logLevel = k.s.logLevel
 		h.cfg = filepath.Join(b.dir, h.name+".yaml")
 		if h.listen, err = freePort(); err != nil {
 			return err
@@ -825,8 +829,8 @@ func (k *soak) report(ctx context.Context, dur time.Duration) *soakReport {
 	return r
 }
 
-// logLines counts the warn and error lines of a holdfast log (slog text
-// format) by level and message.
+// logLines counts the lines of a holdfast log (slog text format) at info
+// level and above by level and message.
 func logLines(path string) map[string]int {
 	out := map[string]int{}
 	f, err := os.Open(path)
@@ -839,7 +843,7 @@ func logLines(path string) map[string]int {
 	for sc.Scan() {
 		line := sc.Text()
 		level := ""
-		for _, l := range []string{"level=WARN", "level=ERROR"} {
+		for _, l := range []string{"level=INFO", "level=WARN", "level=ERROR"} {
 			if strings.Contains(line, l) {
 				level = strings.TrimPrefix(l, "level=")
 			}

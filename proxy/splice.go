@@ -159,11 +159,16 @@ func (c *conn) endSessionAs(e ending, err error) {
 	// A leg whose peer vanished (its socket ended without a close frame,
 	// or a write to it failed) is told nothing more: the session's row
 	// gives it no close, and a later ending (the other peer answering the
-	// close holdfast sent it) would only write into a dead socket.
-	if payload, ok := spec.client.payload(err); ok && session != endSessionClientVanished {
+	// close holdfast sent it) would only write into a dead socket. A leg
+	// the session's row closes is closed by the first ending alone: a later
+	// one would overtake that close (the client's next message failing
+	// toward a gateway whose close holdfast has just answered wrote 1011
+	// to the client ahead of the gateway's own code).
+	row := &endings[session]
+	if payload, ok := spec.client.payload(err); ok && session != endSessionClientVanished && (first || !row.client.closes()) {
 		c.closeClient(payload)
 	}
-	if payload, ok := spec.gateway.payload(err); ok && session != endSessionGatewayVanished {
+	if payload, ok := spec.gateway.payload(err); ok && session != endSessionGatewayVanished && (first || !row.gateway.closes()) {
 		c.closeUpstream(payload)
 	}
 }

@@ -302,21 +302,22 @@ type soak struct {
 	skipped  atomic.Int64
 	restarts atomic.Int64
 
+	// mu guards the fields up to idle.
 	mu       sync.Mutex
-	codes    map[int]int64
-	statuses map[int]int64
+	codes    map[int]int64 // close code → connections
+	statuses map[int]int64 // HTTP status → refused upgrades
 	samples  map[string][]soakSample
 	failures []string // controller failures (a restart that did not happen)
-
-	tlsConf  atomic.Pointer[tls.Config]
-	pairs    []testcert.Pair // every certificate made, for the clients' pool
-	pads     []byte
-	devs     []*deviceauth.Identity
 	reloads  int64
-	invalid  int64
+	invalid  int64 // reloads of the invalid file
 	rotated  int64
-	rotSeen  int64
+	rotSeen  int64 // rotations whose certificate was seen served
 	idle     map[string]idleCounts
+
+	tlsConf  atomic.Pointer[tls.Config] // what TLS clients trust now
+	pairs    []testcert.Pair            // every certificate made (setup, then the rotator only)
+	pads     []byte                     // filler messages are cut from
+	devs     []*deviceauth.Identity     // device identities clients sign with
 	scrapeCl *http.Client
 }
 

@@ -326,12 +326,6 @@ func (l legEnd) payload(peerErr error) (payload []byte, ok bool) {
 	return nil, false
 }
 
-// closes reports whether l gives its leg a close frame.
-func (l legEnd) closes() bool {
-	_, ok := l.payload(nil)
-	return ok
-}
-
 // doc renders l as README's close-code table words it.
 func (l legEnd) doc() string {
 	var s string

@@ -131,7 +131,17 @@ func (c *conn) clientEnding(err error) ending {
 // just sent, or on the socket holdfast closed) says nothing of the
 // gateway, except a close frame the gateway wrote itself, and writes no
 // close to a leg whose peer vanished in the session's ending.
+//
+// Endings run one at a time (endMu), so the first one's closes are written
+// before a later one's: otherwise the client's next message, failing
+// toward a gateway whose close holdfast had just answered, wrote 1011 to
+// the client ahead of the gateway's own code, which the session's ending
+// was still logging. A later ending still waits for a leg's close to be
+// written before its own is refused, and only then lets the session be
+// torn down.
 func (c *conn) endSessionAs(e ending, err error) {
+	c.endMu.Lock()
+	defer c.endMu.Unlock()
 	spec := &endings[e]
 	c.mu.Lock()
 	first := c.rec.sessionEnd.IsZero()
@@ -159,16 +169,11 @@ func (c *conn) endSessionAs(e ending, err error) {
 	// A leg whose peer vanished (its socket ended without a close frame,
 	// or a write to it failed) is told nothing more: the session's row
 	// gives it no close, and a later ending (the other peer answering the
-	// close holdfast sent it) would only write into a dead socket. A leg
-	// the session's row closes is closed by the first ending alone: a later
-	// one would overtake that close (the client's next message failing
-	// toward a gateway whose close holdfast has just answered wrote 1011
-	// to the client ahead of the gateway's own code).
-	row := &endings[session]
-	if payload, ok := spec.client.payload(err); ok && session != endSessionClientVanished && (first || !row.client.closes()) {
+	// close holdfast sent it) would only write into a dead socket.
+	if payload, ok := spec.client.payload(err); ok && session != endSessionClientVanished {
 		c.closeClient(payload)
 	}
-	if payload, ok := spec.gateway.payload(err); ok && session != endSessionGatewayVanished && (first || !row.gateway.closes()) {
+	if payload, ok := spec.gateway.payload(err); ok && session != endSessionGatewayVanished {
 		c.closeUpstream(payload)
 	}
 }

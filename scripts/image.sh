@@ -72,7 +72,7 @@ mkdir "$work/probe"
 CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w -X main.version=$version" -o "$work/probe/holdfast" .
 # shellcheck disable=SC2086
 if ! probe=$(podman run --rm $run_flags --network none --rootfs "$work/probe" /holdfast -version 2>&1); then
-	echo "SKIPPED: podman cannot run containers here: $(printf '%s\n' "$probe" | grep -v '^$' | tail -1)"
+	say "SKIPPED: podman cannot run containers here: $(printf '%s\n' "$probe" | grep -v '^$' | tail -1)"
 	exit 0
 fi
 

@@ -48,6 +48,9 @@ type frame struct {
 type conn struct {
 	h               *Handler
 	*handshakeState // nil once spliced: an idle session keeps only what it uses
+	// lease is the handshake's hold on h.limits; its context ends the
+	// handshake when it is displaced (limits.go).
+	lease *lease
 
 	client *websocket.Conn
 	up     *upstream // the current upstream socket; fixed once spliced
@@ -64,9 +67,8 @@ type conn struct {
 	bridged    bool          // gateway frames pass the protocol-3 filter (bridge.go)
 	maxPayload int64         // client message limit after hello-ok
 
-	readerDone   chan struct{}
-	closeTimer   *time.Timer // endClientSide's bound on the gateway's close answer; set by the reader
-	preauthBytes int         // bytes of queued frames reserved in h.limits; guarded by mu
+	readerDone chan struct{}
+	closeTimer *time.Timer // endClientSide's bound on the gateway's close answer; set by the reader
 
 	// rec is what the connection did, for its one access log line (done).
 	rec record
@@ -95,7 +97,7 @@ type handshakeState struct {
 	untrack func()
 }
 
-func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, ls *lease) {
 	growStack(0)
 	h.wg.Add(1)
 	defer h.wg.Done()
@@ -105,7 +107,8 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &conn{
-		h: h,
+		h:     h,
+		lease: ls,
 		handshakeState: &handshakeState{
 			r:      r,
 			budget: retry.NewBudget(h.clock, h.cfg.Budget),
@@ -194,7 +197,13 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	late := c.dialLate()
 	var respHdr http.Header
 	if !late {
-		up, err := c.h.dialUpstream(c.r.Context(), c.target, c.hdr, c.attr.key(), c.budget)
+		// The dial ends when the client leaves or the handshake is
+		// displaced (limits.go).
+		ctx, cancel := context.WithCancel(c.r.Context())
+		stop := context.AfterFunc(c.lease.ctx, cancel)
+		up, err := c.h.dialUpstream(ctx, c.target, c.hdr, c.attr.key(), c.budget)
+		stop()
+		cancel()
 		if err != nil {
 			o := c.dialFailed(err, false)
 			o.w = w
@@ -222,7 +231,7 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 		bc.frameMode()
 	}
 	c.mu.Lock()
-	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.ctx, c.cancel = context.WithCancel(c.lease.ctx)
 	c.mu.Unlock()
 	c.untrack = c.h.trackHandshake(c) // reached by a stop at once (drain.go)
 	client.SetReadLimit(c.h.cfg.MaxMessageBytes)
@@ -273,6 +282,8 @@ func (c *conn) dialFailed(err error, late bool) outcome {
 	var he *httpError
 	var be *budgetError
 	switch {
+	case !late && c.lease.displaced():
+		return outcome{end: endDisplacedDialing, err: errDisplaced}
 	case errors.Is(err, context.Canceled) || (!late && c.r.Context().Err() != nil):
 		if late {
 			return c.clientOutcome(err)
@@ -326,12 +337,13 @@ func (c *conn) awaitFirst() (frame, *outcome) {
 		if len(q) > 0 {
 			return q[0], nil
 		}
-		if rerr != nil || c.h.group.isStopped() {
+		if rerr != nil || c.h.group.isStopped() || c.ctx.Err() != nil {
 			o := c.clientOutcome(rerr)
 			return frame{}, &o
 		}
 		select {
 		case <-c.notify:
+		case <-c.ctx.Done():
 		case <-t.C:
 			return frame{}, &outcome{end: endConnectTimeout}
 		}
@@ -355,6 +367,8 @@ func (c *conn) clientOutcome(err error) outcome {
 			return outcome{end: endStopped}
 		}
 		return outcome{end: endStoppedStarting}
+	case errors.Is(err, errDisplaced) || (!left && c.lease.displaced()):
+		return outcome{end: endDisplaced, err: errDisplaced}
 	case errors.Is(err, errPreauthTooLarge):
 		return outcome{end: endPreauthTooLarge, err: err}
 	case errors.Is(err, errTooManyPending):
@@ -739,8 +753,9 @@ func (c *conn) readClient() {
 		if err == nil && len(c.queue) >= maxPendingFrames {
 			err = errTooManyPending
 		}
+		var displaced []displacement
 		if err == nil {
-			err = c.reservePreauth(len(data))
+			displaced, err = c.reservePreauth(len(data))
 		}
 		if err != nil {
 			c.readErr = err
@@ -748,11 +763,13 @@ func (c *conn) readClient() {
 				c.cancel()
 			}
 			c.mu.Unlock()
+			c.h.displace(displaced)
 			c.signal()
 			return
 		}
 		c.queue = append(c.queue, frame{mt, data})
 		c.mu.Unlock()
+		c.h.displace(displaced)
 		c.signal()
 	}
 }

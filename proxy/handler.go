@@ -231,6 +231,7 @@ type Handler struct {
 	attributionWarn    everyInterval
 	unattributableWarn everyInterval
 	limitWarn          everyInterval
+	displaceWarn       everyInterval
 
 	*group // shared with the handlers that replace or precede this one
 }
@@ -260,6 +261,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	h.attributionWarn.every = time.Minute
 	h.unattributableWarn.every = time.Minute
 	h.limitWarn.every = time.Minute
+	h.displaceWarn.every = time.Minute
 
 	if p := opts.Previous; p != nil {
 		h.group = p.group
@@ -325,7 +327,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	} else {
 		// New limits count from zero: the handshakes of the handlers
 		// before count against their own until they end.
-		h.limits = &limits{maxHandshakes: int64(cfg.MaxHandshakes), maxBytes: cfg.MaxPreauthBytes}
+		h.limits = newLimits(cfg.MaxHandshakes, cfg.MaxPreauthBytes)
 	}
 	h.netDialer = &net.Dialer{KeepAlive: 30 * time.Second}
 	h.upgrader = websocket.Upgrader{
@@ -370,18 +372,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.attributionRequired(w, r)
 			return
 		}
-		release, refused := h.limits.admit()
-		if refused != "" {
-			h.metrics.Refused(refused)
+		ls, refused, displaced := h.limits.admit(h.attribute(r).key())
+		h.displace(displaced)
+		if ls == nil {
+			h.metrics.Refused(refused.limit, refused.scope)
 			h.limitWarn.Do(func() {
-				h.log.Warn("refused a client: a global limit is reached (HTTP 503)", "limit", string(refused))
+				h.log.Warn("refused a client: a limit is reached and its address holds the most of it (HTTP 503)",
+					"limit", string(refused.limit), "scope", string(refused.scope), "client", r.RemoteAddr)
 			})
-			w.Header().Set("Retry-After", "1")
-			http.Error(w, "holdfast: too many clients in their handshake; retry shortly", http.StatusServiceUnavailable)
+			refuseOverloaded(w)
 			return
 		}
-		defer release()
-		h.serveControl(keepEarlyData{w}, r)
+		defer ls.release()
+		h.serveControl(keepEarlyData{w}, r, ls)
 		return
 	}
 	h.metrics.Passthrough()
@@ -390,6 +393,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.passthrough.ServeHTTP(w, r)
+}
+
+// refuseOverloaded answers an upgrade refused for one of holdfast's limits.
+func refuseOverloaded(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, "holdfast: too many clients in their handshake; retry shortly", http.StatusServiceUnavailable)
+}
+
+// displace tells the handshakes displaced for a client from an address
+// holding less (limits), counts them and logs it at most once a minute.
+func (h *Handler) displace(ds []displacement) {
+	if len(ds) == 0 {
+		return
+	}
+	displace(ds, h.metrics)
+	h.displaceWarn.Do(func() {
+		h.log.Warn("displaced the newest handshake of the address holding the most of a limit, "+
+			"for a client from an address holding less", "limit", string(ds[0].limit), "address", ds[0].lease.key)
+	})
 }
 
 // isLivenessPath: the gateway answers its liveness probe whatever the

@@ -32,7 +32,7 @@ func TestHandshakeLimit(t *testing.T) {
 	if err == nil {
 		resp.Body.Close()
 	}
-	hs.waitMetric(1, "holdfast_limit_refusals_total", "limit", "handshakes")
+	hs.waitMetric(1, "holdfast_limit_refusals_total", "limit", "handshakes", "scope", "global")
 
 	held[0].ws.Close() // its handshake ends: the slot comes back
 	deadline := time.Now().Add(5 * time.Second)
@@ -77,13 +77,13 @@ func TestPreauthBytesLimit(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	hs.waitMetric(1, "holdfast_limit_refusals_total", "limit", "preauth_bytes")
+	hs.waitMetric(1, "holdfast_limit_refusals_total", "limit", "preauth_bytes", "scope", "global")
 	// b's next frame does not fit: 1013.
 	b.write(websocket.BinaryMessage, []byte{1})
 	if code := closeCode(t, b); code != 1013 {
 		t.Fatalf("client over the limit: close %d; want 1013", code)
 	}
-	hs.waitMetric(2, "holdfast_limit_refusals_total", "limit", "preauth_bytes")
+	hs.waitMetric(2, "holdfast_limit_refusals_total", "limit", "preauth_bytes", "scope", "global")
 
 	// a gets hello-ok: its frames go to the gateway and the bytes come back.
 	close(release)

@@ -499,7 +499,7 @@ func (c *conn) hold(until time.Time) (o *outcome, upErr error) {
 	case err != nil:
 		why = "hold deadline; forwarding anyway"
 	}
-	c.h.log.Debug("hold ended", "client", c.rec.clientAddr, "connect", c.rec.kind.String(),
+	c.h.log.Debug("hold ended", "client", c.rec.clientAddr, "connect", c.rec.connectWord(),
 		"held", time.Since(start).Round(time.Millisecond), "why", why)
 	return nil, upErr
 }

@@ -442,7 +442,7 @@ func (c *conn) end(o outcome) {
 		if c.h.log.Enabled(context.Background(), spec.level) {
 			// Built only for a line that is written: most handshakes end
 			// at debug level.
-			args := append([]any{"client", c.rec.clientAddr, "connect", c.rec.kind.String(),
+			args := append([]any{"client", c.rec.clientAddr, "connect", c.rec.connectWord(),
 				"result", string(spec.result), "attempts", c.rec.attempts, "held", c.rec.held,
 				"duration", d.Round(time.Millisecond)}, o.args...)
 			if o.err != nil {
@@ -556,6 +556,15 @@ type legRecord struct {
 	sentReason, gotReason string
 }
 
+// connectWord names the connection's connect kind, as both its handshake
+// log line and its access line write it: "none" until its first frame.
+func (r *record) connectWord() string {
+	if !r.firstFrame {
+		return "none"
+	}
+	return r.kind.String()
+}
+
 // noteSent records the close frame payload written on a leg.
 func (l *legRecord) noteSent(payload []byte) {
 	if l.sentCode != 0 {
@@ -568,9 +577,11 @@ func (l *legRecord) noteSent(payload []byte) {
 	}
 }
 
-// noteGot records the close a leg's peer sent (a read error).
+// noteGot records the close a leg's peer sent (a read error). A socket
+// that ended without a close frame, which gorilla reports as 1006, is
+// none: 1006 is never on the wire (RFC 6455 §7.4.1).
 func (l *legRecord) noteGot(err error) {
-	if ce := asCloseError(err); l.gotCode == 0 && ce != nil {
+	if ce := asCloseError(err); l.gotCode == 0 && ce != nil && ce.Code != websocket.CloseAbnormalClosure {
 		l.gotCode, l.gotReason = ce.Code, ce.Text
 	}
 }
@@ -651,10 +662,6 @@ func (r *record) accessArgs() []any {
 	if r.result == metrics.ResultOK {
 		helloOK = handshake
 	}
-	kind := "none"
-	if r.firstFrame {
-		kind = r.kind.String()
-	}
 	session, sessionMS := "", int64(-1)
 	if !r.sessionEnd.IsZero() {
 		session, sessionMS = endings[r.session].msg, ms(r.sessionEnd.Sub(r.handshakeEnd))
@@ -662,7 +669,7 @@ func (r *record) accessArgs() []any {
 	return []any{
 		"client", r.clientAddr,
 		"path", r.path,
-		"connect", kind,
+		"connect", r.connectWord(),
 		"result", string(r.result),
 		"attempts", r.attempts,
 		"held", r.held,

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -755,7 +756,13 @@ func (c *conn) readClient() {
 		}
 		var displaced []displacement
 		if err == nil {
-			displaced, err = c.reservePreauth(len(data))
+			// What is held is the frame's allocation, not its length:
+			// a frame read in pieces has room to spare, which a copy of
+			// its own size gives back (size classes waste at most 1/8).
+			if cap(data) > len(data)+len(data)/8 {
+				data = bytes.Clone(data)
+			}
+			displaced, err = c.reservePreauth(cap(data))
 		}
 		if err != nil {
 			c.readErr = err

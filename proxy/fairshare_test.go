@@ -44,13 +44,27 @@ func readHelloOK(t *testing.T, c *rawClient) {
 	}
 }
 
-// sendConnect reads the challenge and sends a token-only connect.
-func sendConnect(t *testing.T, c *rawClient) {
+// sendConnect reads the challenge and sends a token-only connect, or
+// connect when given.
+func sendConnect(t *testing.T, c *rawClient, connect ...[]byte) {
 	t.Helper()
 	if _, ch := c.read(); !bytes.Contains(ch, []byte(`"connect.challenge"`)) {
 		t.Fatalf("first frame %s; want connect.challenge", ch)
 	}
-	c.write(websocket.TextMessage, connectWithID(`"c1"`))
+	frame := connectWithID(`"c1"`)
+	if len(connect) > 0 {
+		frame = connect[0]
+	}
+	c.write(websocket.TextMessage, frame)
+}
+
+// heldConnect is the token-only connect of id "c1" padded with JSON
+// whitespace to exactly n bytes (a size class of Go's allocator, as the
+// filler sizes below are whole pages): what each occupies held before
+// hello-ok is its length (limits.preauth_bytes counts capacity).
+func heldConnect(n int) []byte {
+	c := connectWithID(`"c1"`)
+	return append(c[:len(c)-1:len(c)-1], strings.Repeat(" ", n-len(c))+"}"...)
 }
 
 // One address holding every handshake slot with idle upgrades locks no
@@ -245,8 +259,8 @@ func tryUpgrade(url string, hdr http.Header) upgradeAnswer {
 // refused.
 func TestFairSharePreauthBytes(t *testing.T) {
 	gw := startGateway(t, fakegw.Config{Token: token, TrustedProxies: []string{"127.0.0.1/32"}, StartupWindow: time.Hour})
-	connect := connectWithID(`"c1"`)
-	const filler = 60000
+	connect := heldConnect(256)
+	const filler = 7 << 13 // 57 344 bytes: 7 pages
 	limit := int64(2*len(connect) + 2*filler)
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
 		trustLoopback(c)
@@ -255,7 +269,7 @@ func TestFairSharePreauthBytes(t *testing.T) {
 	var heavy []*rawClient
 	for i := 0; i < 2; i++ {
 		c := dialRaw(t, hs.url, forwardedFor(heavyAddr))
-		sendConnect(t, c)
+		sendConnect(t, c, connect)
 		c.write(websocket.BinaryMessage, make([]byte, filler))
 		heavy = append(heavy, c)
 	}
@@ -269,7 +283,7 @@ func TestFairSharePreauthBytes(t *testing.T) {
 	hs.waitMetric(1, "holdfast_limit_refusals_total", "limit", "preauth_bytes", "scope", "global")
 
 	light := dialRaw(t, hs.url, forwardedFor(lightAddr))
-	sendConnect(t, light)
+	sendConnect(t, light, connect)
 	if code := closeCode(t, heavy[1]); code != websocket.CloseTryAgainLater {
 		t.Fatalf("heavy address's newest holder: close %d; want 1013", code)
 	}

@@ -87,13 +87,17 @@ type Config struct {
 	// frame before dropping the sockets (default 1s).
 	CloseGrace time.Duration
 	// MaxHandshakes bounds the clients in their handshake at once, from
-	// the upgrade request to hello-ok or refusal (default 2048); beyond it
-	// an upgrade gets HTTP 503 with Retry-After.
+	// the upgrade request to hello-ok or refusal (default 2048), shared
+	// fairly between attributed client addresses (limits.go): at the
+	// limit, the newest handshake of the address holding the most is
+	// refused (HTTP 503 with Retry-After) or displaced (503 before its
+	// upgrade, 1013 after) for a client from an address holding less.
 	MaxHandshakes int
 	// MaxPreauthBytes bounds the bytes of client frames held before
-	// hello-ok, all clients together (default 64 MiB). While it is
-	// reached upgrades get HTTP 503 with Retry-After, and a client whose
-	// frame does not fit is closed 1013.
+	// hello-ok, counted as the buffers holding them, all clients together
+	// (default 64 MiB), shared between addresses as MaxHandshakes is: a
+	// frame that does not fit displaces the newest holders of the address
+	// holding the most, or is refused (1013) when that is its own.
 	MaxPreauthBytes int64
 	// MaxMessageBytes limits client messages after hello-ok when hello-ok
 	// states no policy.maxPayload (default 25 MiB, the gateway's).

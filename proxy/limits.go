@@ -345,7 +345,7 @@ func (x *lease) freeBytes() {
 }
 
 // reservePreauth accounts a frame the client reader is about to queue
-// before hello-ok. Call it with c.mu held; the handshakes it displaced are
+// before hello-ok: n is the capacity of its buffer, what it holds. Call it with c.mu held; the handshakes it displaced are
 // returned for the caller to tell (displace) once it has let go of c.mu.
 func (c *conn) reservePreauth(n int) ([]displacement, error) {
 	scope, displaced, err := c.lease.reserve(n)

@@ -54,8 +54,9 @@ func TestHandshakeLimit(t *testing.T) {
 // reached, upgrades get 503; the bytes come back when a handshake ends.
 func TestPreauthBytesLimit(t *testing.T) {
 	addr, release, _ := startSlowHello(t)
-	connect := connectWithID(`"c1"`)
-	limit := int64(2*len(connect) + 40000)
+	connect := heldConnect(256)
+	const filler = 5 << 13 // 40 960 bytes: 5 pages, held in a buffer of that size
+	limit := int64(2*len(connect) + filler)
 	hs := startProxy(t, addr, func(c *proxy.Config) { c.MaxPreauthBytes = limit }, nil)
 
 	a := dialRaw(t, hs.url, nil)
@@ -65,7 +66,7 @@ func TestPreauthBytesLimit(t *testing.T) {
 	b.read()
 	b.write(websocket.TextMessage, connect)
 	// a fills the buffer exactly: the next upgrade is refused.
-	a.write(websocket.BinaryMessage, make([]byte, 40000))
+	a.write(websocket.BinaryMessage, make([]byte, filler))
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		status, _ := upgradeStatus(t, hs.url, nil)

@@ -392,6 +392,7 @@ var (
 // end the client is told.
 func (c *conn) handshake(first frame, kind connectKind, id json.RawMessage) outcome {
 	var lastUnavailable []byte
+	heldLost := 0 // held connects' sockets lost before the connect was sent
 	for attempt := 1; ; attempt++ {
 		c.rec.attempts = attempt
 		if c.mustHold(kind) {
@@ -408,10 +409,13 @@ func (c *conn) handshake(first frame, kind connectKind, id json.RawMessage) outc
 				return *o
 			}
 			if upErr != nil {
-				// The held connect's socket is gone: say so now, or replay.
-				if o := c.upstreamFailed(upErr, kind, attempt, lastUnavailable); o != nil {
+				// The held connect's socket is gone before the connect was
+				// sent: a lost socket, whatever its close said.
+				heldLost++
+				if o := c.heldSocketLost(upErr, kind, heldLost, lastUnavailable); o != nil {
 					return *o
 				}
+				attempt-- // no connect was sent
 				continue
 			}
 		}
@@ -640,6 +644,42 @@ func (c *conn) upstreamFailed(err error, kind connectKind, attempt int, lastUnav
 	if kind == replayable && attempt < maxConnectSends && c.budget.Allows(delay, c.h.cfg.MinAttempt) {
 		c.h.metrics.Retry(metrics.RetryDial)
 		c.h.log.Debug("upstream lost during the connect; retrying", "client", c.rec.clientAddr, "err", err, "delay", delay)
+		return c.redial(delay, lastUnavailable)
+	}
+	if lastUnavailable != nil {
+		return &outcome{end: endStartupUnavailable, err: err, frames: []frame{{websocket.TextMessage, lastUnavailable}}}
+	}
+	return &outcome{end: endUpstreamLost, err: err}
+}
+
+// heldSocketLost handles the socket of a held connect that ended before
+// the connect was sent: nothing of the client's reached the gateway, so it
+// is a lost socket, never the gateway's answer. The gateway closes an
+// unauthenticated socket (1000, no reason) at its pre-auth timer, and
+// holdfast forwards a held connect HoldMargin before PreauthTimeout; a
+// close before then means the gateway's timer is shorter than
+// handshake.preauth_timeout, a configuration mismatch logged once per
+// handler. A replayable connect waits on a fresh socket (the dial
+// back-off after the n-th loss, within the budget); a nonce-bound one,
+// signed for this socket's challenge, cannot be sent on another: the
+// client gets 1013 and reconnects.
+func (c *conn) heldSocketLost(err error, kind connectKind, n int, lastUnavailable []byte) *outcome {
+	if c.ctx.Err() != nil {
+		o := c.clientOutcome(err)
+		return &o
+	}
+	age := time.Since(c.up.opened)
+	if closeCode(err) == websocket.CloseNormalClosure && age < c.h.cfg.PreauthTimeout-c.h.cfg.HoldMargin {
+		c.h.preauthMismatch.Do(func() {
+			c.h.log.Warn("the gateway closed a held socket before holdfast sent its connect: its pre-auth timer "+
+				"is shorter than handshake.preauth_timeout; set handshake.preauth_timeout to the gateway's",
+				"closed_after", age.Round(time.Millisecond), "preauth_timeout", c.h.cfg.PreauthTimeout)
+		})
+	}
+	c.up.drop()
+	delay := c.h.backoff.Dial(n)
+	if kind == replayable && c.budget.Allows(delay, c.h.cfg.MinAttempt) {
+		c.h.log.Debug("held connect's socket lost before the connect; renewing", "client", c.rec.clientAddr, "err", err, "delay", delay)
 		return c.redial(delay, lastUnavailable)
 	}
 	if lastUnavailable != nil {

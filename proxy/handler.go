@@ -236,6 +236,9 @@ type Handler struct {
 	unattributableWarn everyInterval
 	limitWarn          everyInterval
 	displaceWarn       everyInterval
+	// preauthMismatch logs once that the gateway's pre-auth timer is
+	// shorter than PreauthTimeout (conn.heldSocketLost).
+	preauthMismatch sync.Once
 
 	*group // shared with the handlers that replace or precede this one
 }

@@ -399,6 +399,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.attributionRequired(w, r)
 		return
 	}
+	if websocket.IsWebSocketUpgrade(r) {
+		h.serveTunnel(w, r)
+		return
+	}
 	h.passthrough.ServeHTTP(w, r)
 }
 

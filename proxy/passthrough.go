@@ -61,6 +61,7 @@ func (h *Handler) newPassthrough() *httputil.ReverseProxy {
 		Transport:  transport,
 		BufferPool: newPassthroughBuffers(),
 		ModifyResponse: func(resp *http.Response) error {
+			gatewayLeg(resp)
 			if resp.StatusCode == http.StatusForbidden {
 				body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 				resp.Body.Close()

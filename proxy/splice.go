@@ -155,9 +155,6 @@ func (c *conn) endSessionAs(e ending, err error) {
 		c.h.watcher.Observe(s)
 	}
 	if first {
-		if spec.refused != "" {
-			c.h.metrics.Refused(spec.refused)
-		}
 		if c.h.log.Enabled(context.Background(), spec.level) {
 			args := []any{"client", c.rec.clientAddr}
 			if err != nil {

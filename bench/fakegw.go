@@ -22,6 +22,12 @@ import (
 // each client counts at its X-Forwarded-For address, and it has every
 // device paired, as after an operator approved them: remote devices are
 // never silently paired.
+//
+// A POST to /restart?window=D on the stats listener restarts the gateway
+// the way a real one restarts (Gateway.Restart: every socket gets 1012
+// "service restart", the port is closed, then it listens again with a
+// startup window of D) and answers 204 once it listens again; the soak
+// (soak.go) restarts the gateway this way.
 func serveFakegw(listen string, window time.Duration, attributed bool) error {
 	cfg := fakegw.Config{
 		Addr:          listen,
@@ -43,19 +49,30 @@ func serveFakegw(listen string, window time.Duration, attributed bool) error {
 		return fmt.Errorf("fakegw stats: %w", err)
 	}
 	fmt.Fprintf(os.Stdout, "%s%s %s\n", readyPrefix, g.Addr(), l.Addr())
-	srv := &http.Server{
-		ReadHeaderTimeout: 10 * time.Second,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			st := g.Stats()
-			w.Header().Set("Content-Type", "application/json")
-			_ = json.NewEncoder(w).Encode(gatewayStats{
-				Connects:   st.ConnectAttempts,
-				HelloOK:    st.HelloOK,
-				Upgrades:   st.Upgrades,
-				Refused:    st.Rejected503,
-				MaxPreauth: st.MaxPreauthSeen,
-			})
-		}),
-	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		st := g.Stats()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(gatewayStats{
+			Connects:   st.ConnectAttempts,
+			HelloOK:    st.HelloOK,
+			Upgrades:   st.Upgrades,
+			Refused:    st.Rejected503,
+			MaxPreauth: st.MaxPreauthSeen,
+		})
+	})
+	mux.HandleFunc("POST /restart", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.URL.Query().Get("window"))
+		if err != nil {
+			http.Error(w, "window: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := g.Restart(d); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: mux}
 	return srv.Serve(l)
 }

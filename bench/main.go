@@ -55,6 +55,7 @@
 //	go run ./bench -paths holdfast -baseline-bin /tmp/holdfast-before -window=false   # before/after
 //	go run ./bench -paths holdfast -baseline-bin /tmp/holdfast-before -window=false -scenarios handshakes -rounds 12
 //	go run ./bench -scenarios "" -baseline-bin /tmp/holdfast-before   # windows only, both binaries in turn
+//	go run ./bench -soak 30m -json soak.json   # the soak (soak.go) instead of the benchmark
 //
 // holdfast serves no pprof of its own; -holdfast-cpuprofile builds it with
 // one extra file (added by go build -overlay, the checkout is untouched)
@@ -131,6 +132,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cpuProfile := fs.String("holdfast-cpuprofile", "", "build holdfast with a pprof listener and save a CPU profile of its first round of -profile-phase to `file`")
 	profilePhase := fs.String("profile-phase", "throughput", "phase profiled by -holdfast-cpuprofile: `throughput`, handshakes, window or window_attributed (the 2 s after the window ends)")
 	lateDial := fs.String("late-dial", "", "holdfast's handshake.late_dial (`duration`; default: holdfast's own)")
+	soakDur := fs.Duration("soak", 0, "run the soak for this `duration` instead of the benchmark (see soak.go; at least 30s)")
+	soakSessions := fs.Int("soak-sessions", 200, "long sessions of the soak")
+	soakRate := fs.Float64("soak-rate", 50, "new handshakes per second of the soak")
+	soakLogLevel := fs.String("soak-log-level", "warn", "log.level of the soak's holdfasts (their logs stay with -keep)")
 	keep := fs.Bool("keep", false, "keep the temporary directory (child logs, holdfast config)")
 	serveUp := fs.Bool("serve-upstream", false, "internal: run the bench upstream")
 	serveGW := fs.Bool("serve-fakegw", false, "internal: run internal/fakegw with -startup-window")
@@ -165,6 +170,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	}
+
+	if *soakDur != 0 {
+		ss, err := newSoakSettings(*soakDur, *soakSessions, *soakRate)
+		if err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 2
+		}
+		ss.logLevel = *soakLogLevel
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		dir, err := os.MkdirTemp("", "holdfast-soak-")
+		if err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+		if *keep {
+			fmt.Fprintf(stderr, "bench: temporary files in %s\n", dir)
+		} else {
+			defer os.RemoveAll(dir)
+		}
+		cs := &children{dir: dir}
+		defer cs.killAll()
+		b := &bench{cs: cs, dir: dir, log: stderr, src: *src, holdfastBin: *holdfastBin}
+		return b.runSoak(ctx, ss, *jsonFile, stdout)
 	}
 
 	s := settings{

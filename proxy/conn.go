@@ -68,6 +68,9 @@ type conn struct {
 	bridged    bool          // gateway frames pass the protocol-3 filter (bridge.go)
 	maxPayload int64         // client message limit after hello-ok
 
+	// endMu serialises a spliced session's endings (endSessionAs).
+	endMu sync.Mutex
+
 	readerDone chan struct{}
 	closeTimer *time.Timer // endClientSide's bound on the gateway's close answer; set by the reader
 

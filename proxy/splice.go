@@ -131,7 +131,17 @@ func (c *conn) clientEnding(err error) ending {
 // just sent, or on the socket holdfast closed) says nothing of the
 // gateway, except a close frame the gateway wrote itself, and writes no
 // close to a leg whose peer vanished in the session's ending.
+//
+// Endings run one at a time (endMu), so the first one's closes are written
+// before a later one's: otherwise the client's next message, failing
+// toward a gateway whose close holdfast had just answered, wrote 1011 to
+// the client ahead of the gateway's own code, which the session's ending
+// was still logging. A later ending still waits for a leg's close to be
+// written before its own is refused, and only then lets the session be
+// torn down.
 func (c *conn) endSessionAs(e ending, err error) {
+	c.endMu.Lock()
+	defer c.endMu.Unlock()
 	spec := &endings[e]
 	c.mu.Lock()
 	first := c.rec.sessionEnd.IsZero()

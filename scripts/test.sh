@@ -83,6 +83,17 @@ for key in throughput_msgs_per_s rtt_p50_us rtt_p99_us idle_bytes_per_session ha
 done
 rm -f "$bench_json"
 
+step "soak smoke run (go run ./bench -soak 60s)"
+# The soak exits non-zero, naming the cause, when a message is lost,
+# duplicated, reordered or corrupted or a connection ends without a
+# documented close (README.md, "Soak").
+soak_json=$(mktemp)
+go run ./bench -soak 60s -json "$soak_json"
+for key in duration_s messages_sent messages_received lost duplicated reordered corrupted handshakes handshakes_ok close_codes gateway_restarts reloads rotations rss_bytes goroutines fds; do
+	grep -q "\"$key\"" "$soak_json" || { echo "soak JSON lacks $key"; exit 1; }
+done
+rm -f "$soak_json"
+
 if [ "${HOLDFAST_E2E:-1}" != "0" ]; then
 	step "end-to-end suite against real gateways (e2e/run.sh)"
 	bash e2e/run.sh

@@ -48,6 +48,7 @@ const (
 	endStartupUnavailable
 	endUpstreamLost
 	endUnreachableLate
+	endStandInUnavailable
 	endUpgradeRefusedLate
 	endBadUpstreamLate
 	endAttributionRefusedLate
@@ -229,6 +230,12 @@ var endings = [numEndings]endingSpec{
 		client:    legEnd{code: websocket.CloseTryAgainLater, reason: "gateway unavailable"},
 		result:    metrics.ResultUnavailable, level: slog.LevelInfo,
 		msg: "gateway unreachable within the budget",
+	},
+	endStandInUnavailable: {
+		situation: "gateway down when a late-dialled client's challenge was due (holdfast's stand-in challenge; the client's connect cannot reach it)",
+		client:    legEnd{before: "`UNAVAILABLE` in the gateway's startup shape", code: startupCloseCode, reason: startupCloseReason},
+		result:    metrics.ResultUnavailable, level: slog.LevelInfo,
+		msg: "gateway down when the client's challenge was due; answered its connect with the startup UNAVAILABLE",
 	},
 	endUpgradeRefusedLate: {
 		situation: "gateway refused a late-dialled upgrade (4xx)",

@@ -103,6 +103,7 @@ type Metrics struct {
 	gatewayState    *prometheus.GaugeVec
 	gatewayStateMu  sync.Mutex // the state's series change together
 	reloads         *prometheus.CounterVec
+	census          census
 }
 
 // The gateway states holdfast reports (retry.State names).
@@ -222,6 +223,7 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 	}, []string{"result"})
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("failure")
+	m.census = newCensus(f)
 	return m
 }
 

@@ -271,6 +271,9 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	c.connectAt = time.Now()
 	kind, id := classifyConnect(first.data)
 	c.rec.kind, c.rec.firstFrame = kind, true
+	if kind != notConnect {
+		c.rec.protocol, c.rec.mode = connectCensus(first.data)
+	}
 	if c.up == nil {
 		// It answered a stand-in challenge.
 		if o := c.afterStandIn(kind, id); o != nil {

@@ -427,6 +427,9 @@ func (c *conn) end(o outcome) {
 		c.rec.handshakeEnd = time.Now()
 		d := c.rec.handshakeEnd.Sub(c.rec.start)
 		c.h.metrics.Handshake(spec.result, d)
+		if c.rec.protocol != "" {
+			c.h.metrics.ClientHandshake(c.rec.protocol, c.rec.mode, c.bridged)
+		}
 		if spec.refused != "" {
 			c.h.metrics.Refused(spec.refused)
 		}
@@ -537,6 +540,11 @@ type record struct {
 	toUpstream, toClient tally
 	// client and gateway are the close frames each leg was sent and sent.
 	client, gateway legRecord
+
+	// protocol and mode are the connect's, for the census (census.go);
+	// protocol is "" when the first frame was not a connect.
+	protocol metrics.ClientProtocol
+	mode     metrics.ClientMode
 }
 
 // tally counts relayed messages; one goroutine writes it.

@@ -137,7 +137,10 @@ func TestStandInChallengeWhenGatewayRefuses(t *testing.T) {
 		t.Errorf("details %s; want reason startup-sidecars (what clients retry on)", e.Details)
 	}
 
-	// The gateway comes back: the token-only client's connect reaches it.
+	// Both got a stand-in (the token-only client's was due at the same
+	// time). Then the gateway comes back: the token-only client's connect
+	// reaches it.
+	hs.waitMetric(2, "holdfast_standin_challenges_total")
 	gw := startGateway(t, fakegw.Config{Addr: addr, Token: token})
 	tk := <-tokenOnly
 	if !tk.res.HelloOK {
@@ -146,7 +149,6 @@ func TestStandInChallengeWhenGatewayRefuses(t *testing.T) {
 	if st := gw.Stats(); st.ConnectAttempts != 1 {
 		t.Errorf("gateway saw %d connects; want 1 (the token-only client's: the signed one cannot reach it)", st.ConnectAttempts)
 	}
-	hs.waitMetric(2, "holdfast_standin_challenges_total")
 	hs.waitMetric(1, "holdfast_handshakes_total", "result", "unavailable")
 	if logs := hs.logs.String(); !strings.Contains(logs, `msg="challenge handed out"`) || !strings.Contains(logs, "source=stand-in") {
 		t.Errorf("no debug line for the stand-in hand-out")

@@ -377,7 +377,7 @@ func (h *Handler) warmRenewAge() time.Duration {
 
 // warmDial makes one attempt at a warm socket for a client whose challenge
 // is due in left. Waiting in line for an admission slot may take until the
-// client's late budget after that ends, as a dial at that moment would. A
+// client's budget after that ends, as a dial at that moment would. A
 // retryable failure leaves c.up nil (the caller tries again later); an
 // answer the gateway would give this client anyway (a refusal of its
 // upgrade), a budget spent in line or the client leaving end the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -98,8 +99,8 @@ func TestShortBudgetBoundsEveryClient(t *testing.T) {
 	}
 }
 
-// The gateway refuses connections for 20 s (here: for the whole test),
-// longer than a client's challenge timer. A client dialled late gets,
+// The gateway is down for 20 s (here: until the test brings it up; its
+// port resets every connection), longer than a client's challenge timer. A client dialled late gets,
 // when its challenge is due (handshake.late_dial, 9 s by default), a
 // stand-in challenge from holdfast. Its device-signed connect signed a
 // nonce no gateway socket will issue: it gets the gateway's startup
@@ -109,7 +110,7 @@ func TestShortBudgetBoundsEveryClient(t *testing.T) {
 // to the gateway once it listens. Before, both waited for a gateway socket
 // past their challenge timer and closed "connect challenge timeout".
 func TestStandInChallengeWhenGatewayRefuses(t *testing.T) {
-	addr := freeAddr(t)
+	addr, reopen := downPort(t)
 	hs := startProxy(t, addr, func(c *proxy.Config) {
 		d := proxy.DefaultConfig()
 		c.Budget, c.LateDialMax = d.Budget, d.LateDialMax
@@ -141,6 +142,7 @@ func TestStandInChallengeWhenGatewayRefuses(t *testing.T) {
 	// time). Then the gateway comes back: the token-only client's connect
 	// reaches it.
 	hs.waitMetric(2, "holdfast_standin_challenges_total")
+	reopen()
 	gw := startGateway(t, fakegw.Config{Addr: addr, Token: token})
 	tk := <-tokenOnly
 	if !tk.res.HelloOK {
@@ -153,6 +155,39 @@ func TestStandInChallengeWhenGatewayRefuses(t *testing.T) {
 	if logs := hs.logs.String(); !strings.Contains(logs, `msg="challenge handed out"`) || !strings.Contains(logs, "source=stand-in") {
 		t.Errorf("no debug line for the stand-in hand-out")
 	}
+}
+
+// downPort returns an address whose port is held by the test and resets
+// every connection at once, as a gateway that is down answers (holdfast
+// treats a reset as it treats a refusal: the gateway is down), and a
+// function that frees it for the gateway to start on. A port merely left
+// free could be taken meanwhile by any other process on the machine.
+func downPort(t *testing.T) (addr string, free func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0) // a reset, not an orderly close
+			}
+			_ = c.Close()
+		}
+	}()
+	free = sync.OnceFunc(func() {
+		_ = ln.Close()
+		<-done
+	})
+	t.Cleanup(free)
+	return ln.Addr().String(), free
 }
 
 // A gateway that takes a second to send the challenge on a new socket (as

@@ -1,9 +1,20 @@
 # syntax=docker/dockerfile:1
 # Multi-stage build: a static holdfast binary on a distroless base, run as a
 # non-root user. Build: docker build -t holdfast .
-FROM golang:1.26 AS build
+#
+# The two base images are build arguments whose defaults are the ones to
+# use; scripts/image.sh passes local stand-ins where no registry can be
+# reached (README.md, "Container image").
+ARG BUILD_IMAGE=golang:1.26
+ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
+
+FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
 COPY go.mod go.sum ./
+# The module download honours a proxy given at build time:
+# docker build --build-arg GOPROXY=https://proxy.example.com -t holdfast .
+ARG GOPROXY
+ARG GOFLAGS
 RUN go mod download
 COPY . .
 # The version -version prints and holdfast_build_info carries:
@@ -12,7 +23,7 @@ ARG VERSION=""
 RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /out/holdfast . \
  && /out/holdfast -check-config -config proxy.yaml
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 COPY --from=build /out/holdfast /usr/local/bin/holdfast
 COPY proxy.yaml /etc/holdfast/proxy.yaml
 # 65532 is distroless's "nonroot" user. The Kubernetes manifests

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/holdfast-proxy/holdfast/metrics"
 )
 
 // README's limits table states the defaults the code has: every
@@ -37,6 +39,50 @@ func TestREADMELimits(t *testing.T) {
 		want := "`" + key + "` (" + value
 		if !strings.Contains(section, want) {
 			t.Errorf("README's limits table does not say %s…)", want)
+		}
+	}
+}
+
+// README's limits section states the fair-share rule of the two shared
+// limits as the code applies it: each limit's row says it is shared
+// between client addresses, and the refusal counter's labels and their
+// values are the ones metrics records.
+func TestREADMEFairShare(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	start := strings.Index(s, "\n## Limits\n")
+	if start < 0 {
+		t.Fatal("README has no Limits section")
+	}
+	section := s[start+1:]
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	for _, key := range []string{"limits.handshakes", "limits.preauth_bytes"} {
+		row := ""
+		for _, line := range strings.Split(section, "\n") {
+			if strings.HasPrefix(line, "|") && strings.Contains(line, "`"+key+"`") {
+				row = line
+			}
+		}
+		if !strings.Contains(row, "shared fairly between client addresses") ||
+			!strings.Contains(row, "the address holding the most") {
+			t.Errorf("README's limits row for %s does not state the fair share: %q", key, row)
+		}
+	}
+	for _, want := range []string{
+		"`holdfast_limit_refusals_total{limit,scope}`",
+		fmt.Sprintf("`scope=%q`", metrics.ScopeGlobal),
+		fmt.Sprintf("`scope=%q`", metrics.ScopeAddress),
+		"at least two more than the newcomer's",
+		"1013 `holdfast overloaded; retry shortly`",
+		"`Retry-After: 1`",
+	} {
+		if !strings.Contains(section, want) {
+			t.Errorf("README's limits section does not say %s", want)
 		}
 	}
 }

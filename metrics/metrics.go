@@ -180,8 +180,8 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 		refused: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "holdfast",
 			Name:      "limit_refusals_total",
-			Help:      "Clients refused because a global limit was reached: handshakes (HTTP 503 to an upgrade) or preauth_bytes (503 to an upgrade, or 1013 to a client whose frame would not fit).",
-		}, []string{"limit"}),
+			Help:      "Handshakes refused because a limit was reached: handshakes (HTTP 503 to an upgrade) or preauth_bytes (503 to an upgrade, or 1013 to a client whose frame would not fit), by limit and scope: global (the refused client's address held all of it) or address (other addresses held part of it: the heaviest address's newest handshake was refused or displaced, HTTP 503 before its upgrade, 1013 after).",
+		}, []string{"limit", "scope"}),
 		messages: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "holdfast",
 			Name:      "spliced_messages_total",
@@ -212,7 +212,9 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 		m.probes.WithLabelValues(string(r))
 	}
 	for _, l := range []Limit{LimitHandshakes, LimitPreauthBytes} {
-		m.refused.WithLabelValues(string(l))
+		for _, sc := range []Scope{ScopeGlobal, ScopeAddress} {
+			m.refused.WithLabelValues(string(l), string(sc))
+		}
 	}
 	m.messages.WithLabelValues("to_upstream")
 	m.messages.WithLabelValues("to_client")
@@ -237,12 +239,27 @@ const (
 	LimitPreauthBytes Limit = "preauth_bytes"
 )
 
-// Refused records a client refused because limit was reached.
-func (m *Metrics) Refused(limit Limit) {
+// Scope says whose use of a limit a refusal enforced.
+type Scope string
+
+const (
+	// ScopeGlobal: the refused client's address held the whole of the
+	// limit; no other address was using it.
+	ScopeGlobal Scope = "global"
+	// ScopeAddress: other addresses held part of the limit, and the
+	// refused handshake was the newest of the address holding the most
+	// (refused, or displaced in favour of a client from an address
+	// holding less).
+	ScopeAddress Scope = "address"
+)
+
+// Refused records a handshake refused or displaced because limit was
+// reached, in scope.
+func (m *Metrics) Refused(limit Limit, scope Scope) {
 	if m == nil {
 		return
 	}
-	m.refused.WithLabelValues(string(limit)).Inc()
+	m.refused.WithLabelValues(string(limit), string(scope)).Inc()
 }
 
 // ConfigReload records a configuration reload: applied (ok) or refused.

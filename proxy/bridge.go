@@ -251,7 +251,7 @@ func (c *conn) bridgeConnect(first frame) frame {
 		return first
 	}
 	c.legacy = &lc
-	c.h.log.Debug("legacy connect: maxProtocol raised to 4", "client", c.rec.clientAddr, "connect", c.rec.kind.String(),
+	c.h.log.Debug("legacy connect: maxProtocol raised to 4", "client", c.rec.clientAddr, "connect", c.rec.connectWord(),
 		"client_id", lc.clientID, "client_mode", lc.clientMode, "min_protocol", lc.minProtocol, "max_protocol", lc.maxProtocol)
 	return frame{typ: first.typ, data: out}
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,6 +50,9 @@ type frame struct {
 type conn struct {
 	h               *Handler
 	*handshakeState // nil once spliced: an idle session keeps only what it uses
+	// lease is the handshake's hold on h.limits; its context ends the
+	// handshake when it is displaced (limits.go).
+	lease *lease
 
 	client *websocket.Conn
 	up     *upstream // the current upstream socket; fixed once spliced
@@ -65,9 +69,8 @@ type conn struct {
 	bridged    bool          // gateway frames pass the protocol-3 filter (bridge.go)
 	maxPayload int64         // client message limit after hello-ok
 
-	readerDone   chan struct{}
-	closeTimer   *time.Timer // endClientSide's bound on the gateway's close answer; set by the reader
-	preauthBytes int         // bytes of queued frames reserved in h.limits; guarded by mu
+	readerDone chan struct{}
+	closeTimer *time.Timer // endClientSide's bound on the gateway's close answer; set by the reader
 
 	// rec is what the connection did, for its one access log line (done).
 	rec record
@@ -102,7 +105,7 @@ type handshakeState struct {
 	untrack func()
 }
 
-func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, ls *lease) {
 	growStack(0)
 	h.wg.Add(1)
 	defer h.wg.Done()
@@ -112,7 +115,8 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &conn{
-		h: h,
+		h:     h,
+		lease: ls,
 		handshakeState: &handshakeState{
 			r:      r,
 			budget: retry.NewBudget(h.clock, h.cfg.Budget),
@@ -201,7 +205,13 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	late := c.dialLate()
 	var respHdr http.Header
 	if !late {
-		up, err := c.h.dialUpstream(c.r.Context(), c.target, c.hdr, c.attr.key(), c.budget)
+		// The dial ends when the client leaves or the handshake is
+		// displaced (limits.go).
+		ctx, cancel := context.WithCancel(c.r.Context())
+		stop := context.AfterFunc(c.lease.ctx, cancel)
+		up, err := c.h.dialUpstream(ctx, c.target, c.hdr, c.attr.key(), c.budget)
+		stop()
+		cancel()
 		if err != nil {
 			o := c.dialFailed(err, false)
 			o.w = w
@@ -229,7 +239,7 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 		bc.frameMode()
 	}
 	c.mu.Lock()
-	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.ctx, c.cancel = context.WithCancel(c.lease.ctx)
 	c.mu.Unlock()
 	c.untrack = c.h.trackHandshake(c) // reached by a stop at once (drain.go)
 	client.SetReadLimit(c.h.cfg.MaxMessageBytes)
@@ -315,6 +325,8 @@ func (c *conn) dialFailed(err error, late bool) outcome {
 	var he *httpError
 	var be *budgetError
 	switch {
+	case !late && c.lease.displaced():
+		return outcome{end: endDisplacedDialing, err: errDisplaced}
 	case errors.Is(err, context.Canceled) || (!late && c.r.Context().Err() != nil):
 		if late {
 			return c.clientOutcome(err)
@@ -372,12 +384,13 @@ func (c *conn) awaitFirst() (frame, *outcome) {
 		if len(q) > 0 {
 			return q[0], nil
 		}
-		if rerr != nil || c.h.group.isStopped() {
+		if rerr != nil || c.h.group.isStopped() || c.ctx.Err() != nil {
 			o := c.clientOutcome(rerr)
 			return frame{}, &o
 		}
 		select {
 		case <-c.notify:
+		case <-c.ctx.Done():
 		case <-t.C:
 			return frame{}, &outcome{end: endConnectTimeout}
 		}
@@ -401,6 +414,8 @@ func (c *conn) clientOutcome(err error) outcome {
 			return outcome{end: endStopped}
 		}
 		return outcome{end: endStoppedStarting}
+	case errors.Is(err, errDisplaced) || (!left && c.lease.displaced()):
+		return outcome{end: endDisplaced, err: errDisplaced}
 	case errors.Is(err, errPreauthTooLarge):
 		return outcome{end: endPreauthTooLarge, err: err}
 	case errors.Is(err, errTooManyPending):
@@ -423,6 +438,7 @@ var (
 // end the client is told.
 func (c *conn) handshake(first frame, kind connectKind, id json.RawMessage) outcome {
 	var lastUnavailable []byte
+	heldLost := 0 // held connects' sockets lost before the connect was sent
 	for attempt := 1; ; attempt++ {
 		c.rec.attempts = attempt
 		if c.mustHold(kind) {
@@ -439,10 +455,13 @@ func (c *conn) handshake(first frame, kind connectKind, id json.RawMessage) outc
 				return *o
 			}
 			if upErr != nil {
-				// The held connect's socket is gone: say so now, or replay.
-				if o := c.upstreamFailed(upErr, kind, attempt, lastUnavailable); o != nil {
+				// The held connect's socket is gone before the connect was
+				// sent: a lost socket, whatever its close said.
+				heldLost++
+				if o := c.heldSocketLost(upErr, kind, heldLost, lastUnavailable); o != nil {
 					return *o
 				}
+				attempt-- // no connect was sent
 				continue
 			}
 		}
@@ -531,7 +550,7 @@ func (c *conn) hold(until time.Time) (o *outcome, upErr error) {
 	case err != nil:
 		why = "hold deadline; forwarding anyway"
 	}
-	c.h.log.Debug("hold ended", "client", c.rec.clientAddr, "connect", c.rec.kind.String(),
+	c.h.log.Debug("hold ended", "client", c.rec.clientAddr, "connect", c.rec.connectWord(),
 		"held", time.Since(start).Round(time.Millisecond), "why", why)
 	return nil, upErr
 }
@@ -679,6 +698,42 @@ func (c *conn) upstreamFailed(err error, kind connectKind, attempt int, lastUnav
 	return &outcome{end: endUpstreamLost, err: err}
 }
 
+// heldSocketLost handles the socket of a held connect that ended before
+// the connect was sent: nothing of the client's reached the gateway, so it
+// is a lost socket, never the gateway's answer. The gateway closes an
+// unauthenticated socket (1000, no reason) at its pre-auth timer, and
+// holdfast forwards a held connect HoldMargin before PreauthTimeout; a
+// close before then means the gateway's timer is shorter than
+// handshake.preauth_timeout, a configuration mismatch logged once per
+// handler. A replayable connect waits on a fresh socket (the dial
+// back-off after the n-th loss, within the budget); a nonce-bound one,
+// signed for this socket's challenge, cannot be sent on another: the
+// client gets 1013 and reconnects.
+func (c *conn) heldSocketLost(err error, kind connectKind, n int, lastUnavailable []byte) *outcome {
+	if c.ctx.Err() != nil {
+		o := c.clientOutcome(err)
+		return &o
+	}
+	age := time.Since(c.up.opened)
+	if closeCode(err) == websocket.CloseNormalClosure && age < c.h.cfg.PreauthTimeout-c.h.cfg.HoldMargin {
+		c.h.preauthMismatch.Do(func() {
+			c.h.log.Warn("the gateway closed a held socket before holdfast sent its connect: its pre-auth timer "+
+				"is shorter than handshake.preauth_timeout; set handshake.preauth_timeout to the gateway's",
+				"closed_after", age.Round(time.Millisecond), "preauth_timeout", c.h.cfg.PreauthTimeout)
+		})
+	}
+	c.up.drop()
+	delay := c.h.backoff.Dial(n)
+	if kind == replayable && c.budget.Allows(delay, c.h.cfg.MinAttempt) {
+		c.h.log.Debug("held connect's socket lost before the connect; renewing", "client", c.rec.clientAddr, "err", err, "delay", delay)
+		return c.redial(delay, lastUnavailable)
+	}
+	if lastUnavailable != nil {
+		return &outcome{end: endStartupUnavailable, err: err, frames: []frame{{websocket.TextMessage, lastUnavailable}}}
+	}
+	return &outcome{end: endUpstreamLost, err: err}
+}
+
 // redial waits delay, then opens a fresh upstream socket for the next
 // attempt. Its challenge is swallowed: the client has answered one already
 // and ignores a second. It returns nil when the socket is ready.
@@ -785,8 +840,15 @@ func (c *conn) readClient() {
 		if err == nil && len(c.queue) >= maxPendingFrames {
 			err = errTooManyPending
 		}
+		var displaced []displacement
 		if err == nil {
-			err = c.reservePreauth(len(data))
+			// What is held is the frame's allocation, not its length:
+			// a frame read in pieces has room to spare, which a copy of
+			// its own size gives back (size classes waste at most 1/8).
+			if cap(data) > len(data)+len(data)/8 {
+				data = bytes.Clone(data)
+			}
+			displaced, err = c.reservePreauth(cap(data))
 		}
 		if err != nil {
 			c.readErr = err
@@ -794,11 +856,13 @@ func (c *conn) readClient() {
 				c.cancel()
 			}
 			c.mu.Unlock()
+			c.h.displace(displaced)
 			c.signal()
 			return
 		}
 		c.queue = append(c.queue, frame{mt, data})
 		c.mu.Unlock()
+		c.h.displace(displaced)
 		c.signal()
 	}
 }

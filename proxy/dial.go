@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -109,13 +110,46 @@ func (u *upstream) close(code int, reason string) {
 
 // drop closes the socket (after whatever close frame the caller wrote) and
 // releases the slot. Safe to call twice.
+//
+// The gateway counts an unauthenticated socket until it has seen it end,
+// so the slot of one that has not authenticated is given back only then:
+// holdfast half-closes the socket (its FIN, after any close frame) and
+// waits, on a goroutine of its own, for the gateway to close its end (at
+// most dropWait), then closes it and releases the slot. Otherwise a
+// socket opened in the freed slot could reach the gateway before it had
+// processed the end of the old one, one over the cap as it counts.
 func (u *upstream) drop() {
 	if u == nil || u.ws == nil {
 		return
 	}
-	_ = u.ws.Close()
-	u.authenticated()
+	if u.release == nil {
+		_ = u.ws.Close()
+		return
+	}
+	nc := u.ws.NetConn()
+	if bc, ok := nc.(*batchConn); ok {
+		nc = bc.Conn // below what the socket's reader may have buffered
+	}
+	cw, ok := nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		_ = u.ws.Close()
+		u.authenticated()
+		return
+	}
+	ws, release, m := u.ws, u.release, u.m
+	u.release = nil
+	go func() {
+		_ = nc.SetReadDeadline(time.Now().Add(dropWait))
+		_, _ = io.Copy(io.Discard, nc) // until the gateway's end closes
+		_ = ws.Close()
+		release()
+		m.UpstreamPending(-1)
+	}()
 }
+
+// dropWait bounds the wait for the gateway to close its end of a dropped
+// unauthenticated socket before its slot is given back anyway.
+const dropWait = time.Second
 
 // authenticated gives back the admission slot: the socket no longer counts
 // against the gateway's unauthenticated limit.

@@ -26,6 +26,7 @@ type group struct {
 	mu         sync.Mutex
 	sessions   map[*conn]bool     // spliced sessions: true once sent their close frames
 	handshakes map[*conn]struct{} // upgraded clients still in their handshake
+	tunnels    map[*tunnel]bool   // passthrough WebSockets: true once sent their close frames
 	closing    bool               // sessions spliced from now on are closed at once
 	stopped    bool               // stopped at once: whatever is tracked now is closed at once
 	watchers   []*retry.Watcher   // every watcher made, for Close
@@ -35,7 +36,7 @@ type group struct {
 }
 
 func newGroup() *group {
-	return &group{sessions: make(map[*conn]bool), handshakes: make(map[*conn]struct{})}
+	return &group{sessions: make(map[*conn]bool), handshakes: make(map[*conn]struct{}), tunnels: make(map[*tunnel]bool)}
 }
 
 func (g *group) addWatcher(w *retry.Watcher) {
@@ -134,7 +135,14 @@ func (h *Handler) Drain(ctx context.Context, spread time.Duration) error {
 	for c := range g.sessions {
 		list = append(list, c)
 	}
+	tunnels := make([]*tunnel, 0, len(g.tunnels))
+	for t := range g.tunnels {
+		tunnels = append(tunnels, t)
+	}
 	g.mu.Unlock()
+	for _, t := range tunnels {
+		g.startTunnelDrain(t, h.cfg.CloseGrace)
+	}
 
 	done := make(chan struct{})
 	go func() {
@@ -197,6 +205,48 @@ func (g *group) startDrain(c *conn) bool {
 	return true
 }
 
+// trackTunnel registers a passthrough WebSocket for Drain (counted in wg
+// until untrackTunnel); one that starts while holdfast drains is closed at
+// once.
+func (g *group) trackTunnel(t *tunnel, grace time.Duration) {
+	g.mu.Lock()
+	g.tunnels[t] = false
+	g.wg.Add(1)
+	closing := g.closing
+	g.mu.Unlock()
+	if closing {
+		g.startTunnelDrain(t, grace)
+	}
+}
+
+// untrackTunnel removes a tunnel that has ended.
+func (g *group) untrackTunnel(t *tunnel) {
+	g.mu.Lock()
+	delete(g.tunnels, t)
+	g.mu.Unlock()
+	g.wg.Done()
+}
+
+// startTunnelDrain sends a tunnel its close frames, once, on a goroutine
+// of its own, and closes its sockets CloseGrace later if the peers have
+// not.
+func (g *group) startTunnelDrain(t *tunnel, grace time.Duration) {
+	g.mu.Lock()
+	sent, ok := g.tunnels[t]
+	if ok && !sent {
+		g.tunnels[t] = true
+	}
+	g.mu.Unlock()
+	if !ok || sent {
+		return
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		t.goingAway(grace)
+	}()
+}
+
 // stopNow ends every connection still open: spliced sessions get the
 // close frames not sent yet; clients still in their handshake are stopped
 // where they wait and end as the endings table says (endStoppedStarting:
@@ -249,6 +299,15 @@ func (h *Handler) stopNow(why error) error {
 	for _, c := range rest {
 		_ = c.client.Close()
 		_ = c.up.ws.Close()
+	}
+	g.mu.Lock()
+	tunnels := make([]*tunnel, 0, len(g.tunnels))
+	for t := range g.tunnels {
+		tunnels = append(tunnels, t)
+	}
+	g.mu.Unlock()
+	for _, t := range tunnels {
+		t.closeSockets()
 	}
 	g.mu.Lock()
 	shakes = shakes[:0]

@@ -92,13 +92,17 @@ type Config struct {
 	// frame before dropping the sockets (default 1s).
 	CloseGrace time.Duration
 	// MaxHandshakes bounds the clients in their handshake at once, from
-	// the upgrade request to hello-ok or refusal (default 2048); beyond it
-	// an upgrade gets HTTP 503 with Retry-After.
+	// the upgrade request to hello-ok or refusal (default 2048), shared
+	// fairly between attributed client addresses (limits.go): at the
+	// limit, the newest handshake of the address holding the most is
+	// refused (HTTP 503 with Retry-After) or displaced (503 before its
+	// upgrade, 1013 after) for a client from an address holding less.
 	MaxHandshakes int
 	// MaxPreauthBytes bounds the bytes of client frames held before
-	// hello-ok, all clients together (default 64 MiB). While it is
-	// reached upgrades get HTTP 503 with Retry-After, and a client whose
-	// frame does not fit is closed 1013.
+	// hello-ok, counted as the buffers holding them, all clients together
+	// (default 64 MiB), shared between addresses as MaxHandshakes is: a
+	// frame that does not fit displaces the newest holders of the address
+	// holding the most, or is refused (1013) when that is its own.
 	MaxPreauthBytes int64
 	// MaxMessageBytes limits client messages after hello-ok when hello-ok
 	// states no policy.maxPayload (default 25 MiB, the gateway's).
@@ -240,6 +244,10 @@ type Handler struct {
 	attributionWarn    everyInterval
 	unattributableWarn everyInterval
 	limitWarn          everyInterval
+	displaceWarn       everyInterval
+	// preauthMismatch logs once that the gateway's pre-auth timer is
+	// shorter than PreauthTimeout (conn.heldSocketLost).
+	preauthMismatch sync.Once
 
 	*group // shared with the handlers that replace or precede this one
 }
@@ -269,6 +277,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	h.attributionWarn.every = time.Minute
 	h.unattributableWarn.every = time.Minute
 	h.limitWarn.every = time.Minute
+	h.displaceWarn.every = time.Minute
 
 	if p := opts.Previous; p != nil {
 		h.group = p.group
@@ -334,7 +343,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	} else {
 		// New limits count from zero: the handshakes of the handlers
 		// before count against their own until they end.
-		h.limits = &limits{maxHandshakes: int64(cfg.MaxHandshakes), maxBytes: cfg.MaxPreauthBytes}
+		h.limits = newLimits(cfg.MaxHandshakes, cfg.MaxPreauthBytes)
 	}
 	h.netDialer = &net.Dialer{KeepAlive: 30 * time.Second}
 	h.upgrader = websocket.Upgrader{
@@ -379,18 +388,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.attributionRequired(w, r)
 			return
 		}
-		release, refused := h.limits.admit()
-		if refused != "" {
-			h.metrics.Refused(refused)
+		ls, refused, displaced := h.limits.admit(h.attribute(r).key())
+		h.displace(displaced)
+		if ls == nil {
+			h.metrics.Refused(refused.limit, refused.scope)
 			h.limitWarn.Do(func() {
-				h.log.Warn("refused a client: a global limit is reached (HTTP 503)", "limit", string(refused))
+				h.log.Warn("refused a client: a limit is reached and its address holds the most of it (HTTP 503)",
+					"limit", string(refused.limit), "scope", string(refused.scope), "client", r.RemoteAddr)
 			})
-			w.Header().Set("Retry-After", "1")
-			http.Error(w, "holdfast: too many clients in their handshake; retry shortly", http.StatusServiceUnavailable)
+			refuseOverloaded(w)
 			return
 		}
-		defer release()
-		h.serveControl(keepEarlyData{w}, r)
+		defer ls.release()
+		h.serveControl(keepEarlyData{w}, r, ls)
 		return
 	}
 	h.metrics.Passthrough()
@@ -398,7 +408,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.attributionRequired(w, r)
 		return
 	}
+	if websocket.IsWebSocketUpgrade(r) {
+		h.serveTunnel(w, r)
+		return
+	}
 	h.passthrough.ServeHTTP(w, r)
+}
+
+// refuseOverloaded answers an upgrade refused for one of holdfast's limits.
+func refuseOverloaded(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, "holdfast: too many clients in their handshake; retry shortly", http.StatusServiceUnavailable)
+}
+
+// displace tells the handshakes displaced for a client from an address
+// holding less (limits), counts them and logs it at most once a minute.
+func (h *Handler) displace(ds []displacement) {
+	if len(ds) == 0 {
+		return
+	}
+	displace(ds, h.metrics)
+	h.displaceWarn.Do(func() {
+		h.log.Warn("displaced the newest handshake of the address holding the most of a limit, "+
+			"for a client from an address holding less", "limit", string(ds[0].limit), "address", ds[0].lease.key)
+	})
 }
 
 // isLivenessPath: the gateway answers its liveness probe whatever the

@@ -32,7 +32,7 @@ func TestHandshakeLimit(t *testing.T) {
 	if err == nil {
 		resp.Body.Close()
 	}
-	hs.waitMetric(1, "holdfast_limit_refusals_total", "limit", "handshakes")
+	hs.waitMetric(1, "holdfast_limit_refusals_total", "limit", "handshakes", "scope", "global")
 
 	held[0].ws.Close() // its handshake ends: the slot comes back
 	deadline := time.Now().Add(5 * time.Second)
@@ -54,8 +54,9 @@ func TestHandshakeLimit(t *testing.T) {
 // reached, upgrades get 503; the bytes come back when a handshake ends.
 func TestPreauthBytesLimit(t *testing.T) {
 	addr, release, _ := startSlowHello(t)
-	connect := connectWithID(`"c1"`)
-	limit := int64(2*len(connect) + 40000)
+	connect := heldConnect(256)
+	const filler = 5 << 13 // 40 960 bytes: 5 pages, held in a buffer of that size
+	limit := int64(2*len(connect) + filler)
 	hs := startProxy(t, addr, func(c *proxy.Config) { c.MaxPreauthBytes = limit }, nil)
 
 	a := dialRaw(t, hs.url, nil)
@@ -65,7 +66,7 @@ func TestPreauthBytesLimit(t *testing.T) {
 	b.read()
 	b.write(websocket.TextMessage, connect)
 	// a fills the buffer exactly: the next upgrade is refused.
-	a.write(websocket.BinaryMessage, make([]byte, 40000))
+	a.write(websocket.BinaryMessage, make([]byte, filler))
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		status, _ := upgradeStatus(t, hs.url, nil)
@@ -77,13 +78,13 @@ func TestPreauthBytesLimit(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	hs.waitMetric(1, "holdfast_limit_refusals_total", "limit", "preauth_bytes")
+	hs.waitMetric(1, "holdfast_limit_refusals_total", "limit", "preauth_bytes", "scope", "global")
 	// b's next frame does not fit: 1013.
 	b.write(websocket.BinaryMessage, []byte{1})
 	if code := closeCode(t, b); code != 1013 {
 		t.Fatalf("client over the limit: close %d; want 1013", code)
 	}
-	hs.waitMetric(2, "holdfast_limit_refusals_total", "limit", "preauth_bytes")
+	hs.waitMetric(2, "holdfast_limit_refusals_total", "limit", "preauth_bytes", "scope", "global")
 
 	// a gets hello-ok: its frames go to the gateway and the bytes come back.
 	close(release)

@@ -36,12 +36,18 @@ const (
 	endUnreachable
 	endBadUpstream
 	endClientUpgradeFailed
+	// A client from an address holding less took this handshake's place
+	// in holdfast's limits (limits.go) before its upgrade.
+	endDisplacedDialing
 
 	// The client's WebSocket is open, its handshake not done.
 	endClientGone
 	endPreauthTooLarge
 	endTooManyPending
 	endPreauthBudget
+	// A client from an address holding less took this handshake's place
+	// in holdfast's limits (limits.go).
+	endDisplaced
 	endConnectTimeout
 	endRejected
 	endGatewayClosed
@@ -111,10 +117,7 @@ type endingSpec struct {
 	gateway   legEnd
 	// result is the holdfast_handshakes_total result; "" for a session's
 	// ending (its handshake was counted at hello-ok).
-	result metrics.Result
-	// refused, when set, is the global limit the ending enforces
-	// (holdfast_limit_refusals_total).
-	refused  metrics.Limit
+	result   metrics.Result
 	evidence evidence
 	level    slog.Level
 	msg      string
@@ -160,6 +163,12 @@ var endings = [numEndings]endingSpec{
 		result:    metrics.ResultError, level: slog.LevelInfo,
 		msg: "upstream handshake failed",
 	},
+	endDisplacedDialing: {
+		situation: "handshake displaced before its upgrade by a client from an address holding less of `limits.handshakes` (see [Limits](#limits))",
+		client:    legEnd{status: http.StatusServiceUnavailable},
+		result:    metrics.ResultError, level: slog.LevelInfo,
+		msg: "handshake displaced for a client from an address holding less of holdfast's limits",
+	},
 	endClientUpgradeFailed: {
 		gateway: legEnd{code: closeClientGone, reason: "client upgrade failed"},
 		result:  metrics.ResultError, level: slog.LevelInfo,
@@ -190,8 +199,15 @@ var endings = [numEndings]endingSpec{
 		situation: "a client frame before hello-ok would exceed `limits.preauth_bytes`",
 		client:    legEnd{code: websocket.CloseTryAgainLater, reason: "holdfast overloaded; retry shortly"},
 		gateway:   legEnd{code: closeClientGone, reason: "client gone"},
-		result:    metrics.ResultError, refused: metrics.LimitPreauthBytes, level: slog.LevelInfo,
-		msg: "client frame over holdfast's global pre-auth buffer (limits.preauth_bytes)",
+		result:    metrics.ResultError, level: slog.LevelInfo,
+		msg: "client frame over holdfast's pre-auth buffer (limits.preauth_bytes)",
+	},
+	endDisplaced: {
+		situation: "handshake displaced by a client from an address holding less of `limits.handshakes` or `limits.preauth_bytes` (see [Limits](#limits))",
+		client:    legEnd{code: websocket.CloseTryAgainLater, reason: "holdfast overloaded; retry shortly"},
+		gateway:   legEnd{code: closeClientGone, reason: "client gone"},
+		result:    metrics.ResultError, level: slog.LevelInfo,
+		msg: "handshake displaced for a client from an address holding less of holdfast's limits",
 	},
 	endConnectTimeout: {
 		situation: "client sent no connect before the gateway's pre-auth timer",
@@ -430,16 +446,13 @@ func (c *conn) end(o outcome) {
 		if c.rec.protocol != "" {
 			c.h.metrics.ClientHandshake(c.rec.protocol, c.rec.mode, c.bridged)
 		}
-		if spec.refused != "" {
-			c.h.metrics.Refused(spec.refused)
-		}
 		if s, ok := evidenceOf(spec.evidence, o.err); ok {
 			c.h.watcher.Observe(s)
 		}
 		if c.h.log.Enabled(context.Background(), spec.level) {
 			// Built only for a line that is written: most handshakes end
 			// at debug level.
-			args := append([]any{"client", c.rec.clientAddr, "connect", c.rec.kind.String(),
+			args := append([]any{"client", c.rec.clientAddr, "connect", c.rec.connectWord(),
 				"result", string(spec.result), "attempts", c.rec.attempts, "held", c.rec.held,
 				"duration", d.Round(time.Millisecond)}, o.args...)
 			if o.err != nil {
@@ -469,6 +482,8 @@ func (c *conn) end(o outcome) {
 		}
 		o.w.WriteHeader(he.status)
 		_, _ = o.w.Write(he.body)
+	case o.end == endDisplacedDialing && o.w != nil:
+		refuseOverloaded(o.w)
 	case spec.client.status == http.StatusServiceUnavailable && o.w != nil:
 		o.w.Header().Set("Retry-After", "1")
 		http.Error(o.w, "holdfast: gateway unavailable", http.StatusServiceUnavailable)
@@ -556,6 +571,15 @@ type legRecord struct {
 	sentReason, gotReason string
 }
 
+// connectWord names the connection's connect kind, as both its handshake
+// log line and its access line write it: "none" until its first frame.
+func (r *record) connectWord() string {
+	if !r.firstFrame {
+		return "none"
+	}
+	return r.kind.String()
+}
+
 // noteSent records the close frame payload written on a leg.
 func (l *legRecord) noteSent(payload []byte) {
 	if l.sentCode != 0 {
@@ -568,9 +592,11 @@ func (l *legRecord) noteSent(payload []byte) {
 	}
 }
 
-// noteGot records the close a leg's peer sent (a read error).
+// noteGot records the close a leg's peer sent (a read error). A socket
+// that ended without a close frame, which gorilla reports as 1006, is
+// none: 1006 is never on the wire (RFC 6455 §7.4.1).
 func (l *legRecord) noteGot(err error) {
-	if ce := asCloseError(err); l.gotCode == 0 && ce != nil {
+	if ce := asCloseError(err); l.gotCode == 0 && ce != nil && ce.Code != websocket.CloseAbnormalClosure {
 		l.gotCode, l.gotReason = ce.Code, ce.Text
 	}
 }
@@ -651,10 +677,6 @@ func (r *record) accessArgs() []any {
 	if r.result == metrics.ResultOK {
 		helloOK = handshake
 	}
-	kind := "none"
-	if r.firstFrame {
-		kind = r.kind.String()
-	}
 	session, sessionMS := "", int64(-1)
 	if !r.sessionEnd.IsZero() {
 		session, sessionMS = endings[r.session].msg, ms(r.sessionEnd.Sub(r.handshakeEnd))
@@ -662,7 +684,7 @@ func (r *record) accessArgs() []any {
 	return []any{
 		"client", r.clientAddr,
 		"path", r.path,
-		"connect", kind,
+		"connect", r.connectWord(),
 		"result", string(r.result),
 		"attempts", r.attempts,
 		"held", r.held,

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -53,10 +54,14 @@ func (h *Handler) newPassthrough() *httputil.ReverseProxy {
 				}
 			}
 			applyForwarding(pr.Out.Header, a, pr.In)
+			if pr.Out.Body != nil && pr.Out.Body != http.NoBody {
+				pr.Out.Body = &clientBody{ReadCloser: pr.Out.Body}
+			}
 		},
 		Transport:  transport,
 		BufferPool: newPassthroughBuffers(),
 		ModifyResponse: func(resp *http.Response) error {
+			gatewayLeg(resp)
 			if resp.StatusCode == http.StatusForbidden {
 				body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 				resp.Body.Close()
@@ -68,6 +73,14 @@ func (h *Handler) newPassthrough() *httputil.ReverseProxy {
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if cb, ok := r.Body.(*clientBody); ok && cb.failed() {
+				// The client's own body is broken (a malformed chunked
+				// encoding, a body cut short): its fault, not the
+				// gateway's.
+				h.log.Debug("passthrough: client's request body unreadable", "path", r.URL.Path, "err", err)
+				http.Error(w, "holdfast: malformed request body", http.StatusBadRequest)
+				return
+			}
 			w.Header().Set("Retry-After", "1")
 			if isTimeout(err) {
 				h.log.Debug("passthrough: gateway did not answer in time", "path", r.URL.Path, "err", err)
@@ -87,6 +100,26 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
+
+// clientBody is a reverse-proxied request's body, as read from the client.
+// It remembers whether reading it failed (anything but io.EOF), so that
+// a request whose own body is malformed gets 400 rather than the 502 of
+// an unreachable gateway. The transport reads it on its own goroutine.
+type clientBody struct {
+	io.ReadCloser
+	broken atomic.Bool
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.broken.Store(true)
+	}
+	return n, err
+}
+
+// failed reports whether reading the body failed.
+func (b *clientBody) failed() bool { return b.broken.Load() }
 
 // passthroughBuffers lends 32 KiB copy buffers to the reverse proxy.
 type passthroughBuffers struct{ p *sync.Pool }

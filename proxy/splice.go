@@ -145,9 +145,6 @@ func (c *conn) endSessionAs(e ending, err error) {
 		c.h.watcher.Observe(s)
 	}
 	if first {
-		if spec.refused != "" {
-			c.h.metrics.Refused(spec.refused)
-		}
 		switch e {
 		case endSessionGatewayClosed:
 			c.h.metrics.GatewayClose(closeCode(err))

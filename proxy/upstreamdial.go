@@ -46,9 +46,16 @@ func (h *Handler) openUpstream(ctx context.Context, target string, hdr http.Head
 	if err != nil {
 		return nil, "", err
 	}
+	// The upgrade ends as soon as ctx does (the client left, or its
+	// handshake was displaced: limits.go), not at the deadline only.
+	stop := context.AfterFunc(ctx, func() { _ = bc.SetDeadline(time.Now()) })
 	defer func() {
+		stop()
 		if err != nil {
 			_ = bc.Close()
+			if ctx.Err() != nil {
+				err = fmt.Errorf("%w: %w", ctx.Err(), err)
+			}
 		}
 	}()
 	_ = bc.SetDeadline(deadline)

@@ -30,6 +30,16 @@ fi
 promtool --version 2>&1 | head -1
 export HOLDFAST_REQUIRE_PROMTOOL=1
 
+# systemd-analyze (verify and security of deploy/systemd's units) comes with
+# Debian's systemd package.
+if ! command -v systemd-analyze >/dev/null; then
+	step "installing Debian's systemd package (systemd-analyze)"
+	sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+	$sudo_ apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -q --no-install-recommends systemd
+fi
+export HOLDFAST_REQUIRE_SYSTEMD_ANALYZE=1
+
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))
 if [ -n "$unformatted" ]; then
@@ -60,6 +70,10 @@ step "Kubernetes manifests (deploy/kubernetes/validate, a module of its own)"
 # the holdfast binary. kustomize and the API types stay out of holdfast's
 # go.mod; their modules are cached like any other.
 (cd deploy/kubernetes/validate && go vet ./... && staticcheck ./... && go test -count=1 ./...)
+
+step "container image (scripts/image.sh: podman build from the Dockerfile, then run it)"
+# Skips with one line where podman cannot run a container.
+bash scripts/image.sh
 
 step "benchmark smoke run (go run ./bench -quick)"
 bench_json=$(mktemp)

@@ -1,0 +1,236 @@
+package proxy
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/holdfast-proxy/holdfast/metrics"
+)
+
+// The fair-share rule of limits.admit, step by step: below the limit
+// everyone is admitted (one address may fill it); at the limit the newest
+// handshake of the address holding the most is displaced when it holds at
+// least two more than the newcomer's, else the newcomer is refused.
+func TestLimitsAdmitRule(t *testing.T) {
+	l := newLimits(4, 1<<20)
+	var a []*lease
+	for i := 0; i < 4; i++ {
+		ls, r, ds := l.admit("a")
+		if ls == nil || len(ds) != 0 {
+			t.Fatalf("a #%d below the limit: lease %v refusal %v displaced %d", i, ls != nil, r, len(ds))
+		}
+		a = append(a, ls)
+	}
+	if ls, r, _ := l.admit("a"); ls != nil || r != (refusal{metrics.LimitHandshakes, metrics.ScopeGlobal}) {
+		t.Fatalf("a at the limit: lease %v refusal %v; want refused, global", ls != nil, r)
+	}
+	// b holds 0, a 4: a's newest goes.
+	b1, _, ds := l.admit("b")
+	if b1 == nil || len(ds) != 1 || ds[0].lease != a[3] || a[3].share != nil {
+		t.Fatalf("b: lease %v displaced %v; want a's newest displaced", b1 != nil, ds)
+	}
+	displace(ds, nil)
+	if !a[3].displaced() {
+		t.Fatal("the displaced lease does not say so")
+	}
+	// b holds 1, a 3: 3 >= 1+2, a's newest left goes.
+	if b2, _, ds := l.admit("b"); b2 == nil || len(ds) != 1 || ds[0].lease != a[2] {
+		t.Fatalf("b again: want a's newest displaced, got %v", ds)
+	}
+	// b holds 2, a 2: b refused (scope address: a holds part).
+	if ls, r, _ := l.admit("b"); ls != nil || r != (refusal{metrics.LimitHandshakes, metrics.ScopeAddress}) {
+		t.Fatalf("b holding half: lease %v refusal %v; want refused, address", ls != nil, r)
+	}
+	// c holds 0, a and b 2: 2 >= 0+2, the newest of one of them goes.
+	if c1, _, ds := l.admit("c"); c1 == nil || len(ds) != 1 {
+		t.Fatalf("c: want one displaced, got %v", ds)
+	}
+	// A released or displaced lease gives back nothing twice.
+	a[3].release()
+	a[0].release()
+	a[0].release()
+	if l.handshakes != 3 {
+		t.Fatalf("handshakes %d after releases; want 3", l.handshakes)
+	}
+}
+
+// Bytes: a frame that does not fit displaces the newest byte holders of
+// the address holding the most, while it holds more than the frame's
+// address would; otherwise the frame is refused.
+func TestLimitsReserveRule(t *testing.T) {
+	l := newLimits(100, 1000)
+	a1, _, _ := l.admit("a")
+	a2, _, _ := l.admit("a")
+	a3, _, _ := l.admit("a") // holds nothing: never displaced for bytes
+	b1, _, _ := l.admit("b")
+	for _, x := range []struct {
+		ls *lease
+		n  int
+	}{{a1, 400}, {a2, 500}} {
+		if _, ds, err := x.ls.reserve(x.n); err != nil || len(ds) != 0 {
+			t.Fatalf("reserve %d: %v %v", x.n, err, ds)
+		}
+	}
+	// a holds 900 of 1000. b's 300 does not fit; a (900) > b's 300.
+	_, ds, err := b1.reserve(300)
+	if err != nil || len(ds) != 1 || ds[0].lease != a2 || ds[0].limit != metrics.LimitPreauthBytes {
+		t.Fatalf("b's frame: err %v displaced %v; want a2 displaced", err, ds)
+	}
+	if l.bytes != 700 || a3.share == nil {
+		t.Fatalf("bytes %d, a3 kept %v; want 700 and a3 kept", l.bytes, a3.share != nil)
+	}
+	// a (400) holds more than b would with 400 more (700)? No: refused,
+	// scope address.
+	if sc, ds, err := b1.reserve(400); err != errPreauthBudget || sc != metrics.ScopeAddress || len(ds) != 0 {
+		t.Fatalf("b over: %v %v %v; want refused, address", err, sc, ds)
+	}
+	// a's own frame that does not fit, a not holding the most: refused.
+	if _, _, err := a1.reserve(400); err != errPreauthBudget {
+		t.Fatalf("a over: %v; want refused", err)
+	}
+	// A displaced lease reserves nothing.
+	if _, _, err := a2.reserve(1); err != errDisplaced {
+		t.Fatalf("displaced reserve: %v; want errDisplaced", err)
+	}
+	b1.freeBytes()
+	if l.bytes != 400 {
+		t.Fatalf("bytes %d after b freed; want 400", l.bytes)
+	}
+}
+
+// Under concurrent use from many addresses, the counts stay exact and
+// within the limits, and every address's share is consistent with its
+// leases (go test -race).
+func TestLimitsConcurrent(t *testing.T) {
+	l := newLimits(64, 64<<10)
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 1))
+			var held []*lease
+			for i := 0; i < 3000; i++ {
+				key := fmt.Sprint("addr", r.IntN(5))
+				switch op := r.IntN(4); {
+				case op == 0 || len(held) == 0:
+					if ls, _, ds := l.admit(key); ls != nil {
+						displace(ds, nil)
+						held = append(held, ls)
+					}
+				case op == 1:
+					_, ds, _ := held[r.IntN(len(held))].reserve(r.IntN(4096))
+					displace(ds, nil)
+				case op == 2:
+					held[r.IntN(len(held))].freeBytes()
+				default:
+					k := r.IntN(len(held))
+					held[k].release()
+					held = append(held[:k], held[k+1:]...)
+				}
+			}
+			for _, ls := range held {
+				ls.release()
+			}
+		}()
+	}
+	wg.Wait()
+	if l.handshakes != 0 || l.bytes != 0 || len(l.addrs) != 0 || l.byHandshakes.Len() != 0 || l.byBytes.Len() != 0 {
+		t.Fatalf("after every release: %d handshakes, %d bytes, %d addresses; want none", l.handshakes, l.bytes, len(l.addrs))
+	}
+}
+
+// checkLimits verifies l's bookkeeping against its leases.
+func checkLimits(t *testing.T, l *limits) {
+	t.Helper()
+	var hs, bs int64
+	for key, s := range l.addrs {
+		var n, b int64
+		for x := s.leases.head; x != nil; x = x.links[0].next {
+			n++
+			b += x.bytes
+		}
+		if n != s.handshakes || b != s.bytes {
+			t.Fatalf("%s: %d leases holding %d bytes; counted %d and %d", key, n, b, s.handshakes, s.bytes)
+		}
+		hs += n
+		bs += b
+	}
+	if hs != l.handshakes || bs != l.bytes || hs > l.maxHandshakes || bs > l.maxBytes {
+		t.Fatalf("total %d handshakes %d bytes; counted %d and %d, limits %d and %d", hs, bs, l.handshakes, l.bytes, l.maxHandshakes, l.maxBytes)
+	}
+	if top := l.byHandshakes.top(); top != nil {
+		for _, s := range l.addrs {
+			if s.handshakes > top.handshakes {
+				t.Fatalf("heap top holds %d handshakes, %s holds %d", top.handshakes, s.key, s.handshakes)
+			}
+		}
+	}
+	if top := l.byBytes.top(); top != nil {
+		for _, s := range l.addrs {
+			if s.bytes > top.bytes {
+				t.Fatalf("heap top holds %d bytes, %s holds %d", top.bytes, s.key, s.bytes)
+			}
+		}
+	}
+}
+
+// A random sequence from one goroutine keeps the bookkeeping exact after
+// every step, and whatever is refused or displaced belongs to an address
+// holding at least as much as the one that got its place.
+func TestLimitsRandomSteps(t *testing.T) {
+	l := newLimits(16, 8<<10)
+	r := rand.New(rand.NewPCG(7, 7))
+	var held []*lease
+	drop := func(x *lease) {
+		for i, y := range held {
+			if y == x {
+				held = append(held[:i], held[i+1:]...)
+				return
+			}
+		}
+	}
+	for i := 0; i < 20000; i++ {
+		key := fmt.Sprint("addr", r.IntN(4))
+		switch op := r.IntN(4); {
+		case op == 0 || len(held) == 0:
+			before := map[string]int64{}
+			for k, s := range l.addrs {
+				before[k] = s.handshakes
+			}
+			ls, _, ds := l.admit(key)
+			for _, d := range ds {
+				if before[d.lease.key] < before[key]+2 {
+					t.Fatalf("step %d: %s (holding %d) displaced for %s (holding %d)", i, d.lease.key, before[d.lease.key], key, before[key])
+				}
+				drop(d.lease)
+			}
+			if ls != nil {
+				held = append(held, ls)
+			}
+		case op == 1:
+			x := held[r.IntN(len(held))]
+			before := map[string]int64{}
+			for k, s := range l.addrs {
+				before[k] = s.bytes
+			}
+			n := r.IntN(3000)
+			_, ds, _ := x.reserve(n)
+			for _, d := range ds {
+				if before[d.lease.key] <= before[x.key]+int64(n) && d.lease.key != x.key {
+					t.Fatalf("step %d: %s (holding %d bytes) displaced for %s (holding %d, +%d)", i, d.lease.key, before[d.lease.key], x.key, before[x.key], n)
+				}
+				drop(d.lease)
+			}
+		case op == 2:
+			held[r.IntN(len(held))].freeBytes()
+		default:
+			k := r.IntN(len(held))
+			held[k].release()
+			held = append(held[:k], held[k+1:]...)
+		}
+		checkLimits(t, l)
+	}
+}

@@ -401,6 +401,29 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Warnings lists settings of a valid configuration that cannot do what
+// they say, each naming its YAML key: holdfast runs with them, and
+// -check-config and startup say so.
+func (c Config) Warnings() []string {
+	var w []string
+	h := c.Handshake
+	if h.LateDial > 0 && h.Budget < h.LateDial {
+		w = append(w, fmt.Sprintf("handshake.budget: %s is shorter than handshake.late_dial (%s), whose wait comes first: "+
+			"clients without an Origin header are held up to late_dial + budget = %s; set handshake.late_dial to 0 to bound every client by the budget",
+			h.Budget, h.LateDial, h.LateDial+h.Budget))
+	}
+	if hold := h.PreauthTimeout - h.HoldMargin; hold > 0 && h.Budget > hold {
+		w = append(w, fmt.Sprintf("handshake.budget: %s is longer than a connect can be held on its socket "+
+			"(handshake.preauth_timeout - handshake.hold_margin = %s): device-signed clients are answered by then, and only dials and replays use the rest",
+			h.Budget, hold))
+	}
+	if h.LateDial >= 10*time.Second {
+		w = append(w, fmt.Sprintf("handshake.late_dial: 2026.4.x clients give up on their challenge after 10s: "+
+			"with %s they close before holdfast hands it out while the gateway starts (current clients wait 15s)", h.LateDial))
+	}
+	return w
+}
+
 func parsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)

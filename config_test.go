@@ -23,7 +23,7 @@ func TestShippedConfigIsValidAndDefault(t *testing.T) {
 		strings.Join(strings.Fields(strings.ReplaceAll(sprint(def), "\n", " ")), " "); got != want {
 		t.Errorf("proxy.yaml differs from the defaults:\n file %s\n code %s", got, want)
 	}
-	if cfg.Upstream.URL != "ws://127.0.0.1:18789" || cfg.Handshake.Budget != 12*time.Second {
+	if cfg.Upstream.URL != "ws://127.0.0.1:18789" || cfg.Handshake.Budget != 13500*time.Millisecond {
 		t.Errorf("unexpected defaults: %+v", cfg)
 	}
 }

@@ -99,6 +99,9 @@ func run(args []string, stdout, stderr io.Writer, ctl controls) error {
 			return errUsage
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *configPath)
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintf(stdout, "  warning: %s\n", w)
+		}
 		return nil
 	}
 	if err != nil {

@@ -62,6 +62,9 @@ func serve(cfg Config, logOut io.Writer, ctl controls) error {
 	level.Set(l)
 	s := &server{log: newLogger(cfg.Log, level, logOut), level: level, cfg: cfg}
 	logger := s.log
+	for _, w := range cfg.Warnings() {
+		logger.Warn("configuration: " + w)
+	}
 	pcfg, err := cfg.ProxyConfig()
 	if err != nil {
 		return err
@@ -225,6 +228,9 @@ func (s *server) reload(path string) {
 	if err != nil {
 		fail(err)
 		return
+	}
+	for _, w := range next.Warnings() {
+		s.log.Warn("configuration: " + w)
 	}
 	old := s.cfg
 	var kept []string

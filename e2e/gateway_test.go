@@ -64,8 +64,10 @@ func (g *gateway) URL() string { return wsURL(g.Port) }
 // HTTPBase is the gateway's HTTP base URL.
 func (g *gateway) HTTPBase() string { return fmt.Sprintf("http://127.0.0.1:%d", g.Port) }
 
-// hasStartupz reports whether the version serves /startupz (2026.5.12 on).
-func hasStartupz(version string) bool { return versionAtLeast(version, "2026.5.12") }
+// hasStartupz reports whether the version serves /startupz. 2026.5.12 has none
+// (measured: its Control UI answers the path with 200 text/html, before and
+// after startup; TestReadinessEndpoints); 2026.9.6 has one.
+func hasStartupz(version string) bool { return versionAtLeast(version, "2026.9.6") }
 
 func versionAtLeast(v, min string) bool {
 	a, b := strings.Split(v, "."), strings.Split(min, ".")
@@ -274,9 +276,10 @@ type readiness struct {
 }
 
 // Readiness asks the endpoint that mirrors the gateway's WebSocket startup
-// gate: /startupz where it exists, otherwise /readyz (whose detailed body,
-// given to loopback callers without forwarding headers, lists
-// "startup-sidecars" while starting).
+// gate: /startupz where it exists (2026.9.6; not 2026.4.29–2026.5.12,
+// whose Control UI answers that path with HTML), otherwise /readyz (whose
+// detailed body, given to loopback callers without forwarding headers,
+// lists "startup-sidecars" while starting).
 func (g *gateway) Readiness(ctx context.Context) (readiness, error) {
 	path := "/readyz"
 	if hasStartupz(g.opts.Version) {

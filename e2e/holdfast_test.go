@@ -46,7 +46,7 @@ func buildHoldfast(dir string) (string, error) {
 }
 
 type holdfastOptions struct {
-	Budget time.Duration // handshake.budget; default 12s
+	Budget time.Duration // handshake.budget; default 13.5s (holdfast's)
 	Port   int           // listen port; 0: a free one
 	// TrustedProxies is trusted_proxies (none by default).
 	TrustedProxies []string
@@ -99,7 +99,7 @@ func startHoldfast(t testing.TB, gw *gateway, opts holdfastOptions) *holdfast {
 		t.Fatalf("holdfast binary unavailable: %v", buildErr)
 	}
 	if opts.Budget == 0 {
-		opts.Budget = 12 * time.Second
+		opts.Budget = 13500 * time.Millisecond
 	}
 	t.Cleanup(func() {
 		h.Stop()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# setup.sh installs what the end-to-end suite needs: a Node 26 binary, three
+# setup.sh installs what the end-to-end suite needs: a Node 26 binary, four
 # pinned OpenClaw releases and the openclaw-node client into a cache
 # directory outside the repository, each in its own npm prefix, and the
 # Debian packages chromium (the Control UI's browser) and tmux (the TUI's
@@ -18,7 +18,7 @@ LOCKS="$PWD/e2e/lock"
 
 CACHE="${HOLDFAST_E2E_CACHE:-$HOME/.cache/holdfast-e2e}"
 NODE_PKG_VERSION="26.10.0"
-OPENCLAW_VERSIONS=(2026.4.29 2026.4.27 2026.9.6)
+OPENCLAW_VERSIONS=(2026.4.29 2026.4.27 2026.5.12 2026.9.6)
 
 mkdir -p "$CACHE/tmp"
 export TMPDIR="$CACHE/tmp"

@@ -66,8 +66,9 @@ const (
 	// first.
 	RenewGatewayClosed RenewReason = "gateway_closed"
 	// RenewChallengeDue: the client's challenge was due while the gateway
-	// was still starting; it got a fresh socket's, so that its connect can
-	// be held for the whole late budget.
+	// was still starting; it got the challenge of a socket opened just
+	// before, so that its connect can be held for about the gateway's
+	// whole pre-auth timer.
 	RenewChallengeDue RenewReason = "challenge_due"
 )
 
@@ -89,6 +90,7 @@ type Metrics struct {
 	retries         *prometheus.CounterVec
 	holds           prometheus.Counter
 	dialsDelayed    prometheus.Counter
+	standIns        prometheus.Counter
 	renewals        *prometheus.CounterVec
 	handshakeTime   prometheus.Histogram
 	sessionsActive  prometheus.Gauge
@@ -101,6 +103,7 @@ type Metrics struct {
 	gatewayState    *prometheus.GaugeVec
 	gatewayStateMu  sync.Mutex // the state's series change together
 	reloads         *prometheus.CounterVec
+	census          census
 }
 
 // The gateway states holdfast reports (retry.State names).
@@ -137,6 +140,11 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 			Namespace: "holdfast",
 			Name:      "upstream_dials_delayed_total",
 			Help:      "Clients without an Origin header whose challenge holdfast delayed while the gateway started (handshake.late_dial).",
+		}),
+		standIns: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "holdfast",
+			Name:      "standin_challenges_total",
+			Help:      "Late-dialled clients given a challenge of holdfast's own because no gateway socket could be had when theirs was due (the gateway down).",
 		}),
 		renewals: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "holdfast",
@@ -217,6 +225,7 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 	}, []string{"result"})
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("failure")
+	m.census = newCensus(f)
 	return m
 }
 
@@ -297,6 +306,14 @@ func (m *Metrics) DialDelayed() {
 		return
 	}
 	m.dialsDelayed.Inc()
+}
+
+// StandIn records a client given a stand-in challenge.
+func (m *Metrics) StandIn() {
+	if m == nil {
+		return
+	}
+	m.standIns.Inc()
 }
 
 // Renewal records a warm upstream socket replaced with a fresh one.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -90,6 +91,12 @@ type handshakeState struct {
 	// connectAt is when the client's first frame arrived: its connect
 	// timer runs from about then.
 	connectAt time.Time
+	// standIn is holdfast's own challenge, handed to a late-dialled client
+	// whose challenge was due with no gateway socket to be had
+	// (standin.go); c.up is nil until its first frame has come.
+	standIn []byte
+	// handedOut is when the client got its challenge.
+	handedOut time.Time
 
 	// helloFrames are what the gateway sent up to and including hello-ok;
 	// they reach the client once the splice is in place.
@@ -249,9 +256,15 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 		}
 	}
 
-	if err := c.writeClient(websocket.TextMessage, c.up.challenge); err != nil {
+	challenge := c.standIn
+	if c.up != nil {
+		challenge = c.up.challenge
+	}
+	if err := c.writeClient(websocket.TextMessage, challenge); err != nil {
 		return outcome{end: endClientGone, err: err}
 	}
+	c.handedOut = time.Now()
+	c.logHandOut(late)
 	if bc, ok := client.NetConn().(*batchConn); ok && !late {
 		err := bc.Flush() // the 101 and the challenge
 		bc.setBatching(false, 0)
@@ -259,7 +272,9 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 			return outcome{end: endClientGone, err: err}
 		}
 	}
-	c.up.challenge = nil
+	if c.up != nil {
+		c.up.challenge = nil
+	}
 
 	// 3. The client's first frame.
 	first, o := c.awaitFirst()
@@ -269,6 +284,15 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	c.connectAt = time.Now()
 	kind, id := classifyConnect(first.data)
 	c.rec.kind, c.rec.firstFrame = kind, true
+	if kind != notConnect {
+		c.rec.protocol, c.rec.mode = connectCensus(first.data)
+	}
+	if c.up == nil {
+		// It answered a stand-in challenge.
+		if o := c.afterStandIn(kind, id); o != nil {
+			return *o
+		}
+	}
 	if kind == notConnect {
 		// Not something holdfast understands: the gateway answers it.
 		return outcome{end: endNotConnect}
@@ -278,6 +302,24 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 
 	// 4. Hold, forward, retry.
 	return c.handshake(first, kind, id)
+}
+
+// logHandOut writes the debug line of a challenge handed out: how long
+// the client waited for it since its arrival, and how old the gateway
+// socket it came from was (-1ms for a stand-in).
+func (c *conn) logHandOut(late bool) {
+	if !c.h.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	source, age := "stand-in", time.Duration(-1)
+	if c.up != nil {
+		source, age = "dialled first", time.Since(c.up.opened)
+		if late {
+			source = "late dial"
+		}
+	}
+	c.h.log.Debug("challenge handed out", "client", c.rec.clientAddr, "source", source,
+		"waited", c.handedOut.Sub(c.rec.start).Round(time.Millisecond), "socket_age", age.Round(time.Millisecond))
 }
 
 // dialFailed is the outcome of an upstream dial that failed: before the
@@ -331,7 +373,11 @@ func (c *conn) writeClient(typ int, data []byte) error {
 // timer runs meanwhile: a client silent until shortly before it fires is
 // closed 1008 by holdfast rather than 1000 with no reason by the gateway.
 func (c *conn) awaitFirst() (frame, *outcome) {
-	deadline := c.up.opened.Add(c.h.cfg.PreauthTimeout - c.h.cfg.HoldMargin)
+	opened := c.handedOut // a stand-in: the client's timers run from it
+	if c.up != nil {
+		opened = c.up.opened
+	}
+	deadline := opened.Add(c.h.cfg.PreauthTimeout - c.h.cfg.HoldMargin)
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	for {

@@ -91,10 +91,11 @@ func (a *admission) acquire(ctx context.Context, deadline time.Time, key string)
 // not yet authenticated.
 type upstream struct {
 	ws        *websocket.Conn
-	challenge []byte    // the challenge frame, as received
-	opened    time.Time // when the upgrade completed: the gateway's pre-auth timer runs from here
-	protocol  string    // the subprotocol the gateway chose, if any
-	release   func()    // gives back the admission slot
+	challenge []byte        // the challenge frame, as received
+	opened    time.Time     // when the upgrade completed: the gateway's pre-auth timer runs from here
+	took      time.Duration // from the dial's start to its challenge
+	protocol  string        // the subprotocol the gateway chose, if any
+	release   func()        // gives back the admission slot
 	m         *metrics.Metrics
 }
 
@@ -276,7 +277,8 @@ func (h *Handler) dialOnceSlot(ctx context.Context, target string, hdr http.Head
 		}
 	}()
 
-	deadline := time.Now().Add(min(h.cfg.DialTimeout, budget.Remaining()))
+	began := time.Now()
+	deadline := began.Add(min(h.cfg.DialTimeout, budget.Remaining()))
 	ws, protocol, err := h.openUpstream(ctx, target, hdr, deadline)
 	if err != nil {
 		var he *httpError
@@ -313,6 +315,8 @@ func (h *Handler) dialOnceSlot(ctx context.Context, target string, hdr http.Head
 	}
 	_ = ws.SetReadDeadline(time.Time{})
 	u.challenge = data
+	u.took = time.Since(began)
+	h.caps.note(data)
 	ok = true
 	return u, nil
 }

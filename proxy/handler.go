@@ -44,19 +44,24 @@ type Config struct {
 	PassthroughPaths []string
 
 	// Budget bounds each client's handshake: dials, holds, waits and
-	// retries (default 12s, well before clients' 15 s connect timeout).
+	// retries (default 13.5s, hold_margin before clients' 15 s connect
+	// timer). It runs from the client's arrival, or, for a late-dialled
+	// client, from the moment its challenge is due (LateDialMax after its
+	// arrival) or the gateway has started: such a client is held at most
+	// LateDialMax + Budget. A held connect is also forwarded at the latest
+	// PreauthTimeout - HoldMargin after its socket opened.
 	Budget time.Duration
 	// DialTimeout bounds one upstream dial, upgrade and challenge (default 5s).
 	DialTimeout time.Duration
 	// LateDialMax is the longest a client without an Origin header waits
-	// for its challenge while the gateway is starting (default 9s: the
-	// 2026.4.x clients' challenge timer is 10 s, current clients' 15 s;
-	// negative: every client is dialled first). Meanwhile its upstream
-	// socket is open (a warm socket, renewed at PreauthTimeout - 2 ×
-	// HoldMargin) and its challenge kept; the client gets it once the
-	// gateway has started, or a fresh socket's after LateDialMax. The
-	// budget starts again with the challenge, HoldMargin longer, up to
-	// PreauthTimeout - HoldMargin. See latedial.go.
+	// for its challenge while the gateway is starting or down (default
+	// 9s: the 2026.4.x clients' challenge timer is 10 s, current clients'
+	// 15 s; negative: every client is dialled first). Meanwhile its
+	// upstream socket is open (a warm socket, renewed at PreauthTimeout -
+	// 2 × HoldMargin) and its challenge kept; the client gets it once the
+	// gateway has started, or, after LateDialMax, that of a socket opened
+	// just before, or a stand-in challenge when the gateway is down. See
+	// latedial.go and standin.go.
 	LateDialMax time.Duration
 	// MinAttempt is the least budget worth starting another attempt with
 	// (default 250ms).
@@ -123,7 +128,7 @@ var DefaultPassthroughPaths = []string{"/__openclaw__/", "/desktop/observe", "/n
 // from it).
 func DefaultConfig() Config {
 	return Config{
-		Budget:                12 * time.Second,
+		Budget:                13500 * time.Millisecond,
 		LateDialMax:           9 * time.Second,
 		DialTimeout:           5 * time.Second,
 		MinAttempt:            250 * time.Millisecond,
@@ -231,6 +236,10 @@ type Handler struct {
 	passthrough *httputil.ReverseProxy
 	bufPool     *bufferPool
 	chunks      *chunkPool
+
+	// caps are the capabilities of the gateway's last challenge, for
+	// stand-in challenges (standin.go).
+	caps capsStash
 
 	attributionWarn    everyInterval
 	unattributableWarn everyInterval

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -135,9 +136,9 @@ func (c *conn) dialLate() bool {
 }
 
 // lateDial runs the late dial, with the client already upgraded: it
-// returns nil once c.up is the socket whose challenge the client is to get
-// now, else the connection's outcome (the client left, or no upstream
-// could be had).
+// returns nil once the client is to get its challenge now, c.up's (or,
+// with c.up nil, c.standIn's), else the connection's outcome (the client
+// left, or the gateway refused it).
 //
 // The client's challenge is what waits, not its upstream socket: while
 // decideDial says wait, holdfast keeps a warm socket open for the client
@@ -146,22 +147,34 @@ func (c *conn) dialLate() bool {
 // socket, so before it nears the timer (warmRenewAge) the socket is closed
 // and a fresh one opened in its admission slot; a socket the gateway
 // closes first is replaced too (it is looked at every warmCheckEvery, and
-// before its challenge is handed out). Nothing has been signed or sent on a warm
-// socket, so replacing it sends the gateway no connect. When the gateway
-// has started the client gets the warm socket's challenge at once, and
-// only its connect and hello-ok remain. When the client's challenge is due
-// while the gateway is still starting (MaxWait), it gets a fresh socket's,
-// so that its connect can be held for the whole late budget, as if it had
-// been dialled only then. While the gateway is freshly seen down no socket
-// is opened: the readiness watcher's probes say when it is back.
+// before its challenge is handed out). Nothing has been signed or sent on a
+// warm socket, so replacing it sends the gateway no connect. When the
+// gateway has started the client gets the warm socket's challenge at once,
+// and only its connect and hello-ok remain. When the client's challenge
+// is due while the gateway is still starting (MaxWait after its arrival),
+// it gets the challenge of a socket opened handOutLead before then (in a
+// slot of its own, the warm socket kept until it has its challenge), so
+// that its challenge is ready on time and its connect can be held for
+// about the whole pre-auth timer; if that socket has no challenge by then,
+// the warm socket's is handed out, on time. While the gateway is freshly
+// seen down no socket is opened (the readiness watcher's probes say when
+// it is back), and a client whose challenge is due with no gateway socket
+// to be had gets a stand-in challenge (standin.go).
+//
+// From the moment the challenge is due (or the gateway has started) the
+// client's handshake has handshake.budget, as a client dialled first has
+// from its arrival: a late-dialled client is held at most MaxWait +
+// Budget.
 func (c *conn) lateDial() *outcome {
 	pol := c.h.dialPolicy()
+	due := c.rec.start.Add(pol.MaxWait)
 	counted := false
 	var (
 		d        dialDecision
 		waited   time.Duration
 		failures int       // warm dials that failed in a row
 		nextWarm time.Time // no warm dial before then
+		early    bool      // the socket for the hand-out was tried
 	)
 	for {
 		waited = time.Since(c.rec.start)
@@ -189,12 +202,24 @@ func (c *conn) lateDial() *outcome {
 			}
 			continue // the dial took time: decide again
 		}
+		var handOutAt time.Time // when the socket for the hand-out is to be opened
+		if c.up != nil && !early {
+			handOutAt = due.Add(-c.handOutLead())
+			if !c.up.opened.Before(handOutAt) {
+				handOutAt = time.Time{} // the warm socket is that recent already
+			} else if !time.Now().Before(handOutAt) {
+				early = true
+				c.openForHandOut(due)
+				continue
+			}
+		}
 		now := time.Now()
 		wake := now.Add(d.Wait)
 		switch {
 		case c.up != nil:
 			wake = earliest(wake, c.up.opened.Add(c.h.warmRenewAge()))
 			wake = earliest(wake, now.Add(c.h.warmCheckEvery()))
+			wake = earliest(wake, handOutAt)
 		case warmable:
 			wake = earliest(wake, nextWarm)
 		}
@@ -216,21 +241,18 @@ func (c *conn) lateDial() *outcome {
 		}
 	}
 	c.h.log.Debug("late dial", "client", c.rec.clientAddr, "waited", waited.Round(time.Millisecond), "why", string(d.Reason), "warm", c.up != nil)
-	c.budget = retry.NewBudget(c.h.clock, c.h.lateBudget())
+	c.budget = retry.NewBudget(c.h.clock, c.h.cfg.Budget)
 	if c.up != nil && peerSpoke(c.up.ws.NetConn()) {
 		c.warmLost() // closed since the last look
 	}
-	if c.up != nil {
-		age := time.Since(c.up.opened)
-		switch {
-		case age >= c.h.warmRenewAge():
-			c.renewWarm(metrics.RenewPreauthTimer)
-		case d.Reason != dialStarted && age >= c.h.cfg.MinAttempt:
-			c.renewWarm(metrics.RenewChallengeDue)
-		}
+	if c.up != nil && time.Since(c.up.opened) >= c.h.warmRenewAge() {
+		c.renewWarm(metrics.RenewPreauthTimer)
 	}
 	if c.up != nil {
 		return nil
+	}
+	if d.Reason == dialClientLimit {
+		return c.dueWithoutSocket()
 	}
 	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.key(), c.budget)
 	if err != nil {
@@ -239,6 +261,99 @@ func (c *conn) lateDial() *outcome {
 		o.args = append(o.args, "waited", waited.Round(time.Millisecond))
 		return &o
 	}
+	c.up = up
+	return nil
+}
+
+// handOutLead is how long before a client's challenge is due the socket
+// whose challenge it is to get is opened: the time the warm socket's dial
+// took to deliver its challenge, half as much again (at least min_attempt)
+// for a gateway that slows down, at most dial_timeout.
+func (c *conn) handOutLead() time.Duration {
+	var took time.Duration
+	if c.up != nil {
+		took = c.up.took
+	}
+	return min(took+max(took/2, c.h.cfg.MinAttempt), c.h.cfg.DialTimeout)
+}
+
+// openForHandOut opens, in an admission slot of its own, the socket whose
+// challenge the client is to get at due, with the warm socket still open.
+// When it has its challenge by due, the warm socket is closed unused and
+// the fresh one takes its place; otherwise the warm socket stays, and its
+// challenge is handed out on time.
+func (c *conn) openForHandOut(due time.Time) {
+	budget := retry.NewBudget(c.h.clock, max(time.Until(due), c.h.cfg.MinAttempt))
+	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.key(), budget)
+	if err != nil {
+		if c.ctx.Err() == nil {
+			c.h.noteDialFailure(err)
+		}
+		c.h.log.Debug("upstream socket for the challenge failed; the warm socket's is kept", "client", c.rec.clientAddr, "err", err)
+		return
+	}
+	old := c.up
+	old.close(websocket.CloseNormalClosure, "")
+	c.up = up
+	c.h.metrics.Renewal(metrics.RenewChallengeDue)
+	c.h.log.Debug("warm upstream socket renewed", "client", c.rec.clientAddr, "age", time.Since(old.opened).Round(time.Millisecond),
+		"why", string(metrics.RenewChallengeDue), "took", up.took.Round(time.Millisecond))
+}
+
+// dueWithoutSocket: the client's challenge is due, the gateway has not
+// started, and no warm socket is open (the gateway is down, or refused
+// them). One dial gets handOutLead to deliver a challenge; when it fails
+// for a reason worth retrying, the client gets a stand-in challenge
+// (standin.go) rather than none before its own challenge timer.
+func (c *conn) dueWithoutSocket() *outcome {
+	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.key(), retry.NewBudget(c.h.clock, c.handOutLead()))
+	if err == nil {
+		c.up = up
+		return nil
+	}
+	if c.ctx.Err() != nil {
+		o := c.clientOutcome(err)
+		return &o
+	}
+	var he *httpError
+	if errors.As(err, &he) && !he.retryable() {
+		o := c.dialFailed(err, true)
+		return &o
+	}
+	c.h.noteDialFailure(err)
+	c.standIn = standInChallenge(time.Now(), c.h.caps.get())
+	c.h.metrics.StandIn()
+	c.h.log.Debug("no gateway socket when the challenge was due; stand-in challenge", "client", c.rec.clientAddr, "err", err)
+	return nil
+}
+
+// afterStandIn answers or carries on a connect that answered a stand-in
+// challenge (standin.go): a device-signed one gets the gateway's startup
+// UNAVAILABLE at once, since no gateway socket will take it; anything else
+// is sent on a gateway socket dialled now within the budget (its challenge
+// swallowed), and a replayable connect gets the same UNAVAILABLE when none
+// can be had. It returns nil when c.up is ready for the first frame.
+func (c *conn) afterStandIn(kind connectKind, id json.RawMessage) *outcome {
+	unavailable := []frame{{websocket.TextMessage, nil}}
+	if kind == nonceBound {
+		unavailable[0].data = startupUnavailable(id)
+		return &outcome{end: endStandInUnavailable, frames: unavailable}
+	}
+	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.key(), c.budget)
+	if err != nil {
+		if c.ctx.Err() != nil {
+			o := c.clientOutcome(err)
+			return &o
+		}
+		var be *budgetError
+		if kind == replayable && errors.As(err, &be) {
+			unavailable[0].data = startupUnavailable(id)
+			return &outcome{end: endStandInUnavailable, err: be.last, frames: unavailable}
+		}
+		o := c.dialFailed(err, true)
+		return &o
+	}
+	up.challenge = nil // the client answered holdfast's
 	c.up = up
 	return nil
 }
@@ -262,13 +377,13 @@ func (h *Handler) warmRenewAge() time.Duration {
 
 // warmDial makes one attempt at a warm socket for a client whose challenge
 // is due in left. Waiting in line for an admission slot may take until the
-// client's late budget after that ends, as a dial at that moment would. A
+// client's budget after that ends, as a dial at that moment would. A
 // retryable failure leaves c.up nil (the caller tries again later); an
 // answer the gateway would give this client anyway (a refusal of its
 // upgrade), a budget spent in line or the client leaving end the
 // connection with their outcome.
 func (c *conn) warmDial(left time.Duration) *outcome {
-	budget := retry.NewBudget(c.h.clock, max(left, 0)+c.h.lateBudget())
+	budget := retry.NewBudget(c.h.clock, max(left, 0)+c.h.cfg.Budget)
 	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.key(), budget)
 	if err == nil {
 		c.up = up
@@ -365,15 +480,4 @@ func (h *Handler) dialPolicy() dialPolicy {
 		Trust:   notStartedTrust,
 		Refresh: h.cfg.ReadinessPollInterval + h.cfg.ReadinessProbeTimeout,
 	}
-}
-
-// lateBudget is a late-dialled client's budget, counted from its dial:
-// handshake.budget plus hold_margin, at most preauth_timeout - hold_margin
-// (13.5 s by default). The budget's margin before a client's 15 s connect
-// timer also covers the upgrade and dial retries a browser's timer sees;
-// after a late dial the client gets its challenge as the socket opens and
-// answers it at once, so its connect timer and the gateway's pre-auth timer
-// start together, and a hold may last until hold_margin before either.
-func (h *Handler) lateBudget() time.Duration {
-	return max(h.cfg.Budget, min(h.cfg.Budget+h.cfg.HoldMargin, h.cfg.PreauthTimeout-h.cfg.HoldMargin))
 }

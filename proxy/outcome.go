@@ -54,6 +54,7 @@ const (
 	endStartupUnavailable
 	endUpstreamLost
 	endUnreachableLate
+	endStandInUnavailable
 	endUpgradeRefusedLate
 	endBadUpstreamLate
 	endAttributionRefusedLate
@@ -246,6 +247,12 @@ var endings = [numEndings]endingSpec{
 		result:    metrics.ResultUnavailable, level: slog.LevelInfo,
 		msg: "gateway unreachable within the budget",
 	},
+	endStandInUnavailable: {
+		situation: "gateway down when a late-dialled client's challenge was due (holdfast's stand-in challenge; the client's connect cannot reach it)",
+		client:    legEnd{before: "`UNAVAILABLE` in the gateway's startup shape", code: startupCloseCode, reason: startupCloseReason},
+		result:    metrics.ResultUnavailable, level: slog.LevelInfo,
+		msg: "gateway down when the client's challenge was due; answered its connect with the startup UNAVAILABLE",
+	},
 	endUpgradeRefusedLate: {
 		situation: "gateway refused a late-dialled upgrade (4xx)",
 		client:    legEnd{code: websocket.ClosePolicyViolation, reason: "gateway refused the upgrade"},
@@ -436,6 +443,9 @@ func (c *conn) end(o outcome) {
 		c.rec.handshakeEnd = time.Now()
 		d := c.rec.handshakeEnd.Sub(c.rec.start)
 		c.h.metrics.Handshake(spec.result, d)
+		if c.rec.protocol != "" {
+			c.h.metrics.ClientHandshake(c.rec.protocol, c.rec.mode, c.bridged)
+		}
 		if s, ok := evidenceOf(spec.evidence, o.err); ok {
 			c.h.watcher.Observe(s)
 		}
@@ -545,6 +555,11 @@ type record struct {
 	toUpstream, toClient tally
 	// client and gateway are the close frames each leg was sent and sent.
 	client, gateway legRecord
+
+	// protocol and mode are the connect's, for the census (census.go);
+	// protocol is "" when the first frame was not a connect.
+	protocol metrics.ClientProtocol
+	mode     metrics.ClientMode
 }
 
 // tally counts relayed messages; one goroutine writes it.

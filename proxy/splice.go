@@ -155,6 +155,12 @@ func (c *conn) endSessionAs(e ending, err error) {
 		c.h.watcher.Observe(s)
 	}
 	if first {
+		switch e {
+		case endSessionGatewayClosed:
+			c.h.metrics.GatewayClose(closeCode(err))
+		case endSessionGatewayVanished:
+			c.h.metrics.GatewayClose(websocket.CloseAbnormalClosure)
+		}
 		if c.h.log.Enabled(context.Background(), spec.level) {
 			args := []any{"client", c.rec.clientAddr}
 			if err != nil {

@@ -21,11 +21,11 @@ const startupSidecars = "startup-sidecars"
 
 // HTTPProbe asks a gateway for its startup state over HTTP.
 //
-// Gateways from 2026.5.12 on serve GET /startupz, the exact mirror of their
-// WebSocket startup gate: JSON {"status":"started"} with 200, "starting"
-// with 503. Older ones (2026.4.29–2026.5.x) have no such endpoint: their
-// Control UI answers it with 200 text/html, so only a JSON body with a
-// status counts. For those the probe falls back to GET /readyz, whose
+// Current gateways (2026.9.6, measured) serve GET /startupz, the exact
+// mirror of their WebSocket startup gate: JSON {"status":"started"} with
+// 200, "starting" with 503. Older ones (2026.4.29–2026.5.x, and 2026.5.12,
+// measured: PROTOCOL.md §9) have no such endpoint: their Control UI answers
+// it with 200 text/html, so only a JSON body with a status counts. For those the probe falls back to GET /readyz, whose
 // detailed body (given to loopback callers without forwarding headers) lists
 // "startup-sidecars" in "failing" while starting.
 //

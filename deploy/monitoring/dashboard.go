@@ -148,10 +148,11 @@ func dashboard() ([]byte, error) {
 		},
 		{
 			state,
-			timeseries("Holds and retries", "Connects held until the gateway started; clients without an Origin upgraded at once whose challenge waited for the start (late dials); warm upstream sockets of late dials replaced unused (renew: preauth_timer, gateway_closed, challenge_due); upstream attempts made again: startup_unavailable (a replayable connect refused during startup), dial (refused, 5xx, timeout).", "ops",
+			timeseries("Holds and retries", "Connects held until the gateway started; clients without an Origin upgraded at once whose challenge waited for the start (late dials); warm upstream sockets of late dials replaced unused (renew: preauth_timer, gateway_closed, challenge_due); late-dialled clients given holdfast's stand-in challenge because the gateway was down when theirs was due; upstream attempts made again: startup_unavailable (a replayable connect refused during startup), dial (refused, 5xx, timeout).", "ops",
 				"sum(rate(holdfast_connect_holds_total{{sel}}[{rate}]))", "holds",
 				"sum(rate(holdfast_upstream_dials_delayed_total{{sel}}[{rate}]))", "late dials",
 				"sum by (reason) (rate(holdfast_upstream_renewals_total{{sel}}[{rate}]))", "renew: {{reason}}",
+				"sum(rate(holdfast_standin_challenges_total{{sel}}[{rate}]))", "stand-in challenges",
 				"sum by (reason) (rate(holdfast_upstream_retries_total{{sel}}[{rate}]))", "retry: {{reason}}"),
 		},
 		{
@@ -160,6 +161,12 @@ func dashboard() ([]byte, error) {
 				"sum(holdfast_upstream_handshakes_in_flight{{sel}})", "upstream handshakes in flight"),
 			timeseries("Relayed messages", "Messages relayed between spliced clients and the gateway, per direction.", "short",
 				"sum by (direction) (rate(holdfast_spliced_messages_total{{sel}}[{rate}]))", "{{direction}}"),
+		},
+		{
+			timeseries("Clients by protocol and mode", "The census: client handshakes that sent a connect, per second, by the protocol it offered (3: clients up to 2026.4.27; 4: current), its client.mode and whether the session was bridged to a protocol-4 gateway. No protocol-3 line above zero for long enough (README \"When can the bridge be turned off\"): the bridge carries nobody.", "reqps",
+				"sum by (protocol, mode, bridged) (rate(holdfast_client_handshakes_total{{sel}}[{rate}]))", "protocol {{protocol}} {{mode}} bridged={{bridged}}"),
+			timeseries("Sessions closed by the gateway", "Spliced sessions the gateway ended, per second, by its close code: 1012 a restart, 1008 a policy close, 4001 revoked authority, 1006 dropped without a close frame (ping timeout, crash).", "ops",
+				"sum by (code) (rate(holdfast_gateway_closes_total{{sel}}[{rate}]))", "{{code}}"),
 		},
 		{
 			timeseries("Readiness probes", "holdfast's probes of the gateway's /startupz (or /readyz) by what they found; it probes only while clients wait.", "ops",

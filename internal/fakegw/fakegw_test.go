@@ -730,6 +730,7 @@ func TestProbes(t *testing.T) {
 	tests := []struct {
 		name   string
 		legacy bool
+		gen    fakegw.Generation
 		window time.Duration
 		path   string
 		method string
@@ -737,28 +738,33 @@ func TestProbes(t *testing.T) {
 		code   int
 		body   string // substring; "HTML:" prefix for text/html
 	}{
-		{"healthz", false, time.Hour, "/healthz", "GET", nil, 200, `{"ok":true,"status":"live"}`},
-		{"health", false, time.Hour, "/health", "GET", nil, 200, `"status":"live"`},
-		{"startupz starting", false, time.Hour, "/startupz", "GET", nil, 503, `"status":"starting"`},
-		{"startupz starting detail", false, time.Hour, "/startup", "GET", nil, 503, `"pendingReason":"startup-sidecars"`},
-		{"startupz started", false, 0, "/startupz", "GET", nil, 200, `"status":"started"`},
-		{"startupz HEAD", false, 0, "/startupz", "HEAD", nil, 200, ``},
-		{"startupz POST", false, 0, "/startupz", "POST", nil, 405, ``},
-		{"readyz starting local", false, time.Hour, "/readyz", "GET", nil, 503, `{"failing":["startup-sidecars"],"ready":false,"uptimeMs":`},
-		{"readyz starting via trusted proxy", false, time.Hour, "/readyz", "GET", http.Header{"X-Forwarded-For": {"203.0.113.5"}}, 503, `{"ready":false}`},
-		{"readyz ready", false, 0, "/ready", "GET", nil, 200, `"ready":true`},
-		{"readyz POST", false, 0, "/readyz", "POST", nil, 405, ``},
-		{"legacy startupz starting", true, time.Hour, "/startupz", "GET", nil, 200, `HTML:`},
-		{"legacy startupz started", true, 0, "/startupz", "GET", nil, 200, `HTML:`},
-		{"legacy readyz starting", true, time.Hour, "/readyz", "GET", nil, 503, `"failing":["startup-sidecars"]`},
-		{"control ui", false, 0, "/", "GET", nil, 200, `HTML:<!doctype html>`},
-		{"unknown path", false, 0, "/nope", "GET", nil, 404, ``},
-		{"unknown path during startup", false, time.Hour, "/v1/models", "GET", nil, 503, `Plugin runtime is starting`},
+		{"healthz", false, fakegw.Current, time.Hour, "/healthz", "GET", nil, 200, `{"ok":true,"status":"live"}`},
+		{"health", false, fakegw.Current, time.Hour, "/health", "GET", nil, 200, `"status":"live"`},
+		{"startupz starting", false, fakegw.Current, time.Hour, "/startupz", "GET", nil, 503, `"status":"starting"`},
+		{"startupz starting detail", false, fakegw.Current, time.Hour, "/startup", "GET", nil, 503, `"pendingReason":"startup-sidecars"`},
+		{"startupz started", false, fakegw.Current, 0, "/startupz", "GET", nil, 200, `"status":"started"`},
+		{"startupz HEAD", false, fakegw.Current, 0, "/startupz", "HEAD", nil, 200, ``},
+		{"startupz POST", false, fakegw.Current, 0, "/startupz", "POST", nil, 405, ``},
+		{"readyz starting local", false, fakegw.Current, time.Hour, "/readyz", "GET", nil, 503, `{"failing":["startup-sidecars"],"ready":false,"uptimeMs":`},
+		{"readyz starting via trusted proxy", false, fakegw.Current, time.Hour, "/readyz", "GET", http.Header{"X-Forwarded-For": {"203.0.113.5"}}, 503, `{"ready":false}`},
+		{"readyz ready", false, fakegw.Current, 0, "/ready", "GET", nil, 200, `"ready":true`},
+		{"readyz POST", false, fakegw.Current, 0, "/readyz", "POST", nil, 405, ``},
+		{"legacy startupz starting", true, fakegw.Current, time.Hour, "/startupz", "GET", nil, 200, `HTML:`},
+		{"legacy startupz started", true, fakegw.Current, 0, "/startupz", "GET", nil, 200, `HTML:`},
+		{"legacy readyz starting", true, fakegw.Current, time.Hour, "/readyz", "GET", nil, 503, `"failing":["startup-sidecars"]`},
+		// 2026.5.12: no /startupz either (PROTOCOL.md §9); /readyz only.
+		{"5.12 startupz starting", false, fakegw.Protocol4Only, time.Hour, "/startupz", "GET", nil, 200, `HTML:`},
+		{"5.12 startup started", false, fakegw.Protocol4Only, 0, "/startup", "GET", nil, 200, `HTML:`},
+		{"5.12 readyz starting", false, fakegw.Protocol4Only, time.Hour, "/readyz", "GET", nil, 503, `{"failing":["startup-sidecars"],"ready":false,"uptimeMs":`},
+		{"5.12 readyz ready", false, fakegw.Protocol4Only, 0, "/readyz", "GET", nil, 200, `"ready":true`},
+		{"control ui", false, fakegw.Current, 0, "/", "GET", nil, 200, `HTML:<!doctype html>`},
+		{"unknown path", false, fakegw.Current, 0, "/nope", "GET", nil, 404, ``},
+		{"unknown path during startup", false, fakegw.Current, time.Hour, "/v1/models", "GET", nil, 503, `Plugin runtime is starting`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			g := startGW(t, fakegw.Config{Legacy: tc.legacy, StartupWindow: tc.window, TrustedProxies: []string{"127.0.0.1"}})
+			g := startGW(t, fakegw.Config{Legacy: tc.legacy, Generation: tc.gen, StartupWindow: tc.window, TrustedProxies: []string{"127.0.0.1"}})
 			code, body := httpDo(t, tc.method, g.HTTPURL()+tc.path, tc.hdr)
 			if code != tc.code || !strings.Contains(body, tc.body) {
 				t.Fatalf("%s %s = %d %q; want %d containing %q", tc.method, tc.path, code, body, tc.code, tc.body)

@@ -8,7 +8,7 @@
 //
 // The wire behaviour follows the measured protocol of OpenClaw 2026.9.6
 // (protocol 4), or of the older release lines that Config.Generation names:
-// 2026.5.12–2026.6.x (protocol 4 for everyone) and, also with
+// 2026.5.12–2026.6.x (protocol 4 for everyone, no /startupz) and, also with
 // Config.Legacy, 2026.4.29–2026.5.7 (protocol 3, no /startupz).
 package fakegw
 
@@ -89,7 +89,9 @@ const (
 	Current Generation = iota
 	// Protocol4Only is 2026.5.12–2026.6.x: protocol 4 for every client,
 	// probes and nodes too; refusal details {expectedProtocol:4,
-	// minimumProbeProtocol:4}; events without recipientProfileId.
+	// minimumProbeProtocol:4}; events without recipientProfileId; no
+	// /startupz (its Control UI page answers that path with 200 text/html,
+	// measured on 2026.5.12: PROTOCOL.md §9), /readyz only.
 	Protocol4Only
 	// Protocol3 is 2026.4.29–2026.5.7 (what Config.Legacy selects): the
 	// connect passes unless maxProtocol < 3 or minProtocol > 3; refusal
@@ -145,6 +147,12 @@ type Config struct {
 	// MaxPayload is policy.maxPayload and the read limit after hello; 0
 	// means DefaultMaxPayload.
 	MaxPayload int64
+	// ChallengeDelay holds each socket's connect.challenge this long after
+	// the upgrade (the pre-auth timer runs from the upgrade), as a gateway
+	// whose event loop is busy starting sends it late (measured on
+	// 2026.5.12: 1.1 s). Frames a client sends meanwhile are read after
+	// the challenge.
+	ChallengeDelay time.Duration
 	// ReadinessDelay, if set, is called for each /startupz and /readyz
 	// request with whether the startup gate is open; the answer is held
 	// that long (a gateway too busy to answer its probes promptly).
@@ -314,6 +322,10 @@ func (g *Gateway) generation() Generation {
 	}
 	return g.cfg.Generation
 }
+
+// hasStartupz reports whether the imitated release serves /startupz:
+// neither 2026.4.29–2026.5.7 nor 2026.5.12 does (PROTOCOL.md §9).
+func (g *Gateway) hasStartupz() bool { return g.generation() == Current }
 
 func (g *Gateway) version() string {
 	switch g.generation() {
@@ -615,7 +627,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch path {
 	case "/startupz", "/startup":
-		if g.generation() == Protocol3 {
+		if !g.hasStartupz() {
 			g.serveControlUI(w, r)
 			return
 		}

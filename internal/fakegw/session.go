@@ -127,6 +127,11 @@ func (s *session) run() {
 	})
 	s.mu.Unlock()
 
+	if d := g.cfg.ChallengeDelay; d > 0 {
+		// Nothing is read meanwhile: frames the peer sends wait in the
+		// socket, and a Stop waits for this delay to pass.
+		time.Sleep(d)
+	}
 	s.writeFrame(map[string]any{
 		"type":  "event",
 		"event": "connect.challenge",

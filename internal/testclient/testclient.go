@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"time"
 
@@ -66,6 +67,12 @@ type Options struct {
 	Header http.Header
 	// Timeout bounds the whole handshake; default 15 s.
 	Timeout time.Duration
+	// ChallengeTimeout, when set, is the client's challenge timer, counted
+	// from the socket's open, as the Node client's watchdog (10 s in
+	// 2026.4.x, 15 s in current clients): without a challenge by then the
+	// client closes 1008 "connect challenge timeout" and Connect returns
+	// ErrChallengeTimeout.
+	ChallengeTimeout time.Duration
 	// TLSConfig is used for wss:// URLs (nil: the system roots).
 	TLSConfig *tls.Config
 }
@@ -107,6 +114,8 @@ type Result struct {
 	Nonce string
 	// ChallengeTs is the challenge ts.
 	ChallengeTs int64
+	// ChallengeAfter is how long after the socket opened the challenge came.
+	ChallengeAfter time.Duration
 	// HTTPStatus is the status of a refused upgrade (403, 503, ...), else 0.
 	HTTPStatus int
 }
@@ -157,6 +166,10 @@ func (o *Options) defaults() {
 	}
 }
 
+// ErrChallengeTimeout: no connect.challenge came within
+// Options.ChallengeTimeout.
+var ErrChallengeTimeout = errors.New("testclient: connect challenge timeout")
+
 // Connect dials once, waits for connect.challenge, sends one connect and
 // reads the answer. It never retries. It returns a Conn only on hello-ok;
 // otherwise the socket is closed and err describes the failure while Result
@@ -187,14 +200,23 @@ func Connect(ctx context.Context, opts Options) (*Conn, Result, error) {
 			_ = ws.Close()
 		}
 	}()
-	if dl, has := ctx.Deadline(); has {
-		_ = ws.SetReadDeadline(dl)
+	opened := time.Now()
+	dl, _ := ctx.Deadline()
+	challengeDL := dl
+	if opts.ChallengeTimeout > 0 && opened.Add(opts.ChallengeTimeout).Before(dl) {
+		challengeDL = opened.Add(opts.ChallengeTimeout)
 	}
+	_ = ws.SetReadDeadline(challengeDL)
 
 	// 1. The challenge.
 	for res.Nonce == "" {
 		f, err := readFrame(ws, &res)
 		if err != nil {
+			var ne net.Error
+			if opts.ChallengeTimeout > 0 && errors.As(err, &ne) && ne.Timeout() && challengeDL.Before(dl) {
+				_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "connect challenge timeout"), time.Now().Add(time.Second))
+				return nil, res, ErrChallengeTimeout
+			}
 			return nil, res, fmt.Errorf("testclient: waiting for connect.challenge: %w", err)
 		}
 		if f.Type == "event" && f.Event == "connect.challenge" {
@@ -206,8 +228,10 @@ func Connect(ctx context.Context, opts Options) (*Conn, Result, error) {
 				return nil, res, errors.New("testclient: connect.challenge without nonce")
 			}
 			res.Nonce, res.ChallengeTs = p.Nonce, p.Ts
+			res.ChallengeAfter = time.Since(opened)
 		}
 	}
+	_ = ws.SetReadDeadline(dl)
 
 	// 2. One connect.
 	id := uuid.New()

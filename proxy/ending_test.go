@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -26,55 +26,20 @@ import (
 // the connect it sent.
 type stubGateway struct {
 	addr     string
-	connects atomic.Int64
-	sent     sync.Mutex
-	at       []time.Time // when each connect arrived
+	connects interface{ Load() int64 }
+	g        *testkit.Gateway
 }
 
 func startStubGateway(tb testing.TB, probe http.HandlerFunc, script func(ws *websocket.Conn, connect []byte)) *stubGateway {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := &stubGateway{addr: ln.Addr().String()}
-	up := websocket.Upgrader{}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !websocket.IsWebSocketUpgrade(r) {
-			probe(w, r)
-			return
-		}
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer ws.Close()
-		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"event","event":"connect.challenge","payload":{"nonce":"n-1","ts":1}}`))
-		_, data, err := ws.ReadMessage()
-		if err != nil {
-			return
-		}
-		s.connects.Add(1)
-		s.sent.Lock()
-		s.at = append(s.at, time.Now())
-		s.sent.Unlock()
-		script(ws, data)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		srv.Close()
-	})
-	return s
+	g := testkit.StartGateway(tb, testkit.GatewayConfig{Probe: probe, Session: func(ws *websocket.Conn, connect []byte, _ *http.Request) {
+		script(ws, connect)
+	}})
+	return &stubGateway{addr: g.Addr(), connects: liveCount(g.Connects), g: g}
 }
 
 // startedProbe answers /startupz like a started gateway.
-func startedProbe(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write([]byte(`{"ok":true,"status":"started"}`))
-}
+func startedProbe(w http.ResponseWriter, r *http.Request) { testkit.StartedProbe(w, r) }
 
 // helloOK answers the connect with hello-ok, then echoes until the end.
 func helloOK(ws *websocket.Conn, connect []byte) {
@@ -327,13 +292,12 @@ func TestReplaysBackOffAndAreCapped(t *testing.T) {
 	if n := up.connects.Load(); n < 2 || n > 5 {
 		t.Errorf("the gateway got the connect %d times; want 2..5", n)
 	}
-	up.sent.Lock()
-	defer up.sent.Unlock()
+	at := up.g.ConnectTimes()
 	// Replays wait like dials: full jitter over a doubling step, so two
 	// gaps in a row may shrink by chance, but none is shorter than the
 	// step's floor (a quarter of dial_backoff_base, 100 ms by default).
-	for i := 1; i < len(up.at); i++ {
-		if gap := up.at[i].Sub(up.at[i-1]); gap < 25*time.Millisecond {
+	for i := 1; i < len(at); i++ {
+		if gap := at[i].Sub(at[i-1]); gap < 25*time.Millisecond {
 			t.Errorf("replay %d came %v after the one before: no back-off", i+1, gap)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 )
 
 // connectWithID is a token-only connect whose id is idJSON, verbatim.
@@ -100,26 +100,7 @@ func closeAfter(t *testing.T, url string, frame []byte) int {
 func startSlowHello(t *testing.T) (addr string, release chan struct{}, got chan []byte) {
 	t.Helper()
 	release, got = make(chan struct{}), make(chan []byte, 64)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	up := websocket.Upgrader{}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/startupz" {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write([]byte(`{"ok":true,"status":"started"}`))
-			return
-		}
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer ws.Close()
-		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"event","event":"connect.challenge","payload":{"nonce":"n-1","ts":1}}`))
-		if _, _, err := ws.ReadMessage(); err != nil {
-			return
-		}
+	g := testkit.StartGateway(t, testkit.GatewayConfig{Session: func(ws *websocket.Conn, _ []byte, r *http.Request) {
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -133,10 +114,8 @@ func startSlowHello(t *testing.T) (addr string, release chan struct{}, got chan 
 			}
 			got <- data
 		}
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String(), release, got
+	}})
+	return g.Addr(), release, got
 }
 
 // Before hello-ok a client may send 15 frames after its connect, as on the

@@ -11,19 +11,13 @@ import (
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
 const token = "test-token-not-a-secret"
 
-func newDevice(t *testing.T) *deviceauth.Identity {
-	t.Helper()
-	id, err := deviceauth.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
+func newDevice(t *testing.T) *deviceauth.Identity { return testkit.NewDevice(t) }
 
 func connect(t *testing.T, url string, device *deviceauth.Identity) (*testclient.Conn, testclient.Result) {
 	t.Helper()

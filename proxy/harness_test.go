@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/metrics"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
@@ -58,22 +57,7 @@ func waitNoLeaks(d time.Duration) string {
 }
 
 // syncBuffer collects logs from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testkit.LogBuffer
 
 // harness is holdfast on a real 127.0.0.1 listener in front of an upstream.
 type harness struct {
@@ -214,16 +198,7 @@ func (hs *harness) waitMetric(want float64, name string, labels ...string) {
 }
 
 // freeAddr returns a 127.0.0.1 address nobody listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
+func freeAddr(t *testing.T) string { return testkit.FreeAddr(t) }
 
 // remoteListener presents every accepted 127.0.0.1 connection as coming from
 // another address, so that holdfast treats its client as remote. No traffic

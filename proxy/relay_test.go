@@ -16,6 +16,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 )
 
 // scriptConn is a leg's socket for relay tests: each Read hands out what is
@@ -57,29 +59,11 @@ var clientKey = [4]byte{0x37, 0xfa, 0x21, 0x3d}
 // wsFrame builds a frame: b0 is FIN, RSV and opcode; a masked one uses
 // clientKey.
 func wsFrame(b0 byte, payload []byte, masked bool) []byte {
-	b := []byte{b0}
-	var m byte
-	if masked {
-		m = 0x80
-	}
-	switch n := len(payload); {
-	case n <= 125:
-		b = append(b, m|byte(n))
-	case n <= 0xffff:
-		b = append(b, m|126)
-		b = binary.BigEndian.AppendUint16(b, uint16(n))
-	default:
-		b = append(b, m|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
 	if !masked {
-		return append(b, payload...)
+		return testkit.AppendFrame(nil, b0, payload, nil)
 	}
-	b = append(b, clientKey[:]...)
-	for i, c := range payload {
-		b = append(b, c^clientKey[i%4])
-	}
-	return b
+	key := clientKey
+	return testkit.AppendFrame(nil, b0, payload, &key)
 }
 
 // wireFrame is a frame as parsed from what the relay wrote.
@@ -97,44 +81,15 @@ func parseWire(t testing.TB, b []byte) []wireFrame {
 	t.Helper()
 	var fs []wireFrame
 	for len(b) > 0 {
-		if len(b) < 2 {
-			t.Fatalf("a frame cut short: % x", b)
+		f, n, err := testkit.ParseFrame(b)
+		if err != nil {
+			t.Fatalf("%v: % x", err, b[:min(len(b), 16)])
 		}
-		f := wireFrame{fin: b[0]&0x80 != 0, opcode: b[0] & 0x0f, masked: b[1]&0x80 != 0}
-		if b[0]&0x70 != 0 {
+		if f.RSV != 0 {
 			t.Fatalf("RSV bits written: %#x", b[0])
 		}
-		h, n := 2, uint64(b[1]&0x7f)
-		switch n {
-		case 126:
-			h = 4
-		case 127:
-			h = 10
-		}
-		if f.masked {
-			h += 4
-		}
-		if len(b) < h {
-			t.Fatalf("a frame header cut short: % x", b)
-		}
-		switch n {
-		case 126:
-			n = uint64(binary.BigEndian.Uint16(b[2:]))
-		case 127:
-			n = binary.BigEndian.Uint64(b[2:])
-		}
-		if f.masked {
-			copy(f.key[:], b[h-4:h])
-		}
-		if uint64(len(b)-h) < n {
-			t.Fatalf("a frame's payload cut short: %d of %d bytes", len(b)-h, n)
-		}
-		f.payload = append([]byte(nil), b[h:h+int(n)]...)
-		if f.masked {
-			maskBytes(f.key, f.payload)
-		}
-		fs = append(fs, f)
-		b = b[h+int(n):]
+		fs = append(fs, wireFrame{fin: f.Fin, opcode: f.Opcode, masked: f.Masked, key: f.Key, payload: f.Payload})
+		b = b[n:]
 	}
 	return fs
 }

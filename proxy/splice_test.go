@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strconv"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testcert"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -31,35 +30,17 @@ type rawClient struct {
 
 func dialRaw(t testing.TB, url string, hdr http.Header) *rawClient {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
-	ws, resp, err := d.Dial(url, hdr)
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("dial %s: %v (HTTP %d)", url, err, status)
-	}
-	t.Cleanup(func() { ws.Close() })
-	ws.SetReadLimit(64 << 20)
-	return &rawClient{t: t, ws: ws}
+	return &rawClient{t: t, ws: testkit.DialRaw(t, url, hdr)}
 }
 
 func (c *rawClient) read() (int, []byte) {
 	c.t.Helper()
-	_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	typ, data, err := c.ws.ReadMessage()
-	if err != nil {
-		c.t.Fatalf("read: %v", err)
-	}
-	return typ, data
+	return testkit.Read(c.t, c.ws, 10*time.Second)
 }
 
 func (c *rawClient) write(typ int, data []byte) {
 	c.t.Helper()
-	if err := c.ws.WriteMessage(typ, data); err != nil {
-		c.t.Fatalf("write: %v", err)
-	}
+	testkit.Write(c.t, c.ws, typ, data)
 }
 
 // handshake reads the challenge, sends a token-only connect followed at
@@ -223,10 +204,7 @@ func trim(b []byte) string {
 // 1 MiB) in answer to its first frame, then is handed to session.
 func startMiniUpstream(tb testing.TB, session func(ws *websocket.Conn)) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	ln := testkit.Listen(tb)
 	serveMiniUpstream(tb, ln, session)
 	return ln.Addr().String()
 }
@@ -241,45 +219,15 @@ func serveMiniUpstream(tb testing.TB, ln net.Listener, session func(ws *websocke
 // first frame is sent on got (if not nil and ready), hello-ok with
 // policy.maxPayload answers it, then the socket is handed to session.
 func serveScriptedGateway(tb testing.TB, ln net.Listener, maxPayload int, got chan<- []byte, session func(ws *websocket.Conn)) {
-	up := websocket.Upgrader{}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/startupz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"ok":true,"status":"started"}`))
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer ws.Close()
-		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"event","event":"connect.challenge","payload":{"nonce":"n-1","ts":1}}`))
-		_, data, err := ws.ReadMessage()
-		if err != nil {
-			return
-		}
+	testkit.StartGateway(tb, testkit.GatewayConfig{Listener: ln, Session: func(ws *websocket.Conn, connect []byte, _ *http.Request) {
 		select {
-		case got <- data:
+		case got <- connect:
 		default:
 		}
-		var req struct {
-			ID string `json:"id"`
-		}
-		_ = json.Unmarshal(data, &req)
-		hello := `{"type":"res","id":"` + req.ID + `","ok":true,"payload":{"type":"hello-ok","protocol":4,"policy":{"maxPayload":` +
-			strconv.Itoa(maxPayload) + `,"tickIntervalMs":30000}}}`
-		if ws.WriteMessage(websocket.TextMessage, []byte(hello)) == nil {
+		if ws.WriteMessage(websocket.TextMessage, []byte(testkit.HelloOK(testkit.RequestID(connect), maxPayload))) == nil {
 			session(ws)
 		}
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		srv.Close()
-	})
+	}})
 }
 
 // closeRecorder is a minimal upstream that records how each session ended.

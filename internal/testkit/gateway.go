@@ -156,6 +156,9 @@ func (g *Gateway) untrack(ws *websocket.Conn) {
 	g.wg.Done()
 }
 
+// Listener is the gateway's listener.
+func (g *Gateway) Listener() net.Listener { return g.ln }
+
 // Addr is the gateway's host:port.
 func (g *Gateway) Addr() string { return g.ln.Addr().String() }
 
@@ -214,6 +217,10 @@ func ServeTCP(t testing.TB, handle func(c net.Conn, br *bufio.Reader)) *TCPServe
 	t.Cleanup(func() { s.ln.Close(); s.wg.Wait() })
 	return s
 }
+
+// Listener is the server's listener; closing it refuses connections from
+// then on and leaves those open alone.
+func (s *TCPServer) Listener() net.Listener { return s.ln }
 
 // Addr is the server's host:port.
 func (s *TCPServer) Addr() string { return s.ln.Addr().String() }

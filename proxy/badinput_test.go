@@ -87,19 +87,6 @@ func challengeThen(rest func(ws *websocket.Conn)) func(ws *websocket.Conn) {
 	}
 }
 
-// proxyGoroutines counts the goroutines running holdfast's proxy code.
-func proxyGoroutines() int {
-	buf := make([]byte, 4<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	n := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "holdfast/proxy.") && !strings.Contains(g, "proxy_test.") {
-			n++
-		}
-	}
-	return n
-}
-
 // badEnv is what a row works with.
 type badEnv struct {
 	t  *testing.T
@@ -577,12 +564,14 @@ func badInputRows() []badRow {
 }
 
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	rows := badInputRows()
 	if len(rows) < 30 {
 		t.Fatalf("%d rows; the table needs at least 30", len(rows))
 	}
 	for _, r := range rows {
 		t.Run(r.phase+"/"+r.name, func(t *testing.T) {
+			t.Parallel()
 			e := &badEnv{t: t}
 			var addr string
 			if r.up != nil {
@@ -593,7 +582,7 @@ func TestBadInput(t *testing.T) {
 				addr = e.gw.Addr()
 			}
 			e.hs = startProxy(t, addr, r.tweak, r.wrap)
-			base := proxyGoroutines()
+			base := e.hs.goroutines()
 			start := time.Now()
 			if got := r.do(e); got != r.want {
 				t.Errorf("got %s; want %s", got, r.want)
@@ -611,7 +600,7 @@ func (e *badEnv) waitQuiet(base int) {
 	e.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		g := proxyGoroutines()
+		g := e.hs.goroutines()
 		pending := e.hs.metric("holdfast_upstream_handshakes_in_flight")
 		sessions := e.hs.metric("holdfast_sessions_active")
 		var upstream int64

@@ -2,12 +2,14 @@ package proxy_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -22,8 +24,10 @@ import (
 )
 
 // TestMain fails the package when goroutines of holdfast's own packages
-// outlive the tests.
+// outlive the tests. The tests mostly wait on timers and sockets, so four
+// run per core unless -parallel says otherwise.
 func TestMain(m *testing.M) {
+	testkit.DefaultParallel(4 * runtime.GOMAXPROCS(0))
 	code := m.Run()
 	if code == 0 {
 		if leaked := waitNoLeaks(5 * time.Second); leaked != "" {
@@ -67,6 +71,8 @@ type harness struct {
 	url  string // ws://127.0.0.1:port
 	http string // http://127.0.0.1:port
 	logs *syncBuffer
+	// label marks the goroutines of this holdfast (goroutines).
+	label string
 }
 
 // startProxy runs holdfast in front of upstreamAddr. wrap, if set, wraps the
@@ -89,10 +95,18 @@ func startProxy(t testing.TB, upstreamAddr string, tweak func(*proxy.Config), wr
 	logs := &syncBuffer{}
 	reg := prometheus.NewRegistry()
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h, err := proxy.New(cfg, proxy.Options{
-		Logger:    logger,
-		AccessLog: logger,
-		Metrics:   metrics.New(reg, false),
+	// Every goroutine of this holdfast (started by New, by the server or
+	// by a connection's) carries the harness's label: goroutines counts
+	// them while other tests run beside it.
+	label := fmt.Sprintf("%p", logs)
+	var h *proxy.Handler
+	var err error
+	pprof.Do(context.Background(), pprof.Labels(harnessLabel, label), func(context.Context) {
+		h, err = proxy.New(cfg, proxy.Options{
+			Logger:    logger,
+			AccessLog: logger,
+			Metrics:   metrics.New(reg, false),
+		})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -108,10 +122,12 @@ func startProxy(t testing.TB, upstreamAddr string, tweak func(*proxy.Config), wr
 	ln = h.WrapListener(ln)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
+	pprof.Do(context.Background(), pprof.Labels(harnessLabel, label), func(context.Context) {
+		go func() {
+			defer close(done)
+			_ = srv.Serve(ln)
+		}()
+	})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -125,7 +141,31 @@ func startProxy(t testing.TB, upstreamAddr string, tweak func(*proxy.Config), wr
 			t.Logf("holdfast log:\n%s", logs.String())
 		}
 	})
-	return &harness{t: t, h: h, reg: reg, url: "ws://" + addr, http: "http://" + addr, logs: logs}
+	return &harness{t: t, h: h, reg: reg, url: "ws://" + addr, http: "http://" + addr, logs: logs, label: label}
+}
+
+// harnessLabel is the profiler label that marks a harness's goroutines.
+const harnessLabel = "holdfast_harness"
+
+// goroutines counts the goroutines of this harness's holdfast that run
+// holdfast's proxy code, as proxyGoroutines does for the whole process.
+func (hs *harness) goroutines() int {
+	var b strings.Builder
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 1); err != nil {
+		hs.t.Fatal(err)
+	}
+	mark := fmt.Sprintf("%q:%q", harnessLabel, hs.label)
+	n := 0
+	for _, rec := range strings.Split(b.String(), "\n\n") {
+		if !strings.Contains(rec, mark) || !strings.Contains(rec, "holdfast/proxy.") || strings.Contains(rec, "proxy_test.") {
+			continue
+		}
+		var count int
+		if _, err := fmt.Sscanf(rec, "%d @", &count); err == nil {
+			n += count
+		}
+	}
+	return n
 }
 
 // startGateway runs a fake gateway and stops it at the end of the test.

@@ -12,6 +12,7 @@ import (
 // A free slot is granted at once, whatever the deadline; with every slot
 // taken a caller waits until its deadline or a slot is given back.
 func TestAdmission(t *testing.T) {
+	t.Parallel()
 	a := newAdmission(2)
 	ctx := context.Background()
 	past := time.Now().Add(-time.Second)

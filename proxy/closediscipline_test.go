@@ -114,6 +114,7 @@ func stream(ws *websocket.Conn, stop, peerClosed, big <-chan struct{}) {
 // policy.maxPayload: on neither leg does any frame follow the close frame
 // holdfast writes (RFC 6455 §5.5.1).
 func TestNothingFollowsACloseFrame(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		// end closes the session; client and gateway are the two ends'
@@ -148,6 +149,7 @@ func TestNothingFollowsACloseFrame(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			grace := tc.grace
 			if grace == 0 {
 				grace = 300 * time.Millisecond

@@ -83,6 +83,7 @@ func closeOf(t *testing.T, ws *websocket.Conn, within time.Duration) *websocket.
 // probe after the first confirmation, and the gateway is never reported
 // down (issue: each client leaving made it "down").
 func TestUpGatewayStaysStarted(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 
@@ -151,6 +152,7 @@ func grepLines(s, sub string) string {
 // The held clients are released by the first "started", nobody waits for
 // the slow probes, and the state ends "started", never "down".
 func TestSlowReadinessAfterWindow(t *testing.T) {
+	t.Parallel()
 	var startedAnswers atomic.Int64
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 1500 * time.Millisecond,
 		ReadinessDelay: func(started bool) time.Duration {
@@ -203,6 +205,7 @@ func TestSlowReadinessAfterWindow(t *testing.T) {
 // endpoints with 404 HTML: holdfast says so once at warn level, holds
 // nobody for the budget, stops probing and trusts what connections see.
 func TestUnusableReadinessEndpoints(t *testing.T) {
+	t.Parallel()
 	var probes atomic.Int64
 	up := startStubGateway(t, func(w http.ResponseWriter, r *http.Request) {
 		probes.Add(1)
@@ -245,6 +248,7 @@ func TestUnusableReadinessEndpoints(t *testing.T) {
 // waited for: the client gets hello-ok and the connect is sent once, even
 // past answer_timeout (issue: resent, then 1013 after twice the budget).
 func TestSlowAnswerIsWaitedFor(t *testing.T) {
+	t.Parallel()
 	up := startStubGateway(t, startedProbe, func(ws *websocket.Conn, connect []byte) {
 		time.Sleep(1500 * time.Millisecond)
 		helloOK(ws, connect)
@@ -273,6 +277,7 @@ func TestSlowAnswerIsWaitedFor(t *testing.T) {
 // again with a back-off, a bounded number of times, and the client its
 // close within the budget (issue: 118 connects in 11.7 s).
 func TestReplaysBackOffAndAreCapped(t *testing.T) {
+	t.Parallel()
 	up := startStubGateway(t, startedProbe, func(ws *websocket.Conn, _ []byte) {
 		ws.NetConn().Close()
 	})
@@ -308,6 +313,7 @@ func TestReplaysBackOffAndAreCapped(t *testing.T) {
 // policy.maxPayload (1 MiB here), not only to max_message_bytes: the
 // client gets 1009 and the gateway never sees the message.
 func TestFirstMessageOverMaxPayload(t *testing.T) {
+	t.Parallel()
 	var got atomic.Int64
 	up := startStubGateway(t, startedProbe, func(ws *websocket.Conn, connect []byte) {
 		var req struct {
@@ -346,6 +352,7 @@ func TestFirstMessageOverMaxPayload(t *testing.T) {
 // A device connect held during the window learns at once that its
 // upstream socket is gone, not when its hold ends.
 func TestHeldConnectToldWhenUpstreamGone(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: time.Hour})
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) { c.Budget = 10 * time.Second }, nil)
 	type out struct {
@@ -381,6 +388,7 @@ func TestHeldConnectToldWhenUpstreamGone(t *testing.T) {
 // The handshake's result is counted before the client can see its end: a
 // scrape made as soon as the client has read its answer counts it.
 func TestResultCountedBeforeTheClientSeesIt(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	for i := 1; i <= 5; i++ {
@@ -415,6 +423,7 @@ func TestResultCountedBeforeTheClientSeesIt(t *testing.T) {
 // grace: holdfast drops the upstream socket before the echo, and that read
 // error is holdfast's own doing, not the gateway going down.
 func TestUpGatewayStaysStartedSlowCloseEcho(t *testing.T) {
+	t.Parallel()
 	var probes atomic.Int64
 	up := startStubGateway(t, func(w http.ResponseWriter, r *http.Request) {
 		probes.Add(1)

@@ -24,6 +24,7 @@ func connectWithID(idJSON string) []byte {
 // "a\/b" comes back as "a/b". holdfast matches the answer by value, so the
 // client gets hello-ok at once, and the gateway sees one connect.
 func TestEscapedConnectID(t *testing.T) {
+	t.Parallel()
 	for _, id := range []string{`"a\/b"`, `"caf\u00e9"`, `"\u003cx\u003e\u0026"`, `"\ud83d\ude00"`, `"t\u0061b\tx"`, `"\"q\""`} {
 		t.Run(id, func(t *testing.T) {
 			gw := startGateway(t, fakegw.Config{Token: token})
@@ -51,6 +52,7 @@ func TestEscapedConnectID(t *testing.T) {
 // no device proof) to the gateway, which refuses it at once. holdfast must
 // not hold it as a device connect until the gateway has started.
 func TestConnectKeysAreExactCase(t *testing.T) {
+	t.Parallel()
 	device := `"device":{"id":"x","publicKey":"x","signature":"x","signedAt":1,"nonce":"x"}`
 	params := `"minProtocol":3,"maxProtocol":4,"client":{"id":"cli","version":"1.0.0","platform":"linux","mode":"cli"}`
 	for name, frame := range map[string]string{
@@ -121,6 +123,7 @@ func startSlowHello(t *testing.T) (addr string, release chan struct{}, got chan 
 // Before hello-ok a client may send 15 frames after its connect, as on the
 // gateway: they arrive in order after hello-ok. The 16th closes 1008.
 func TestPendingFramesLimit(t *testing.T) {
+	t.Parallel()
 	for _, n := range []int{15, 16} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			addr, release, got := startSlowHello(t)

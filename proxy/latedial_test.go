@@ -68,6 +68,7 @@ func connectAsync(url string, dev *deviceauth.Identity, origin string) <-chan la
 // held on that socket, so it gets the gateway's UNAVAILABLE and 1013 at the
 // end of its budget, as it would directly, and retries.
 func TestLateDialOutlastsPreauthTimer(t *testing.T) {
+	t.Parallel()
 	window := preauth * 3 / 2
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
@@ -107,6 +108,7 @@ func TestLateDialOutlastsPreauthTimer(t *testing.T) {
 // of the fresh budget, and then it gets the gateway's own UNAVAILABLE and
 // close 1013, so that a client that retries retries.
 func TestLateDialKeepsUnavailableRule(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 10 * time.Second, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
 	for _, device := range []bool{true, false} {
@@ -143,6 +145,7 @@ func TestLateDialKeepsUnavailableRule(t *testing.T) {
 // A started gateway: non-browser clients go through at once and nobody is
 // counted as delayed.
 func TestLateDialStartedGateway(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
 	for i := 0; i < 3; i++ {
@@ -163,6 +166,7 @@ func TestLateDialStartedGateway(t *testing.T) {
 // while it is down, and its challenge comes from the socket opened once
 // the gateway has started.
 func TestLateDialGatewayDown(t *testing.T) {
+	t.Parallel()
 	addr := freeAddr(t)
 	hs := startLateProxy(t, addr)
 	ch := connectAsync(hs.url, newDevice(t), "")
@@ -184,6 +188,7 @@ func TestLateDialGatewayDown(t *testing.T) {
 // gateway its warm socket only: no connect is sent, the socket is closed
 // and its admission slot given back, and the client is counted as gone.
 func TestLateDialClientLeaves(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 10 * time.Second, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
 	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
@@ -225,6 +230,7 @@ func summarizeLate(r testclient.Result) string {
 // non-browser client does not trust the old "started" but waits for a
 // probe, finds the gateway starting, and is dialled once it has started.
 func TestLateDialAfterQuietRestart(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
 	if o := <-connectAsync(hs.url, newDevice(t), ""); !o.res.HelloOK {

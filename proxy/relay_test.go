@@ -206,6 +206,7 @@ func closePayload(code int, text string) []byte { return websocket.FormatCloseMe
 // at a time (every frame header and every control frame split), and at
 // random points.
 func TestFrameRelayAnyCut(t *testing.T) {
+	t.Parallel()
 	big := bytes.Repeat([]byte("0123456789abcdef"), 70000/16) // over a chunk: 64-bit length
 	mid := bytes.Repeat([]byte{0xa5}, 300)                    // 16-bit length
 	ping125 := bytes.Repeat([]byte("p"), 125)
@@ -237,6 +238,7 @@ func TestFrameRelayAnyCut(t *testing.T) {
 		}
 		for name, pieces := range map[string][][]byte{"whole": {stream}, "bytewise": bytewise(stream), "random": random} {
 			t.Run(fmt.Sprintf("fromClient=%v/%s", fromClient, name), func(t *testing.T) {
+				t.Parallel()
 				res := runRelay(t, fromClient, 0, pieces...)
 				if got := events(t, res.toDst); strings.Join(got, "\n") != strings.Join(want, "\n") {
 					t.Fatalf("relayed:\n%.300s\nwant:\n%.300s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -261,6 +263,7 @@ func TestFrameRelayAnyCut(t *testing.T) {
 // the fragments leave as they come (nothing waits for the message's end)
 // and the ping goes between them.
 func TestFrameRelayFragmentsAcrossBursts(t *testing.T) {
+	t.Parallel()
 	res := runRelay(t, true, 0,
 		wsFrame(0x01, []byte("hel"), true),
 		wsFrame(0x89, []byte("?"), true),
@@ -289,6 +292,7 @@ func TestFrameRelayFragmentsAcrossBursts(t *testing.T) {
 // A frame's payload that arrives in pieces leaves as it comes, as frames
 // of one message, masked at each piece's own phase.
 func TestFrameRelayPayloadAcrossReads(t *testing.T) {
+	t.Parallel()
 	payload := []byte("abcdefghijklmnopqrstuvwxyz")
 	f := wsFrame(0x82, payload, true)
 	res := runRelay(t, true, 0, f[:6+1], f[7:12], f[12:13], f[13:])
@@ -303,6 +307,7 @@ func TestFrameRelayPayloadAcrossReads(t *testing.T) {
 // Broken frames get 1002 on their leg, nothing of them is relayed, and the
 // relay ends with an error that is not a close.
 func TestFrameRelayProtocolErrors(t *testing.T) {
+	t.Parallel()
 	long := make([]byte, 10)
 	long[0], long[1] = 0x82, 0xff // masked, 64-bit length
 	binary.BigEndian.PutUint64(long[2:], 1<<63)
@@ -350,6 +355,7 @@ func TestFrameRelayProtocolErrors(t *testing.T) {
 // A client message over the limit, counted over its frames, gets 1009 at
 // the frame header that crosses it; a message at the limit passes.
 func TestFrameRelayMessageLimit(t *testing.T) {
+	t.Parallel()
 	at := runRelay(t, true, 100, wsFrame(0x01, make([]byte, 60), true), wsFrame(0x80, make([]byte, 40), true))
 	if at.err != errRelayEOF || at.msgs != 1 {
 		t.Fatalf("a message of exactly the limit: %v, %d messages", at.err, at.msgs)
@@ -374,6 +380,7 @@ func TestFrameRelayMessageLimit(t *testing.T) {
 // A close without a code is 1005, answered with an empty close; nothing is
 // written on either leg after it.
 func TestFrameRelayEmptyClose(t *testing.T) {
+	t.Parallel()
 	res := runRelay(t, false, 0, wsFrame(0x88, nil, false), wsFrame(0x81, []byte("late"), false))
 	if closeCode(res.err) != websocket.CloseNoStatusReceived {
 		t.Fatalf("ended with %v; want 1005", res.err)
@@ -389,6 +396,7 @@ func TestFrameRelayEmptyClose(t *testing.T) {
 // Frames toward the gateway each get a fresh key: over many frames, keys
 // vary and none is the client's.
 func TestFrameRelayFreshKeys(t *testing.T) {
+	t.Parallel()
 	var stream []byte
 	for range 64 {
 		stream = append(stream, wsFrame(0x81, []byte("same payload"), true)...)
@@ -405,6 +413,7 @@ func TestFrameRelayFreshKeys(t *testing.T) {
 
 // maskCopy equals copy then maskBytes, at every length and alignment.
 func TestMaskCopy(t *testing.T) {
+	t.Parallel()
 	key := [4]byte{1, 2, 3, 4}
 	k := binary.LittleEndian.Uint32(key[:])
 	src := make([]byte, 300)

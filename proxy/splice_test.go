@@ -79,6 +79,7 @@ func randomBytes(t *testing.T, n int) []byte {
 // After hello-ok: pipelined frames, text and binary, a 10 MiB message and
 // ping/pong cross holdfast byte-identical and in order.
 func TestSpliceRelaysFrames(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, Echo: true})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c := dialRaw(t, hs.url, nil)
@@ -147,6 +148,7 @@ func TestSpliceRelaysFrames(t *testing.T) {
 // gateway, and the gateway's pings reach the client, whose pongs reach the
 // gateway in time (it terminates a session that misses one).
 func TestSplicePingPong(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, Echo: true, PingInterval: 300 * time.Millisecond})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c := dialRaw(t, hs.url, nil)
@@ -270,7 +272,9 @@ func (r *closeRecorder) wait(t *testing.T) error {
 // Close codes cross holdfast both ways; an end without a close frame is
 // reported with a legal code, never 1005/1006 on the wire.
 func TestCloseCodes(t *testing.T) {
+	t.Parallel()
 	t.Run("client close reaches the gateway", func(t *testing.T) {
+		t.Parallel()
 		rec, addr := startRecorder(t, false)
 		hs := startProxy(t, addr, nil, nil)
 		c := dialRaw(t, hs.url, nil)
@@ -282,6 +286,7 @@ func TestCloseCodes(t *testing.T) {
 		}
 	})
 	t.Run("client vanishing is 1001 upstream", func(t *testing.T) {
+		t.Parallel()
 		rec, addr := startRecorder(t, false)
 		hs := startProxy(t, addr, nil, nil)
 		c := dialRaw(t, hs.url, nil)
@@ -293,6 +298,7 @@ func TestCloseCodes(t *testing.T) {
 		}
 	})
 	t.Run("gateway vanishing is 1011 to the client", func(t *testing.T) {
+		t.Parallel()
 		_, addr := startRecorder(t, true)
 		hs := startProxy(t, addr, nil, nil)
 		c := dialRaw(t, hs.url, nil)
@@ -305,6 +311,7 @@ func TestCloseCodes(t *testing.T) {
 		}
 	})
 	t.Run("gateway shutdown is its shutdown event and 1012", func(t *testing.T) {
+		t.Parallel()
 		gw := startGateway(t, fakegw.Config{Token: token})
 		hs := startProxy(t, gw.Addr(), nil, nil)
 		c := dialRaw(t, hs.url, nil)
@@ -333,6 +340,7 @@ func TestCloseCodes(t *testing.T) {
 
 // A client message over hello-ok's policy.maxPayload closes 1009.
 func TestMessageOverMaxPayload(t *testing.T) {
+	t.Parallel()
 	_, addr := startRecorder(t, false) // its hello-ok states 1 MiB
 	hs := startProxy(t, addr, nil, nil)
 	c := dialRaw(t, hs.url, nil)
@@ -348,6 +356,7 @@ func TestMessageOverMaxPayload(t *testing.T) {
 
 // A pre-auth frame over 64 KiB closes 1009, as on the gateway.
 func TestPreauthFrameTooLarge(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c := dialRaw(t, hs.url, nil)
@@ -365,6 +374,7 @@ func TestPreauthFrameTooLarge(t *testing.T) {
 // A first frame that is not a connect goes to the gateway, whose answer and
 // close code come back unchanged.
 func TestNonConnectFirstFrame(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c := dialRaw(t, hs.url, nil)
@@ -385,6 +395,7 @@ func TestNonConnectFirstFrame(t *testing.T) {
 // A wss gateway: holdfast verifies its certificate, probes its readiness
 // over HTTPS, and splices through TLS with frames batched below it.
 func TestTLSUpstream(t *testing.T) {
+	t.Parallel()
 	cert, pool := selfSigned(t)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
 	if err != nil {

@@ -80,6 +80,7 @@ func (r *rawConn) frame() (opcode byte, payload []byte) {
 // host (net/http drops the header), upgrade or passthrough alike: holdfast
 // never forwards a Host the client did not send.
 func TestMalformedUpgradeOpensNoUpstream(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	host := strings.TrimPrefix(hs.url, "ws://")
@@ -117,6 +118,7 @@ func TestMalformedUpgradeOpensNoUpstream(t *testing.T) {
 // Frames a client sends in the same packet as its upgrade request are
 // kept: its connect arrives at the gateway and the client gets hello-ok.
 func TestFramesInTheUpgradePacketAreKept(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c := dialTCP(t, hs.url)
@@ -143,6 +145,7 @@ func TestFramesInTheUpgradePacketAreKept(t *testing.T) {
 // The same on a listener that holdfast did not wrap (an embedding program's
 // own): the early bytes are read before the socket.
 func TestFramesInTheUpgradePacketAreKeptUnwrapped(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	h, err := proxy.New(proxy.Config{Upstream: &url.URL{Scheme: "ws", Host: gw.Addr()}}, proxy.Options{})
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testcert"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 )
 
 const testToken = "serve-test-token"
@@ -74,13 +75,7 @@ func (r *running) metricsURL() string { return "http://" + r.ls.metrics.String()
 // waitFor polls cond until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.WaitFor(t, d, what, cond)
 }
 
 // testConfig is the default configuration on random ports in front of gw,
@@ -521,14 +516,7 @@ func TestSecondStopStopsAtOnce(t *testing.T) {
 	}
 }
 
-func newDevice(t *testing.T) *deviceauth.Identity {
-	t.Helper()
-	d, err := deviceauth.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
+func newDevice(t *testing.T) *deviceauth.Identity { return testkit.NewDevice(t) }
 
 // Stopping with 1 000 sessions open, one of whose clients never reads while
 // the gateway streams to it, ends within shutdown.grace, and /readyz answers

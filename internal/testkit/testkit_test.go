@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,5 +128,45 @@ func TestNewDevice(t *testing.T) {
 	t.Parallel()
 	if a, b := testkit.NewDevice(t), testkit.NewDevice(t); a.ID() == b.ID() {
 		t.Fatal("two devices with one id")
+	}
+}
+
+// Heavy and prompt tests never run at the same time; tests of one kind
+// do.
+func TestKindsNeverOverlap(t *testing.T) {
+	var mu sync.Mutex
+	var running [2]int
+	var overlap, together bool
+	t.Run("group", func(t *testing.T) {
+		for i := range 8 {
+			t.Run(fmt.Sprint(i), func(t *testing.T) {
+				t.Parallel()
+				k := i % 2
+				if k == 0 {
+					testkit.Heavy(t)
+				} else {
+					testkit.Prompt(t)
+				}
+				mu.Lock()
+				running[k]++
+				if running[1-k] > 0 {
+					overlap = true
+				}
+				if running[k] > 1 {
+					together = true
+				}
+				mu.Unlock()
+				time.Sleep(20 * time.Millisecond)
+				mu.Lock()
+				running[k]--
+				mu.Unlock()
+			})
+		}
+	})
+	if overlap {
+		t.Error("a heavy and a prompt test ran at the same time")
+	}
+	if !together {
+		t.Log("no two tests of one kind ran together (-parallel 1?)")
 	}
 }

@@ -572,6 +572,7 @@ func TestBadInput(t *testing.T) {
 	for _, r := range rows {
 		t.Run(r.phase+"/"+r.name, func(t *testing.T) {
 			t.Parallel()
+			testkit.Prompt(t)
 			e := &badEnv{t: t}
 			var addr string
 			if r.up != nil {

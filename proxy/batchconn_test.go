@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 )
 
 // frameBytes builds one WebSocket frame with the given payload length.
@@ -253,6 +255,7 @@ func TestBatchConnNothingAfterClose(t *testing.T) {
 // already blocked included, instead of waiting out the write timeout.
 func TestBatchConnCloseHonoursDeadline(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	a, b := net.Pipe() // nobody reads b
 	defer a.Close()
 	defer b.Close()
@@ -286,6 +289,7 @@ func TestBatchConnCloseHonoursDeadline(t *testing.T) {
 // ends by it.
 func TestBatchConnWriteDeadlineRenewal(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	a, b := net.Pipe() // nobody reads b
 	defer a.Close()
 	defer b.Close()

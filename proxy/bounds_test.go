@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -65,6 +66,7 @@ func (b *blackhole) close() {
 // answered 504 once the response header timeout has passed, not never.
 func TestPassthroughResponseHeaderTimeout(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	bh := startBlackhole(t)
 	hs := startProxy(t, bh.addr(), func(c *proxy.Config) {
 		c.PassthroughResponseHeaderTimeout = 300 * time.Millisecond

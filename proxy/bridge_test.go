@@ -15,6 +15,7 @@ import (
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -81,6 +82,7 @@ func TestBridgeLegacyClientOnCurrentGateway(t *testing.T) {
 	for _, device := range []bool{true, false} {
 		t.Run(kindName(device), func(t *testing.T) {
 			t.Parallel()
+			testkit.Prompt(t)
 			gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 700 * time.Millisecond, TickInterval: 40 * time.Millisecond})
 			hs := startProxy(t, gw.Addr(), nil, nil)
 			var dev *deviceauth.Identity

@@ -150,6 +150,7 @@ func TestNothingFollowsACloseFrame(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			testkit.Heavy(t)
 			grace := tc.grace
 			if grace == 0 {
 				grace = 300 * time.Millisecond

@@ -15,6 +15,7 @@ import (
 
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -128,6 +129,7 @@ func watchClose(ws *websocket.Conn, out chan<- closeSeen) {
 // slice of the drain holds more than twice its share of the closes.
 func TestDrainSpreadsCloses(t *testing.T) {
 	t.Parallel()
+	testkit.Heavy(t)
 	const (
 		n      = 500
 		spread = 4 * time.Second
@@ -197,6 +199,7 @@ func TestDrainSpreadsCloses(t *testing.T) {
 // being replayed through the window.
 func TestStopAtOnceClosesHandshakes(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: time.Minute})
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
 		c.Budget = 12 * time.Second

@@ -84,6 +84,7 @@ func closeOf(t *testing.T, ws *websocket.Conn, within time.Duration) *websocket.
 // down (issue: each client leaving made it "down").
 func TestUpGatewayStaysStarted(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 
@@ -153,6 +154,7 @@ func grepLines(s, sub string) string {
 // the slow probes, and the state ends "started", never "down".
 func TestSlowReadinessAfterWindow(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	var startedAnswers atomic.Int64
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 1500 * time.Millisecond,
 		ReadinessDelay: func(started bool) time.Duration {
@@ -206,6 +208,7 @@ func TestSlowReadinessAfterWindow(t *testing.T) {
 // nobody for the budget, stops probing and trusts what connections see.
 func TestUnusableReadinessEndpoints(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	var probes atomic.Int64
 	up := startStubGateway(t, func(w http.ResponseWriter, r *http.Request) {
 		probes.Add(1)
@@ -249,6 +252,7 @@ func TestUnusableReadinessEndpoints(t *testing.T) {
 // past answer_timeout (issue: resent, then 1013 after twice the budget).
 func TestSlowAnswerIsWaitedFor(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	up := startStubGateway(t, startedProbe, func(ws *websocket.Conn, connect []byte) {
 		time.Sleep(1500 * time.Millisecond)
 		helloOK(ws, connect)
@@ -278,6 +282,7 @@ func TestSlowAnswerIsWaitedFor(t *testing.T) {
 // close within the budget (issue: 118 connects in 11.7 s).
 func TestReplaysBackOffAndAreCapped(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	up := startStubGateway(t, startedProbe, func(ws *websocket.Conn, _ []byte) {
 		ws.NetConn().Close()
 	})
@@ -353,6 +358,7 @@ func TestFirstMessageOverMaxPayload(t *testing.T) {
 // upstream socket is gone, not when its hold ends.
 func TestHeldConnectToldWhenUpstreamGone(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: time.Hour})
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) { c.Budget = 10 * time.Second }, nil)
 	type out struct {
@@ -424,6 +430,7 @@ func TestResultCountedBeforeTheClientSeesIt(t *testing.T) {
 // error is holdfast's own doing, not the gateway going down.
 func TestUpGatewayStaysStartedSlowCloseEcho(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	var probes atomic.Int64
 	up := startStubGateway(t, func(w http.ResponseWriter, r *http.Request) {
 		probes.Add(1)

@@ -19,6 +19,7 @@ import (
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -117,6 +118,7 @@ func TestGatewayKilledInEachPhase(t *testing.T) {
 	for _, p := range phases {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
+			testkit.Prompt(t)
 			tweak := func(c *proxy.Config) {
 				c.Budget = 2 * time.Second
 				c.DialTimeout = 300 * time.Millisecond
@@ -182,6 +184,7 @@ func TestGatewayKilledInEachPhase(t *testing.T) {
 // load stops nothing stays open.
 func TestGatewayRestartLoopUnderLoad(t *testing.T) {
 	t.Parallel()
+	testkit.Heavy(t)
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 300 * time.Millisecond, MaxPreauthPerIP: -1})
 	const budget, lateDial = 3 * time.Second, time.Second
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
@@ -312,6 +315,7 @@ func TestBrokenGatewaysUnderLoad(t *testing.T) {
 	for name, g := range gateways {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
+			testkit.Heavy(t)
 			s := g.start(t)
 			const budget = 1500 * time.Millisecond
 			hs := startProxy(t, s.addr(), func(c *proxy.Config) {

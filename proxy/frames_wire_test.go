@@ -25,6 +25,7 @@ func connectWithID(idJSON string) []byte {
 // client gets hello-ok at once, and the gateway sees one connect.
 func TestEscapedConnectID(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	for _, id := range []string{`"a\/b"`, `"caf\u00e9"`, `"\u003cx\u003e\u0026"`, `"\ud83d\ude00"`, `"t\u0061b\tx"`, `"\"q\""`} {
 		t.Run(id, func(t *testing.T) {
 			gw := startGateway(t, fakegw.Config{Token: token})
@@ -53,6 +54,7 @@ func TestEscapedConnectID(t *testing.T) {
 // not hold it as a device connect until the gateway has started.
 func TestConnectKeysAreExactCase(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	device := `"device":{"id":"x","publicKey":"x","signature":"x","signedAt":1,"nonce":"x"}`
 	params := `"minProtocol":3,"maxProtocol":4,"client":{"id":"cli","version":"1.0.0","platform":"linux","mode":"cli"}`
 	for name, frame := range map[string]string{

@@ -47,6 +47,7 @@ func TestStartupWindowIsAbsorbed(t *testing.T) {
 	for _, device := range []bool{false, true} {
 		t.Run(kindName(device), func(t *testing.T) {
 			t.Parallel()
+			testkit.Prompt(t)
 			gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 2 * time.Second})
 			hs := startProxy(t, gw.Addr(), nil, nil)
 			var dev *deviceauth.Identity
@@ -156,6 +157,7 @@ func TestBudgetShorterThanWindow(t *testing.T) {
 	for _, device := range []bool{false, true} {
 		t.Run(kindName(device), func(t *testing.T) {
 			t.Parallel()
+			testkit.Prompt(t)
 			gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 10 * time.Second})
 			budget := 1500 * time.Millisecond
 			hs := startProxy(t, gw.Addr(), func(c *proxy.Config) { c.Budget = budget }, nil)
@@ -206,6 +208,7 @@ func TestRejectionPassesThrough(t *testing.T) {
 // bounded number of readiness probes and connect attempts.
 func TestCrowdThroughOneWindow(t *testing.T) {
 	t.Parallel()
+	testkit.Heavy(t)
 	const n = 200
 	window := 2 * time.Second
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, MaxPreauthPerIP: 32})

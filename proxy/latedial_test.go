@@ -10,6 +10,7 @@ import (
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -69,6 +70,7 @@ func connectAsync(url string, dev *deviceauth.Identity, origin string) <-chan la
 // end of its budget, as it would directly, and retries.
 func TestLateDialOutlastsPreauthTimer(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	window := preauth * 3 / 2
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
@@ -109,6 +111,7 @@ func TestLateDialOutlastsPreauthTimer(t *testing.T) {
 // close 1013, so that a client that retries retries.
 func TestLateDialKeepsUnavailableRule(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 10 * time.Second, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
 	for _, device := range []bool{true, false} {
@@ -146,6 +149,7 @@ func TestLateDialKeepsUnavailableRule(t *testing.T) {
 // counted as delayed.
 func TestLateDialStartedGateway(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGateway(t, fakegw.Config{Token: token, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
 	for i := 0; i < 3; i++ {
@@ -231,6 +235,7 @@ func summarizeLate(r testclient.Result) string {
 // probe, finds the gateway starting, and is dialled once it has started.
 func TestLateDialAfterQuietRestart(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGateway(t, fakegw.Config{Token: token, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
 	if o := <-connectAsync(hs.url, newDevice(t), ""); !o.res.HelloOK {

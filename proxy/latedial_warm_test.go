@@ -11,6 +11,7 @@ import (
 
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -34,6 +35,7 @@ func TestWarmSocketRenewedBeforePreauthTimer(t *testing.T) {
 	for _, device := range []bool{true, false} {
 		t.Run(kindName(device), func(t *testing.T) {
 			t.Parallel()
+			testkit.Prompt(t)
 			gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, PreauthTimeout: timer})
 			gwStart := time.Now()
 			hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
@@ -84,6 +86,7 @@ func TestWarmSocketRenewedBeforePreauthTimer(t *testing.T) {
 // one connect sent.
 func TestWarmSocketClosedByGateway(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	const window = 2 * time.Second
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, PreauthTimeout: 700 * time.Millisecond})
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
@@ -113,6 +116,7 @@ func TestWarmSocketClosedByGateway(t *testing.T) {
 // socket need no new one.
 func TestWarmSocketsKeepPerAddressLimit(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	const (
 		limit   = 3
 		clients = 10
@@ -223,6 +227,7 @@ func tlsFront(t *testing.T, backend string) (addr string, pool *x509.CertPool) {
 // one's, and reaches hello-ok with one connect.
 func TestWarmSocketOverTLSClosedByGateway(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	const window = 1500 * time.Millisecond
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, PreauthTimeout: 500 * time.Millisecond})
 	addr, pool := tlsFront(t, gw.Addr())

@@ -239,6 +239,7 @@ func TestFrameRelayAnyCut(t *testing.T) {
 		for name, pieces := range map[string][][]byte{"whole": {stream}, "bytewise": bytewise(stream), "random": random} {
 			t.Run(fmt.Sprintf("fromClient=%v/%s", fromClient, name), func(t *testing.T) {
 				t.Parallel()
+				testkit.Heavy(t)
 				res := runRelay(t, fromClient, 0, pieces...)
 				if got := events(t, res.toDst); strings.Join(got, "\n") != strings.Join(want, "\n") {
 					t.Fatalf("relayed:\n%.300s\nwant:\n%.300s", strings.Join(got, "\n"), strings.Join(want, "\n"))

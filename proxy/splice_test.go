@@ -80,6 +80,7 @@ func randomBytes(t *testing.T, n int) []byte {
 // ping/pong cross holdfast byte-identical and in order.
 func TestSpliceRelaysFrames(t *testing.T) {
 	t.Parallel()
+	testkit.Heavy(t)
 	gw := startGateway(t, fakegw.Config{Token: token, Echo: true})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c := dialRaw(t, hs.url, nil)
@@ -149,6 +150,7 @@ func TestSpliceRelaysFrames(t *testing.T) {
 // gateway in time (it terminates a session that misses one).
 func TestSplicePingPong(t *testing.T) {
 	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGateway(t, fakegw.Config{Token: token, Echo: true, PingInterval: 300 * time.Millisecond})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c := dialRaw(t, hs.url, nil)

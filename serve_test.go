@@ -308,8 +308,11 @@ func TestReload(t *testing.T) {
 	write("listen: 127.0.0.1:1\nmetrics:\n  listen: 127.0.0.1:0\nupstream:\n  url: " + gw2.URL() +
 		"\nhandshake:\n  budget: 9s\nlog:\n  level: debug\nshutdown:\n  drain_delay: 0s\n  drain: 0s\n")
 	r.reload <- struct{}{}
-	waitFor(t, 10*time.Second, "the reload", func() bool {
-		return strings.Contains(get(t, r.metricsURL()+"/metrics"), reloads("success")+"1")
+	// The reload counts itself, then logs what changed: wait for both
+	// (reading the log as soon as the counter moved missed its lines).
+	waitFor(t, 10*time.Second, "the reload and its log line", func() bool {
+		return strings.Contains(get(t, r.metricsURL()+"/metrics"), reloads("success")+"1") &&
+			strings.Contains(r.logs.String(), "msg=\"config reloaded;")
 	})
 	logs := r.logs.String()
 	if !strings.Contains(logs, `msg="config reloaded; new connections use it, spliced sessions keep theirs"`) ||

@@ -26,6 +26,8 @@ import (
 // holdfast as a whole: the binary's wiring, its operational endpoints, the
 // metrics a scrape sees after real scenarios, and a graceful stop.
 func TestServeEndToEnd(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	const token = "main-test-token"
 	gw, err := fakegw.Start(fakegw.Config{Token: token, StartupWindow: 1500 * time.Millisecond})
 	if err != nil {
@@ -200,6 +202,7 @@ func get(t *testing.T, url string) string {
 }
 
 func TestVersionFlag(t *testing.T) {
+	t.Parallel()
 	var out, errOut strings.Builder
 	if err := run([]string{"-version"}, &out, &errOut, controls{}); err != nil {
 		t.Fatalf("holdfast -version: %v (%s)", err, errOut.String())
@@ -238,6 +241,7 @@ func promtoolCheckMetrics(t *testing.T, body string) {
 // The access log comes in the configured format (here JSON), one line per
 // connection with every key, and log.access: false turns it off.
 func TestAccessLogConfig(t *testing.T) {
+	t.Parallel()
 	const token = "access-log-test-token"
 	gw, err := fakegw.Start(fakegw.Config{Token: token})
 	if err != nil {

@@ -160,6 +160,7 @@ func servedCert(t *testing.T, addr string, roots *x509.CertPool) *x509.Certifica
 // the files is picked up by new connections while an open session goes on;
 // a bad pair is refused with a clear log line and the one in use kept.
 func TestTLSListenerRotation(t *testing.T) {
+	t.Parallel()
 	gw := startGW(t, fakegw.Config{Echo: true})
 	dir := t.TempDir()
 	certA := certPair(t, dir, "holdfast-a")
@@ -236,6 +237,7 @@ func TestTLSListenerRotation(t *testing.T) {
 // -check-config (and startup) refuse a bad pair, and a CA file without
 // certificates, naming the key.
 func TestCheckConfigRefusesBadFiles(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty.pem")
 	if err := os.WriteFile(empty, []byte("no certificate here\n"), 0o600); err != nil {
@@ -271,6 +273,7 @@ func TestCheckConfigRefusesBadFiles(t *testing.T) {
 // one is refused with every problem logged and the configuration in force
 // kept; both are counted.
 func TestReload(t *testing.T) {
+	t.Parallel()
 	gw1 := startGW(t, fakegw.Config{Echo: true})
 	gw2 := startGW(t, fakegw.Config{Echo: true})
 	dir := t.TempDir()
@@ -393,6 +396,8 @@ func isClose(err error, code int) bool {
 // hello-ok within its budget, and its session is then closed with 1012;
 // serve returns nil.
 func TestStopDrains(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGW(t, fakegw.Config{Echo: true, StartupWindow: 4 * time.Second})
 	cfg := testConfig(gw)
 	cfg.Shutdown.DrainDelay = 2 * time.Second
@@ -475,6 +480,8 @@ func TestStopDrains(t *testing.T) {
 // A second stop during the drain stops at once: every session still open
 // gets its close frame (1012) before serve returns, none sees 1006.
 func TestSecondStopStopsAtOnce(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	const n = 20
 	gw := startGW(t, fakegw.Config{Echo: true})
 	cfg := testConfig(gw)
@@ -525,6 +532,8 @@ func newDevice(t *testing.T) *deviceauth.Identity { return testkit.NewDevice(t) 
 // the gateway streams to it, ends within shutdown.grace, and /readyz answers
 // all along.
 func TestStopBoundedWithAStalledClient(t *testing.T) {
+	t.Parallel()
+	testkit.Heavy(t) // 1 000 sessions, one stalled
 	const n = 1000
 	gw := startGW(t, fakegw.Config{Echo: true, MaxPreauthPerIP: -1})
 	cfg := testConfig(gw)

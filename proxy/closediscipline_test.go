@@ -149,14 +149,16 @@ func TestNothingFollowsACloseFrame(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			testkit.Heavy(t)
 			grace := tc.grace
 			if grace == 0 {
 				grace = 300 * time.Millisecond
 			}
-			for range 3 {
-				runCloseDiscipline(t, grace, tc.end)
+			for i := range 3 {
+				t.Run(fmt.Sprint(i), func(t *testing.T) {
+					t.Parallel()
+					testkit.Heavy(t)
+					runCloseDiscipline(t, grace, tc.end)
+				})
 			}
 		})
 	}

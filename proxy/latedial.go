@@ -216,7 +216,7 @@ func (c *conn) lateDial() *outcome {
 		}
 	}
 	c.h.log.Debug("late dial", "client", c.rec.clientAddr, "waited", waited.Round(time.Millisecond), "why", string(d.Reason), "warm", c.up != nil)
-	c.budget = retry.NewBudget(c.h.clock, c.h.lateBudget())
+	c.budget = retry.NewBudget(retry.SystemClock{}, c.h.lateBudget())
 	if c.up != nil && peerSpoke(c.up.ws.NetConn()) {
 		c.warmLost() // closed since the last look
 	}
@@ -268,7 +268,7 @@ func (h *Handler) warmRenewAge() time.Duration {
 // upgrade), a budget spent in line or the client leaving end the
 // connection with their outcome.
 func (c *conn) warmDial(left time.Duration) *outcome {
-	budget := retry.NewBudget(c.h.clock, max(left, 0)+c.h.lateBudget())
+	budget := retry.NewBudget(retry.SystemClock{}, max(left, 0)+c.h.lateBudget())
 	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.key(), budget)
 	if err == nil {
 		c.up = up
@@ -347,7 +347,7 @@ func (c *conn) renewWarm(r metrics.RenewReason) {
 	c.up = nil
 	c.h.metrics.Renewal(r)
 	c.h.log.Debug("warm upstream socket renewed", "client", c.rec.clientAddr, "age", time.Since(old.opened).Round(time.Millisecond), "why", string(r))
-	up, err := c.h.dialOnceSlot(c.ctx, c.target, c.hdr, c.attr.key(), retry.NewBudget(c.h.clock, c.h.cfg.DialTimeout), slot)
+	up, err := c.h.dialOnceSlot(c.ctx, c.target, c.hdr, c.attr.key(), retry.NewBudget(retry.SystemClock{}, c.h.cfg.DialTimeout), slot)
 	if err != nil {
 		if c.ctx.Err() == nil {
 			c.h.noteDialFailure(err)

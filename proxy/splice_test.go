@@ -151,7 +151,10 @@ func TestSpliceRelaysFrames(t *testing.T) {
 func TestSplicePingPong(t *testing.T) {
 	t.Parallel()
 	testkit.Prompt(t)
-	gw := startGateway(t, fakegw.Config{Token: token, Echo: true, PingInterval: 300 * time.Millisecond})
+	// The gateway ends a session whose pong has not come by its next
+	// ping: 1 s leaves a client that reads every 30 ms room on a loaded
+	// machine (300 ms did not, beside parallel tests).
+	gw := startGateway(t, fakegw.Config{Token: token, Echo: true, PingInterval: time.Second})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c := dialRaw(t, hs.url, nil)
 	c.handshake()
@@ -170,7 +173,7 @@ func TestSplicePingPong(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Reading drives the control handlers: keep a message going until the
-	// pong and two of the gateway's pings (300 ms apart) came through, or
+	// pong and two of the gateway's pings (1 s apart) came through, or
 	// for a deadline far beyond that on a loaded machine.
 	gotPong := false
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && (!gotPong || len(pings) < 2); {

@@ -3,6 +3,7 @@ package testkit
 import (
 	"sync"
 	"testing"
+	"time"
 )
 
 // Parallel tests of a package share the machine. Most wait on timers and
@@ -30,14 +31,21 @@ const (
 	kindPrompt
 )
 
-// kindGate admits tests of one kind at a time. A kind that waits is not
-// overtaken: while it waits, no more tests of the running kind start.
+// kindGate admits tests of one kind at a time. Tests of the running kind
+// may join it until the other kind has waited for patience; from then on
+// the running kind drains and the other takes over, so neither waits
+// longer than patience and the longest test of the other kind.
 type kindGate struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
 	active  [2]int
 	waiting [2]int
+	since   [2]time.Time // when the oldest waiter of a kind began waiting
 }
+
+// patience is how long a kind waits before the running kind stops
+// admitting more of its tests.
+const patience = 2 * time.Second
 
 func newKindGate() *kindGate {
 	g := &kindGate{}
@@ -49,11 +57,15 @@ func (g *kindGate) enter(t testing.TB, k int) {
 	t.Helper()
 	other := 1 - k
 	g.mu.Lock()
-	g.waiting[k]++
-	for g.active[other] > 0 || (g.waiting[other] > 0 && g.active[k] > 0) {
+	if g.waiting[k]++; g.waiting[k] == 1 {
+		g.since[k] = time.Now()
+	}
+	for g.active[other] > 0 || (g.waiting[other] > 0 && g.active[k] > 0 && time.Since(g.since[other]) > patience) {
 		g.cond.Wait()
 	}
-	g.waiting[k]--
+	if g.waiting[k]--; g.waiting[k] > 0 {
+		g.since[k] = time.Now() // the waiters left are served with this one's kind
+	}
 	g.active[k]++
 	g.mu.Unlock()
 	t.Cleanup(func() {

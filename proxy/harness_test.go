@@ -24,10 +24,10 @@ import (
 )
 
 // TestMain fails the package when goroutines of holdfast's own packages
-// outlive the tests. The tests mostly wait on timers and sockets, so four
+// outlive the tests. The tests mostly wait on timers and sockets, so sixteen
 // run per core unless -parallel says otherwise.
 func TestMain(m *testing.M) {
-	testkit.DefaultParallel(4 * runtime.GOMAXPROCS(0))
+	testkit.DefaultParallel(16 * runtime.GOMAXPROCS(0))
 	code := m.Run()
 	if code == 0 {
 		if leaked := waitNoLeaks(5 * time.Second); leaked != "" {

@@ -28,10 +28,10 @@ const testToken = "s3cret-token"
 
 // TestMain fails the package if goroutines outlive the tests (a count over
 // the whole process, taken before and after all of them). The tests
-// mostly wait on timers and sockets: four run per core unless -parallel
+// mostly wait on timers and sockets: sixteen run per core unless -parallel
 // says otherwise.
 func TestMain(m *testing.M) {
-	testkit.DefaultParallel(4 * runtime.GOMAXPROCS(0))
+	testkit.DefaultParallel(16 * runtime.GOMAXPROCS(0))
 	before := runtime.NumGoroutine()
 	code := m.Run()
 	if code == 0 {

@@ -96,6 +96,9 @@ func startGW(t *testing.T, cfg fakegw.Config) *fakegw.Gateway {
 	if cfg.Token == "" {
 		cfg.Token = testToken
 	}
+	if cfg.Addr == "" {
+		cfg.Addr = testkit.FreeAddr(t) // see testkit.FreeAddr
+	}
 	gw, err := fakegw.Start(cfg)
 	if err != nil {
 		t.Fatal(err)

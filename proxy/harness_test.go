@@ -171,6 +171,11 @@ func (hs *harness) goroutines() int {
 // startGateway runs a fake gateway and stops it at the end of the test.
 func startGateway(t *testing.T, cfg fakegw.Config) *fakegw.Gateway {
 	t.Helper()
+	if cfg.Addr == "" {
+		// A port no parallel test's listener takes while the gateway
+		// is down, and no stale dial of another test reaches.
+		cfg.Addr = testkit.FreeAddr(t)
+	}
 	g, err := fakegw.Start(cfg)
 	if err != nil {
 		t.Fatal(err)

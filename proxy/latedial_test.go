@@ -72,9 +72,9 @@ func TestLateDialOutlastsPreauthTimer(t *testing.T) {
 	t.Parallel()
 	testkit.Prompt(t)
 	window := preauth * 3 / 2
+	start := time.Now() // the window begins when the gateway starts
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
-	start := time.Now()
 	cli := connectAsync(hs.url, newDevice(t), "")
 	browser := connectAsync(hs.url, newDevice(t), "http://"+gw.Addr())
 

@@ -23,7 +23,7 @@ var kinds = newKindGate()
 func Heavy(t testing.TB) { kinds.enter(t, kindHeavy) }
 
 // Prompt marks t as a test that bounds a latency; it waits while heavy
-// tests run.
+// tests run, and while maxPrompt others run.
 func Prompt(t testing.TB) { kinds.enter(t, kindPrompt) }
 
 const (
@@ -43,6 +43,10 @@ type kindGate struct {
 	since   [2]time.Time // when the oldest waiter of a kind began waiting
 }
 
+// maxPrompt is how many prompt tests run at once: more of them, each with
+// its own clients and gateway, load the machine as a heavy test does.
+const maxPrompt = 4
+
 // patience is how long a kind waits before the running kind stops
 // admitting more of its tests.
 const patience = 2 * time.Second
@@ -60,7 +64,8 @@ func (g *kindGate) enter(t testing.TB, k int) {
 	if g.waiting[k]++; g.waiting[k] == 1 {
 		g.since[k] = time.Now()
 	}
-	for g.active[other] > 0 || (g.waiting[other] > 0 && g.active[k] > 0 && time.Since(g.since[other]) > patience) {
+	for g.active[other] > 0 || (g.waiting[other] > 0 && g.active[k] > 0 && time.Since(g.since[other]) > patience) ||
+		(k == kindPrompt && g.active[k] >= maxPrompt) {
 		g.cond.Wait()
 	}
 	if g.waiting[k]--; g.waiting[k] > 0 {

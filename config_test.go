@@ -12,6 +12,7 @@ import (
 )
 
 func TestShippedConfigIsValidAndDefault(t *testing.T) {
+	t.Parallel()
 	cfg, err := LoadConfig("proxy.yaml")
 	if err != nil {
 		t.Fatalf("proxy.yaml: %v", err)
@@ -29,6 +30,7 @@ func TestShippedConfigIsValidAndDefault(t *testing.T) {
 }
 
 func TestEmptyConfigTakesDefaults(t *testing.T) {
+	t.Parallel()
 	cfg, err := ParseConfig(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +41,7 @@ func TestEmptyConfigTakesDefaults(t *testing.T) {
 }
 
 func TestBadConfigs(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		file string
 		want []string
@@ -84,6 +87,7 @@ func TestBadConfigs(t *testing.T) {
 }
 
 func TestCheckConfigCommand(t *testing.T) {
+	t.Parallel()
 	var out, errOut bytes.Buffer
 	if err := run([]string{"-check-config", "-config", "proxy.yaml"}, &out, &errOut, controls{}); err != nil {
 		t.Fatalf("check of proxy.yaml: %v %s", err, errOut.String())
@@ -102,6 +106,7 @@ func TestCheckConfigCommand(t *testing.T) {
 }
 
 func TestLateDialKey(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		yaml string
 		want time.Duration // proxy.Config.LateDialMax
@@ -131,6 +136,7 @@ func TestLateDialKey(t *testing.T) {
 func sprint(c Config) string { return fmt.Sprintf("%+v", c) }
 
 func TestBridgeSwitch(t *testing.T) {
+	t.Parallel()
 	cfg, err := ParseConfig(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -159,6 +165,7 @@ func TestBridgeSwitch(t *testing.T) {
 // for the proxy, are exactly those (a default added in config.go alone, or
 // differing, fails here).
 func TestDefaultsLiveInOnePlace(t *testing.T) {
+	t.Parallel()
 	got, err := DefaultConfig().ProxyConfig()
 	if err != nil {
 		t.Fatal(err)

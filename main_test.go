@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,11 +20,14 @@ import (
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 )
 
 // holdfast as a whole: the binary's wiring, its operational endpoints, the
 // metrics a scrape sees after real scenarios, and a graceful stop.
 func TestServeEndToEnd(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	const token = "main-test-token"
 	gw, err := fakegw.Start(fakegw.Config{Token: token, StartupWindow: 1500 * time.Millisecond})
 	if err != nil {
@@ -137,22 +139,8 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 }
 
-type syncWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncWriter collects logs from many goroutines.
+type syncWriter = testkit.LogBuffer
 
 func grep(s, sub string) string {
 	var out []string
@@ -214,6 +202,7 @@ func get(t *testing.T, url string) string {
 }
 
 func TestVersionFlag(t *testing.T) {
+	t.Parallel()
 	var out, errOut strings.Builder
 	if err := run([]string{"-version"}, &out, &errOut, controls{}); err != nil {
 		t.Fatalf("holdfast -version: %v (%s)", err, errOut.String())
@@ -252,6 +241,7 @@ func promtoolCheckMetrics(t *testing.T, body string) {
 // The access log comes in the configured format (here JSON), one line per
 // connection with every key, and log.access: false turns it off.
 func TestAccessLogConfig(t *testing.T) {
+	t.Parallel()
 	const token = "access-log-test-token"
 	gw, err := fakegw.Start(fakegw.Config{Token: token})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 // README's limits table states the defaults the code has: every
 // configurable bound appears as "`key` (default)".
 func TestREADMELimits(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testcert"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 )
 
 const testToken = "serve-test-token"
@@ -74,13 +75,7 @@ func (r *running) metricsURL() string { return "http://" + r.ls.metrics.String()
 // waitFor polls cond until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.WaitFor(t, d, what, cond)
 }
 
 // testConfig is the default configuration on random ports in front of gw,
@@ -100,6 +95,9 @@ func startGW(t *testing.T, cfg fakegw.Config) *fakegw.Gateway {
 	t.Helper()
 	if cfg.Token == "" {
 		cfg.Token = testToken
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = testkit.FreeAddr(t) // see testkit.FreeAddr
 	}
 	gw, err := fakegw.Start(cfg)
 	if err != nil {
@@ -165,6 +163,7 @@ func servedCert(t *testing.T, addr string, roots *x509.CertPool) *x509.Certifica
 // the files is picked up by new connections while an open session goes on;
 // a bad pair is refused with a clear log line and the one in use kept.
 func TestTLSListenerRotation(t *testing.T) {
+	t.Parallel()
 	gw := startGW(t, fakegw.Config{Echo: true})
 	dir := t.TempDir()
 	certA := certPair(t, dir, "holdfast-a")
@@ -241,6 +240,7 @@ func TestTLSListenerRotation(t *testing.T) {
 // -check-config (and startup) refuse a bad pair, and a CA file without
 // certificates, naming the key.
 func TestCheckConfigRefusesBadFiles(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty.pem")
 	if err := os.WriteFile(empty, []byte("no certificate here\n"), 0o600); err != nil {
@@ -276,6 +276,7 @@ func TestCheckConfigRefusesBadFiles(t *testing.T) {
 // one is refused with every problem logged and the configuration in force
 // kept; both are counted.
 func TestReload(t *testing.T) {
+	t.Parallel()
 	gw1 := startGW(t, fakegw.Config{Echo: true})
 	gw2 := startGW(t, fakegw.Config{Echo: true})
 	dir := t.TempDir()
@@ -313,8 +314,11 @@ func TestReload(t *testing.T) {
 	write("listen: 127.0.0.1:1\nmetrics:\n  listen: 127.0.0.1:0\nupstream:\n  url: " + gw2.URL() +
 		"\nhandshake:\n  budget: 9s\nlog:\n  level: debug\nshutdown:\n  drain_delay: 0s\n  drain: 0s\n")
 	r.reload <- struct{}{}
-	waitFor(t, 10*time.Second, "the reload", func() bool {
-		return strings.Contains(get(t, r.metricsURL()+"/metrics"), reloads("success")+"1")
+	// The reload counts itself, then logs what changed: wait for both
+	// (reading the log as soon as the counter moved missed its lines).
+	waitFor(t, 10*time.Second, "the reload and its log line", func() bool {
+		return strings.Contains(get(t, r.metricsURL()+"/metrics"), reloads("success")+"1") &&
+			strings.Contains(r.logs.String(), "msg=\"config reloaded;")
 	})
 	logs := r.logs.String()
 	if !strings.Contains(logs, `msg="config reloaded; new connections use it, spliced sessions keep theirs"`) ||
@@ -395,6 +399,8 @@ func isClose(err error, code int) bool {
 // hello-ok within its budget, and its session is then closed with 1012;
 // serve returns nil.
 func TestStopDrains(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGW(t, fakegw.Config{Echo: true, StartupWindow: 4 * time.Second})
 	cfg := testConfig(gw)
 	cfg.Shutdown.DrainDelay = 2 * time.Second
@@ -477,6 +483,8 @@ func TestStopDrains(t *testing.T) {
 // A second stop during the drain stops at once: every session still open
 // gets its close frame (1012) before serve returns, none sees 1006.
 func TestSecondStopStopsAtOnce(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	const n = 20
 	gw := startGW(t, fakegw.Config{Echo: true})
 	cfg := testConfig(gw)
@@ -521,19 +529,14 @@ func TestSecondStopStopsAtOnce(t *testing.T) {
 	}
 }
 
-func newDevice(t *testing.T) *deviceauth.Identity {
-	t.Helper()
-	d, err := deviceauth.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
+func newDevice(t *testing.T) *deviceauth.Identity { return testkit.NewDevice(t) }
 
 // Stopping with 1 000 sessions open, one of whose clients never reads while
 // the gateway streams to it, ends within shutdown.grace, and /readyz answers
 // all along.
 func TestStopBoundedWithAStalledClient(t *testing.T) {
+	t.Parallel()
+	testkit.Heavy(t) // 1 000 sessions, one stalled
 	const n = 1000
 	gw := startGW(t, fakegw.Config{Echo: true, MaxPreauthPerIP: -1})
 	cfg := testConfig(gw)

@@ -10,6 +10,7 @@ import (
 )
 
 func TestKnownSeriesStartAtZero(t *testing.T) {
+	t.Parallel()
 	reg := prometheus.NewRegistry()
 	New(reg, false)
 	want := `
@@ -33,6 +34,7 @@ holdfast_upstream_retries_total{reason="startup_unavailable"} 0
 }
 
 func TestRecording(t *testing.T) {
+	t.Parallel()
 	reg := prometheus.NewRegistry()
 	m := New(reg, true)
 	m.Handshake(ResultOK, 30*time.Millisecond)
@@ -90,6 +92,7 @@ func gatherValue(t *testing.T, reg *prometheus.Registry, name, label string) flo
 }
 
 func TestBuildInfo(t *testing.T) {
+	t.Parallel()
 	reg := prometheus.NewRegistry()
 	RegisterBuildInfo(reg, "v1.2.3", "go1.26.8")
 	want := `

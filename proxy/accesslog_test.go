@@ -52,6 +52,7 @@ func field(line, key string) string {
 
 // One line per client connection when it ends, with what it did.
 func TestAccessLogSession(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 800 * time.Millisecond})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	dev := newDevice(t)
@@ -122,6 +123,7 @@ func noSecrets(t *testing.T, logs string, secrets ...string) {
 // gateway refuses: its line says so and carries none of them, nor the
 // challenge nonce.
 func TestAccessLogRefusedConnectNoSecrets(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	const (

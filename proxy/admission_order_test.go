@@ -23,6 +23,8 @@ func blockedAcquires() int {
 
 // Waiters for an address's slots are served in arrival order.
 func TestAdmissionOrder(t *testing.T) {
+	// Serial: blockedAcquires counts the waiters of every admission in
+	// the process.
 	a := newAdmission(1)
 	ctx := context.Background()
 	first, err := a.acquire(ctx, time.Now().Add(time.Minute), "k")

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 )
 
 // A free slot is granted at once, whatever the deadline; with every slot
 // taken a caller waits until its deadline or a slot is given back.
 func TestAdmission(t *testing.T) {
+	t.Parallel()
 	a := newAdmission(2)
 	ctx := context.Background()
 	past := time.Now().Add(-time.Second)
@@ -58,9 +61,5 @@ func (a *admission) refsOf(key string) int {
 // waitFor polls cond until it holds or 5 s pass.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5 s")
-		}
-	}
+	testkit.WaitFor(t, 5*time.Second, "the condition", cond)
 }

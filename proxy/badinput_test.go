@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -34,69 +34,30 @@ import (
 // connections it has open.
 type scripted struct {
 	ln   net.Listener
-	live atomic.Int64
-	wg   sync.WaitGroup
+	live interface{ Load() int64 } // connections open on its side
 }
+
+// liveCount reads a count through a function.
+type liveCount func() int64
+
+func (f liveCount) Load() int64 { return f() }
 
 // startScriptedTCP serves raw TCP: handle runs per connection, which is
 // closed when it returns.
 func startScriptedTCP(t *testing.T, handle func(c net.Conn, br *bufio.Reader)) *scripted {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &scripted{ln: ln}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.live.Add(1)
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer s.live.Add(-1)
-				defer c.Close()
-				handle(c, bufio.NewReader(c))
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); s.wg.Wait() })
-	return s
+	s := testkit.ServeTCP(t, handle)
+	return &scripted{ln: s.Listener(), live: liveCount(s.Live)}
 }
 
 // startScriptedWS serves WebSocket upgrades (and /startupz: started);
 // session runs per socket, which is closed when it returns.
 func startScriptedWS(t *testing.T, session func(ws *websocket.Conn)) *scripted {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &scripted{ln: ln}
-	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !websocket.IsWebSocketUpgrade(r) {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write([]byte(`{"ok":true,"status":"started"}`))
-			return
-		}
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		s.live.Add(1)
-		defer s.live.Add(-1)
-		defer ws.Close()
+	g := testkit.StartGateway(t, testkit.GatewayConfig{NoChallenge: true, Session: func(ws *websocket.Conn, _ []byte, _ *http.Request) {
 		session(ws)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	return s
+	}})
+	return &scripted{ln: g.Listener(), live: liveCount(g.Live)}
 }
 
 func (s *scripted) addr() string { return s.ln.Addr().String() }
@@ -113,7 +74,7 @@ func drainWS(ws *websocket.Conn) {
 	}
 }
 
-const challengeFrame = `{"type":"event","event":"connect.challenge","payload":{"nonce":"n-1","ts":1}}`
+const challengeFrame = testkit.ChallengeFrame
 
 // challengeThen sends a challenge, reads the connect, then runs rest.
 func challengeThen(rest func(ws *websocket.Conn)) func(ws *websocket.Conn) {
@@ -124,19 +85,6 @@ func challengeThen(rest func(ws *websocket.Conn)) func(ws *websocket.Conn) {
 		}
 		rest(ws)
 	}
-}
-
-// proxyGoroutines counts the goroutines running holdfast's proxy code.
-func proxyGoroutines() int {
-	buf := make([]byte, 4<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	n := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "holdfast/proxy.") && !strings.Contains(g, "proxy_test.") {
-			n++
-		}
-	}
-	return n
 }
 
 // badEnv is what a row works with.
@@ -236,30 +184,10 @@ func (e *badEnv) helloThen(then func(c *rawClient) string) string {
 // rawFrame is a client frame with the given first byte (FIN, RSV, opcode),
 // masked or not.
 func rawFrame(b0 byte, payload []byte, masked bool) []byte {
-	b := []byte{b0}
-	n := len(payload)
-	var m byte
-	if masked {
-		m = 0x80
-	}
-	switch {
-	case n <= 125:
-		b = append(b, m|byte(n))
-	case n <= 0xffff:
-		b = append(b, m|126, byte(n>>8), byte(n))
-	default:
-		b = append(b, m|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
 	if !masked {
-		return append(b, payload...)
+		return testkit.AppendFrame(nil, b0, payload, nil)
 	}
-	key := [4]byte{9, 8, 7, 6}
-	b = append(b, key[:]...)
-	for i, c := range payload {
-		b = append(b, c^key[i%4])
-	}
-	return b
+	return testkit.AppendFrame(nil, b0, payload, &[4]byte{9, 8, 7, 6})
 }
 
 // writeRaw writes bytes below gorilla, on the client's socket.
@@ -272,10 +200,6 @@ func writeRaw(c *rawClient, b []byte) {
 var deviceConnect = []byte(`{"type":"req","id":"d1","method":"connect","params":{"minProtocol":3,"maxProtocol":4,` +
 	`"client":{"id":"cli","version":"1.0.0","platform":"linux","mode":"cli"},` +
 	`"device":{"id":"x","publicKey":"x","signature":"x","signedAt":1,"nonce":"x"}}}`)
-
-// connectsSeen counts the connects a scripted gateway received (rows that
-// use it run one at a time).
-var connectsSeen atomic.Int64
 
 type badRow struct {
 	phase, name string
@@ -297,6 +221,8 @@ func fastFail(c *proxy.Config) {
 }
 
 func badInputRows() []badRow {
+	// The connects a row's scripted gateway received, one counter a row.
+	var replays, lateConnects atomic.Int64
 	ready := &fakegw.Config{Token: token}
 	upgradeWith := func(extra string) func(e *badEnv) string {
 		return func(e *badEnv) string {
@@ -584,26 +510,26 @@ func badInputRows() []badRow {
 			return startScriptedWS(t, challengeThen(func(ws *websocket.Conn) {}))
 		}, tweak: fastFail, do: tokenClient, want: "close 1013"},
 		{phase: "upstream", name: "drops TCP after every connect: the replays are capped", up: func(t *testing.T) *scripted {
-			return startScriptedWS(t, challengeThen(func(ws *websocket.Conn) { connectsSeen.Add(1) }))
+			return startScriptedWS(t, challengeThen(func(ws *websocket.Conn) { replays.Add(1) }))
 		}, tweak: func(c *proxy.Config) { fastFail(c); c.Budget = 5 * time.Second }, do: func(e *badEnv) string {
-			connectsSeen.Store(0)
+			replays.Store(0)
 			got := client(nil)(e)
-			if n := connectsSeen.Load(); n > 5 {
+			if n := replays.Load(); n > 5 {
 				return fmt.Sprintf("%s after %d connects", got, n)
 			}
 			return got + ", at most 5 connects"
 		}, want: "close 1013, at most 5 connects"},
 		{phase: "upstream", name: "answers the connect late, within the budget", up: func(t *testing.T) *scripted {
 			return startScriptedWS(t, challengeThen(func(ws *websocket.Conn) {
-				connectsSeen.Add(1)
+				lateConnects.Add(1)
 				time.Sleep(1200 * time.Millisecond)
 				_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"res","id":"c1","ok":true,"payload":{"type":"hello-ok","protocol":4}}`))
 				drainWS(ws)
 			}))
 		}, tweak: func(c *proxy.Config) { fastFail(c); c.Budget = 6 * time.Second }, do: func(e *badEnv) string {
-			connectsSeen.Store(0)
+			lateConnects.Store(0)
 			got := client(nil)(e)
-			return fmt.Sprintf("%s, %d connect(s)", got, connectsSeen.Load())
+			return fmt.Sprintf("%s, %d connect(s)", got, lateConnects.Load())
 		}, want: "hello-ok, 1 connect(s)"},
 		{phase: "upstream", name: "17 frames before answering", up: func(t *testing.T) *scripted {
 			return startScriptedWS(t, challengeThen(func(ws *websocket.Conn) {
@@ -638,12 +564,15 @@ func badInputRows() []badRow {
 }
 
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	rows := badInputRows()
 	if len(rows) < 30 {
 		t.Fatalf("%d rows; the table needs at least 30", len(rows))
 	}
 	for _, r := range rows {
 		t.Run(r.phase+"/"+r.name, func(t *testing.T) {
+			t.Parallel()
+			testkit.Prompt(t)
 			e := &badEnv{t: t}
 			var addr string
 			if r.up != nil {
@@ -654,7 +583,7 @@ func TestBadInput(t *testing.T) {
 				addr = e.gw.Addr()
 			}
 			e.hs = startProxy(t, addr, r.tweak, r.wrap)
-			base := proxyGoroutines()
+			base := e.hs.goroutines()
 			start := time.Now()
 			if got := r.do(e); got != r.want {
 				t.Errorf("got %s; want %s", got, r.want)
@@ -672,7 +601,7 @@ func (e *badEnv) waitQuiet(base int) {
 	e.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		g := proxyGoroutines()
+		g := e.hs.goroutines()
 		pending := e.hs.metric("holdfast_upstream_handshakes_in_flight")
 		sessions := e.hs.metric("holdfast_sessions_active")
 		var upstream int64

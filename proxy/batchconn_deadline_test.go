@@ -39,6 +39,7 @@ func (c *expireAfterFirstRead) Read(p []byte) (int, error) {
 // the last "\n" was left in the socket) and failed the dial with
 // `malformed MIME header: missing colon: "\r"`.
 func TestBatchConnReadsHeaderBlockWhole(t *testing.T) {
+	t.Parallel()
 	// gorilla's 101 to a request without a subprotocol, then the gateway's
 	// challenge frame, as the gateway writes them.
 	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +

@@ -13,6 +13,7 @@ import (
 // without asking it again: a session's end costs one read of it, not one
 // in waitData and another in gorilla's reader.
 func TestBatchConnEOFIsSticky(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +65,7 @@ func (c *countingConn) Read(p []byte) (int, error) {
 // bytes), already whole in the socket, takes one socket read: the first
 // read lands in a chunk, not in the caller's buffer.
 func TestBatchConnSmallReadsTakeOneSocketRead(t *testing.T) {
+	t.Parallel()
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()

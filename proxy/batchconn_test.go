@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 )
 
 // frameBytes builds one WebSocket frame with the given payload length.
@@ -39,6 +41,7 @@ func frameBytes(opcode byte, n int, masked bool) []byte {
 // Reads in frame mode never cross a frame's end, however the stream is cut
 // into socket reads, and every byte arrives in order.
 func TestBatchConnStopsAtFrameEnds(t *testing.T) {
+	t.Parallel()
 	var frames [][]byte
 	for _, n := range []int{0, 1, 125, 126, 127, 1000, 65535, 65536, 70000} {
 		for _, masked := range []bool{false, true} {
@@ -95,6 +98,7 @@ func TestBatchConnStopsAtFrameEnds(t *testing.T) {
 // Before frame mode, reads stop right after each HTTP header block, so the
 // HTTP parser on top never buffers the bytes that follow the upgrade.
 func TestBatchConnStopsAtHeaderEnd(t *testing.T) {
+	t.Parallel()
 	a, b := net.Pipe()
 	defer a.Close()
 	msg := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi"
@@ -120,6 +124,7 @@ func TestBatchConnStopsAtHeaderEnd(t *testing.T) {
 }
 
 func TestMaskBytes(t *testing.T) {
+	t.Parallel()
 	key := [4]byte{0xa1, 0xb2, 0xc3, 0xd4}
 	for n := range 100 {
 		b := make([]byte, n)
@@ -182,6 +187,7 @@ func FuzzBatchConnFrameMode(f *testing.F) {
 // After a close frame, written by writeClose or by gorilla through Write,
 // the leg refuses every write: data frames, control frames, a second close.
 func TestBatchConnNothingAfterClose(t *testing.T) {
+	t.Parallel()
 	for _, how := range []string{"writeClose", "gorilla's close through Write"} {
 		t.Run(how, func(t *testing.T) {
 			a, b := net.Pipe()
@@ -248,6 +254,8 @@ func TestBatchConnNothingAfterClose(t *testing.T) {
 // A close on a leg whose peer does not read ends by its deadline, a flush
 // already blocked included, instead of waiting out the write timeout.
 func TestBatchConnCloseHonoursDeadline(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	a, b := net.Pipe() // nobody reads b
 	defer a.Close()
 	defer b.Close()
@@ -280,6 +288,8 @@ func TestBatchConnCloseHonoursDeadline(t *testing.T) {
 // least half the timeout, and a flush to a peer that reads nothing still
 // ends by it.
 func TestBatchConnWriteDeadlineRenewal(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	a, b := net.Pipe() // nobody reads b
 	defer a.Close()
 	defer b.Close()

@@ -46,6 +46,7 @@ func fullBacklog(t *testing.T) string {
 
 // A dial that hangs is bounded by upstream.dial_timeout: 504.
 func TestPassthroughDialTimeout(t *testing.T) {
+	t.Parallel()
 	addr := fullBacklog(t)
 	hs := startProxy(t, addr, func(c *proxy.Config) {
 		c.DialTimeout = 300 * time.Millisecond

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -64,6 +65,8 @@ func (b *blackhole) close() {
 // A gateway that accepts the connection and never answers gets a request
 // answered 504 once the response header timeout has passed, not never.
 func TestPassthroughResponseHeaderTimeout(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	bh := startBlackhole(t)
 	hs := startProxy(t, bh.addr(), func(c *proxy.Config) {
 		c.PassthroughResponseHeaderTimeout = 300 * time.Millisecond
@@ -91,6 +94,7 @@ func wantTimeout504(t *testing.T, url string, bound time.Duration) {
 
 // A gateway that is not there gets a request answered 502 at once.
 func TestPassthroughUnreachable(t *testing.T) {
+	t.Parallel()
 	hs := startProxy(t, freeAddr(t), nil, nil)
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(hs.http + "/v1/models")
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 )
 
 func TestRewriteLegacyConnect(t *testing.T) {
+	t.Parallel()
 	const client = `"client":{"id":"cli","version":"2026.4.27","platform":"linux","mode":"cli"}`
 	for _, tc := range []struct {
 		name, in, want string // want "" = unchanged
@@ -63,6 +64,7 @@ func TestRewriteLegacyConnect(t *testing.T) {
 // changed and that the gateway's verification (device id, nonce, v3
 // signature over the unchanged values) still passes.
 func TestRewrittenDeviceConnectVerifies(t *testing.T) {
+	t.Parallel()
 	id, err := deviceauth.NewIdentity()
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +122,7 @@ func TestRewrittenDeviceConnectVerifies(t *testing.T) {
 }
 
 func TestFilterV3(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, in, want string // want "" = the same bytes
 	}{

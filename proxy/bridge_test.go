@@ -15,6 +15,7 @@ import (
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -77,9 +78,14 @@ func checkV3Events(t *testing.T, c *testclient.Conn, n int) []string {
 // the protocol-3 envelope with seq continuous. Straight to the gateway it
 // gets 1002.
 func TestBridgeLegacyClientOnCurrentGateway(t *testing.T) {
+	t.Parallel()
 	for _, device := range []bool{true, false} {
 		t.Run(kindName(device), func(t *testing.T) {
-			gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 700 * time.Millisecond, TickInterval: 40 * time.Millisecond})
+			t.Parallel()
+			testkit.Prompt(t)
+			// A window the connect meets even on a loaded machine (700 ms
+			// did not, beside a second run of the suite).
+			gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 2 * time.Second, TickInterval: 40 * time.Millisecond})
 			hs := startProxy(t, gw.Addr(), nil, nil)
 			var dev *deviceauth.Identity
 			if device {
@@ -132,6 +138,7 @@ func describe(r testclient.Result) string {
 // The 2026.5.12 line refuses protocol 3 from everyone, probes too: through
 // holdfast both get hello-ok.
 func TestBridgeProtocol4OnlyGateway(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, Generation: fakegw.Protocol4Only})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	for _, mode := range []string{"cli", "probe"} {
@@ -150,6 +157,7 @@ func TestBridgeProtocol4OnlyGateway(t *testing.T) {
 // cannot know the gateway's protocol beforehand, but not bridged: the
 // gateway answers with the client's protocol).
 func TestBridgeLeavesOthersAlone(t *testing.T) {
+	t.Parallel()
 	t.Run("node connect", func(t *testing.T) {
 		gw := startGateway(t, fakegw.Config{Token: token, Generation: fakegw.Protocol4Only})
 		hs := startProxy(t, gw.Addr(), nil, nil)
@@ -191,6 +199,7 @@ func TestBridgeLeavesOthersAlone(t *testing.T) {
 
 // With the bridge switched off, connects reach the gateway as sent.
 func TestBridgeDisabled(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) { c.DisableLegacyBridge = true }, nil)
 	_, res := legacyConnect(t, hs.url, newDevice(t), "")
@@ -205,6 +214,7 @@ func TestBridgeDisabled(t *testing.T) {
 // reaches the client filtered, one for one and in order; a message over
 // policy.maxPayload and binary messages pass unchanged.
 func TestBridgeFrames(t *testing.T) {
+	t.Parallel()
 	const maxPayload = 4096
 	big := `{"type":"event","event":"big","payload":"` + strings.Repeat("x", maxPayload) + `","seq":4,"recipientProfileId":"p"}`
 	script := []struct {

@@ -16,6 +16,7 @@ import (
 // 1015, below 1000, 1016–2999, above 4999) and read errors as the
 // fallback, reasons cut to 123 bytes on a UTF-8 boundary.
 func TestWireClose(t *testing.T) {
+	t.Parallel()
 	ce := func(code int, text string) error { return &websocket.CloseError{Code: code, Text: text} }
 	const fb, fbText = closeUpstreamLost, "upstream connection lost"
 	fallback := websocket.FormatCloseMessage(fb, fbText)
@@ -59,6 +60,7 @@ func TestWireClose(t *testing.T) {
 // truncateReason keeps at most 123 bytes and never splits a UTF-8
 // sequence, whatever its length (2, 3 or 4 bytes) and where it falls.
 func TestTruncateReason(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		in   string

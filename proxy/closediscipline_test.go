@@ -1,10 +1,9 @@
 package proxy_test
 
 import (
+	"bufio"
 	"context"
-	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -75,35 +75,13 @@ func (l *frameLog) sawClose() bool {
 // reader stops at the close).
 func readFrames(nc net.Conn, log *frameLog) {
 	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var hdr [14]byte
+	br := bufio.NewReader(nc)
 	for {
-		if _, err := io.ReadFull(nc, hdr[:2]); err != nil {
+		f, err := testkit.ReadFrame(br, 0)
+		if err != nil {
 			return
 		}
-		n := uint64(hdr[1] & 0x7f)
-		ext := 0
-		switch n {
-		case 126:
-			ext = 2
-		case 127:
-			ext = 8
-		}
-		if hdr[1]&0x80 != 0 {
-			ext += 4
-		}
-		if _, err := io.ReadFull(nc, hdr[2:2+ext]); err != nil {
-			return
-		}
-		switch n {
-		case 126:
-			n = uint64(binary.BigEndian.Uint16(hdr[2:]))
-		case 127:
-			n = binary.BigEndian.Uint64(hdr[2:])
-		}
-		log.add(hdr[0] & 0x0f)
-		if _, err := io.CopyN(io.Discard, nc, int64(n)); err != nil {
-			return
-		}
+		log.add(f.Opcode)
 	}
 }
 
@@ -136,6 +114,7 @@ func stream(ws *websocket.Conn, stop, peerClosed, big <-chan struct{}) {
 // policy.maxPayload: on neither leg does any frame follow the close frame
 // holdfast writes (RFC 6455 §5.5.1).
 func TestNothingFollowsACloseFrame(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		// end closes the session; client and gateway are the two ends'
@@ -174,8 +153,12 @@ func TestNothingFollowsACloseFrame(t *testing.T) {
 			if grace == 0 {
 				grace = 300 * time.Millisecond
 			}
-			for range 3 {
-				runCloseDiscipline(t, grace, tc.end)
+			for i := range 3 {
+				t.Run(fmt.Sprint(i), func(t *testing.T) {
+					t.Parallel()
+					testkit.Heavy(t)
+					runCloseDiscipline(t, grace, tc.end)
+				})
 			}
 		})
 	}

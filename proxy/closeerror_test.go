@@ -24,6 +24,8 @@ func (a asTarget) As(target any) bool {
 
 // asCloseError finds what errors.As finds, and allocates nothing.
 func TestAsCloseError(t *testing.T) {
+	// Serial: testing.AllocsPerRun counts the whole process's allocations
+	// (and refuses to run beside parallel tests).
 	ce := &websocket.CloseError{Code: 1012, Text: "service restart"}
 	other := &websocket.CloseError{Code: 1000}
 	for _, err := range []error{

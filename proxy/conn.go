@@ -122,7 +122,7 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, ls *lease
 		lease: ls,
 		handshakeState: &handshakeState{
 			r:      r,
-			budget: retry.NewBudget(h.clock, h.cfg.Budget),
+			budget: retry.NewBudget(retry.SystemClock{}, h.cfg.Budget),
 			attr:   h.attribute(r),
 		},
 		notify: make(chan struct{}, 1),

@@ -16,6 +16,7 @@ import (
 )
 
 func TestUpstreamURL(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		upstream, request, want string
 	}{
@@ -43,6 +44,7 @@ func TestUpstreamURL(t *testing.T) {
 // partial line without its error), which dialUpstream would have counted
 // as a gateway that is down.
 func TestDialCutByDeadlineIsTimeout(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -127,6 +128,8 @@ func watchClose(ws *websocket.Conn, out chan<- closeSeen) {
 // clients reconnect), none is dropped without one (1006), and no 1-second
 // slice of the drain holds more than twice its share of the closes.
 func TestDrainSpreadsCloses(t *testing.T) {
+	t.Parallel()
+	testkit.Heavy(t)
 	const (
 		n      = 500
 		spread = 4 * time.Second
@@ -195,6 +198,8 @@ func TestDrainSpreadsCloses(t *testing.T) {
 // device connect held on its upstream socket, and a token-only connect
 // being replayed through the window.
 func TestStopAtOnceClosesHandshakes(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: time.Minute})
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
 		c.Budget = 12 * time.Second
@@ -261,6 +266,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // started (here one that got its challenge and has not sent its connect)
 // gets 1001 "holdfast shutting down".
 func TestStopAtOnceStartedGateway(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	// A first session tells holdfast the gateway has started.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -26,55 +26,20 @@ import (
 // the connect it sent.
 type stubGateway struct {
 	addr     string
-	connects atomic.Int64
-	sent     sync.Mutex
-	at       []time.Time // when each connect arrived
+	connects interface{ Load() int64 }
+	g        *testkit.Gateway
 }
 
 func startStubGateway(tb testing.TB, probe http.HandlerFunc, script func(ws *websocket.Conn, connect []byte)) *stubGateway {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := &stubGateway{addr: ln.Addr().String()}
-	up := websocket.Upgrader{}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !websocket.IsWebSocketUpgrade(r) {
-			probe(w, r)
-			return
-		}
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer ws.Close()
-		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"event","event":"connect.challenge","payload":{"nonce":"n-1","ts":1}}`))
-		_, data, err := ws.ReadMessage()
-		if err != nil {
-			return
-		}
-		s.connects.Add(1)
-		s.sent.Lock()
-		s.at = append(s.at, time.Now())
-		s.sent.Unlock()
-		script(ws, data)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		srv.Close()
-	})
-	return s
+	g := testkit.StartGateway(tb, testkit.GatewayConfig{Probe: probe, Session: func(ws *websocket.Conn, connect []byte, _ *http.Request) {
+		script(ws, connect)
+	}})
+	return &stubGateway{addr: g.Addr(), connects: liveCount(g.Connects), g: g}
 }
 
 // startedProbe answers /startupz like a started gateway.
-func startedProbe(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write([]byte(`{"ok":true,"status":"started"}`))
-}
+func startedProbe(w http.ResponseWriter, r *http.Request) { testkit.StartedProbe(w, r) }
 
 // helloOK answers the connect with hello-ok, then echoes until the end.
 func helloOK(ws *websocket.Conn, connect []byte) {
@@ -118,6 +83,8 @@ func closeOf(t *testing.T, ws *websocket.Conn, within time.Duration) *websocket.
 // probe after the first confirmation, and the gateway is never reported
 // down (issue: each client leaving made it "down").
 func TestUpGatewayStaysStarted(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 
@@ -186,6 +153,8 @@ func grepLines(s, sub string) string {
 // The held clients are released by the first "started", nobody waits for
 // the slow probes, and the state ends "started", never "down".
 func TestSlowReadinessAfterWindow(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	var startedAnswers atomic.Int64
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 1500 * time.Millisecond,
 		ReadinessDelay: func(started bool) time.Duration {
@@ -238,6 +207,8 @@ func TestSlowReadinessAfterWindow(t *testing.T) {
 // endpoints with 404 HTML: holdfast says so once at warn level, holds
 // nobody for the budget, stops probing and trusts what connections see.
 func TestUnusableReadinessEndpoints(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	var probes atomic.Int64
 	up := startStubGateway(t, func(w http.ResponseWriter, r *http.Request) {
 		probes.Add(1)
@@ -280,6 +251,8 @@ func TestUnusableReadinessEndpoints(t *testing.T) {
 // waited for: the client gets hello-ok and the connect is sent once, even
 // past answer_timeout (issue: resent, then 1013 after twice the budget).
 func TestSlowAnswerIsWaitedFor(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	up := startStubGateway(t, startedProbe, func(ws *websocket.Conn, connect []byte) {
 		time.Sleep(1500 * time.Millisecond)
 		helloOK(ws, connect)
@@ -308,6 +281,8 @@ func TestSlowAnswerIsWaitedFor(t *testing.T) {
 // again with a back-off, a bounded number of times, and the client its
 // close within the budget (issue: 118 connects in 11.7 s).
 func TestReplaysBackOffAndAreCapped(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	up := startStubGateway(t, startedProbe, func(ws *websocket.Conn, _ []byte) {
 		ws.NetConn().Close()
 	})
@@ -327,13 +302,12 @@ func TestReplaysBackOffAndAreCapped(t *testing.T) {
 	if n := up.connects.Load(); n < 2 || n > 5 {
 		t.Errorf("the gateway got the connect %d times; want 2..5", n)
 	}
-	up.sent.Lock()
-	defer up.sent.Unlock()
+	at := up.g.ConnectTimes()
 	// Replays wait like dials: full jitter over a doubling step, so two
 	// gaps in a row may shrink by chance, but none is shorter than the
 	// step's floor (a quarter of dial_backoff_base, 100 ms by default).
-	for i := 1; i < len(up.at); i++ {
-		if gap := up.at[i].Sub(up.at[i-1]); gap < 25*time.Millisecond {
+	for i := 1; i < len(at); i++ {
+		if gap := at[i].Sub(at[i-1]); gap < 25*time.Millisecond {
 			t.Errorf("replay %d came %v after the one before: no back-off", i+1, gap)
 		}
 	}
@@ -344,6 +318,7 @@ func TestReplaysBackOffAndAreCapped(t *testing.T) {
 // policy.maxPayload (1 MiB here), not only to max_message_bytes: the
 // client gets 1009 and the gateway never sees the message.
 func TestFirstMessageOverMaxPayload(t *testing.T) {
+	t.Parallel()
 	var got atomic.Int64
 	up := startStubGateway(t, startedProbe, func(ws *websocket.Conn, connect []byte) {
 		var req struct {
@@ -382,6 +357,8 @@ func TestFirstMessageOverMaxPayload(t *testing.T) {
 // A device connect held during the window learns at once that its
 // upstream socket is gone, not when its hold ends.
 func TestHeldConnectToldWhenUpstreamGone(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: time.Hour})
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) { c.Budget = 10 * time.Second }, nil)
 	type out struct {
@@ -417,6 +394,7 @@ func TestHeldConnectToldWhenUpstreamGone(t *testing.T) {
 // The handshake's result is counted before the client can see its end: a
 // scrape made as soon as the client has read its answer counts it.
 func TestResultCountedBeforeTheClientSeesIt(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	for i := 1; i <= 5; i++ {
@@ -451,6 +429,8 @@ func TestResultCountedBeforeTheClientSeesIt(t *testing.T) {
 // grace: holdfast drops the upstream socket before the echo, and that read
 // error is holdfast's own doing, not the gateway going down.
 func TestUpGatewayStaysStartedSlowCloseEcho(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	var probes atomic.Int64
 	up := startStubGateway(t, func(w http.ResponseWriter, r *http.Request) {
 		probes.Add(1)

@@ -19,6 +19,7 @@ import (
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -65,7 +66,7 @@ func waitProxyQuiet(t *testing.T, hs *harness, base int, upstreamOpen func() int
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		g := proxyGoroutines()
+		g := hs.goroutines()
 		pending := hs.metric("holdfast_upstream_handshakes_in_flight")
 		sessions := hs.metric("holdfast_sessions_active")
 		up := upstreamOpen()
@@ -84,6 +85,7 @@ func waitProxyQuiet(t *testing.T, hs *harness, base int, upstreamOpen func() int
 // comes back: the client gets a defined close or status within its
 // budget, the next client gets hello-ok, and nothing stays open.
 func TestGatewayKilledInEachPhase(t *testing.T) {
+	t.Parallel()
 	// killedTCP serves a "gateway" that dies at one point of the upgrade
 	// or the handshake (its socket closed without a word).
 	type phase struct {
@@ -115,6 +117,8 @@ func TestGatewayKilledInEachPhase(t *testing.T) {
 	}
 	for _, p := range phases {
 		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			testkit.Prompt(t)
 			tweak := func(c *proxy.Config) {
 				c.Budget = 2 * time.Second
 				c.DialTimeout = 300 * time.Millisecond
@@ -136,7 +140,7 @@ func TestGatewayKilledInEachPhase(t *testing.T) {
 				}
 				hs = startProxy(t, s.addr(), tweak, nil)
 				upstreamOpen = func() int { return int(s.live.Load()) }
-				base = proxyGoroutines()
+				base = hs.goroutines()
 				var hdr http.Header
 				if p.origin {
 					hdr = http.Header{"Origin": {"http://127.0.0.1"}}
@@ -146,7 +150,7 @@ func TestGatewayKilledInEachPhase(t *testing.T) {
 				gw := startGateway(t, p.gwCfg)
 				hs = startProxy(t, gw.Addr(), tweak, nil)
 				upstreamOpen = gw.PreauthSockets
-				base = proxyGoroutines()
+				base = hs.goroutines()
 				start := time.Now()
 				c := dialRaw(t, hs.url, nil)
 				c.read()
@@ -179,6 +183,8 @@ func TestGatewayKilledInEachPhase(t *testing.T) {
 // hello-ok or a defined close or status within its bound, and once the
 // load stops nothing stays open.
 func TestGatewayRestartLoopUnderLoad(t *testing.T) {
+	t.Parallel()
+	testkit.Heavy(t)
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 300 * time.Millisecond, MaxPreauthPerIP: -1})
 	const budget, lateDial = 3 * time.Second, time.Second
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
@@ -187,7 +193,7 @@ func TestGatewayRestartLoopUnderLoad(t *testing.T) {
 		c.DialTimeout = 500 * time.Millisecond
 		c.AnswerTimeout = time.Second
 	}, nil)
-	base := proxyGoroutines()
+	base := hs.goroutines()
 
 	stop := make(chan struct{})
 	var killer sync.WaitGroup
@@ -284,6 +290,10 @@ func TestGatewayRestartLoopUnderLoad(t *testing.T) {
 // client gets its HTTP status (browsers, dialled first) or close 1013
 // (others, upgraded first) within its budget, and nothing stays open.
 func TestBrokenGatewaysUnderLoad(t *testing.T) {
+	t.Parallel()
+	// Prompt, its crowds one after the other: 300 ms timeouts decide
+	// between 502 and 503.
+	testkit.Prompt(t)
 	gateways := map[string]struct {
 		start          func(t *testing.T) *scripted
 		browser, other string
@@ -315,7 +325,7 @@ func TestBrokenGatewaysUnderLoad(t *testing.T) {
 				c.LateDialMax = 300 * time.Millisecond
 				c.ReadinessProbeTimeout = 300 * time.Millisecond
 			}, nil)
-			base := proxyGoroutines()
+			base := hs.goroutines()
 			type result struct {
 				browser bool
 				out     string

@@ -46,6 +46,7 @@ func lastUpgrade(t *testing.T, gw *fakegw.Gateway) http.Header {
 // A loopback client is local: it reaches the gateway with no forwarding
 // headers at all; Origin and Host are unchanged.
 func TestLoopbackClientIsLocal(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c := dialRaw(t, hs.url, http.Header{"Origin": {"http://127.0.0.1:18790"}})
@@ -89,6 +90,7 @@ func upgradeStatus(t *testing.T, url string, hdr http.Header) (int, string) {
 // upstream socket; where the gateway accepts it, so does holdfast, and the
 // gateway sees the client as remote.
 func TestForwardedLoopbackIsNeverLocal(t *testing.T) {
+	t.Parallel()
 	xff := func(v string) http.Header { return http.Header{"X-Forwarded-For": {v}} }
 	cases := []struct {
 		name    string
@@ -158,6 +160,7 @@ func TestForwardedLoopbackIsNeverLocal(t *testing.T) {
 // Plain HTTP follows the same rule: an unattributable request gets 403,
 // except the gateway's liveness probe, which the gateway answers to anyone.
 func TestForwardedLoopbackPassthrough(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, TrustedProxies: []string{"127.0.0.1/32"}})
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
 		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
@@ -182,6 +185,7 @@ func TestForwardedLoopbackPassthrough(t *testing.T) {
 // A remote client gets X-Forwarded-For set to its own address and its
 // spoofed headers stripped; it never looks local to the gateway.
 func TestRemoteClientIsAttributed(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, TrustedProxies: []string{"127.0.0.1/32"}})
 	hs := startProxy(t, gw.Addr(), nil, asRemote("203.0.113.7"))
 	c := dialRaw(t, hs.url, spoofed())
@@ -203,6 +207,7 @@ func TestRemoteClientIsAttributed(t *testing.T) {
 // Behind a trusted load balancer, the client is the right-most untrusted
 // X-Forwarded-For hop.
 func TestTrustedProxyChain(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, TrustedProxies: []string{"127.0.0.1/32"}})
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
 		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
@@ -217,6 +222,7 @@ func TestTrustedProxyChain(t *testing.T) {
 // When the gateway does not trust holdfast, a remote client's upgrade gets
 // the gateway's 403, and holdfast logs what the operator must change.
 func TestAttributionRefusalIsExplained(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token}) // no trusted proxies
 	hs := startProxy(t, gw.Addr(), nil, asRemote("203.0.113.7"))
 	req, _ := http.NewRequest(http.MethodGet, hs.http+"/", nil)
@@ -248,6 +254,7 @@ func TestAttributionRefusalIsExplained(t *testing.T) {
 
 // Everything but the control socket is reverse-proxied unchanged.
 func TestPassthrough(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: time.Hour})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	client := &http.Client{Timeout: 10 * time.Second}

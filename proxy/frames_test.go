@@ -19,6 +19,7 @@ import (
 // The classifier reads keys with exact case and a connect id as a
 // non-empty string, like the gateway.
 func TestClassifyConnect(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		frame string
 		kind  connectKind
@@ -53,6 +54,7 @@ func TestClassifyConnect(t *testing.T) {
 }
 
 func TestParseAnswer(t *testing.T) {
+	t.Parallel()
 	id := json.RawMessage(`"caf\u00e9"`)
 	cases := []struct {
 		frame string
@@ -433,6 +435,7 @@ func BenchmarkParseFrames(b *testing.B) {
 // read the same: the lists that do not fit spill to the heap, and the last
 // of duplicated keys still counts.
 func TestParseWideFrames(t *testing.T) {
+	t.Parallel()
 	pad := func(n int) string {
 		var b strings.Builder
 		for i := range n {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 )
 
 // connectWithID is a token-only connect whose id is idJSON, verbatim.
@@ -24,6 +24,8 @@ func connectWithID(idJSON string) []byte {
 // "a\/b" comes back as "a/b". holdfast matches the answer by value, so the
 // client gets hello-ok at once, and the gateway sees one connect.
 func TestEscapedConnectID(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	for _, id := range []string{`"a\/b"`, `"caf\u00e9"`, `"\u003cx\u003e\u0026"`, `"\ud83d\ude00"`, `"t\u0061b\tx"`, `"\"q\""`} {
 		t.Run(id, func(t *testing.T) {
 			gw := startGateway(t, fakegw.Config{Token: token})
@@ -51,6 +53,8 @@ func TestEscapedConnectID(t *testing.T) {
 // no device proof) to the gateway, which refuses it at once. holdfast must
 // not hold it as a device connect until the gateway has started.
 func TestConnectKeysAreExactCase(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	device := `"device":{"id":"x","publicKey":"x","signature":"x","signedAt":1,"nonce":"x"}`
 	params := `"minProtocol":3,"maxProtocol":4,"client":{"id":"cli","version":"1.0.0","platform":"linux","mode":"cli"}`
 	for name, frame := range map[string]string{
@@ -100,26 +104,7 @@ func closeAfter(t *testing.T, url string, frame []byte) int {
 func startSlowHello(t *testing.T) (addr string, release chan struct{}, got chan []byte) {
 	t.Helper()
 	release, got = make(chan struct{}), make(chan []byte, 64)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	up := websocket.Upgrader{}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/startupz" {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write([]byte(`{"ok":true,"status":"started"}`))
-			return
-		}
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer ws.Close()
-		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"event","event":"connect.challenge","payload":{"nonce":"n-1","ts":1}}`))
-		if _, _, err := ws.ReadMessage(); err != nil {
-			return
-		}
+	g := testkit.StartGateway(t, testkit.GatewayConfig{Session: func(ws *websocket.Conn, _ []byte, r *http.Request) {
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -133,15 +118,14 @@ func startSlowHello(t *testing.T) (addr string, release chan struct{}, got chan 
 			}
 			got <- data
 		}
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String(), release, got
+	}})
+	return g.Addr(), release, got
 }
 
 // Before hello-ok a client may send 15 frames after its connect, as on the
 // gateway: they arrive in order after hello-ok. The 16th closes 1008.
 func TestPendingFramesLimit(t *testing.T) {
+	t.Parallel()
 	for _, n := range []int{15, 16} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			addr, release, got := startSlowHello(t)

@@ -225,7 +225,6 @@ type Handler struct {
 	log     *slog.Logger
 	access  *slog.Logger // the access log; nil for none
 	metrics *metrics.Metrics
-	clock   retry.Clock
 	backoff retry.Backoff
 	watcher *retry.Watcher
 
@@ -268,7 +267,6 @@ func New(cfg Config, opts Options) (*Handler, error) {
 		log:     opts.Logger,
 		access:  opts.AccessLog,
 		metrics: opts.Metrics,
-		clock:   retry.SystemClock{},
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -290,12 +288,10 @@ func New(cfg Config, opts Options) (*Handler, error) {
 		h.watcher = p.watcher
 	} else {
 		hp := retry.NewHTTPProbe(cfg.Upstream, cfg.TLSClientConfig)
-		hp.Clock = h.clock
 		probe := hp.Probe
 		var w *retry.Watcher
 		w = retry.NewWatcher(retry.WatcherConfig{
 			Probe:        probe,
-			Clock:        h.clock,
 			PollInterval: cfg.ReadinessPollInterval,
 			ProbeTimeout: cfg.ReadinessProbeTimeout,
 			FreshFor:     cfg.ReadinessFreshFor,

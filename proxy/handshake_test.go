@@ -11,19 +11,13 @@ import (
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
 const token = "test-token-not-a-secret"
 
-func newDevice(t *testing.T) *deviceauth.Identity {
-	t.Helper()
-	id, err := deviceauth.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
+func newDevice(t *testing.T) *deviceauth.Identity { return testkit.NewDevice(t) }
 
 func connect(t *testing.T, url string, device *deviceauth.Identity) (*testclient.Conn, testclient.Result) {
 	t.Helper()
@@ -49,9 +43,11 @@ func kindName(device bool) string {
 // The fake reproduces the problem: a client with no retry logic fails
 // during the startup window. Through holdfast the same client gets hello-ok.
 func TestStartupWindowIsAbsorbed(t *testing.T) {
+	t.Parallel()
 	for _, device := range []bool{false, true} {
 		t.Run(kindName(device), func(t *testing.T) {
 			t.Parallel()
+			testkit.Prompt(t)
 			gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 2 * time.Second})
 			hs := startProxy(t, gw.Addr(), nil, nil)
 			var dev *deviceauth.Identity
@@ -97,6 +93,7 @@ func TestStartupWindowIsAbsorbed(t *testing.T) {
 // The gateway is not listening when the client arrives and opens its port
 // a second later: the refused dials are retried within the budget.
 func TestGatewayNotYetListening(t *testing.T) {
+	t.Parallel()
 	addr := freeAddr(t)
 	hs := startProxy(t, addr, nil, nil)
 	dev := newDevice(t)
@@ -129,6 +126,7 @@ func TestGatewayNotYetListening(t *testing.T) {
 // notice: the second, device-signed client must not be forwarded on a stale
 // belief that the gateway has started.
 func TestRestartBetweenClients(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 
@@ -155,9 +153,11 @@ func TestRestartBetweenClients(t *testing.T) {
 // A budget shorter than the window: the client gets the gateway's own
 // UNAVAILABLE and close 1013 in about the budget.
 func TestBudgetShorterThanWindow(t *testing.T) {
+	t.Parallel()
 	for _, device := range []bool{false, true} {
 		t.Run(kindName(device), func(t *testing.T) {
 			t.Parallel()
+			testkit.Prompt(t)
 			gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 10 * time.Second})
 			budget := 1500 * time.Millisecond
 			hs := startProxy(t, gw.Addr(), func(c *proxy.Config) { c.Budget = budget }, nil)
@@ -188,6 +188,7 @@ func TestBudgetShorterThanWindow(t *testing.T) {
 // Answers other than hello-ok and the startup error pass through unchanged,
 // with the gateway's close code.
 func TestRejectionPassesThrough(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -206,6 +207,8 @@ func TestRejectionPassesThrough(t *testing.T) {
 // admits 32 unauthenticated sockets per address: all get hello-ok, with a
 // bounded number of readiness probes and connect attempts.
 func TestCrowdThroughOneWindow(t *testing.T) {
+	t.Parallel()
+	testkit.Heavy(t)
 	const n = 200
 	window := 2 * time.Second
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, MaxPreauthPerIP: 32})
@@ -275,6 +278,7 @@ func TestCrowdThroughOneWindow(t *testing.T) {
 // A token-only client in a window is replayed on new sockets; the gateway
 // sees its connect again with the challenge of each new socket swallowed.
 func TestReplayableConnectIsRetried(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 1500 * time.Millisecond})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	_, res := connect(t, hs.url, nil)
@@ -294,6 +298,7 @@ func TestReplayableConnectIsRetried(t *testing.T) {
 // Older gateways have no /startupz (the Control UI answers it with HTML):
 // readiness falls back to /readyz's detailed body.
 func TestLegacyGatewayReadiness(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 1500 * time.Millisecond, Legacy: true})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	_, res := connect(t, hs.url, newDevice(t))
@@ -316,6 +321,7 @@ func TestLegacyGatewayReadiness(t *testing.T) {
 // forget that the gateway had started: a device-signed client arriving at
 // once is held through the new window, not forwarded to be refused.
 func TestRestartSeenBySession(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c1, res := connect(t, hs.url, newDevice(t))

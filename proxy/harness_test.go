@@ -1,16 +1,16 @@
 package proxy_test
 
 import (
-	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,13 +18,16 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/metrics"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
 // TestMain fails the package when goroutines of holdfast's own packages
-// outlive the tests.
+// outlive the tests. The tests mostly wait on timers and sockets, so sixteen
+// run per core unless -parallel says otherwise.
 func TestMain(m *testing.M) {
+	testkit.DefaultParallel(16 * runtime.GOMAXPROCS(0))
 	code := m.Run()
 	if code == 0 {
 		if leaked := waitNoLeaks(5 * time.Second); leaked != "" {
@@ -58,22 +61,7 @@ func waitNoLeaks(d time.Duration) string {
 }
 
 // syncBuffer collects logs from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testkit.LogBuffer
 
 // harness is holdfast on a real 127.0.0.1 listener in front of an upstream.
 type harness struct {
@@ -83,6 +71,8 @@ type harness struct {
 	url  string // ws://127.0.0.1:port
 	http string // http://127.0.0.1:port
 	logs *syncBuffer
+	// label marks the goroutines of this holdfast (goroutines).
+	label string
 }
 
 // startProxy runs holdfast in front of upstreamAddr. wrap, if set, wraps the
@@ -105,10 +95,18 @@ func startProxy(t testing.TB, upstreamAddr string, tweak func(*proxy.Config), wr
 	logs := &syncBuffer{}
 	reg := prometheus.NewRegistry()
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h, err := proxy.New(cfg, proxy.Options{
-		Logger:    logger,
-		AccessLog: logger,
-		Metrics:   metrics.New(reg, false),
+	// Every goroutine of this holdfast (started by New, by the server or
+	// by a connection's) carries the harness's label: goroutines counts
+	// them while other tests run beside it.
+	label := fmt.Sprintf("%p", logs)
+	var h *proxy.Handler
+	var err error
+	pprof.Do(context.Background(), pprof.Labels(harnessLabel, label), func(context.Context) {
+		h, err = proxy.New(cfg, proxy.Options{
+			Logger:    logger,
+			AccessLog: logger,
+			Metrics:   metrics.New(reg, false),
+		})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -124,10 +122,12 @@ func startProxy(t testing.TB, upstreamAddr string, tweak func(*proxy.Config), wr
 	ln = h.WrapListener(ln)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
+	pprof.Do(context.Background(), pprof.Labels(harnessLabel, label), func(context.Context) {
+		go func() {
+			defer close(done)
+			_ = srv.Serve(ln)
+		}()
+	})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -141,12 +141,41 @@ func startProxy(t testing.TB, upstreamAddr string, tweak func(*proxy.Config), wr
 			t.Logf("holdfast log:\n%s", logs.String())
 		}
 	})
-	return &harness{t: t, h: h, reg: reg, url: "ws://" + addr, http: "http://" + addr, logs: logs}
+	return &harness{t: t, h: h, reg: reg, url: "ws://" + addr, http: "http://" + addr, logs: logs, label: label}
+}
+
+// harnessLabel is the profiler label that marks a harness's goroutines.
+const harnessLabel = "holdfast_harness"
+
+// goroutines counts the goroutines of this harness's holdfast that run
+// holdfast's proxy code, as proxyGoroutines does for the whole process.
+func (hs *harness) goroutines() int {
+	var b strings.Builder
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 1); err != nil {
+		hs.t.Fatal(err)
+	}
+	mark := fmt.Sprintf("%q:%q", harnessLabel, hs.label)
+	n := 0
+	for _, rec := range strings.Split(b.String(), "\n\n") {
+		if !strings.Contains(rec, mark) || !strings.Contains(rec, "holdfast/proxy.") || strings.Contains(rec, "proxy_test.") {
+			continue
+		}
+		var count int
+		if _, err := fmt.Sscanf(rec, "%d @", &count); err == nil {
+			n += count
+		}
+	}
+	return n
 }
 
 // startGateway runs a fake gateway and stops it at the end of the test.
 func startGateway(t *testing.T, cfg fakegw.Config) *fakegw.Gateway {
 	t.Helper()
+	if cfg.Addr == "" {
+		// A port no parallel test's listener takes while the gateway
+		// is down, and no stale dial of another test reaches.
+		cfg.Addr = testkit.FreeAddr(t)
+	}
 	g, err := fakegw.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -214,16 +243,7 @@ func (hs *harness) waitMetric(want float64, name string, labels ...string) {
 }
 
 // freeAddr returns a 127.0.0.1 address nobody listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
+func freeAddr(t *testing.T) string { return testkit.FreeAddr(t) }
 
 // remoteListener presents every accepted 127.0.0.1 connection as coming from
 // another address, so that holdfast treats its client as remote. No traffic

@@ -241,7 +241,7 @@ func (c *conn) lateDial() *outcome {
 		}
 	}
 	c.h.log.Debug("late dial", "client", c.rec.clientAddr, "waited", waited.Round(time.Millisecond), "why", string(d.Reason), "warm", c.up != nil)
-	c.budget = retry.NewBudget(c.h.clock, c.h.cfg.Budget)
+	c.budget = retry.NewBudget(retry.SystemClock{}, c.h.cfg.Budget)
 	if c.up != nil && peerSpoke(c.up.ws.NetConn()) {
 		c.warmLost() // closed since the last look
 	}
@@ -283,7 +283,7 @@ func (c *conn) handOutLead() time.Duration {
 // the fresh one takes its place; otherwise the warm socket stays, and its
 // challenge is handed out on time.
 func (c *conn) openForHandOut(due time.Time) {
-	budget := retry.NewBudget(c.h.clock, max(time.Until(due), c.h.cfg.MinAttempt))
+	budget := retry.NewBudget(retry.SystemClock{}, max(time.Until(due), c.h.cfg.MinAttempt))
 	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.key(), budget)
 	if err != nil {
 		if c.ctx.Err() == nil {
@@ -306,7 +306,7 @@ func (c *conn) openForHandOut(due time.Time) {
 // for a reason worth retrying, the client gets a stand-in challenge
 // (standin.go) rather than none before its own challenge timer.
 func (c *conn) dueWithoutSocket() *outcome {
-	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.key(), retry.NewBudget(c.h.clock, c.handOutLead()))
+	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.key(), retry.NewBudget(retry.SystemClock{}, c.handOutLead()))
 	if err == nil {
 		c.up = up
 		return nil
@@ -383,7 +383,7 @@ func (h *Handler) warmRenewAge() time.Duration {
 // upgrade), a budget spent in line or the client leaving end the
 // connection with their outcome.
 func (c *conn) warmDial(left time.Duration) *outcome {
-	budget := retry.NewBudget(c.h.clock, max(left, 0)+c.h.cfg.Budget)
+	budget := retry.NewBudget(retry.SystemClock{}, max(left, 0)+c.h.cfg.Budget)
 	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.key(), budget)
 	if err == nil {
 		c.up = up
@@ -462,7 +462,7 @@ func (c *conn) renewWarm(r metrics.RenewReason) {
 	c.up = nil
 	c.h.metrics.Renewal(r)
 	c.h.log.Debug("warm upstream socket renewed", "client", c.rec.clientAddr, "age", time.Since(old.opened).Round(time.Millisecond), "why", string(r))
-	up, err := c.h.dialOnceSlot(c.ctx, c.target, c.hdr, c.attr.key(), retry.NewBudget(c.h.clock, c.h.cfg.DialTimeout), slot)
+	up, err := c.h.dialOnceSlot(c.ctx, c.target, c.hdr, c.attr.key(), retry.NewBudget(retry.SystemClock{}, c.h.cfg.DialTimeout), slot)
 	if err != nil {
 		if c.ctx.Err() == nil {
 			c.h.noteDialFailure(err)

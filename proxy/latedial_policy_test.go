@@ -8,6 +8,7 @@ import (
 )
 
 func TestDecideDial(t *testing.T) {
+	t.Parallel()
 	pol := dialPolicy{MaxWait: 12 * time.Second, Trust: 5 * time.Second, Refresh: 1100 * time.Millisecond}
 	s := time.Second
 	for _, tc := range []struct {

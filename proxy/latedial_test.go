@@ -10,6 +10,7 @@ import (
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -69,10 +70,12 @@ func connectAsync(url string, dev *deviceauth.Identity, origin string) <-chan la
 // held on that socket, so it gets the gateway's UNAVAILABLE and 1013 at the
 // end of its budget, as it would directly, and retries.
 func TestLateDialOutlastsPreauthTimer(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	window := preauth * 3 / 2
+	start := time.Now() // the window begins when the gateway starts
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
-	start := time.Now()
 	cli := connectAsync(hs.url, newDevice(t), "")
 	browser := connectAsync(hs.url, newDevice(t), "http://"+gw.Addr())
 
@@ -108,6 +111,8 @@ func TestLateDialOutlastsPreauthTimer(t *testing.T) {
 // of the fresh budget, and then it gets the gateway's own UNAVAILABLE and
 // close 1013, so that a client that retries retries.
 func TestLateDialKeepsUnavailableRule(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 10 * time.Second, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
 	for _, device := range []bool{true, false} {
@@ -145,6 +150,8 @@ func TestLateDialKeepsUnavailableRule(t *testing.T) {
 // A started gateway: non-browser clients go through at once and nobody is
 // counted as delayed.
 func TestLateDialStartedGateway(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGateway(t, fakegw.Config{Token: token, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
 	for i := 0; i < 3; i++ {
@@ -165,6 +172,7 @@ func TestLateDialStartedGateway(t *testing.T) {
 // while it is down, and its challenge comes from the socket opened once
 // the gateway has started.
 func TestLateDialGatewayDown(t *testing.T) {
+	t.Parallel()
 	addr := freeAddr(t)
 	hs := startLateProxy(t, addr)
 	ch := connectAsync(hs.url, newDevice(t), "")
@@ -186,6 +194,7 @@ func TestLateDialGatewayDown(t *testing.T) {
 // gateway its warm socket only: no connect is sent, the socket is closed
 // and its admission slot given back, and the client is counted as gone.
 func TestLateDialClientLeaves(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 10 * time.Second, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
 	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
@@ -227,6 +236,8 @@ func summarizeLate(r testclient.Result) string {
 // non-browser client does not trust the old "started" but waits for a
 // probe, finds the gateway starting, and is dialled once it has started.
 func TestLateDialAfterQuietRestart(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	gw := startGateway(t, fakegw.Config{Token: token, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
 	if o := <-connectAsync(hs.url, newDevice(t), ""); !o.res.HelloOK {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -26,12 +27,15 @@ import (
 // and the gateway receives exactly one connect and closes no socket on
 // its pre-auth timer.
 func TestWarmSocketRenewedBeforePreauthTimer(t *testing.T) {
+	t.Parallel()
 	const (
 		timer  = time.Second
 		window = 2500 * time.Millisecond
 	)
 	for _, device := range []bool{true, false} {
 		t.Run(kindName(device), func(t *testing.T) {
+			t.Parallel()
+			testkit.Prompt(t)
 			gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, PreauthTimeout: timer})
 			gwStart := time.Now()
 			hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
@@ -81,6 +85,8 @@ func TestWarmSocketRenewedBeforePreauthTimer(t *testing.T) {
 // reason): holdfast opens another, and the client still gets hello-ok with
 // one connect sent.
 func TestWarmSocketClosedByGateway(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	const window = 2 * time.Second
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, PreauthTimeout: 700 * time.Millisecond})
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
@@ -109,6 +115,8 @@ func TestWarmSocketClosedByGateway(t *testing.T) {
 // client gets hello-ok with one connect, and the clients that held a warm
 // socket need no new one.
 func TestWarmSocketsKeepPerAddressLimit(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	const (
 		limit   = 3
 		clients = 10
@@ -218,6 +226,8 @@ func tlsFront(t *testing.T, backend string) (addr string, pool *x509.CertPool) {
 // challenge out: the client gets a fresh socket's challenge, not the dead
 // one's, and reaches hello-ok with one connect.
 func TestWarmSocketOverTLSClosedByGateway(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
 	const window = 1500 * time.Millisecond
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, PreauthTimeout: 500 * time.Millisecond})
 	addr, pool := tlsFront(t, gw.Addr())

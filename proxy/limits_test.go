@@ -15,6 +15,7 @@ import (
 // upgrade gets 503 with Retry-After, counted; a slot comes back when a
 // client's handshake ends.
 func TestHandshakeLimit(t *testing.T) {
+	t.Parallel()
 	addr, release, _ := startSlowHello(t) // every connect waits for release
 	hs := startProxy(t, addr, func(c *proxy.Config) { c.MaxHandshakes = 2 }, nil)
 	var held []*rawClient
@@ -53,6 +54,7 @@ func TestHandshakeLimit(t *testing.T) {
 // client whose frame does not fit is closed 1013; while the limit is
 // reached, upgrades get 503; the bytes come back when a handshake ends.
 func TestPreauthBytesLimit(t *testing.T) {
+	t.Parallel()
 	addr, release, _ := startSlowHello(t)
 	connect := heldConnect(256)
 	const filler = 5 << 13 // 40 960 bytes: 5 pages, held in a buffer of that size

@@ -15,6 +15,7 @@ import (
 // README's close-code table is the endings table: every row, word for
 // word. Edit the table in outcome.go, then paste what this test prints.
 func TestREADMECloseCodes(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -41,6 +42,7 @@ func TestREADMECloseCodes(t *testing.T) {
 // Every ending is fully specified, and exactly the handshake endings
 // count a result.
 func TestEndingsTable(t *testing.T) {
+	t.Parallel()
 	results := map[metrics.Result]bool{}
 	for e := range numEndings {
 		s := endings[e]
@@ -71,6 +73,7 @@ func TestEndingsTable(t *testing.T) {
 // What an ending says about the gateway: a gateway close is judged by its
 // code; only evidence changes the state.
 func TestEvidence(t *testing.T) {
+	t.Parallel()
 	closeErr := func(code int) error { return &websocket.CloseError{Code: code} }
 	for _, tc := range []struct {
 		ev   evidence

@@ -12,6 +12,7 @@ import (
 // it fits a chunk, not io.ReadAll's doubling), for sizes around a chunk's,
 // whatever the reads' sizes; and the reader's error.
 func TestReadAll(t *testing.T) {
+	t.Parallel()
 	pool := newChunkPool()
 	for _, n := range []int{0, 1, 313, chunkSize - 1, chunkSize, chunkSize + 1, 3*chunkSize + 7} {
 		want := make([]byte, n)

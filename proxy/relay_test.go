@@ -16,6 +16,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 )
 
 // scriptConn is a leg's socket for relay tests: each Read hands out what is
@@ -57,29 +59,11 @@ var clientKey = [4]byte{0x37, 0xfa, 0x21, 0x3d}
 // wsFrame builds a frame: b0 is FIN, RSV and opcode; a masked one uses
 // clientKey.
 func wsFrame(b0 byte, payload []byte, masked bool) []byte {
-	b := []byte{b0}
-	var m byte
-	if masked {
-		m = 0x80
-	}
-	switch n := len(payload); {
-	case n <= 125:
-		b = append(b, m|byte(n))
-	case n <= 0xffff:
-		b = append(b, m|126)
-		b = binary.BigEndian.AppendUint16(b, uint16(n))
-	default:
-		b = append(b, m|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
 	if !masked {
-		return append(b, payload...)
+		return testkit.AppendFrame(nil, b0, payload, nil)
 	}
-	b = append(b, clientKey[:]...)
-	for i, c := range payload {
-		b = append(b, c^clientKey[i%4])
-	}
-	return b
+	key := clientKey
+	return testkit.AppendFrame(nil, b0, payload, &key)
 }
 
 // wireFrame is a frame as parsed from what the relay wrote.
@@ -97,44 +81,15 @@ func parseWire(t testing.TB, b []byte) []wireFrame {
 	t.Helper()
 	var fs []wireFrame
 	for len(b) > 0 {
-		if len(b) < 2 {
-			t.Fatalf("a frame cut short: % x", b)
+		f, n, err := testkit.ParseFrame(b)
+		if err != nil {
+			t.Fatalf("%v: % x", err, b[:min(len(b), 16)])
 		}
-		f := wireFrame{fin: b[0]&0x80 != 0, opcode: b[0] & 0x0f, masked: b[1]&0x80 != 0}
-		if b[0]&0x70 != 0 {
+		if f.RSV != 0 {
 			t.Fatalf("RSV bits written: %#x", b[0])
 		}
-		h, n := 2, uint64(b[1]&0x7f)
-		switch n {
-		case 126:
-			h = 4
-		case 127:
-			h = 10
-		}
-		if f.masked {
-			h += 4
-		}
-		if len(b) < h {
-			t.Fatalf("a frame header cut short: % x", b)
-		}
-		switch n {
-		case 126:
-			n = uint64(binary.BigEndian.Uint16(b[2:]))
-		case 127:
-			n = binary.BigEndian.Uint64(b[2:])
-		}
-		if f.masked {
-			copy(f.key[:], b[h-4:h])
-		}
-		if uint64(len(b)-h) < n {
-			t.Fatalf("a frame's payload cut short: %d of %d bytes", len(b)-h, n)
-		}
-		f.payload = append([]byte(nil), b[h:h+int(n)]...)
-		if f.masked {
-			maskBytes(f.key, f.payload)
-		}
-		fs = append(fs, f)
-		b = b[h+int(n):]
+		fs = append(fs, wireFrame{fin: f.Fin, opcode: f.Opcode, masked: f.Masked, key: f.Key, payload: f.Payload})
+		b = b[n:]
 	}
 	return fs
 }
@@ -251,6 +206,7 @@ func closePayload(code int, text string) []byte { return websocket.FormatCloseMe
 // at a time (every frame header and every control frame split), and at
 // random points.
 func TestFrameRelayAnyCut(t *testing.T) {
+	t.Parallel()
 	big := bytes.Repeat([]byte("0123456789abcdef"), 70000/16) // over a chunk: 64-bit length
 	mid := bytes.Repeat([]byte{0xa5}, 300)                    // 16-bit length
 	ping125 := bytes.Repeat([]byte("p"), 125)
@@ -282,6 +238,8 @@ func TestFrameRelayAnyCut(t *testing.T) {
 		}
 		for name, pieces := range map[string][][]byte{"whole": {stream}, "bytewise": bytewise(stream), "random": random} {
 			t.Run(fmt.Sprintf("fromClient=%v/%s", fromClient, name), func(t *testing.T) {
+				t.Parallel()
+				testkit.Heavy(t)
 				res := runRelay(t, fromClient, 0, pieces...)
 				if got := events(t, res.toDst); strings.Join(got, "\n") != strings.Join(want, "\n") {
 					t.Fatalf("relayed:\n%.300s\nwant:\n%.300s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -306,6 +264,7 @@ func TestFrameRelayAnyCut(t *testing.T) {
 // the fragments leave as they come (nothing waits for the message's end)
 // and the ping goes between them.
 func TestFrameRelayFragmentsAcrossBursts(t *testing.T) {
+	t.Parallel()
 	res := runRelay(t, true, 0,
 		wsFrame(0x01, []byte("hel"), true),
 		wsFrame(0x89, []byte("?"), true),
@@ -334,6 +293,7 @@ func TestFrameRelayFragmentsAcrossBursts(t *testing.T) {
 // A frame's payload that arrives in pieces leaves as it comes, as frames
 // of one message, masked at each piece's own phase.
 func TestFrameRelayPayloadAcrossReads(t *testing.T) {
+	t.Parallel()
 	payload := []byte("abcdefghijklmnopqrstuvwxyz")
 	f := wsFrame(0x82, payload, true)
 	res := runRelay(t, true, 0, f[:6+1], f[7:12], f[12:13], f[13:])
@@ -348,6 +308,7 @@ func TestFrameRelayPayloadAcrossReads(t *testing.T) {
 // Broken frames get 1002 on their leg, nothing of them is relayed, and the
 // relay ends with an error that is not a close.
 func TestFrameRelayProtocolErrors(t *testing.T) {
+	t.Parallel()
 	long := make([]byte, 10)
 	long[0], long[1] = 0x82, 0xff // masked, 64-bit length
 	binary.BigEndian.PutUint64(long[2:], 1<<63)
@@ -395,6 +356,7 @@ func TestFrameRelayProtocolErrors(t *testing.T) {
 // A client message over the limit, counted over its frames, gets 1009 at
 // the frame header that crosses it; a message at the limit passes.
 func TestFrameRelayMessageLimit(t *testing.T) {
+	t.Parallel()
 	at := runRelay(t, true, 100, wsFrame(0x01, make([]byte, 60), true), wsFrame(0x80, make([]byte, 40), true))
 	if at.err != errRelayEOF || at.msgs != 1 {
 		t.Fatalf("a message of exactly the limit: %v, %d messages", at.err, at.msgs)
@@ -419,6 +381,7 @@ func TestFrameRelayMessageLimit(t *testing.T) {
 // A close without a code is 1005, answered with an empty close; nothing is
 // written on either leg after it.
 func TestFrameRelayEmptyClose(t *testing.T) {
+	t.Parallel()
 	res := runRelay(t, false, 0, wsFrame(0x88, nil, false), wsFrame(0x81, []byte("late"), false))
 	if closeCode(res.err) != websocket.CloseNoStatusReceived {
 		t.Fatalf("ended with %v; want 1005", res.err)
@@ -434,6 +397,7 @@ func TestFrameRelayEmptyClose(t *testing.T) {
 // Frames toward the gateway each get a fresh key: over many frames, keys
 // vary and none is the client's.
 func TestFrameRelayFreshKeys(t *testing.T) {
+	t.Parallel()
 	var stream []byte
 	for range 64 {
 		stream = append(stream, wsFrame(0x81, []byte("same payload"), true)...)
@@ -450,6 +414,7 @@ func TestFrameRelayFreshKeys(t *testing.T) {
 
 // maskCopy equals copy then maskBytes, at every length and alignment.
 func TestMaskCopy(t *testing.T) {
+	t.Parallel()
 	key := [4]byte{1, 2, 3, 4}
 	k := binary.LittleEndian.Uint32(key[:])
 	src := make([]byte, 300)

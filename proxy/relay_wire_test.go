@@ -13,6 +13,7 @@ import (
 // fragments of a message) gets its message echoed whole and its ping
 // answered by the gateway; a 125-byte ping crosses both ways.
 func TestRelayFramesSplitAcrossPackets(t *testing.T) {
+	t.Parallel()
 	addr := startMiniUpstream(t, echoSession)
 	hs := startProxy(t, addr, nil, nil)
 	c := dialRaw(t, hs.url, nil)
@@ -50,6 +51,7 @@ func TestRelayFramesSplitAcrossPackets(t *testing.T) {
 // A gateway frame that is masked breaks RFC 6455 §5.1: holdfast closes the
 // gateway leg 1002 and tells the client 1011.
 func TestGatewayMaskedFrameAfterHelloOK(t *testing.T) {
+	t.Parallel()
 	got := make(chan error, 1)
 	addr := startMiniUpstream(t, func(ws *websocket.Conn) {
 		_, _ = ws.UnderlyingConn().Write(rawFrame(0x81, []byte(`{"type":"event"}`), true))

@@ -13,6 +13,7 @@ import (
 // pool: closed with the leg, it would be lost, and every session would
 // cost a fresh 32 KiB chunk.
 func TestFrameRelayGivesBackItsSpare(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strconv"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testcert"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -31,35 +30,17 @@ type rawClient struct {
 
 func dialRaw(t testing.TB, url string, hdr http.Header) *rawClient {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
-	ws, resp, err := d.Dial(url, hdr)
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("dial %s: %v (HTTP %d)", url, err, status)
-	}
-	t.Cleanup(func() { ws.Close() })
-	ws.SetReadLimit(64 << 20)
-	return &rawClient{t: t, ws: ws}
+	return &rawClient{t: t, ws: testkit.DialRaw(t, url, hdr)}
 }
 
 func (c *rawClient) read() (int, []byte) {
 	c.t.Helper()
-	_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	typ, data, err := c.ws.ReadMessage()
-	if err != nil {
-		c.t.Fatalf("read: %v", err)
-	}
-	return typ, data
+	return testkit.Read(c.t, c.ws, 10*time.Second)
 }
 
 func (c *rawClient) write(typ int, data []byte) {
 	c.t.Helper()
-	if err := c.ws.WriteMessage(typ, data); err != nil {
-		c.t.Fatalf("write: %v", err)
-	}
+	testkit.Write(c.t, c.ws, typ, data)
 }
 
 // handshake reads the challenge, sends a token-only connect followed at
@@ -98,6 +79,8 @@ func randomBytes(t *testing.T, n int) []byte {
 // After hello-ok: pipelined frames, text and binary, a 10 MiB message and
 // ping/pong cross holdfast byte-identical and in order.
 func TestSpliceRelaysFrames(t *testing.T) {
+	t.Parallel()
+	testkit.Heavy(t)
 	gw := startGateway(t, fakegw.Config{Token: token, Echo: true})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c := dialRaw(t, hs.url, nil)
@@ -166,7 +149,12 @@ func TestSpliceRelaysFrames(t *testing.T) {
 // gateway, and the gateway's pings reach the client, whose pongs reach the
 // gateway in time (it terminates a session that misses one).
 func TestSplicePingPong(t *testing.T) {
-	gw := startGateway(t, fakegw.Config{Token: token, Echo: true, PingInterval: 300 * time.Millisecond})
+	t.Parallel()
+	testkit.Prompt(t)
+	// The gateway ends a session whose pong has not come by its next
+	// ping: 1 s leaves a client that reads every 30 ms room on a loaded
+	// machine (300 ms did not, beside parallel tests).
+	gw := startGateway(t, fakegw.Config{Token: token, Echo: true, PingInterval: time.Second})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c := dialRaw(t, hs.url, nil)
 	c.handshake()
@@ -185,7 +173,7 @@ func TestSplicePingPong(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Reading drives the control handlers: keep a message going until the
-	// pong and two of the gateway's pings (300 ms apart) came through, or
+	// pong and two of the gateway's pings (1 s apart) came through, or
 	// for a deadline far beyond that on a loaded machine.
 	gotPong := false
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && (!gotPong || len(pings) < 2); {
@@ -223,10 +211,7 @@ func trim(b []byte) string {
 // 1 MiB) in answer to its first frame, then is handed to session.
 func startMiniUpstream(tb testing.TB, session func(ws *websocket.Conn)) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	ln := testkit.Listen(tb)
 	serveMiniUpstream(tb, ln, session)
 	return ln.Addr().String()
 }
@@ -241,45 +226,15 @@ func serveMiniUpstream(tb testing.TB, ln net.Listener, session func(ws *websocke
 // first frame is sent on got (if not nil and ready), hello-ok with
 // policy.maxPayload answers it, then the socket is handed to session.
 func serveScriptedGateway(tb testing.TB, ln net.Listener, maxPayload int, got chan<- []byte, session func(ws *websocket.Conn)) {
-	up := websocket.Upgrader{}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/startupz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"ok":true,"status":"started"}`))
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer ws.Close()
-		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"event","event":"connect.challenge","payload":{"nonce":"n-1","ts":1}}`))
-		_, data, err := ws.ReadMessage()
-		if err != nil {
-			return
-		}
+	testkit.StartGateway(tb, testkit.GatewayConfig{Listener: ln, Session: func(ws *websocket.Conn, connect []byte, _ *http.Request) {
 		select {
-		case got <- data:
+		case got <- connect:
 		default:
 		}
-		var req struct {
-			ID string `json:"id"`
-		}
-		_ = json.Unmarshal(data, &req)
-		hello := `{"type":"res","id":"` + req.ID + `","ok":true,"payload":{"type":"hello-ok","protocol":4,"policy":{"maxPayload":` +
-			strconv.Itoa(maxPayload) + `,"tickIntervalMs":30000}}}`
-		if ws.WriteMessage(websocket.TextMessage, []byte(hello)) == nil {
+		if ws.WriteMessage(websocket.TextMessage, []byte(testkit.HelloOK(testkit.RequestID(connect), maxPayload))) == nil {
 			session(ws)
 		}
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		srv.Close()
-	})
+	}})
 }
 
 // closeRecorder is a minimal upstream that records how each session ended.
@@ -322,7 +277,9 @@ func (r *closeRecorder) wait(t *testing.T) error {
 // Close codes cross holdfast both ways; an end without a close frame is
 // reported with a legal code, never 1005/1006 on the wire.
 func TestCloseCodes(t *testing.T) {
+	t.Parallel()
 	t.Run("client close reaches the gateway", func(t *testing.T) {
+		t.Parallel()
 		rec, addr := startRecorder(t, false)
 		hs := startProxy(t, addr, nil, nil)
 		c := dialRaw(t, hs.url, nil)
@@ -334,6 +291,7 @@ func TestCloseCodes(t *testing.T) {
 		}
 	})
 	t.Run("client vanishing is 1001 upstream", func(t *testing.T) {
+		t.Parallel()
 		rec, addr := startRecorder(t, false)
 		hs := startProxy(t, addr, nil, nil)
 		c := dialRaw(t, hs.url, nil)
@@ -345,6 +303,7 @@ func TestCloseCodes(t *testing.T) {
 		}
 	})
 	t.Run("gateway vanishing is 1011 to the client", func(t *testing.T) {
+		t.Parallel()
 		_, addr := startRecorder(t, true)
 		hs := startProxy(t, addr, nil, nil)
 		c := dialRaw(t, hs.url, nil)
@@ -357,6 +316,7 @@ func TestCloseCodes(t *testing.T) {
 		}
 	})
 	t.Run("gateway shutdown is its shutdown event and 1012", func(t *testing.T) {
+		t.Parallel()
 		gw := startGateway(t, fakegw.Config{Token: token})
 		hs := startProxy(t, gw.Addr(), nil, nil)
 		c := dialRaw(t, hs.url, nil)
@@ -385,6 +345,7 @@ func TestCloseCodes(t *testing.T) {
 
 // A client message over hello-ok's policy.maxPayload closes 1009.
 func TestMessageOverMaxPayload(t *testing.T) {
+	t.Parallel()
 	_, addr := startRecorder(t, false) // its hello-ok states 1 MiB
 	hs := startProxy(t, addr, nil, nil)
 	c := dialRaw(t, hs.url, nil)
@@ -400,6 +361,7 @@ func TestMessageOverMaxPayload(t *testing.T) {
 
 // A pre-auth frame over 64 KiB closes 1009, as on the gateway.
 func TestPreauthFrameTooLarge(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c := dialRaw(t, hs.url, nil)
@@ -417,6 +379,7 @@ func TestPreauthFrameTooLarge(t *testing.T) {
 // A first frame that is not a connect goes to the gateway, whose answer and
 // close code come back unchanged.
 func TestNonConnectFirstFrame(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c := dialRaw(t, hs.url, nil)
@@ -437,6 +400,7 @@ func TestNonConnectFirstFrame(t *testing.T) {
 // A wss gateway: holdfast verifies its certificate, probes its readiness
 // over HTTPS, and splices through TLS with frames batched below it.
 func TestTLSUpstream(t *testing.T) {
+	t.Parallel()
 	cert, pool := selfSigned(t)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -15,27 +14,13 @@ import (
 	"time"
 
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
 // maskedFrame is one client frame (RFC 6455 §5.2), masked as clients must.
 func maskedFrame(opcode byte, payload []byte) []byte {
-	key := [4]byte{0x11, 0x22, 0x33, 0x44}
-	b := []byte{0x80 | opcode}
-	switch n := len(payload); {
-	case n <= 125:
-		b = append(b, 0x80|byte(n))
-	case n <= 0xffff:
-		b = append(b, 0x80|126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 0x80|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	b = append(b, key[:]...)
-	for i, c := range payload {
-		b = append(b, c^key[i%4])
-	}
-	return b
+	return testkit.AppendFrame(nil, 0x80|opcode, payload, &[4]byte{0x11, 0x22, 0x33, 0x44})
 }
 
 // rawConn is a TCP client that writes bytes as they are given.
@@ -82,26 +67,11 @@ func (r *rawConn) response() *http.Response {
 // frame reads one server frame; for a close it returns the code.
 func (r *rawConn) frame() (opcode byte, payload []byte) {
 	r.t.Helper()
-	var h [2]byte
-	if _, err := io.ReadFull(r.br, h[:]); err != nil {
+	f, err := testkit.ReadFrame(r.br, 0)
+	if err != nil {
 		r.t.Fatalf("reading a frame: %v", err)
 	}
-	n := uint64(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var e [2]byte
-		_, _ = io.ReadFull(r.br, e[:])
-		n = uint64(binary.BigEndian.Uint16(e[:]))
-	case 127:
-		var e [8]byte
-		_, _ = io.ReadFull(r.br, e[:])
-		n = binary.BigEndian.Uint64(e[:])
-	}
-	payload = make([]byte, n)
-	if _, err := io.ReadFull(r.br, payload); err != nil {
-		r.t.Fatalf("reading a frame's payload: %v", err)
-	}
-	return h[0] & 0x0f, payload
+	return f.Opcode, f.Payload
 }
 
 // A malformed upgrade is refused with 400 before holdfast opens an upstream
@@ -110,6 +80,7 @@ func (r *rawConn) frame() (opcode byte, payload []byte) {
 // host (net/http drops the header), upgrade or passthrough alike: holdfast
 // never forwards a Host the client did not send.
 func TestMalformedUpgradeOpensNoUpstream(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	host := strings.TrimPrefix(hs.url, "ws://")
@@ -147,6 +118,7 @@ func TestMalformedUpgradeOpensNoUpstream(t *testing.T) {
 // Frames a client sends in the same packet as its upgrade request are
 // kept: its connect arrives at the gateway and the client gets hello-ok.
 func TestFramesInTheUpgradePacketAreKept(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	c := dialTCP(t, hs.url)
@@ -173,6 +145,7 @@ func TestFramesInTheUpgradePacketAreKept(t *testing.T) {
 // The same on a listener that holdfast did not wrap (an embedding program's
 // own): the early bytes are read before the socket.
 func TestFramesInTheUpgradePacketAreKeptUnwrapped(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	h, err := proxy.New(proxy.Config{Upstream: &url.URL{Scheme: "ws", Host: gw.Addr()}}, proxy.Options{})
 	if err != nil {

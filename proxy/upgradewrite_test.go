@@ -55,6 +55,7 @@ func (c recordingConn) Write(p []byte) (int, error) {
 // 101 and the challenge leave in one write: one packet, and the client has
 // its challenge with the answer to its upgrade.
 func TestUpgradeAnswerAndChallengeInOneWrite(t *testing.T) {
+	t.Parallel()
 	addr := startMiniUpstream(t, func(ws *websocket.Conn) {
 		for {
 			if _, _, err := ws.NextReader(); err != nil {

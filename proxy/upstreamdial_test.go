@@ -68,6 +68,7 @@ func newTestHandler(t *testing.T, upstream string) *Handler {
 // (RFC 6455 §4.1): each bad 101 is holdfast's 502 (a broken *httpError);
 // a refusal is the gateway's own answer, body and all.
 func TestOpenUpstreamJudgesTheAnswer(t *testing.T) {
+	t.Parallel()
 	const sw = "HTTP/1.1 101 Switching Protocols\r\n"
 	for _, tc := range []struct {
 		name     string
@@ -153,6 +154,7 @@ func TestOpenUpstreamJudgesTheAnswer(t *testing.T) {
 // WebSocket handshake's own headers once each, and every header
 // upstreamHeader kept, values intact.
 func TestOpenUpstreamRequest(t *testing.T) {
+	t.Parallel()
 	got := make(chan *http.Request, 1)
 	target := answerUpgrade(t, func(a string) string {
 		return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + a + "\r\n\r\n"
@@ -206,6 +208,7 @@ func TestOpenUpstreamRequest(t *testing.T) {
 // A 101 and the frame behind it, in one packet: the frame is read as the
 // connection's first.
 func TestOpenUpstreamKeepsTheFrameBehindThe101(t *testing.T) {
+	t.Parallel()
 	target := answerUpgrade(t, func(a string) string {
 		return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + a + "\r\n\r\n" +
 			"\x81\x05hello"
@@ -224,6 +227,7 @@ func TestOpenUpstreamKeepsTheFrameBehindThe101(t *testing.T) {
 }
 
 func TestSplitTarget(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		in   string
 		want upstreamTarget
@@ -251,6 +255,7 @@ func TestSplitTarget(t *testing.T) {
 // must look at it again. This test names the version it was checked
 // against (go.mod's requirement).
 func TestGorillaNewConnVersion(t *testing.T) {
+	t.Parallel()
 	mod, err := os.ReadFile("../go.mod")
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 // gets holdfast's close 1001 "client gone" and answers it, and that answer
 // is not relayed into the client's dead socket.
 func TestVanishedClientIsToldNothing(t *testing.T) {
+	t.Parallel()
 	gotClose := make(chan int, 1)
 	addr := startMiniUpstream(t, func(ws *websocket.Conn) {
 		for {

@@ -10,6 +10,8 @@ import (
 // waiting that costs no allocation, and a waiter that comes later still
 // returns at once.
 func TestWatcherObserveStartedWithoutWaiters(t *testing.T) {
+	// Serial: testing.AllocsPerRun counts the whole process's allocations
+	// (and refuses to run beside parallel tests).
 	w := NewWatcher(WatcherConfig{Probe: func(context.Context) (State, error) { return Started, nil }})
 	defer w.Close()
 	w.Observe(Started)

@@ -32,6 +32,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 func TestClampRetryAfter(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		ms   int64
 		want time.Duration
@@ -50,6 +51,7 @@ func TestClampRetryAfter(t *testing.T) {
 }
 
 func TestBackoffDial(t *testing.T) {
+	t.Parallel()
 	b := Backoff{Base: 100 * time.Millisecond, Max: time.Second}
 	for _, tc := range []struct {
 		attempt int
@@ -73,6 +75,7 @@ func TestBackoffDial(t *testing.T) {
 }
 
 func TestBackoffRetryAfterJitter(t *testing.T) {
+	t.Parallel()
 	b := Backoff{Rand: LockedRand(1)}
 	d := 500 * time.Millisecond
 	for range 1000 {
@@ -84,6 +87,7 @@ func TestBackoffRetryAfterJitter(t *testing.T) {
 }
 
 func TestBudget(t *testing.T) {
+	t.Parallel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	b := NewBudget(clk, 2*time.Second)
 	if !b.Allows(time.Second, 500*time.Millisecond) {
@@ -105,6 +109,7 @@ func TestBudget(t *testing.T) {
 // One watcher serves every waiter with one poller, probes only while
 // someone waits, and releases all waiters when the gateway has started.
 func TestWatcherSharesOnePoller(t *testing.T) {
+	t.Parallel()
 	var probes, concurrent, maxConcurrent atomic.Int64
 	var started atomic.Bool
 	w := NewWatcher(WatcherConfig{
@@ -165,6 +170,7 @@ func TestWatcherSharesOnePoller(t *testing.T) {
 }
 
 func TestWatcherFreshness(t *testing.T) {
+	t.Parallel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	w := NewWatcher(WatcherConfig{Clock: clk, FreshFor: time.Second,
 		Probe: func(context.Context) (State, error) { return Starting, nil }})
@@ -198,6 +204,7 @@ func TestWatcherFreshness(t *testing.T) {
 }
 
 func TestWatcherCloseReleasesWaiters(t *testing.T) {
+	t.Parallel()
 	w := NewWatcher(WatcherConfig{PollInterval: 10 * time.Millisecond,
 		Probe: func(context.Context) (State, error) { return Starting, nil }})
 	done := make(chan error, 1)
@@ -215,6 +222,7 @@ func TestWatcherCloseReleasesWaiters(t *testing.T) {
 }
 
 func TestHTTPProbe(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		startupz func(w http.ResponseWriter)
@@ -263,6 +271,7 @@ func TestHTTPProbe(t *testing.T) {
 }
 
 func TestHTTPProbeGatewayDown(t *testing.T) {
+	t.Parallel()
 	srv := httptest.NewServer(http.NotFoundHandler())
 	u, _ := url.Parse("ws" + srv.URL[len("http"):])
 	srv.Close()
@@ -286,6 +295,7 @@ func htmlAnswer(w http.ResponseWriter) {
 }
 
 func TestWatcherReportsChanges(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	var changes []string
 	w := NewWatcher(WatcherConfig{
@@ -311,6 +321,7 @@ func TestWatcherReportsChanges(t *testing.T) {
 // Readiness endpoints that are not the gateway's, and transport failures:
 // what each says of the gateway.
 func TestHTTPProbeUnusableAndFailing(t *testing.T) {
+	t.Parallel()
 	html404 := func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "text/html")
 		w.WriteHeader(http.StatusNotFound)
@@ -373,6 +384,7 @@ func TestHTTPProbeUnusableAndFailing(t *testing.T) {
 // The poller stops once the start is confirmed, even while waiters are
 // still being woken: no probe right after "started".
 func TestWatcherStopsOnceStarted(t *testing.T) {
+	t.Parallel()
 	var probes atomic.Int64
 	var started atomic.Bool
 	w := NewWatcher(WatcherConfig{PollInterval: 10 * time.Millisecond,
@@ -409,6 +421,7 @@ func TestWatcherStopsOnceStarted(t *testing.T) {
 // A probe that times out changes nothing: "started" stays the last state,
 // and no change is reported.
 func TestWatcherProbeTimeoutKeepsState(t *testing.T) {
+	t.Parallel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	var changes atomic.Int64
 	w := NewWatcher(WatcherConfig{Clock: clk, ProbeTimeout: 20 * time.Millisecond, PollInterval: 10 * time.Millisecond,
@@ -436,6 +449,7 @@ func TestWatcherProbeTimeoutKeepsState(t *testing.T) {
 // Unusable readiness endpoints: said once, waiters released at once, no
 // probing until blindRecheck, and what connections see still counts.
 func TestWatcherBlind(t *testing.T) {
+	t.Parallel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	var probes, blinds atomic.Int64
 	w := NewWatcher(WatcherConfig{Clock: clk, PollInterval: 10 * time.Millisecond,
@@ -469,6 +483,7 @@ func TestWatcherBlind(t *testing.T) {
 // Open sessions keep a start confirmed past FreshFor; without them it
 // ages out.
 func TestWatcherLiveSessions(t *testing.T) {
+	t.Parallel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	w := NewWatcher(WatcherConfig{Clock: clk, FreshFor: time.Second,
 		Probe: func(context.Context) (State, error) { return Starting, nil }})

@@ -11,7 +11,30 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 export PATH="$PATH:$(go env GOPATH)/bin"
 
-step() { printf '\n== %s\n' "$*"; }
+# step starts a stage; its wall time is taken until the next step (or the
+# end), and a table of every stage's time is printed at the end, also
+# when a stage fails.
+stages=()
+step() {
+	stage_done
+	stage_name="$*"
+	stage_start=$SECONDS
+	printf '\n== %s\n' "$*"
+}
+stage_done() {
+	if [ -n "${stage_name:-}" ]; then
+		stages+=("$(printf '%6d s  %s' $((SECONDS - stage_start)) "$stage_name")")
+		stage_name=""
+	fi
+}
+stage_times() {
+	local rc=$?
+	stage_done
+	printf '\n== stage times (wall)\n'
+	printf '%s\n' "${stages[@]}"
+	printf '%6d s  total%s\n' "$SECONDS" "$([ "$rc" = 0 ] || echo ", failed")"
+}
+trap stage_times EXIT
 
 # promtool (rule checks and tests, /metrics lint) and the prometheus binary
 # (the end-to-end suite's real Prometheus) come with Debian's prometheus

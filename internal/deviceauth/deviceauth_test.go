@@ -28,6 +28,7 @@ func samplePayload(id string) Payload {
 }
 
 func TestPayloadStrings(t *testing.T) {
+	t.Parallel()
 	p := samplePayload("dev")
 	if got, want := p.V2(), "v2|dev|cli|cli|operator|operator.admin,operator.read|1700000000123|tok|4f1c2a9e-0000-4000-8000-000000000001"; got != want {
 		t.Errorf("V2 = %q, want %q", got, want)
@@ -42,6 +43,7 @@ func TestPayloadStrings(t *testing.T) {
 }
 
 func TestNormalizeMetadata(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ in, want string }{
 		{"", ""},
 		{"  MacOS\t", "macos"},
@@ -55,6 +57,7 @@ func TestNormalizeMetadata(t *testing.T) {
 }
 
 func TestIdentityEncodings(t *testing.T) {
+	t.Parallel()
 	id, err := NewIdentity()
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +88,7 @@ func TestIdentityEncodings(t *testing.T) {
 }
 
 func TestVerify(t *testing.T) {
+	t.Parallel()
 	id, err := NewIdentity()
 	if err != nil {
 		t.Fatal(err)
@@ -135,6 +139,7 @@ func TestVerify(t *testing.T) {
 // TestKnownVector pins the encodings with a fixed key so that a change in
 // payload layout or encoding is caught.
 func TestKnownVector(t *testing.T) {
+	t.Parallel()
 	seed := make([]byte, ed25519.SeedSize)
 	for i := range seed {
 		seed[i] = byte(i)

@@ -21,12 +21,17 @@ import (
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 )
 
 const testToken = "s3cret-token"
 
-// TestMain fails the package if goroutines outlive the tests.
+// TestMain fails the package if goroutines outlive the tests (a count over
+// the whole process, taken before and after all of them). The tests
+// mostly wait on timers and sockets: sixteen run per core unless -parallel
+// says otherwise.
 func TestMain(m *testing.M) {
+	testkit.DefaultParallel(16 * runtime.GOMAXPROCS(0))
 	before := runtime.NumGoroutine()
 	code := m.Run()
 	if code == 0 {
@@ -63,14 +68,7 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func newIdentity(t *testing.T) *deviceauth.Identity {
-	t.Helper()
-	id, err := deviceauth.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
+func newIdentity(t *testing.T) *deviceauth.Identity { return testkit.NewDevice(t) }
 
 // rawConn is a bare socket that has read its connect.challenge.
 type rawConn struct {
@@ -81,21 +79,8 @@ type rawConn struct {
 
 func dialRaw(t *testing.T, url string, hdr http.Header) *rawConn {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 3 * time.Second}
-	ws, resp, err := d.Dial(url, hdr)
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("dial %s: %v (HTTP %d)", url, err, status)
-	}
-	t.Cleanup(func() { _ = ws.Close() })
-	_ = ws.SetReadDeadline(time.Now().Add(3 * time.Second))
-	_, data, err := ws.ReadMessage()
-	if err != nil {
-		t.Fatalf("read challenge: %v", err)
-	}
+	ws := testkit.DialRaw(t, url, hdr)
+	_, data := testkit.Read(t, ws, 3*time.Second)
 	var ch struct {
 		Type    string `json:"type"`
 		Event   string `json:"event"`
@@ -223,6 +208,7 @@ func parseRes(t *testing.T, s string) resShape {
 }
 
 func TestConnectStartupWindow(t *testing.T) {
+	t.Parallel()
 	const window = 300 * time.Millisecond
 	tests := []struct {
 		name   string
@@ -239,7 +225,13 @@ func TestConnectStartupWindow(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			g := startGW(t, fakegw.Config{Token: testToken, StartupWindow: window})
+			w := window
+			if tc.during {
+				// Open for longer than any connect takes on a loaded
+				// machine; a 300 ms window could close before it.
+				w = time.Minute
+			}
+			g := startGW(t, fakegw.Config{Token: testToken, StartupWindow: w})
 			if !tc.during {
 				time.Sleep(window + 50*time.Millisecond)
 			}
@@ -296,6 +288,7 @@ func TestConnectStartupWindow(t *testing.T) {
 }
 
 func TestStartupFrameExact(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{Token: testToken, StartupWindow: time.Minute})
 	c := dialRaw(t, g.URL(), nil)
 	c.send(t, connectReq("c-1", connectSpec{token: testToken}))
@@ -313,6 +306,7 @@ func TestStartupFrameExact(t *testing.T) {
 }
 
 func TestSetStarted(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{StartupWindow: time.Hour})
 	if code, _ := httpGet(t, g.HTTPURL()+"/startupz", nil); code != 503 {
 		t.Fatalf("/startupz = %d during window", code)
@@ -329,6 +323,7 @@ func TestSetStarted(t *testing.T) {
 }
 
 func TestHandshakeRejections(t *testing.T) {
+	t.Parallel()
 	dev := newIdentity(t)
 	tests := []struct {
 		name       string
@@ -493,6 +488,7 @@ func TestHandshakeRejections(t *testing.T) {
 }
 
 func TestDeviceReplayNonceMismatch(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{Token: testToken})
 	dev := newIdentity(t)
 	a := dialRaw(t, g.URL(), nil)
@@ -522,6 +518,7 @@ func TestDeviceReplayNonceMismatch(t *testing.T) {
 }
 
 func TestDeviceReplayDuringStartupIsUnavailable(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{Token: testToken, StartupWindow: time.Hour})
 	dev := newIdentity(t)
 	a := dialRaw(t, g.URL(), nil)
@@ -533,6 +530,7 @@ func TestDeviceReplayDuringStartupIsUnavailable(t *testing.T) {
 }
 
 func TestPreauthTimeout(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{PreauthTimeout: 200 * time.Millisecond})
 	c := dialRaw(t, g.URL(), nil)
 	start := time.Now()
@@ -546,6 +544,7 @@ func TestPreauthTimeout(t *testing.T) {
 }
 
 func TestPreauthOversize(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		size     int
 		wantCode int
@@ -568,6 +567,7 @@ func TestPreauthOversize(t *testing.T) {
 }
 
 func TestPreauthBudget(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{Token: testToken})
 	var conns []*rawConn
 	for i := 0; i < 32; i++ {
@@ -596,6 +596,7 @@ func TestPreauthBudget(t *testing.T) {
 }
 
 func TestPreauthBudgetUnlimited(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{MaxPreauthPerIP: -1})
 	for i := 0; i < 40; i++ {
 		dialRaw(t, g.URL(), nil)
@@ -634,6 +635,7 @@ func httpDo(t *testing.T, method, url string, hdr http.Header) (int, string) {
 }
 
 func TestAttribution(t *testing.T) {
+	t.Parallel()
 	xff := http.Header{"X-Forwarded-For": {"203.0.113.9"}}
 	tests := []struct {
 		name    string
@@ -695,6 +697,7 @@ func TestAttribution(t *testing.T) {
 }
 
 func TestTrustedProxyRemoteClients(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{Token: testToken, TrustedProxies: []string{"127.0.0.1/32"}, MaxPreauthPerIP: 2})
 	hdrA := http.Header{"X-Forwarded-For": {"203.0.113.1"}}
 	hdrB := http.Header{"X-Forwarded-For": {"203.0.113.2"}}
@@ -727,6 +730,7 @@ func TestTrustedProxyRemoteClients(t *testing.T) {
 }
 
 func TestProbes(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		legacy bool
@@ -786,6 +790,7 @@ func TestProbes(t *testing.T) {
 }
 
 func TestLegacy(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{Legacy: true, Token: testToken})
 	conn, res, err := testclient.Connect(testCtx(t), testclient.Options{URL: g.URL(), Token: testToken, Device: newIdentity(t), Timeout: 3 * time.Second})
 	if err != nil {
@@ -804,6 +809,7 @@ func TestLegacy(t *testing.T) {
 // TestProtocolAdmissionByGeneration checks each generation's range check
 // and its exact refusal (PROTOCOL.md §10).
 func TestProtocolAdmissionByGeneration(t *testing.T) {
+	t.Parallel()
 	const (
 		refused3    = `{"type":"res","id":"1","ok":false,"error":{"code":"INVALID_REQUEST","message":"protocol mismatch","details":{"expectedProtocol":3}}}`
 		refused512  = `{"type":"res","id":"1","ok":false,"error":{"code":"INVALID_REQUEST","message":"protocol mismatch","details":{"expectedProtocol":4,"minimumProbeProtocol":4}}}`
@@ -867,6 +873,7 @@ func TestProtocolAdmissionByGeneration(t *testing.T) {
 // to events for operators, last, as frameWithSequence does; older ones and
 // nodes get none.
 func TestRecipientProfileID(t *testing.T) {
+	t.Parallel()
 	for _, gen := range []fakegw.Generation{fakegw.Current, fakegw.Protocol4Only} {
 		g := startGW(t, fakegw.Config{Generation: gen, TickInterval: 50 * time.Millisecond})
 		ctx := testCtx(t)
@@ -892,6 +899,7 @@ func TestRecipientProfileID(t *testing.T) {
 }
 
 func TestProbeModeProtocol3(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{})
 	conn, res, err := testclient.Connect(testCtx(t), testclient.Options{URL: g.URL(), Mode: "probe", MinProtocol: 3, MaxProtocol: 3, Timeout: 3 * time.Second})
 	if err != nil {
@@ -901,6 +909,7 @@ func TestProbeModeProtocol3(t *testing.T) {
 }
 
 func TestAfterHello(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{Token: testToken, TickInterval: 100 * time.Millisecond})
 	ctx := testCtx(t)
 	conn, res, err := testclient.Connect(ctx, testclient.Options{URL: g.URL(), Token: testToken, Timeout: 3 * time.Second})
@@ -961,6 +970,7 @@ func TestAfterHello(t *testing.T) {
 }
 
 func TestRequestsQueuedBehindConnect(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{})
 	c := dialRaw(t, g.URL(), nil)
 	c.send(t, connectReq("c", connectSpec{}))
@@ -987,6 +997,7 @@ func TestRequestsQueuedBehindConnect(t *testing.T) {
 }
 
 func TestPingTimeoutTerminates(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{PingInterval: 50 * time.Millisecond, TickInterval: time.Hour})
 	conn, res, err := testclient.Connect(testCtx(t), testclient.Options{URL: g.URL(), Timeout: 3 * time.Second})
 	if err != nil {
@@ -1016,6 +1027,8 @@ func TestPingTimeoutTerminates(t *testing.T) {
 }
 
 func TestPingsAnsweredKeepSession(t *testing.T) {
+	// Serial: a pong is due within 30 ms, which the load of parallel
+	// tests on 2 cores can delay.
 	g := startGW(t, fakegw.Config{PingInterval: 30 * time.Millisecond, TickInterval: 20 * time.Millisecond})
 	ctx := testCtx(t)
 	conn, res, err := testclient.Connect(ctx, testclient.Options{URL: g.URL(), Timeout: 3 * time.Second})
@@ -1044,6 +1057,7 @@ func TestPingsAnsweredKeepSession(t *testing.T) {
 }
 
 func TestStopSendsShutdown(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{Token: testToken})
 	ctx := testCtx(t)
 	conn, res, err := testclient.Connect(ctx, testclient.Options{URL: g.URL(), Token: testToken, Timeout: 3 * time.Second})
@@ -1087,6 +1101,7 @@ func TestStopSendsShutdown(t *testing.T) {
 }
 
 func TestRestart(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{Token: testToken})
 	addr := g.Addr()
 	ctx := testCtx(t)
@@ -1095,9 +1110,13 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if err := g.Restart(300 * time.Millisecond); err != nil {
+	// A window longer than a connect takes on a loaded machine: the
+	// connect below must fall into it.
+	const window = 1500 * time.Millisecond
+	if err := g.Restart(window); err != nil {
 		t.Fatalf("Restart: %v", err)
 	}
+	restarted := time.Now() // the window began before this
 	if g.Addr() != addr {
 		t.Fatalf("address changed %s -> %s", addr, g.Addr())
 	}
@@ -1115,7 +1134,7 @@ func TestRestart(t *testing.T) {
 	if err == nil || res.CloseCode != 1013 {
 		t.Fatalf("connect in the fresh window: %v %+v", err, res)
 	}
-	time.Sleep(350 * time.Millisecond)
+	time.Sleep(time.Until(restarted.Add(window + 50*time.Millisecond))) // the window's end
 	conn2, res, err := testclient.Connect(ctx, testclient.Options{URL: g.URL(), Token: testToken, Timeout: 3 * time.Second})
 	if err != nil {
 		t.Fatalf("connect after the window: %v %+v", err, res)
@@ -1134,6 +1153,7 @@ func TestRestart(t *testing.T) {
 }
 
 func TestEcho(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{Echo: true, TickInterval: 10 * time.Millisecond})
 	ctx := testCtx(t)
 	conn, res, err := testclient.Connect(ctx, testclient.Options{URL: g.URL(), Timeout: 3 * time.Second})
@@ -1173,6 +1193,7 @@ func TestEcho(t *testing.T) {
 }
 
 func TestCloseSessions(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{})
 	ctx := testCtx(t)
 	conn, _, err := testclient.Connect(ctx, testclient.Options{URL: g.URL(), Timeout: 3 * time.Second})
@@ -1201,6 +1222,7 @@ func TestCloseSessions(t *testing.T) {
 }
 
 func TestSubprotocolEchoed(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{})
 	d := websocket.Dialer{Subprotocols: []string{"first", "second"}}
 	ws, _, err := d.Dial(g.URL(), nil)
@@ -1214,6 +1236,7 @@ func TestSubprotocolEchoed(t *testing.T) {
 }
 
 func TestOnlyLoopback(t *testing.T) {
+	t.Parallel()
 	for _, addr := range []string{"0.0.0.0:0", "localhost:0", ":0"} {
 		if g, err := fakegw.Start(fakegw.Config{Addr: addr}); err == nil {
 			g.Close()
@@ -1223,6 +1246,7 @@ func TestOnlyLoopback(t *testing.T) {
 }
 
 func TestPairRemoteDevices(t *testing.T) {
+	t.Parallel()
 	g := startGW(t, fakegw.Config{Token: testToken, TrustedProxies: []string{"127.0.0.1"}, PairRemoteDevices: true})
 	hdr := http.Header{"X-Forwarded-For": {"198.18.0.7"}}
 	c := dialRaw(t, g.URL(), hdr)

@@ -8,6 +8,7 @@ import (
 // TestServesLoopbackTLS: a pair made by New serves TLS on 127.0.0.1 to a
 // client trusting Pool, and its PEM blocks load as a key pair.
 func TestServesLoopbackTLS(t *testing.T) {
+	t.Parallel()
 	p, err := New("testcert")
 	if err != nil {
 		t.Fatal(err)

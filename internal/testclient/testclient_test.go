@@ -50,6 +50,7 @@ func captureServer(t *testing.T, challenge bool, got chan<- map[string]any) stri
 }
 
 func TestConnectParams(t *testing.T) {
+	t.Parallel()
 	dev, err := deviceauth.NewIdentity()
 	if err != nil {
 		t.Fatal(err)
@@ -137,6 +138,7 @@ func TestConnectParams(t *testing.T) {
 }
 
 func TestConnectNoChallengeTimesOut(t *testing.T) {
+	t.Parallel()
 	url := captureServer(t, false, nil)
 	start := time.Now()
 	_, _, err := testclient.Connect(context.Background(), testclient.Options{URL: url, Timeout: 200 * time.Millisecond})
@@ -149,6 +151,7 @@ func TestConnectNoChallengeTimesOut(t *testing.T) {
 }
 
 func TestConnectContextCancel(t *testing.T) {
+	t.Parallel()
 	url := captureServer(t, false, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
@@ -163,6 +166,7 @@ func TestConnectContextCancel(t *testing.T) {
 
 // TestConnectOnce checks that a failed connect is never retried.
 func TestConnectOnce(t *testing.T) {
+	t.Parallel()
 	g, err := fakegw.Start(fakegw.Config{Token: "tok", StartupWindow: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -182,6 +186,7 @@ func TestConnectOnce(t *testing.T) {
 }
 
 func TestConnectHTTPStatus(t *testing.T) {
+	t.Parallel()
 	g, err := fakegw.Start(fakegw.Config{})
 	if err != nil {
 		t.Fatal(err)

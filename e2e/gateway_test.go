@@ -426,21 +426,53 @@ func groupAlive(pgid int) bool {
 // next run (and run.sh) stop the groups recorded there.
 func pgDir() string { return filepath.Join(cacheDir(), "run") }
 
+// recordProcessGroup writes "PGID OWNER": the gateway's process group and
+// the pid of the test binary that started it.
 func recordProcessGroup(pgid int) string {
 	_ = os.MkdirAll(pgDir(), 0o755)
 	p := filepath.Join(pgDir(), fmt.Sprintf("gateway-%d.pgid", pgid))
-	_ = os.WriteFile(p, []byte(strconv.Itoa(pgid)), 0o644)
+	_ = os.WriteFile(p, fmt.Appendf(nil, "%d %d\n", pgid, os.Getpid()), 0o644)
 	return p
+}
+
+// parseRecord reads a record of recordProcessGroup; owner is 0 in a record
+// that names none.
+func parseRecord(b []byte) (pgid, owner int, err error) {
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, 0, fmt.Errorf("empty record")
+	}
+	if pgid, err = strconv.Atoi(f[0]); err != nil {
+		return 0, 0, err
+	}
+	if len(f) > 1 {
+		owner, _ = strconv.Atoi(f[1])
+	}
+	return pgid, owner, nil
+}
+
+// ownerAlive reports whether the test binary that recorded a gateway still
+// runs: its gateway is its own to stop, not a leftover.
+func ownerAlive(owner int) bool {
+	if owner <= 1 || owner == os.Getpid() {
+		return false
+	}
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", owner))
+	return err == nil
 }
 
 // reapRecordedGateways stops gateway process groups left by an earlier run
 // that died without its cleanups. Only groups whose leader or members still
-// run an openclaw command line are signalled.
+// run an openclaw command line are signalled, and never one whose recording
+// test binary still runs (a suite running beside this one).
 func reapRecordedGateways() {
 	files, _ := filepath.Glob(filepath.Join(pgDir(), "gateway-*.pgid"))
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
-		pgid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		pgid, owner, err := parseRecord(b)
+		if err == nil && ownerAlive(owner) {
+			continue
+		}
 		if err == nil && pgid > 1 && groupAlive(pgid) && groupLooksLikeOpenClaw(pgid) {
 			fmt.Fprintf(os.Stderr, "e2e: stopping leftover gateway process group %d\n", pgid)
 			_ = syscall.Kill(-pgid, syscall.SIGTERM)

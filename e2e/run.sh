@@ -7,12 +7,17 @@ CACHE="${HOLDFAST_E2E_CACHE:-$HOME/.cache/holdfast-e2e}"
 export HOLDFAST_E2E_CACHE="$CACHE"
 
 # stop_leftovers stops gateway process groups recorded by a test binary that
-# was killed before its cleanups ran (see gateway_test.go).
+# was killed before its cleanups ran (see gateway_test.go). A record is
+# "PGID OWNER"; a group whose owner still runs belongs to a suite running
+# beside this one and is left alone.
 stop_leftovers() {
-	local f pgid
+	local f pgid owner
 	for f in "$CACHE"/run/gateway-*.pgid; do
 		[ -e "$f" ] || continue
-		pgid=$(cat "$f")
+		read -r pgid owner <"$f" || true
+		if [ -n "${owner:-}" ] && [ -d "/proc/$owner" ]; then
+			continue
+		fi
 		if [ -n "$pgid" ] && kill -0 -- "-$pgid" 2>/dev/null &&
 			grep -qa openclaw "/proc/$pgid/cmdline" 2>/dev/null; then
 			echo "e2e: stopping leftover gateway process group $pgid" >&2

@@ -8,6 +8,7 @@ import (
 
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -19,6 +20,8 @@ import (
 // clients through a startup window, every connect refused and replayed on
 // a fresh socket, never makes the gateway see more than the cap.
 func TestPreauthCapExactUnderChurn(t *testing.T) {
+	t.Parallel()
+	testkit.Heavy(t)
 	const limit = 4
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 2 * time.Second, MaxPreauthPerIP: -1, PreauthTimeout: 200 * time.Millisecond})
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {

@@ -148,19 +148,28 @@ func TestLateDialKeepsUnavailableRule(t *testing.T) {
 }
 
 // A started gateway: non-browser clients go through at once and nobody is
-// counted as delayed.
+// counted as delayed. "At once" is measured against a late dial of 10 s,
+// what a delayed client would wait: a whole handshake of a device-signed
+// client took up to 1.4 s under the race detector on a loaded host, with
+// holdfast not holding it (held=false, no wait in the late dial).
 func TestLateDialStartedGateway(t *testing.T) {
 	t.Parallel()
 	testkit.Prompt(t)
+	const lateDial = 10 * time.Second
 	gw := startGateway(t, fakegw.Config{Token: token, PreauthTimeout: preauth})
-	hs := startLateProxy(t, gw.Addr())
+	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
+		c.PreauthTimeout = preauth
+		c.HoldMargin = holdMargin
+		c.Budget = lateBudget
+		c.LateDialMax = lateDial
+	}, nil)
 	for i := 0; i < 3; i++ {
 		o := <-connectAsync(hs.url, newDevice(t), "")
 		if !o.res.HelloOK {
 			t.Fatalf("client %d: %s; want hello-ok", i, summarizeLate(o.res))
 		}
-		if o.took > time.Second {
-			t.Errorf("client %d: hello-ok after %v; want at once", i, o.took)
+		if bound := 4 * time.Second; o.took > bound {
+			t.Errorf("client %d: hello-ok after %v; want at once (within %v, the late dial is %v)", i, o.took, bound, lateDial)
 		}
 	}
 	if got := hs.metric("holdfast_upstream_dials_delayed_total"); got != 0 {

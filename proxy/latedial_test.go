@@ -270,3 +270,31 @@ func TestLateDialAfterQuietRestart(t *testing.T) {
 		t.Errorf("dials delayed = %v; want 1", got)
 	}
 }
+
+// A client that arrives before holdfast has any word of the gateway waits
+// for a probe; the probe finds the gateway starting, and it starts before
+// the client's next look: the client's challenge was kept back while the
+// gateway started, and it is counted as delayed. Before, only a client
+// that looked while the word was "starting" was counted, so this one
+// (the common case for the first clients after holdfast starts) was not.
+func TestLateDialCountedWhenStartSeenWhileWaiting(t *testing.T) {
+	t.Parallel()
+	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: time.Hour})
+	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
+		c.LateDialMax = 10 * time.Second
+		// A client without word of the gateway looks again after a
+		// probe's time, one with a warm socket every second (the default
+		// hold_margin): the start falls before either.
+		c.ReadinessProbeTimeout = 5 * time.Second
+	}, nil)
+	out := connectAsync(hs.url, newDevice(t), "")
+	hs.waitMetric(1, "holdfast_gateway_state", "state", "starting")
+	gw.SetStarted()
+	o := <-out
+	if !o.res.HelloOK {
+		t.Fatalf("result %s (error %v); want hello-ok", summarizeLate(o.res), o.res.Error)
+	}
+	if got := hs.metric("holdfast_upstream_dials_delayed_total"); got != 1 {
+		t.Errorf("dials delayed = %v; want 1", got)
+	}
+}

@@ -277,10 +277,13 @@ func TestFairSharePreauthBytes(t *testing.T) {
 		sendConnect(t, c, connect)
 		c.write(websocket.BinaryMessage, make([]byte, filler))
 		heavy = append(heavy, c)
+		// The newest holder is the one that began to hold bytes last:
+		// the second client starts once the first holds, so that under
+		// load its frames are not read first.
+		waitUntil(t, "the heavy connect held", func() bool {
+			return hs.metric("holdfast_connect_holds_total") >= float64(i+1)
+		})
 	}
-	waitUntil(t, "the heavy connects held", func() bool {
-		return hs.metric("holdfast_connect_holds_total") >= 2
-	})
 	waitUntil(t, "the buffer full", func() bool {
 		status, _ := upgradeStatus(t, hs.url, forwardedFor(heavyAddr))
 		return status == http.StatusServiceUnavailable

@@ -284,9 +284,23 @@ func TestCrowdThroughOneWindow(t *testing.T) {
 // sees its connect again with the challenge of each new socket swallowed.
 func TestReplayableConnectIsRetried(t *testing.T) {
 	t.Parallel()
-	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 1500 * time.Millisecond})
+	// The window ends once the first connect has met it: a timed one
+	// (1.5 s) had ended before the first connect on a loaded machine.
+	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: time.Hour})
 	hs := startProxy(t, gw.Addr(), nil, nil)
-	_, res := connect(t, hs.url, nil)
+	results := make(chan testclient.Result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		c, res, _ := testclient.Connect(ctx, testclient.Options{URL: hs.url, Token: token})
+		if c != nil {
+			c.Close()
+		}
+		results <- res
+	}()
+	waitUntil(t, "the first connect refused in the window", func() bool { return gw.Stats().StartupRejects >= 1 })
+	gw.SetStarted()
+	res := <-results
 	if !res.HelloOK {
 		t.Fatalf("result %+v; want hello-ok", res)
 	}

@@ -183,7 +183,16 @@ func TestLateDialStartedGateway(t *testing.T) {
 func TestLateDialGatewayDown(t *testing.T) {
 	t.Parallel()
 	addr := freeAddr(t)
-	hs := startLateProxy(t, addr)
+	// The gateway has started 1.5 s after the client came; under load
+	// holdfast's probes saw it 2.7 s after, past a 2 s late dial (the
+	// client then rightly got a stand-in challenge and UNAVAILABLE): the
+	// late dial here is 6 s.
+	hs := startProxy(t, addr, func(c *proxy.Config) {
+		c.PreauthTimeout = preauth
+		c.HoldMargin = holdMargin
+		c.Budget = lateBudget
+		c.LateDialMax = 6 * time.Second
+	}, nil)
 	ch := connectAsync(hs.url, newDevice(t), "")
 	time.Sleep(500 * time.Millisecond)
 	gw := startGateway(t, fakegw.Config{Addr: addr, Token: token, StartupWindow: time.Second, PreauthTimeout: preauth})

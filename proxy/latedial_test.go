@@ -261,6 +261,10 @@ func TestLateDialAfterQuietRestart(t *testing.T) {
 	if o := <-connectAsync(hs.url, newDevice(t), ""); !o.res.HelloOK {
 		t.Fatalf("first client: %s", summarizeLate(o.res))
 	}
+	// holdfast's last word that the gateway started comes as it tears the
+	// session down, which under load came after the gateway's restart:
+	// the 5 s below count from it.
+	hs.waitMetric(0, "holdfast_sessions_active")
 	gw.Stop()
 	// The window ends 1.8 s after the client arrives, after "started" aged
 	// past what holdfast trusts (5 s).

@@ -12,6 +12,7 @@ import (
 // each naming its key: -check-config lists them under "ok", and the
 // defaults have none.
 func TestCheckConfigWarnings(t *testing.T) {
+	t.Parallel()
 	if w := DefaultConfig().Warnings(); len(w) != 0 {
 		t.Errorf("the defaults warn: %q", w)
 	}
@@ -30,6 +31,7 @@ func TestCheckConfigWarnings(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			path := filepath.Join(t.TempDir(), "holdfast.yaml")
 			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
 				t.Fatal(err)

@@ -49,6 +49,7 @@ func TestREADMELimits(t *testing.T) {
 // between client addresses, and the refusal counter's labels and their
 // values are the ones metrics records.
 func TestREADMEFairShare(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)

@@ -65,6 +65,7 @@ func unitCopy(t *testing.T, unit, bin string) string {
 // prints unknown keys and bad values but still exits 0, so any output
 // fails the test.
 func TestSystemdUnitsVerify(t *testing.T) {
+	t.Parallel()
 	analyze := systemdAnalyze(t)
 	for _, tc := range []struct {
 		unit, bin string
@@ -74,6 +75,7 @@ func TestSystemdUnitsVerify(t *testing.T) {
 		{userUnit, "%h/.local/bin/holdfast", []string{"--user", "verify"}},
 	} {
 		t.Run(tc.unit, func(t *testing.T) {
+			t.Parallel()
 			path := unitCopy(t, tc.unit, tc.bin)
 			cmd := exec.Command(analyze, append(tc.args, path)...)
 			// A user manager's runtime directory, where no session has one.
@@ -97,6 +99,7 @@ var exposureRe = regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`)
 // TestSystemdUnitSecurity holds the system unit to an exposure of at most
 // maxExposure in systemd-analyze security's offline assessment.
 func TestSystemdUnitSecurity(t *testing.T) {
+	t.Parallel()
 	analyze := systemdAnalyze(t)
 	out, err := exec.Command(analyze, "security", "--offline=yes", "--no-pager", systemUnit).CombinedOutput()
 	if err != nil {
@@ -160,6 +163,7 @@ func unitSettings(t *testing.T, unit string) map[string][]string {
 // terminationGracePeriodSeconds is in deploy/kubernetes. Reload is SIGHUP,
 // after the same check of the file that the start makes.
 func TestSystemdUnitsStop(t *testing.T) {
+	t.Parallel()
 	sc := DefaultConfig().Shutdown
 	if sc.Grace < sc.DrainDelay+sc.Drain {
 		t.Fatalf("default shutdown.grace %v shorter than drain_delay %v + drain %v", sc.Grace, sc.DrainDelay, sc.Drain)
@@ -169,6 +173,7 @@ func TestSystemdUnitsStop(t *testing.T) {
 		{userUnit, "%E/holdfast/proxy.yaml"},
 	} {
 		t.Run(tc.unit, func(t *testing.T) {
+			t.Parallel()
 			kv := unitSettings(t, tc.unit)
 			if got := kv["KillSignal"]; len(got) != 1 || got[0] != "SIGTERM" {
 				t.Errorf("KillSignal = %q, want SIGTERM (the drain)", got)

@@ -42,6 +42,7 @@ func (l *lockedBuffer) String() string {
 // wrote to it, and the 2 MiB file was loaded (/dev/zero, which would grow
 // memory without bound, is not run against that code).
 func TestTLSCertFileNotRegular(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name    string
 		replace func(t *testing.T, dir, path string)
@@ -91,6 +92,7 @@ func TestTLSCertFileNotRegular(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			certA := certPair(t, dir, "holdfast-a")
 			logs := &lockedBuffer{}
@@ -157,6 +159,7 @@ func TestTLSCertFileNotRegular(t *testing.T) {
 // readCertFile refuses what is not a regular file at once, and a regular
 // file over the cap.
 func TestReadCertFile(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	small := filepath.Join(dir, "small")
 	if err := os.WriteFile(small, []byte("pem"), 0o600); err != nil {

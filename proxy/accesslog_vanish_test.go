@@ -15,6 +15,7 @@ import (
 // and the handshake line said "not-connect" where the access line said
 // "none".
 func TestAccessLogVanishedClient(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 

@@ -19,6 +19,10 @@ import (
 // clients through a startup window, every connect refused and replayed on
 // a fresh socket, never makes the gateway see more than the cap.
 func TestPreauthCapExactUnderChurn(t *testing.T) {
+	// Serial: the gateway closes every unauthenticated socket after
+	// 200 ms (the churn this test needs), so a client gets hello-ok only
+	// if its whole handshake through holdfast fits in that; beside the
+	// parallel tests (even the heavy ones alone) none did.
 	const limit = 4
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 2 * time.Second, MaxPreauthPerIP: -1, PreauthTimeout: 200 * time.Millisecond})
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {

@@ -83,15 +83,30 @@ func TestBridgeLegacyClientOnCurrentGateway(t *testing.T) {
 		t.Run(kindName(device), func(t *testing.T) {
 			t.Parallel()
 			testkit.Prompt(t)
-			// A window the connect meets even on a loaded machine (700 ms
-			// did not, beside a second run of the suite).
-			gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 2 * time.Second, TickInterval: 40 * time.Millisecond})
+			// The window ends once the connect has met it: a timed one
+			// (700 ms, then 2 s) ended before the connect on a loaded
+			// machine.
+			gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: time.Hour, TickInterval: 40 * time.Millisecond})
 			hs := startProxy(t, gw.Addr(), nil, nil)
 			var dev *deviceauth.Identity
 			if device {
 				dev = newDevice(t)
 			}
-			c, res := legacyConnect(t, hs.url, dev, "")
+			type answer struct {
+				c   *testclient.Conn
+				res testclient.Result
+			}
+			answers := make(chan answer, 1)
+			go func() {
+				c, res := legacyConnect(t, hs.url, dev, "")
+				answers <- answer{c, res}
+			}()
+			waitUntil(t, "the connect in the window", func() bool {
+				return float64(gw.Stats().StartupRejects)+hs.metric("holdfast_connect_holds_total") >= 1
+			})
+			gw.SetStarted()
+			a := <-answers
+			c, res := a.c, a.res
 			if !res.HelloOK {
 				t.Fatalf("through holdfast: %s", describe(res))
 			}

@@ -20,6 +20,7 @@ import (
 // bridged; when the gateway restarts, the sessions it closed are counted
 // by its close code.
 func TestCensusMetrics(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, Generation: fakegw.Protocol4Only})
 	hs := startProxy(t, gw.Addr(), nil, nil)
 	for _, o := range []testclient.Options{

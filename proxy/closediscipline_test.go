@@ -120,39 +120,37 @@ func TestNothingFollowsACloseFrame(t *testing.T) {
 		// end closes the session; client and gateway are the two ends'
 		// sockets as the test's peers hold them.
 		end func(t *testing.T, e *ends)
-		// grace is holdfast's CloseGrace, 300 ms unless set.
-		grace time.Duration
 	}{
 		{"client closes", func(t *testing.T, e *ends) {
 			_ = e.client.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, "bye"), time.Now().Add(time.Second))
-		}, 0},
+		}},
 		{"gateway closes", func(t *testing.T, e *ends) {
 			_ = e.gateway.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1012, "service restart"), time.Now().Add(time.Second))
-		}, 0},
+		}},
 		{"holdfast shuts down", func(t *testing.T, e *ends) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			if err := e.hs.h.Shutdown(ctx); err != nil {
 				t.Errorf("shutdown: %v", err)
 			}
-		}, 0},
-		// holdfast's 1009 follows everything already queued toward the
-		// client: with the gateway streaming, the relay fills both
-		// sockets' buffers (megabytes of 200-byte frames), which a client
-		// under the race detector on a busy host may take longer than
-		// 300 ms to read. The client keeps sending until it reads the
-		// close, so holdfast drains it for CloseGrace, then closes a
-		// socket with unread data: the reset discards what was not sent.
+		}},
 		{"client message over maxPayload", func(t *testing.T, e *ends) {
 			close(e.clientBig)
-		}, 5 * time.Second},
+		}},
 	}
+	// holdfast's close frame follows everything already queued toward
+	// the client: with the gateway streaming, the relay fills both
+	// sockets' buffers (megabytes of 200-byte frames), which a client
+	// under the race detector on a busy host may take longer than 300 ms
+	// to read (seen in every case but the client's own close). The client
+	// keeps sending until it reads the close, so holdfast drains it for
+	// CloseGrace, then closes a socket with unread data: the reset
+	// discards what was not sent, the close frame with it. That bound is
+	// holdfast's to keep; what this test checks is the order of frames,
+	// so the grace is long enough for any reader here.
+	const grace = 5 * time.Second
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			grace := tc.grace
-			if grace == 0 {
-				grace = 300 * time.Millisecond
-			}
 			for i := range 3 {
 				t.Run(fmt.Sprint(i), func(t *testing.T) {
 					t.Parallel()

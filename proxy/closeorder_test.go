@@ -17,6 +17,7 @@ import (
 
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testclient"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/metrics"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
@@ -57,6 +58,8 @@ func (h gatedHandler) Handle(_ context.Context, r slog.Record) error {
 // reading "gateway closed the session", gateway_close_got=1012,
 // client_close_sent=1011.
 func TestGatewayCloseReachesBusyClient(t *testing.T) {
+	t.Parallel()
+	testkit.Heavy(t)
 	g := startGateway(t, fakegw.Config{Echo: true})
 	gate := gatedHandler{msg: "gateway closed the session", reached: make(chan struct{}), release: make(chan struct{}), once: &sync.Once{}}
 	var released sync.Once

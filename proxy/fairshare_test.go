@@ -75,12 +75,14 @@ func heldConnect(n int) []byte {
 // has started. Before the fair share every upgrade got 503 while the heavy
 // address held the limit.
 func TestFairShareHandshakes(t *testing.T) {
+	t.Parallel()
 	for _, window := range []bool{false, true} {
 		name := "gateway started"
 		if window {
 			name = "startup window"
 		}
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			cfg := fakegw.Config{Token: token, TrustedProxies: []string{"127.0.0.1/32"}}
 			if window {
 				cfg.StartupWindow = time.Hour
@@ -132,6 +134,7 @@ func TestFairShareHandshakes(t *testing.T) {
 // light address takes places from the heavy one until they hold as many,
 // then its own newcomers are refused too.
 func TestFairShareHandshakesEvenSplit(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, TrustedProxies: []string{"127.0.0.1/32"}})
 	const limit = 6
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
@@ -155,6 +158,7 @@ func TestFairShareHandshakesEvenSplit(t *testing.T) {
 // A handshake displaced before its upgrade (its upstream dial under way)
 // gets HTTP 503 with Retry-After at once.
 func TestFairShareDisplacedBeforeUpgrade(t *testing.T) {
+	t.Parallel()
 	// An upstream that accepts TCP and never answers the upgrade.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -258,6 +262,7 @@ func tryUpgrade(url string, hdr http.Header) upgradeAnswer {
 // hello-ok once the gateway has started; the heavy address's newcomers are
 // refused.
 func TestFairSharePreauthBytes(t *testing.T) {
+	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, TrustedProxies: []string{"127.0.0.1/32"}, StartupWindow: time.Hour})
 	connect := heldConnect(256)
 	const filler = 7 << 13 // 57 344 bytes: 7 pages
@@ -272,10 +277,13 @@ func TestFairSharePreauthBytes(t *testing.T) {
 		sendConnect(t, c, connect)
 		c.write(websocket.BinaryMessage, make([]byte, filler))
 		heavy = append(heavy, c)
+		// The newest holder is the one that began to hold bytes last:
+		// the second client starts once the first holds, so that under
+		// load its frames are not read first.
+		waitUntil(t, "the heavy connect held", func() bool {
+			return hs.metric("holdfast_connect_holds_total") >= float64(i+1)
+		})
 	}
-	waitUntil(t, "the heavy connects held", func() bool {
-		return hs.metric("holdfast_connect_holds_total") >= 2
-	})
 	waitUntil(t, "the buffer full", func() bool {
 		status, _ := upgradeStatus(t, hs.url, forwardedFor(heavyAddr))
 		return status == http.StatusServiceUnavailable

@@ -19,8 +19,10 @@ import (
 // passed to the client as its answer, and the gateway never saw a
 // connect.
 func TestHeldSocketClosedBeforeConnect(t *testing.T) {
+	t.Parallel()
 	for _, device := range []bool{false, true} {
 		t.Run(kindName(device), func(t *testing.T) {
+			t.Parallel()
 			gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: time.Hour, PreauthTimeout: time.Second})
 			hs := startProxy(t, gw.Addr(), func(c *proxy.Config) { c.Budget = 10 * time.Second }, nil)
 			type result struct {

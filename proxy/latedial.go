@@ -169,6 +169,7 @@ func (c *conn) lateDial() *outcome {
 	pol := c.h.dialPolicy()
 	due := c.rec.start.Add(pol.MaxWait)
 	counted := false
+	kept := false // the challenge was kept back at least once
 	var (
 		d        dialDecision
 		waited   time.Duration
@@ -182,6 +183,7 @@ func (c *conn) lateDial() *outcome {
 		if d.Dial {
 			break
 		}
+		kept = true
 		if (d.Reason == waitStarting || d.Reason == waitDown) && !counted {
 			counted = true
 			c.h.metrics.DialDelayed()
@@ -239,6 +241,12 @@ func (c *conn) lateDial() *outcome {
 		if c.up != nil && time.Since(c.up.opened) >= c.h.warmRenewAge() {
 			c.renewWarm(metrics.RenewPreauthTimer)
 		}
+	}
+	if kept && !counted && c.h.watcher.SeenNotStartedSince(c.rec.start) {
+		// Kept back first for want of word of the gateway, which a probe
+		// then found starting (or down) and later started, all before
+		// this client looked again: it waited for the start all the same.
+		c.h.metrics.DialDelayed()
 	}
 	c.h.log.Debug("late dial", "client", c.rec.clientAddr, "waited", waited.Round(time.Millisecond), "why", string(d.Reason), "warm", c.up != nil)
 	c.budget = retry.NewBudget(retry.SystemClock{}, c.h.cfg.Budget)

@@ -84,15 +84,27 @@ func TestWarmSocketRenewedBeforePreauthTimer(t *testing.T) {
 // handshake.preauth_timeout closes the warm socket first (1000, no
 // reason): holdfast opens another, and the client still gets hello-ok with
 // one connect sent.
+//
+// The gateway starts just after holdfast has opened the second socket, so
+// the challenge handed out then has most of the gateway's timer left for
+// the client's connect. (With the gateway started by a timer of its own,
+// the connect could reach a socket just as the gateway's timer closed it:
+// holdfast, believing the timer is handshake.preauth_timeout, cannot know,
+// and the device-signed client then rightly gets 1013.)
 func TestWarmSocketClosedByGateway(t *testing.T) {
 	t.Parallel()
 	testkit.Prompt(t)
-	const window = 2 * time.Second
-	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, PreauthTimeout: 700 * time.Millisecond})
+	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: time.Hour, PreauthTimeout: 1500 * time.Millisecond})
 	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
 		c.LateDialMax = 4 * time.Second
 	}, nil)
-	o := <-connectAsync(hs.url, newDevice(t), "")
+	out := connectAsync(hs.url, newDevice(t), "")
+	eventually(t, "the gateway's close of the warm socket seen", func() bool {
+		return hs.metric("holdfast_upstream_renewals_total", "reason", "gateway_closed") >= 1
+	})
+	eventually(t, "a second warm socket", func() bool { return gw.Stats().Upgrades >= 2 })
+	gw.SetStarted()
+	o := <-out
 	if !o.res.HelloOK {
 		t.Fatalf("result %s (error %v); want hello-ok", summarizeLate(o.res), o.res.Error)
 	}
@@ -224,19 +236,25 @@ func tlsFront(t *testing.T, backend string) (addr string, pool *x509.CertPool) {
 // shorter than holdfast's handshake.preauth_timeout). holdfast does not
 // watch a TLS socket while it waits, but it looks before it hands the
 // challenge out: the client gets a fresh socket's challenge, not the dead
-// one's, and reaches hello-ok with one connect.
+// one's, and reaches hello-ok with one connect. The gateway starts once it
+// has closed the first socket, so the fresh one has the gateway's whole
+// timer for the client's connect (see TestWarmSocketClosedByGateway).
 func TestWarmSocketOverTLSClosedByGateway(t *testing.T) {
 	t.Parallel()
 	testkit.Prompt(t)
-	const window = 1500 * time.Millisecond
-	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: window, PreauthTimeout: 500 * time.Millisecond})
+	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: time.Hour, PreauthTimeout: time.Second})
 	addr, pool := tlsFront(t, gw.Addr())
 	hs := startProxy(t, addr, func(c *proxy.Config) {
 		c.Upstream.Scheme = "wss"
 		c.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		c.LateDialMax = 4 * time.Second
 	}, nil)
-	o := <-connectAsync(hs.url, newDevice(t), "")
+	out := connectAsync(hs.url, newDevice(t), "")
+	eventually(t, "the gateway's close of the warm socket", func() bool {
+		return gw.Stats().Upgrades >= 1 && gw.PreauthSockets() == 0
+	})
+	gw.SetStarted()
+	o := <-out
 	if !o.res.HelloOK {
 		t.Fatalf("result %s (error %v); want hello-ok", summarizeLate(o.res), o.res.Error)
 	}

@@ -14,6 +14,7 @@ import (
 // handshake of the address holding the most is displaced when it holds at
 // least two more than the newcomer's, else the newcomer is refused.
 func TestLimitsAdmitRule(t *testing.T) {
+	t.Parallel()
 	l := newLimits(4, 1<<20)
 	var a []*lease
 	for i := 0; i < 4; i++ {
@@ -60,6 +61,7 @@ func TestLimitsAdmitRule(t *testing.T) {
 // the address holding the most, while it holds more than the frame's
 // address would; otherwise the frame is refused.
 func TestLimitsReserveRule(t *testing.T) {
+	t.Parallel()
 	l := newLimits(100, 1000)
 	a1, _, _ := l.admit("a")
 	a2, _, _ := l.admit("a")
@@ -104,6 +106,7 @@ func TestLimitsReserveRule(t *testing.T) {
 // within the limits, and every address's share is consistent with its
 // leases (go test -race).
 func TestLimitsConcurrent(t *testing.T) {
+	t.Parallel()
 	l := newLimits(64, 64<<10)
 	var wg sync.WaitGroup
 	for g := 0; g < 8; g++ {
@@ -181,6 +184,7 @@ func checkLimits(t *testing.T, l *limits) {
 // every step, and whatever is refused or displaced belongs to an address
 // holding at least as much as the one that got its place.
 func TestLimitsRandomSteps(t *testing.T) {
+	t.Parallel()
 	l := newLimits(16, 8<<10)
 	r := rand.New(rand.NewPCG(7, 7))
 	var held []*lease

@@ -14,6 +14,7 @@ import (
 // holdfast: the client's fault, not the gateway's. Before, it got 502
 // "gateway unreachable" with Retry-After, as if the gateway were down.
 func TestPassthroughMalformedChunkedBody(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -35,6 +36,7 @@ func TestPassthroughMalformedChunkedBody(t *testing.T) {
 		{"chunk longer than said", "2\r\nhello\r\n0\r\n\r\n", http.StatusBadRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			c, err := net.Dial("tcp", strings.TrimPrefix(hs.http, "http://"))
 			if err != nil {
 				t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 // frame's length was: a 60 000-byte frame, read in 32 KiB pieces, sat in
 // a 64 KiB buffer, and 64 MiB held took about 84 MB of heap.
 func TestPreauthBytesCountCapacity(t *testing.T) {
+	t.Parallel()
 	gw, err := fakegw.Start(fakegw.Config{Token: "t", StartupWindow: time.Hour})
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 )
 
 // startTunnelUpstream serves WebSockets on every path: each echoes what it
@@ -71,12 +73,17 @@ func startTunnelUpstream(t *testing.T, stream bool) (addr string, closes chan in
 // such tunnels at all: Drain returned with the tunnel open, and the client
 // got 1006 when the process exited.
 func TestPassthroughTunnelDrained(t *testing.T) {
+	t.Parallel()
 	for _, stream := range []bool{false, true} {
 		name := "idle"
 		if stream {
 			name = "gateway streaming"
 		}
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if stream {
+				testkit.Heavy(t) // the gateway sends as fast as it can
+			}
 			addr, closes := startTunnelUpstream(t, stream)
 			hs := startProxy(t, addr, nil, nil)
 			ws := dialRaw(t, hs.url+"/__openclaw__/canvas", nil)

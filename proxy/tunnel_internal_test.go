@@ -27,6 +27,7 @@ func gateFrame(op byte, n int) []byte {
 // close frame at the next frame boundary, never inside a frame, and
 // nothing after it.
 func TestFrameGateClosesBetweenFrames(t *testing.T) {
+	t.Parallel()
 	r := rand.New(rand.NewPCG(1, 2))
 	for round := 0; round < 200; round++ {
 		var stream []byte
@@ -80,6 +81,7 @@ func TestFrameGateClosesBetweenFrames(t *testing.T) {
 
 // Toward the gateway the close frame is masked (RFC 6455 §5.3).
 func TestFrameGateMasksTowardTheGateway(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	g := &frameGate{w: &out, mask: true}
 	payload := websocket.FormatCloseMessage(websocket.CloseGoingAway, "proxy shutting down")

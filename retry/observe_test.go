@@ -24,3 +24,31 @@ func TestWatcherObserveStartedWithoutWaiters(t *testing.T) {
 		t.Fatalf("WaitStarted on a fresh start: %v", err)
 	}
 }
+
+// SeenNotStartedSince remembers the last Starting or Down, whatever was
+// observed after it.
+func TestWatcherSeenNotStartedSince(t *testing.T) {
+	t.Parallel()
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	w := NewWatcher(WatcherConfig{Clock: clk, Probe: func(context.Context) (State, error) { return Started, nil }})
+	defer w.Close()
+	t0 := clk.Now()
+	if w.SeenNotStartedSince(t0) {
+		t.Fatal("a new watcher has seen nothing")
+	}
+	clk.Advance(time.Second)
+	w.Observe(Starting)
+	clk.Advance(time.Second)
+	w.Observe(Started)
+	if !w.SeenNotStartedSince(t0) {
+		t.Error("Starting then Started: not seen since before the Starting")
+	}
+	if w.SeenNotStartedSince(t0.Add(1500 * time.Millisecond)) {
+		t.Error("seen since after the Starting")
+	}
+	clk.Advance(time.Second)
+	w.Observe(Down)
+	if !w.SeenNotStartedSince(clk.Now()) {
+		t.Error("Down not seen at its time")
+	}
+}

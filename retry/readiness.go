@@ -91,6 +91,7 @@ type Watcher struct {
 	mu         sync.Mutex
 	state      State
 	at         time.Time     // when state was observed
+	notStarted time.Time     // when Starting or Down was last observed
 	changed    chan struct{} // closed and replaced on every observation of Started that someone waits for
 	waiters    int
 	live       int // sessions spliced to the gateway now
@@ -128,6 +129,9 @@ func (w *Watcher) Observe(s State) {
 	from := w.state
 	w.state = s
 	w.at = w.cfg.Clock.Now()
+	if s == Starting || s == Down {
+		w.notStarted = w.at
+	}
 	if s == Started && w.waiters > 0 {
 		// Wake the waiters. With none (a started gateway, where every
 		// hello-ok lands here) there is nothing to replace.
@@ -148,6 +152,14 @@ func (w *Watcher) State() (State, time.Duration) {
 		return Unknown, 0
 	}
 	return w.state, w.cfg.Clock.Now().Sub(w.at)
+}
+
+// SeenNotStartedSince reports whether Starting or Down was observed at t
+// or later, whatever has been observed since.
+func (w *Watcher) SeenNotStartedSince(t time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.notStarted.IsZero() && !w.notStarted.Before(t)
 }
 
 // Started reports whether Started is confirmed: observed within FreshFor,

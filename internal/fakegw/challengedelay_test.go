@@ -10,6 +10,7 @@ import (
 // ChallengeDelay holds each socket's challenge after its upgrade, as a
 // gateway busy starting sends it late.
 func TestChallengeDelay(t *testing.T) {
+	t.Parallel()
 	const delay = 300 * time.Millisecond
 	g := startGW(t, fakegw.Config{ChallengeDelay: delay})
 	start := time.Now()

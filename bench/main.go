@@ -181,16 +181,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ss.logLevel = *soakLogLevel
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		dir, err := os.MkdirTemp("", "holdfast-soak-")
+		dir, cleanup, err := workDir("holdfast-soak-", *keep, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "bench: %v\n", err)
 			return 1
 		}
-		if *keep {
-			fmt.Fprintf(stderr, "bench: temporary files in %s\n", dir)
-		} else {
-			defer os.RemoveAll(dir)
-		}
+		defer cleanup()
 		cs := &children{dir: dir}
 		defer cs.killAll()
 		b := &bench{cs: cs, dir: dir, log: stderr, src: *src, holdfastBin: *holdfastBin}
@@ -241,16 +237,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	dir, err := os.MkdirTemp("", "holdfast-bench-")
+	dir, cleanup, err := workDir("holdfast-bench-", *keep, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 1
 	}
-	if *keep {
-		fmt.Fprintf(stderr, "bench: temporary files in %s\n", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
+	defer cleanup()
 	cs := &children{dir: dir}
 	defer cs.killAll()
 
@@ -476,4 +468,18 @@ func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL strin
 		return nil, "", err
 	}
 	return c, metricsAddr, nil
+}
+
+// workDir makes a run's temporary folder, named after prefix. cleanup
+// removes it, unless keep: then it stays, and its path is printed.
+func workDir(prefix string, keep bool, stderr io.Writer) (dir string, cleanup func(), err error) {
+	dir, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	if keep {
+		fmt.Fprintf(stderr, "bench: temporary files in %s\n", dir)
+		return dir, func() {}, nil
+	}
+	return dir, func() { _ = os.RemoveAll(dir) }, nil
 }

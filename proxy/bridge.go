@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -305,13 +306,14 @@ const maxPooledFilterBuf = 1 << 20
 
 // copyFiltered is copyMessages with the envelope filter: messages of up to
 // limit bytes are read whole and text ones pass through filterV3.
-func copyFiltered(dst, src *websocket.Conn, limit int64, pool *chunkPool, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
-	bc, direct := dst.NetConn().(*batchConn)
-	srcBC, _ := src.NetConn().(*batchConn)
+func copyFiltered(dst, src *websocket.Conn, limit int64, pool *wire.Pool, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
+	bc := wire.ConnOf(dst.NetConn())
+	direct := bc != nil
+	srcBC := wire.ConnOf(src.NetConn())
 	rr := &recordingReader{}
 	for {
 		if srcBC != nil {
-			_ = srcBC.waitData() // as in copyMessages: block shallow
+			_ = srcBC.WaitData() // as in copyMessages: block shallow
 		}
 		typ, r, err := src.NextReader()
 		if err != nil {
@@ -337,12 +339,12 @@ func copyFiltered(dst, src *websocket.Conn, limit int64, pool *chunkPool, writeT
 		}
 		var sent int64
 		if direct {
-			sent, err = relayFrames(bc, body, typ, false, pool, writeTimeout)
+			sent, err = bc.WriteMessage(typ, body, writeTimeout)
 		} else {
 			sent, err = relayMessage(dst, body, typ, writeTimeout)
 		}
 		putFilterBuf(buf)
-		if err, readSide := t.relayed(sent, err, rr.err, count); err != nil {
+		if err, readSide := relayed(t, sent, err, rr.err, count); err != nil {
 			return err, readSide
 		}
 	}

@@ -9,9 +9,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 )
 
-// wireClose passes a received close on only when it may legally be sent:
+// wire.CloseFor passes a received close on only when it may legally be sent:
 // 1005 as an empty close frame, codes that must not be sent (1004, 1006,
 // 1015, below 1000, 1016–2999, above 4999) and read errors as the
 // fallback, reasons cut to 123 bytes on a UTF-8 boundary.
@@ -42,7 +43,7 @@ func TestWireClose(t *testing.T) {
 		{"5000 above range", ce(5000, ""), fallback},
 		{"long reason", ce(4000, long), websocket.FormatCloseMessage(4000, long[:123])},
 	} {
-		got := wireClose(tc.err, fb, fbText)
+		got := wire.CloseFor(tc.err, fb, fbText)
 		if !bytes.Equal(got, tc.want) {
 			t.Errorf("%s: %q; want %q", tc.name, got, tc.want)
 		}
@@ -57,7 +58,7 @@ func TestWireClose(t *testing.T) {
 	}
 }
 
-// truncateReason keeps at most 123 bytes and never splits a UTF-8
+// wire.TruncateReason keeps at most 123 bytes and never splits a UTF-8
 // sequence, whatever its length (2, 3 or 4 bytes) and where it falls.
 func TestTruncateReason(t *testing.T) {
 	t.Parallel()
@@ -77,7 +78,7 @@ func TestTruncateReason(t *testing.T) {
 		{"all 3-byte runes", strings.Repeat("€", 60), 123},
 		{"all 4-byte runes", strings.Repeat("😀", 40), 120},
 	} {
-		got := truncateReason(tc.in)
+		got := wire.TruncateReason(tc.in)
 		if len(got) != tc.want || !strings.HasPrefix(tc.in, got) || !utf8.ValidString(got) {
 			t.Errorf("%s: kept %d bytes (%q…); want %d, a valid prefix", tc.name, len(got), got[max(0, len(got)-4):], tc.want)
 		}

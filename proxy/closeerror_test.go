@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/gorilla/websocket"
+	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 )
 
 // asTarget is an error that answers errors.As for *websocket.CloseError
@@ -22,7 +23,7 @@ func (a asTarget) As(target any) bool {
 	return false
 }
 
-// asCloseError finds what errors.As finds, and allocates nothing.
+// wire.AsCloseError finds what errors.As finds, and allocates nothing.
 func TestAsCloseError(t *testing.T) {
 	// Serial: testing.AllocsPerRun counts the whole process's allocations
 	// (and refuses to run beside parallel tests).
@@ -42,12 +43,12 @@ func TestAsCloseError(t *testing.T) {
 	} {
 		var want *websocket.CloseError
 		errors.As(err, &want)
-		if got := asCloseError(err); got != want {
+		if got := wire.AsCloseError(err); got != want {
 			t.Errorf("%v: %v; errors.As finds %v", err, got, want)
 		}
 	}
 	wrapped := fmt.Errorf("read: %w", ce)
-	if n := testing.AllocsPerRun(100, func() { _ = closeCode(wrapped) }); n != 0 {
-		t.Fatalf("closeCode: %v allocations; want 0", n)
+	if n := testing.AllocsPerRun(100, func() { _ = wire.CloseCode(wrapped) }); n != 0 {
+		t.Fatalf("wire.CloseCode: %v allocations; want 0", n)
 	}
 }

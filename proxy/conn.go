@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/metrics"
+	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 	"github.com/holdfast-proxy/holdfast/retry"
 )
 
@@ -238,8 +239,8 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 		return outcome{end: endClientUpgradeFailed, err: err}
 	}
 	c.client = client
-	if bc, ok := client.NetConn().(*batchConn); ok {
-		bc.frameMode()
+	if bc := wire.ConnOf(client.NetConn()); bc != nil {
+		bc.FrameMode()
 	}
 	c.mu.Lock()
 	c.ctx, c.cancel = context.WithCancel(c.lease.ctx)
@@ -265,9 +266,9 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	}
 	c.handedOut = time.Now()
 	c.logHandOut(late)
-	if bc, ok := client.NetConn().(*batchConn); ok && !late {
+	if bc := wire.ConnOf(client.NetConn()); bc != nil && !late {
 		err := bc.Flush() // the 101 and the challenge
-		bc.setBatching(false, 0)
+		bc.SetBatching(false, 0)
 		if err != nil {
 			return outcome{end: endClientGone, err: err}
 		}
@@ -564,8 +565,9 @@ func (c *conn) hold(until time.Time) (o *outcome, upErr error) {
 // reports the socket's end (a read error), or nil when nothing came.
 // Without a RawConn (TLS upstreams) nothing is watched.
 func (c *conn) watchUpstream(wake func()) (stop func() error) {
-	bc, ok := c.up.ws.NetConn().(*batchConn)
-	if !ok || bc.raw == nil {
+	bc := wire.ConnOf(c.up.ws.NetConn())
+	ok := bc != nil
+	if !ok || !bc.CanWait() {
 		return func() error { return nil }
 	}
 	var stopped atomic.Bool
@@ -573,7 +575,7 @@ func (c *conn) watchUpstream(wake func()) (stop func() error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		err := bc.waitData()
+		err := bc.WaitData()
 		if err != nil && stopped.Load() {
 			return // woken by stop's deadline
 		}
@@ -614,7 +616,7 @@ func (c *conn) forwardConnect(first frame, id json.RawMessage) (ans answer, data
 	_ = ws.SetReadDeadline(c.answerDeadline(time.Now()))
 	ws.SetReadLimit(maxUpstreamHandshakeFrame)
 	for {
-		mt, data, err := readMessage(ws, c.h.chunks)
+		mt, data, err := wire.ReadMessage(ws, c.h.chunks)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -672,7 +674,7 @@ func (c *conn) upstreamFailed(err error, kind connectKind, attempt int, lastUnav
 	if errors.Is(err, errNoAnswer) {
 		return &outcome{end: endNoAnswer, err: err}
 	}
-	code := closeCode(err)
+	code := wire.CloseCode(err)
 	switch {
 	case errors.Is(err, errTooManyFrames):
 		// A gateway that misbehaves once may not again: like a lost
@@ -718,7 +720,7 @@ func (c *conn) heldSocketLost(err error, kind connectKind, n int, lastUnavailabl
 		return &o
 	}
 	age := time.Since(c.up.opened)
-	if closeCode(err) == websocket.CloseNormalClosure && age < c.h.cfg.PreauthTimeout-c.h.cfg.HoldMargin {
+	if wire.CloseCode(err) == websocket.CloseNormalClosure && age < c.h.cfg.PreauthTimeout-c.h.cfg.HoldMargin {
 		c.h.preauthMismatch.Do(func() {
 			c.h.log.Warn("the gateway closed a held socket before holdfast sent its connect: its pre-auth timer "+
 				"is shorter than handshake.preauth_timeout; set handshake.preauth_timeout to the gateway's",
@@ -797,10 +799,10 @@ func (c *conn) signal() {
 // the splice on it streams them to the upstream.
 func (c *conn) readClient() {
 	defer close(c.readerDone)
-	bc, _ := c.client.NetConn().(*batchConn)
+	bc := wire.ConnOf(c.client.NetConn())
 	for {
 		if bc != nil {
-			_ = bc.waitData() // block shallow; NextReader reports errors
+			_ = bc.WaitData() // block shallow; NextReader reports errors
 		}
 		mt, r, err := c.client.NextReader()
 		if c.spliced.Load() {
@@ -815,7 +817,7 @@ func (c *conn) readClient() {
 		}
 		var data []byte
 		if err == nil {
-			data, err = readAll(io.LimitReader(r, preauthReadLimit+1), c.h.chunks)
+			data, err = wire.ReadAll(io.LimitReader(r, preauthReadLimit+1), c.h.chunks)
 			if err == nil && len(data) > preauthReadLimit {
 				err = errPreauthTooLarge
 			}

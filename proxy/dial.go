@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/metrics"
+	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 	"github.com/holdfast-proxy/holdfast/retry"
 )
 
@@ -127,7 +128,7 @@ func (u *upstream) drop() {
 		return
 	}
 	nc := u.ws.NetConn()
-	if bc, ok := nc.(*batchConn); ok {
+	if bc := wire.ConnOf(nc); bc != nil {
 		nc = bc.Conn // below what the socket's reader may have buffered
 	}
 	cw, ok := nc.(interface{ CloseWrite() error })
@@ -303,7 +304,7 @@ func (h *Handler) dialOnceSlot(ctx context.Context, target string, hdr http.Head
 	// with startup can delay it, so it gets the rest of the dial timeout.
 	ws.SetReadLimit(preauthReadLimit)
 	_ = ws.SetReadDeadline(deadline)
-	mt, data, err := readMessage(ws, h.chunks)
+	mt, data, err := wire.ReadMessage(ws, h.chunks)
 	if err != nil {
 		_ = ws.Close()
 		return nil, fmt.Errorf("upstream closed before its challenge: %w", err)

@@ -34,7 +34,7 @@
 //     gateway→client. Each direction is the only writer of data frames on
 //     its destination leg and the only reader of its source leg. When both
 //     legs are batchConns (plain TCP; not TLS) each direction is a
-//     frameRelay (relay.go), which parses the frames itself once gorilla
+//     wire.Relay (relay.go), which parses the frames itself once gorilla
 //     has finished the message under way: it passes pings and pongs on
 //     between data frames, answers a close on its own leg, and writes
 //     every frame whole under the destination leg's write lock. Otherwise
@@ -51,11 +51,11 @@
 //
 // Per leg: every close frame goes through closeLeg, safe from any goroutine
 // (a drain closes sessions from its own). After a close frame has been
-// written on a leg nothing more is written on it: the leg's batchConn
+// written on a leg nothing more is written on it: the leg's wire.Conn
 // refuses every later write, relayed frames and gorilla's own pongs and
 // closes included, and gorilla refuses its writes after a close it wrote.
 // A close, and any write blocked under it, ends by the close's deadline.
-// Writes into a batchConn hold its write lock per frame, so frames never
+// Writes into a wire.Conn hold its write lock per frame, so frames never
 // interleave; one goroutine at a time reads it.
 //
 // Shared by connections: the readiness watcher (retry.Watcher, its own

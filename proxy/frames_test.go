@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 )
 
 // The classifier reads keys with exact case and a connect id as a
@@ -359,7 +360,7 @@ func FuzzWireClose(f *testing.F) {
 		if isClose {
 			err = &websocket.CloseError{Code: code, Text: text}
 		}
-		out := wireClose(err, closeUpstreamLost, "upstream connection lost")
+		out := wire.CloseFor(err, closeUpstreamLost, "upstream connection lost")
 		if isClose && code == websocket.CloseNoStatusReceived {
 			if len(out) != 0 {
 				t.Fatalf("1005 sent as %x; want an empty close frame", out)

@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/metrics"
+	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 	"github.com/holdfast-proxy/holdfast/retry"
 )
 
@@ -234,7 +235,7 @@ type Handler struct {
 	upgrader    websocket.Upgrader
 	passthrough *httputil.ReverseProxy
 	bufPool     *bufferPool
-	chunks      *chunkPool
+	chunks      *wire.Pool
 
 	// caps are the capabilities of the gateway's last challenge, for
 	// stand-in challenges (standin.go).
@@ -282,7 +283,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 		h.bufPool, h.chunks = p.bufPool, p.chunks
 	} else {
 		h.group = newGroup()
-		h.bufPool, h.chunks = newBufferPool(), newChunkPool()
+		h.bufPool, h.chunks = newBufferPool(), wire.NewPool()
 	}
 	if p := opts.Previous; p != nil && sameGateway(p.cfg, cfg) {
 		h.watcher = p.watcher

@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/metrics"
+	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 	"github.com/holdfast-proxy/holdfast/retry"
 )
 
@@ -233,7 +234,7 @@ func (c *conn) lateDial() *outcome {
 			d = dialDecision{Dial: true, Reason: dialStarted}
 			break
 		}
-		if c.up != nil && peerSpoke(c.up.ws.NetConn()) {
+		if c.up != nil && wire.PeerSpoke(c.up.ws.NetConn()) {
 			c.warmLost()
 			failures++
 			nextWarm = time.Now().Add(c.h.backoff.Dial(failures))
@@ -250,7 +251,7 @@ func (c *conn) lateDial() *outcome {
 	}
 	c.h.log.Debug("late dial", "client", c.rec.clientAddr, "waited", waited.Round(time.Millisecond), "why", string(d.Reason), "warm", c.up != nil)
 	c.budget = retry.NewBudget(retry.SystemClock{}, c.h.cfg.Budget)
-	if c.up != nil && peerSpoke(c.up.ws.NetConn()) {
+	if c.up != nil && wire.PeerSpoke(c.up.ws.NetConn()) {
 		c.warmLost() // closed since the last look
 	}
 	if c.up != nil && time.Since(c.up.opened) >= c.h.warmRenewAge() {
@@ -413,7 +414,7 @@ func (c *conn) warmDial(left time.Duration) *outcome {
 }
 
 // warmCheckEvery is how often a waiting client's warm socket is looked at
-// (peerSpoke): hold_margin, at most a second. A look costs one system
+// (wire.PeerSpoke): hold_margin, at most a second. A look costs one system
 // call, and nothing runs for the socket in between: a warm socket the
 // gateway closes is replaced within that time, and in any case before its
 // challenge is handed out.

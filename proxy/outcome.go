@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/metrics"
+	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 	"github.com/holdfast-proxy/holdfast/retry"
 )
 
@@ -101,7 +102,7 @@ type legEnd struct {
 	code   int
 	reason string
 	// relay: the peer's own close code and reason are passed on
-	// (wireClose); code and reason are the fallback when it sent none.
+	// (wire.CloseFor); code and reason are the fallback when it sent none.
 	relay bool
 	// status is the HTTP status answered instead of a WebSocket; -1: the
 	// gateway's own HTTP answer, passed on.
@@ -342,7 +343,7 @@ func (e ending) handshakeEnd() bool { return e < endSessionGatewayClosed }
 func (l legEnd) payload(peerErr error) (payload []byte, ok bool) {
 	switch {
 	case l.relay:
-		return wireClose(peerErr, l.code, l.reason), true
+		return wire.CloseFor(peerErr, l.code, l.reason), true
 	case l.code != 0:
 		return websocket.FormatCloseMessage(l.code, l.reason), true
 	}
@@ -418,7 +419,7 @@ func evidenceOf(ev evidence, gatewayErr error) (retry.State, bool) {
 	case evDown:
 		return retry.Down, true
 	case evGatewayClose:
-		switch closeCode(gatewayErr) {
+		switch wire.CloseCode(gatewayErr) {
 		case websocket.CloseServiceRestart, websocket.CloseGoingAway:
 			return retry.Down, true
 		case websocket.CloseNormalClosure, websocket.CloseNoStatusReceived:
@@ -563,7 +564,7 @@ type record struct {
 }
 
 // tally counts relayed messages; one goroutine writes it.
-type tally struct{ msgs, bytes int64 }
+type tally = wire.Tally
 
 // legRecord is the close frames seen on one leg: code 0 for none.
 type legRecord struct {
@@ -596,7 +597,7 @@ func (l *legRecord) noteSent(payload []byte) {
 // that ended without a close frame, which gorilla reports as 1006, is
 // none: 1006 is never on the wire (RFC 6455 §7.4.1).
 func (l *legRecord) noteGot(err error) {
-	if ce := asCloseError(err); l.gotCode == 0 && ce != nil && ce.Code != websocket.CloseAbnormalClosure {
+	if ce := wire.AsCloseError(err); l.gotCode == 0 && ce != nil && ce.Code != websocket.CloseAbnormalClosure {
 		l.gotCode, l.gotReason = ce.Code, ce.Text
 	}
 }
@@ -692,10 +693,10 @@ func (r *record) accessArgs() []any {
 		"hello_ok_ms", helloOK,
 		"session", session,
 		"session_ms", sessionMS,
-		"msgs_up", r.toUpstream.msgs,
-		"bytes_up", r.toUpstream.bytes,
-		"msgs_down", r.toClient.msgs,
-		"bytes_down", r.toClient.bytes,
+		"msgs_up", r.toUpstream.Msgs,
+		"bytes_up", r.toUpstream.Bytes,
+		"msgs_down", r.toClient.Msgs,
+		"bytes_down", r.toClient.Bytes,
 		"client_close_sent", r.client.sentCode,
 		"client_close_sent_reason", r.client.sentReason,
 		"client_close_got", r.client.gotCode,

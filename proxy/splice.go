@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 	"github.com/holdfast-proxy/holdfast/retry"
 )
 
@@ -86,7 +87,7 @@ func (c *conn) startSplice(maxPayload int64, helloFrames []frame) bool {
 				break
 			}
 		}
-		if bc, ok := c.client.NetConn().(*batchConn); ok && werr == nil {
+		if bc := wire.ConnOf(c.client.NetConn()); bc != nil && werr == nil {
 			// hello-ok leaves now, from this shallow stack, not from the
 			// relay's first wait for the gateway: a flush made inside a
 			// read (flushOnWait) would grow the stack of a session that
@@ -118,7 +119,7 @@ func (c *conn) clientEnding(err error) ending {
 	case errors.Is(err, websocket.ErrReadLimit), errors.Is(err, errTooBig):
 		return endSessionTooBig
 	}
-	if code := closeCode(err); code != 0 && code != websocket.CloseAbnormalClosure {
+	if code := wire.CloseCode(err); code != 0 && code != websocket.CloseAbnormalClosure {
 		return endSessionClientClosed
 	}
 	return endSessionClientVanished
@@ -157,7 +158,7 @@ func (c *conn) endSessionAs(e ending, err error) {
 	if first {
 		switch e {
 		case endSessionGatewayClosed:
-			c.h.metrics.GatewayClose(closeCode(err))
+			c.h.metrics.GatewayClose(wire.CloseCode(err))
 		case endSessionGatewayVanished:
 			c.h.metrics.GatewayClose(websocket.CloseAbnormalClosure)
 		}
@@ -181,7 +182,7 @@ func (c *conn) endSessionAs(e ending, err error) {
 	}
 }
 
-// pumpUpstream copies upstream→client (a frameRelay when both legs are
+// pumpUpstream copies upstream→client (a wire.Relay when both legs are
 // batchConns), then propagates how that ended.
 func (c *conn) pumpUpstream() {
 	if c.bridged {
@@ -193,7 +194,7 @@ func (c *conn) pumpUpstream() {
 	var err error
 	var readSide bool
 	if r := c.relayFrom(c.up.ws, c.client, false, 0, &c.rec.toClient); r != nil {
-		err, readSide = r.run()
+		err, readSide = r.Run()
 	} else {
 		err, readSide = c.copyToClient()
 	}
@@ -201,15 +202,18 @@ func (c *conn) pumpUpstream() {
 }
 
 // relayFrom returns the frame relay from src to dst, counted as toward the
-// gateway when fromClient, or nil when a leg is not a batchConn.
-func (c *conn) relayFrom(src, dst *websocket.Conn, fromClient bool, limit int64, t *tally) *frameRelay {
+// gateway when fromClient, or nil when a leg is not a wire.Conn.
+func (c *conn) relayFrom(src, dst *websocket.Conn, fromClient bool, limit int64, t *tally) *wire.Relay {
+	s, d := wire.ConnOf(src.NetConn()), wire.ConnOf(dst.NetConn())
+	if s == nil || d == nil {
+		return nil
+	}
 	toUpstream, toClient := c.h.metrics.MessageCounters()
 	count := toClient
 	if fromClient {
 		count = toUpstream
 	}
-	r, _ := newFrameRelay(src, dst, fromClient, limit, count, t)
-	return r
+	return wire.NewRelay(s, d, fromClient, limit, count, t)
 }
 
 // copyToClient relays upstream→client through gorilla (copyMessages).
@@ -222,7 +226,7 @@ func (c *conn) copyToClient() (err error, readSide bool) {
 // gateway's close goes to the client; a failed write to the client is
 // reported to the gateway.
 func (c *conn) endUpstreamSide(err error, readSide bool) {
-	flushConn(c.up.ws.NetConn()) // gorilla's echo of a close frame
+	wire.Flush(c.up.ws.NetConn()) // gorilla's echo of a close frame
 	if !readSide {
 		c.endSessionAs(endSessionClientVanished, err)
 		return
@@ -230,7 +234,7 @@ func (c *conn) endUpstreamSide(err error, readSide bool) {
 	c.mu.Lock()
 	c.rec.gateway.noteGot(err)
 	c.mu.Unlock()
-	if code := closeCode(err); code == 0 || code == websocket.CloseAbnormalClosure {
+	if code := wire.CloseCode(err); code == 0 || code == websocket.CloseAbnormalClosure {
 		c.endSessionAs(endSessionGatewayVanished, err)
 		return
 	}
@@ -241,24 +245,26 @@ func (c *conn) endUpstreamSide(err error, readSide bool) {
 // flushes the other before it blocks on a read, so frames relayed in one
 // burst leave in one write.
 func (c *conn) batch(on bool) {
-	cb, cok := c.client.NetConn().(*batchConn)
-	ub, uok := c.up.ws.NetConn().(*batchConn)
+	cb := wire.ConnOf(c.client.NetConn())
+	cok := cb != nil
+	ub := wire.ConnOf(c.up.ws.NetConn())
+	uok := ub != nil
 	if !cok || !uok {
 		return
 	}
 	if on {
-		cb.peer.Store(ub)
-		ub.peer.Store(cb)
+		cb.SetPeer(ub)
+		ub.SetPeer(cb)
 	} else {
-		cb.peer.Store(nil)
-		ub.peer.Store(nil)
+		cb.SetPeer(nil)
+		ub.SetPeer(nil)
 	}
 	var wt time.Duration
 	if on {
 		wt = c.h.cfg.WriteTimeout
 	}
-	cb.setBatching(on, wt)
-	ub.setBatching(on, wt)
+	cb.SetBatching(on, wt)
+	ub.SetBatching(on, wt)
 }
 
 // endSession waits up to CloseGrace for the other direction to see its
@@ -285,7 +291,7 @@ func (c *conn) endSession() {
 
 // pumpClient copies client→upstream after the splice began, starting with
 // first when the reader already holds the next message: gorilla finishes
-// that one, then a frameRelay takes over when both legs are batchConns.
+// that one, then a wire.Relay takes over when both legs are batchConns.
 func (c *conn) pumpClient(first *message) {
 	limit := c.maxPayload
 	if limit <= 0 {
@@ -306,9 +312,9 @@ func (c *conn) pumpClient(first *message) {
 		err, readSide = c.copyToUpstream(first, r != nil)
 	}
 	if r != nil && err == nil {
-		err, readSide = r.run()
+		err, readSide = r.Run()
 	}
-	flushConn(c.client.NetConn()) // gorilla's echo of a close frame
+	wire.Flush(c.client.NetConn()) // gorilla's echo of a close frame
 	c.endClientSide(err, readSide)
 }
 
@@ -330,7 +336,7 @@ func (c *conn) copyToUpstream(first *message, one bool) (err error, readSide boo
 func (c *conn) endClientSide(err error, readSide bool) {
 	// gorilla's own close frame to the client (its echo, 1002 for a
 	// protocol error, 1009) may still sit in the client leg's batch.
-	flushConn(c.client.NetConn())
+	wire.Flush(c.client.NetConn())
 	if readSide {
 		c.mu.Lock()
 		c.rec.client.noteGot(err)
@@ -391,17 +397,17 @@ type message struct {
 // copyMessages relays whole messages from src to dst through gorilla's
 // reader until a read or a write fails; readSide reports which. It starts
 // with first, if set. Spliced sessions whose legs are both batchConns use
-// a frameRelay instead (relay.go); this is the path of the others (TLS on
+// a wire.Relay instead (relay.go); this is the path of the others (TLS on
 // a leg) and of bridged sessions' gateway→client direction.
 // Message types, boundaries and order are kept, and a message is streamed,
 // never buffered whole. mask is true toward the gateway (holdfast is its
 // client and masks its frames).
 //
-// When dst's socket is a batchConn, frames are written straight into its
+// When dst's socket is a wire.Conn, frames are written straight into its
 // batch (one write per burst, no allocation per message); otherwise through
 // gorilla's writer.
-func copyMessages(dst, src *websocket.Conn, first *message, mask bool, pool *chunkPool, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
-	srcBC, _ := src.NetConn().(*batchConn)
+func copyMessages(dst, src *websocket.Conn, first *message, mask bool, pool *wire.Pool, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
+	srcBC := wire.ConnOf(src.NetConn())
 	if first != nil {
 		if err, readSide = copyMessage(dst, first, mask, pool, writeTimeout, count, t); err != nil {
 			return err, readSide
@@ -412,7 +418,7 @@ func copyMessages(dst, src *websocket.Conn, first *message, mask bool, pool *chu
 			// Block here, shallow, rather than deep inside gorilla's
 			// reader: an idle session's goroutines keep small stacks.
 			// An error is left for NextReader to report.
-			_ = srcBC.waitData()
+			_ = srcBC.WaitData()
 		}
 		typ, r, err := src.NextReader()
 		if err != nil {
@@ -426,60 +432,33 @@ func copyMessages(dst, src *websocket.Conn, first *message, mask bool, pool *chu
 
 // copyMessage relays the message m to dst, as copyMessages does, and counts
 // it.
-func copyMessage(dst *websocket.Conn, m *message, mask bool, pool *chunkPool, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
+func copyMessage(dst *websocket.Conn, m *message, mask bool, pool *wire.Pool, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
 	rr := recordingReader{r: m.r}
 	var n int64
-	if bc, direct := dst.NetConn().(*batchConn); direct {
-		n, err = relayFrames(bc, &rr, m.typ, mask, pool, writeTimeout)
+	if bc := wire.ConnOf(dst.NetConn()); bc != nil {
+		n, err = bc.WriteMessage(m.typ, &rr, writeTimeout)
 	} else {
 		n, err = relayMessage(dst, &rr, m.typ, writeTimeout)
 	}
-	return t.relayed(n, err, rr.err, count)
+	return relayed(t, n, err, rr.err, count)
 }
 
 // relayed counts a message relayed with n payload bytes written, or the
 // error that cut it: readErr, the source's, when it failed first (readSide),
 // else err, the write's.
-func (t *tally) relayed(n int64, err, readErr error, count prometheus.Counter) (error, bool) {
-	t.bytes += n
+func relayed(t *tally, n int64, err, readErr error, count prometheus.Counter) (error, bool) {
+	t.Bytes += n
 	if err != nil {
 		if readErr != nil {
 			return readErr, true
 		}
 		return err, false
 	}
-	t.msgs++
+	t.Msgs++
 	if count != nil {
 		count.Inc()
 	}
 	return nil, false
-}
-
-// relayFrames streams one message from r into frames of at most one chunk
-// on bc.
-func relayFrames(bc *batchConn, r io.Reader, typ int, mask bool, pool *chunkPool, writeTimeout time.Duration) (total int64, err error) {
-	scratch := pool.get()
-	defer pool.put(scratch)
-	buf := (*scratch)[:chunkSize-maxFrameHeader]
-	if bc.writeTimeout == 0 {
-		_ = bc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	}
-	opcode := byte(typ)
-	for {
-		n, err := io.ReadFull(r, buf)
-		fin := err == io.EOF || err == io.ErrUnexpectedEOF
-		if err != nil && !fin {
-			return total, err
-		}
-		if werr := bc.writeFrame(opcode, fin, mask, buf[:n]); werr != nil {
-			return total, werr
-		}
-		total += int64(n)
-		if fin {
-			return total, nil
-		}
-		opcode = 0 // continuation
-	}
 }
 
 // relayMessage streams one message from r through gorilla's writer.

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 )
 
 // checkUpgrade validates a control upgrade request as the client upgrade
@@ -76,8 +78,8 @@ func (w keepEarlyData) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	early, _ := brw.Reader.Peek(brw.Reader.Buffered())
 	early = bytes.Clone(early)
-	if bc, ok := nc.(*batchConn); ok {
-		bc.unread(early)
+	if bc := wire.ConnOf(nc); bc != nil {
+		bc.Unread(early)
 	} else {
 		nc = &prefixedConn{Conn: nc, r: io.MultiReader(bytes.NewReader(early), nc)}
 	}
@@ -111,11 +113,18 @@ func (w batchedUpgrade) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("proxy: the response writer cannot be hijacked")
 	}
 	nc, brw, err := hj.Hijack()
-	if bc, ok := nc.(*batchConn); ok && err == nil {
-		bc.setBatching(true, w.writeTimeout)
+	if bc := wire.ConnOf(nc); bc != nil && err == nil {
+		bc.SetBatching(true, w.writeTimeout)
 	}
 	return nc, brw, err
 }
 
 // Unwrap gives http.ResponseController the underlying writer.
 func (w batchedUpgrade) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// WrapListener wraps the listener holdfast serves clients on, so that spliced
+// sessions batch frames into few system calls and hold no buffers while
+// idle. Sessions on an unwrapped listener work the same, only slower.
+func (h *Handler) WrapListener(ln net.Listener) net.Listener {
+	return wire.NewListener(ln, h.chunks)
+}

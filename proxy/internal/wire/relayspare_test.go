@@ -1,4 +1,4 @@
-package proxy
+package wire
 
 import (
 	"net"
@@ -34,29 +34,29 @@ func TestFrameRelayGivesBackItsSpare(t *testing.T) {
 	peer := <-peerc
 	defer peer.Close()
 
-	pool := newChunkPool()
-	src := newBatchConn(sc, pool)
+	pool := NewPool()
+	src := NewConn(sc, pool)
 	if src.raw == nil {
 		t.Skip("no RawConn reads on this platform")
 	}
 	dc := &scriptConn{}
-	dst := newBatchConn(dc, pool)
+	dst := NewConn(dc, pool)
 	src.masks = true // holdfast is the gateway's client on this leg
-	src.frameMode()
-	dst.frameMode()
+	src.FrameMode()
+	dst.FrameMode()
 	src.peer.Store(dst)
 	dst.peer.Store(src)
-	src.setBatching(true, time.Second)
-	dst.setBatching(true, time.Second)
+	src.SetBatching(true, time.Second)
+	dst.SetBatching(true, time.Second)
 
 	_ = peer.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if _, err := peer.Write(cat(wsFrame(0x81, []byte("hello"), false), wsFrame(0x88, closePayload(1000, ""), false))); err != nil {
 		t.Fatal(err)
 	}
 	_ = sc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	r := &frameRelay{src: src, dst: dst, fromClient: false, t: &tally{}}
-	err, _ = r.run()
-	if closeCode(err) != websocket.CloseNormalClosure {
+	r := &Relay{src: src, dst: dst, fromClient: false, t: &Tally{}}
+	err, _ = r.Run()
+	if CloseCode(err) != websocket.CloseNormalClosure {
 		t.Fatalf("relay ended with %v; want the close", err)
 	}
 	if src.spare != nil {

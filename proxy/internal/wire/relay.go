@@ -1,4 +1,4 @@
-package proxy
+package wire
 
 import (
 	"encoding/binary"
@@ -11,10 +11,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
-// frameRelay moves the frames of one direction of a spliced session from
+// Relay moves the frames of one direction of a spliced session from
 // its source leg's read chunk into its destination leg's write batch,
 // without gorilla's message reader: frame headers are parsed in place and
 // each payload is copied once, unmasked and masked again in the same pass.
@@ -43,23 +42,23 @@ import (
 //     websocket.ErrReadLimit. The session's ending (outcome.go) then tells
 //     the other leg.
 //
-// Nothing is written on a leg after a close frame (batchConn refuses it).
+// Nothing is written on a leg after a close frame (Conn refuses it).
 // Between frames, and while a frame's payload is awaited, the relay holds
 // no chunk: it waits on the socket's RawConn.
-type frameRelay struct {
-	src, dst *batchConn
+type Relay struct {
+	src, dst *Conn
 	// fromClient: src is the client leg, whose frames are masked.
 	fromClient bool
 	// limit bounds a message's payload (0: none).
 	limit int64
-	count prometheus.Counter
-	t     *tally
+	count Counter
+	t     *Tally
 
 	// stash assembles a frame header that arrived split over reads, and
 	// big, taken only then, a control frame that did; stashN bytes are
 	// held. A session keeps this struct for its life: it stays small.
-	stash  [maxFrameHeader]byte
-	big    *[maxFrameHeader + maxControlPayload]byte
+	stash  [MaxHeader]byte
+	big    *[MaxHeader + MaxControlPayload]byte
 	stashN int
 	// inMessage: a data message has begun and its final frame not yet
 	// come; msgLen is its payload so far (declared lengths).
@@ -71,26 +70,29 @@ type frameRelay struct {
 	uncounted int
 }
 
-// newFrameRelay returns the relay from src to dst, or false when either
-// leg is not a batchConn.
-func newFrameRelay(src, dst *websocket.Conn, fromClient bool, limit int64, count prometheus.Counter, t *tally) (*frameRelay, bool) {
-	s, ok1 := src.NetConn().(*batchConn)
-	d, ok2 := dst.NetConn().(*batchConn)
-	if !ok1 || !ok2 {
-		return nil, false
-	}
-	return &frameRelay{src: s, dst: d, fromClient: fromClient, limit: limit, count: count, t: t}, true
+// NewRelay returns the relay from src to dst. fromClient says src is the
+// client leg (its frames masked, dst's to be masked by holdfast); limit
+// bounds a message's payload (0: none); count and t count what is relayed.
+func NewRelay(src, dst *Conn, fromClient bool, limit int64, count Counter, t *Tally) *Relay {
+	return &Relay{src: src, dst: dst, fromClient: fromClient, limit: limit, count: count, t: t}
 }
+
+// Tally counts the messages and payload bytes one direction relayed; one
+// goroutine writes it.
+type Tally struct{ Msgs, Bytes int64 }
+
+// Counter is what a relay adds its messages to (a prometheus.Counter).
+type Counter interface{ Add(float64) }
 
 // errRelayEOF is the end of the stream where a frame was due or under way,
 // as gorilla reports it (1006: no close frame).
 var errRelayEOF = &websocket.CloseError{Code: websocket.CloseAbnormalClosure, Text: io.ErrUnexpectedEOF.Error()}
 
-// run relays until a read or a write fails, a close frame arrives or a
+// Run relays until a read or a write fails, a close frame arrives or a
 // frame breaks the protocol; readSide reports whether the source's side
 // ended it. Call it between messages: gorilla's reader on src holds
 // nothing, and is not used again.
-func (r *frameRelay) run() (err error, readSide bool) {
+func (r *Relay) Run() (err error, readSide bool) {
 	r.src.relayMode()
 	defer r.addCount()
 	defer r.src.releaseSpare() // the relay reads no more: its spare is the pool's again
@@ -112,7 +114,7 @@ func (r *frameRelay) run() (err error, readSide bool) {
 
 // burst relays frames until what the source delivered is used up at a
 // frame's end; a frame that has not arrived whole is waited for.
-func (r *frameRelay) burst() (err error, readSide bool) {
+func (r *Relay) burst() (err error, readSide bool) {
 	for len(r.src.pending) > 0 {
 		b, err := r.gather(2)
 		if err != nil {
@@ -122,38 +124,21 @@ func (r *frameRelay) burst() (err error, readSide bool) {
 		if msg := r.check(b0, b1); msg != "" {
 			return r.protocolError(msg), true
 		}
-		h := 2
-		switch b1 & 0x7f {
-		case 126:
-			h = 4
-		case 127:
-			h = 10
-		}
-		masked := b1&0x80 != 0
-		if masked {
-			h += 4
-		}
+		h := HeaderLen(b1)
+		masked := b1&maskBit != 0
 		if b, err = r.gather(h); err != nil {
 			return r.readErr(err), true
 		}
-		var n uint64
-		switch l := b1 & 0x7f; l {
-		case 126:
-			n = uint64(binary.BigEndian.Uint16(b[2:]))
-		case 127:
-			n = binary.BigEndian.Uint64(b[2:])
-			if n>>63 != 0 {
-				return r.protocolError("length with its most significant bit set"), true
-			}
-		default:
-			n = uint64(l)
+		n := PayloadLen(b)
+		if n>>63 != 0 {
+			return r.protocolError("length with its most significant bit set"), true
 		}
 		var key [4]byte
 		if masked {
-			copy(key[:], b[h-4:h])
+			key = maskKey(b[:h])
 		}
-		opcode := b0 & 0x0f
-		fin := b0&0x80 != 0
+		opcode := b0 & opcodeBits
+		fin := b0&finBit != 0
 
 		if opcode >= websocket.CloseMessage {
 			// A control frame: at most 125 bytes (check), taken whole.
@@ -185,7 +170,7 @@ func (r *frameRelay) burst() (err error, readSide bool) {
 		r.inMessage = !fin
 		if fin {
 			r.msgLen = 0
-			r.t.msgs++
+			r.t.Msgs++
 			r.uncounted++
 		}
 	}
@@ -194,9 +179,9 @@ func (r *frameRelay) burst() (err error, readSide bool) {
 
 // check validates a frame's first two bytes, as gorilla's reader does; it
 // returns what is wrong, all of it, or "".
-func (r *frameRelay) check(b0, b1 byte) string {
-	masked := b1&0x80 != 0
-	switch op := b0 & 0x7f; {
+func (r *Relay) check(b0, b1 byte) string {
+	masked := b1&maskBit != 0
+	switch op := b0 & (rsvBits | opcodeBits); {
 	case masked != r.fromClient:
 	case op == websocket.TextMessage || op == websocket.BinaryMessage:
 		if !r.inMessage {
@@ -208,7 +193,7 @@ func (r *frameRelay) check(b0, b1 byte) string {
 		}
 	}
 	var errs []string
-	if b0&0x40 != 0 {
+	if b0&0x40 != 0 { // RSV1
 		errs = append(errs, "RSV1 set")
 	}
 	if b0&0x20 != 0 {
@@ -217,12 +202,12 @@ func (r *frameRelay) check(b0, b1 byte) string {
 	if b0&0x10 != 0 {
 		errs = append(errs, "RSV3 set")
 	}
-	switch opcode := int(b0 & 0x0f); opcode {
+	switch opcode := int(b0 & opcodeBits); opcode {
 	case websocket.CloseMessage, websocket.PingMessage, websocket.PongMessage:
-		if b1&0x7f > maxControlPayload {
+		if b1&lenBits > MaxControlPayload {
 			errs = append(errs, "len > 125 for control")
 		}
-		if b0&0x80 == 0 {
+		if b0&finBit == 0 {
 			errs = append(errs, "FIN not set on control")
 		}
 	case websocket.TextMessage, websocket.BinaryMessage:
@@ -236,7 +221,7 @@ func (r *frameRelay) check(b0, b1 byte) string {
 	default:
 		errs = append(errs, "bad opcode "+strconv.Itoa(opcode))
 	}
-	if (b1&0x80 != 0) != r.fromClient {
+	if (b1&maskBit != 0) != r.fromClient {
 		errs = append(errs, "bad MASK")
 	}
 	return strings.Join(errs, ", ")
@@ -245,7 +230,7 @@ func (r *frameRelay) check(b0, b1 byte) string {
 // payload relays n payload bytes of a data frame as one frame or more:
 // opcode on the first, continuation after it, fin on the last when the
 // frame had it.
-func (r *frameRelay) payload(opcode byte, fin bool, key [4]byte, masked bool, n uint64) (err error, readSide bool) {
+func (r *Relay) payload(opcode byte, fin bool, key [4]byte, masked bool, n uint64) (err error, readSide bool) {
 	var pos uint64 // bytes of this frame relayed: the phase of key
 	for {
 		if n > 0 && len(r.src.pending) == 0 {
@@ -254,7 +239,7 @@ func (r *frameRelay) payload(opcode byte, fin bool, key [4]byte, masked bool, n 
 			}
 			continue
 		}
-		k := min(n, uint64(len(r.src.pending)), chunkSize-maxFrameHeader)
+		k := min(n, uint64(len(r.src.pending)), ChunkSize-MaxHeader)
 		// The source key at this piece's phase: byte i of the piece was
 		// masked with key[(pos+i)%4].
 		phased := key
@@ -265,7 +250,7 @@ func (r *frameRelay) payload(opcode byte, fin bool, key [4]byte, masked bool, n 
 			return err, false
 		}
 		r.src.consume(int(k))
-		r.t.bytes += int64(k)
+		r.t.Bytes += int64(k)
 		n -= k
 		pos += k
 		opcode = 0 // continuation
@@ -279,8 +264,8 @@ func (r *frameRelay) payload(opcode byte, fin bool, key [4]byte, masked bool, n 
 // payload of one byte, which RFC 6455 §5.5.1 does not allow), answers it on
 // the source leg with its code, and returns it as a *websocket.CloseError,
 // or the protocol error.
-func (r *frameRelay) closeFrame(payload []byte, key [4]byte, masked bool) error {
-	var p [maxControlPayload]byte
+func (r *Relay) closeFrame(payload []byte, key [4]byte, masked bool) error {
+	var p [MaxControlPayload]byte
 	n := copy(p[:], payload)
 	if masked {
 		maskBytes(key, p[:n])
@@ -316,10 +301,10 @@ func validReceivedCloseCode(code int) bool {
 
 // protocolError closes the source leg 1002 with msg and returns the error
 // the relay ends with.
-func (r *frameRelay) protocolError(msg string) error {
+func (r *Relay) protocolError(msg string) error {
 	payload := websocket.FormatCloseMessage(websocket.CloseProtocolError, msg)
-	if len(payload) > maxControlPayload {
-		payload = payload[:maxControlPayload]
+	if len(payload) > MaxControlPayload {
+		payload = payload[:MaxControlPayload]
 	}
 	r.closeSource(payload)
 	return errors.New("websocket: " + msg)
@@ -328,26 +313,26 @@ func (r *frameRelay) protocolError(msg string) error {
 // closeSource writes a close frame on the source leg, after what is batched
 // there, within the leg's write timeout (closeLeg's rules otherwise:
 // nothing after it). The session's ending then caps the leg's writes.
-func (r *frameRelay) closeSource(payload []byte) {
-	_ = r.src.writeClose(payload, time.Time{})
+func (r *Relay) closeSource(payload []byte) {
+	_ = r.src.WriteClose(payload, time.Time{})
 }
 
 // readErr is a failed read as gorilla reports it: the end of the stream is
 // a 1006 close error.
-func (r *frameRelay) readErr(err error) error {
+func (r *Relay) readErr(err error) error {
 	if err == io.EOF {
 		return errRelayEOF
 	}
 	return err
 }
 
-// gather returns the next n bytes of the source (n ≤ maxFrameHeader +
-// maxControlPayload) in one slice: in place in the read chunk when it holds
+// gather returns the next n bytes of the source (n ≤ MaxHeader +
+// MaxControlPayload) in one slice: in place in the read chunk when it holds
 // them, else assembled in stash (or big) over as many reads as it takes,
 // so that no chunk is held while the rest is awaited. done(n) then
 // consumes them. Successive calls for the same frame ask for more and more
 // of it.
-func (r *frameRelay) gather(n int) ([]byte, error) {
+func (r *Relay) gather(n int) ([]byte, error) {
 	src := r.src
 	for {
 		if r.stashN == 0 && len(src.pending) >= n {
@@ -356,7 +341,7 @@ func (r *frameRelay) gather(n int) ([]byte, error) {
 		st := r.stash[:]
 		if n > len(st) || r.big != nil {
 			if r.big == nil {
-				r.big = new([maxFrameHeader + maxControlPayload]byte)
+				r.big = new([MaxHeader + MaxControlPayload]byte)
 				copy(r.big[:], r.stash[:r.stashN])
 			}
 			st = r.big[:]
@@ -375,13 +360,13 @@ func (r *frameRelay) gather(n int) ([]byte, error) {
 
 // readMore counts what was relayed, then reads from the source (which may
 // block).
-func (r *frameRelay) readMore() error {
+func (r *Relay) readMore() error {
 	r.addCount()
 	return r.src.readMore()
 }
 
 // addCount adds the messages relayed since the last call to count.
-func (r *frameRelay) addCount() {
+func (r *Relay) addCount() {
 	if r.uncounted > 0 && r.count != nil {
 		r.count.Add(float64(r.uncounted))
 	}
@@ -389,7 +374,7 @@ func (r *frameRelay) addCount() {
 }
 
 // done consumes the n bytes the last gather returned.
-func (r *frameRelay) done(n int) {
+func (r *Relay) done(n int) {
 	if r.stashN > 0 {
 		r.stashN, r.big = 0, nil
 		return
@@ -397,10 +382,10 @@ func (r *frameRelay) done(n int) {
 	r.src.consume(n)
 }
 
-// relayMode hands the read side over to a frameRelay: reads no longer stop
+// relayMode hands the read side over to a Relay: reads no longer stop
 // at frame ends (the relay parses frames itself; drain may still read).
 // Call it from the reading goroutine, between frames.
-func (c *batchConn) relayMode() {
+func (c *Conn) relayMode() {
 	c.bounds = streamBounds{frames: true, free: true}
 	c.flushOnWait = c.raw != nil
 }
@@ -409,22 +394,22 @@ func (c *batchConn) relayMode() {
 // reading goroutine when it stops reading: a spare left on a leg that is
 // then closed is lost to the pool (every session's last relayed read would
 // cost a fresh chunk).
-func (c *batchConn) releaseSpare() {
+func (c *Conn) releaseSpare() {
 	if c.spare != nil {
-		c.pool.put(c.spare)
+		c.pool.Put(c.spare)
 		c.spare = nil
 	}
 }
 
 // consume drops the first n pending bytes; a drained chunk goes back to
 // the pool, or is kept as the spare for the next read (flushOnWait).
-func (c *batchConn) consume(n int) {
+func (c *Conn) consume(n int) {
 	c.pending = c.pending[n:]
 	if len(c.pending) == 0 && c.rbuf != nil {
 		if c.flushOnWait && c.spare == nil {
 			c.spare = c.rbuf
 		} else {
-			c.pool.put(c.rbuf)
+			c.pool.Put(c.rbuf)
 		}
 		c.rbuf = nil
 	}
@@ -434,7 +419,7 @@ func (c *batchConn) consume(n int) {
 // waits for readability holding no buffer, flushing the peer leg before it
 // blocks, then takes everything into a pooled chunk (readBlock). Without a
 // RawConn it flushes the peer and reads into a chunk (fill).
-func (c *batchConn) readMore() error {
+func (c *Conn) readMore() error {
 	if c.eof {
 		return io.EOF
 	}
@@ -448,9 +433,9 @@ func (c *batchConn) readMore() error {
 // lock: opcode, fin, and payload p, which was masked at its source with
 // key when srcMasked. The payload is copied once: unmasked, and on a leg
 // that masks, masked with a fresh key of this frame's own, in the same
-// pass (XOR with both keys). p must not exceed chunkSize-maxFrameHeader.
-func (c *batchConn) writeRelayed(opcode byte, fin bool, key [4]byte, srcMasked bool, p []byte) error {
-	var hdr [maxFrameHeader]byte
+// pass (XOR with both keys). p must not exceed ChunkSize-MaxHeader.
+func (c *Conn) writeRelayed(opcode byte, fin bool, key [4]byte, srcMasked bool, p []byte) error {
+	var hdr [MaxHeader]byte
 	n := len(p)
 	h := frameHeader(&hdr, opcode, fin, c.masks, n)
 	var k uint32
@@ -467,7 +452,7 @@ func (c *batchConn) writeRelayed(opcode byte, fin bool, key [4]byte, srcMasked b
 	return err
 }
 
-func (c *batchConn) writeRelayedLocked(hdr, p []byte, k uint32) error {
+func (c *Conn) writeRelayedLocked(hdr, p []byte, k uint32) error {
 	if c.werr != nil {
 		return c.werr
 	}
@@ -475,20 +460,20 @@ func (c *batchConn) writeRelayedLocked(hdr, p []byte, k uint32) error {
 		return websocket.ErrCloseSent
 	}
 	h, n := len(hdr), len(p)
-	if !c.batching || c.wn+h+n > chunkSize {
+	if !c.batching || c.wn+h+n > ChunkSize {
 		if err := c.flushLocked(); err != nil {
 			return err
 		}
 	}
 	if c.wbuf == nil {
-		c.wbuf = c.pool.get()
+		c.wbuf = c.pool.Get()
 	}
 	b := (*c.wbuf)[c.wn : c.wn+h+n]
 	copy(b, hdr)
 	if k == 0 {
 		copy(b[h:], p)
 	} else {
-		maskCopy(b[h:], p, k)
+		MaskCopy(b[h:], p, k)
 	}
 	c.wn += h + n
 	if !c.batching {
@@ -497,10 +482,10 @@ func (c *batchConn) writeRelayedLocked(hdr, p []byte, k uint32) error {
 	return nil
 }
 
-// maskCopy copies src into dst (at least as long) XORed with the mask key k
+// MaskCopy copies src into dst (at least as long) XORed with the mask key k
 // (little-endian: byte i gets key byte i%4), 8 bytes at a time where it
 // can. dst may be src itself: each word is read before it is written.
-func maskCopy(dst, src []byte, k uint32) {
+func MaskCopy(dst, src []byte, k uint32) {
 	k64 := uint64(k) | uint64(k)<<32
 	dst = dst[:len(src)]
 	i := 0

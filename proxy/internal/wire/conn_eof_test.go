@@ -1,4 +1,4 @@
-package proxy
+package wire
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 
 // Once the socket has reported the end of the stream, reads answer io.EOF
 // without asking it again: a session's end costs one read of it, not one
-// in waitData and another in gorilla's reader.
+// in WaitData and another in gorilla's reader.
 func TestBatchConnEOFIsSticky(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -27,16 +27,16 @@ func TestBatchConnEOFIsSticky(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bc := newBatchConn(c, newChunkPool())
+	bc := NewConn(c, NewPool())
 	defer bc.Close()
 	if bc.raw == nil {
 		t.Skip("no RawConn on this platform")
 	}
-	bc.frameMode()
+	bc.FrameMode()
 	peer.Close()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if err := bc.waitData(); err != io.EOF {
-		t.Fatalf("waitData after the peer closed: %v; want io.EOF", err)
+	if err := bc.WaitData(); err != io.EOF {
+		t.Fatalf("WaitData after the peer closed: %v; want io.EOF", err)
 	}
 	// The socket is gone now: only a read that does not ask it can still
 	// answer io.EOF.
@@ -45,8 +45,8 @@ func TestBatchConnEOFIsSticky(t *testing.T) {
 	if n, err := bc.Read(buf); n != 0 || err != io.EOF {
 		t.Fatalf("Read after the end of the stream: %d, %v; want 0, io.EOF", n, err)
 	}
-	if err := bc.waitData(); !errors.Is(err, io.EOF) {
-		t.Fatalf("waitData again: %v; want io.EOF", err)
+	if err := bc.WaitData(); !errors.Is(err, io.EOF) {
+		t.Fatalf("WaitData again: %v; want io.EOF", err)
 	}
 }
 
@@ -72,8 +72,8 @@ func TestBatchConnSmallReadsTakeOneSocketRead(t *testing.T) {
 	frame := frameBytes(1, 300, false)
 	go func() { _, _ = a.Write(frame) }()
 	cc := &countingConn{Conn: b}
-	bc := newBatchConn(cc, newChunkPool())
-	bc.frameMode()
+	bc := NewConn(cc, NewPool())
+	bc.FrameMode()
 	_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var got []byte
 	buf := make([]byte, 128)

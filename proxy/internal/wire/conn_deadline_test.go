@@ -1,6 +1,6 @@
 //go:build unix
 
-package proxy
+package wire
 
 import (
 	"bufio"
@@ -52,7 +52,7 @@ func TestBatchConnReadsHeaderBlockWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	pool := newChunkPool()
+	pool := NewPool()
 	for size := 16; size <= len(stream)+8; size++ {
 		peer, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
@@ -67,7 +67,7 @@ func TestBatchConnReadsHeaderBlockWhole(t *testing.T) {
 		}
 		// Wait until the whole stream is in c's receive queue.
 		waitReadable(t, c.(*net.TCPConn), len(stream))
-		bc := newUpstreamBatchConn(&expireAfterFirstRead{TCPConn: c.(*net.TCPConn)}, pool)
+		bc := NewUpstreamConn(&expireAfterFirstRead{TCPConn: c.(*net.TCPConn)}, pool)
 		br := bufio.NewReaderSize(bc, size)
 		r, err := http.ReadResponse(br, nil)
 		if err != nil {
@@ -79,7 +79,7 @@ func TestBatchConnReadsHeaderBlockWhole(t *testing.T) {
 		if r.StatusCode != 101 || br.Buffered() != 0 {
 			t.Fatalf("reader of %d bytes: status %d, %d bytes buffered past the header", size, r.StatusCode, br.Buffered())
 		}
-		bc.frameMode()
+		bc.FrameMode()
 		_ = c.SetReadDeadline(time.Time{})
 		got, err := io.ReadAll(io.LimitReader(bc, int64(len(frame))))
 		if err != nil || !bytes.Equal(got, frame) {

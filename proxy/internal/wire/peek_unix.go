@@ -1,6 +1,6 @@
 //go:build unix
 
-package proxy
+package wire
 
 import (
 	"crypto/tls"
@@ -8,16 +8,16 @@ import (
 	"syscall"
 )
 
-// peerSpoke reports whether the peer of the TCP connection beneath c has
+// PeerSpoke reports whether the peer of the TCP connection beneath c has
 // sent anything not yet read, or closed or reset it. It looks at the socket
 // without consuming anything and without blocking (MSG_PEEK|MSG_DONTWAIT),
 // so it is safe under TLS as well. It reports false when it cannot tell.
 // Only the goroutine that reads c may call it.
-func peerSpoke(c net.Conn) bool {
+func PeerSpoke(c net.Conn) bool {
 unwrap:
 	for {
 		switch x := c.(type) {
-		case *batchConn:
+		case *Conn:
 			if len(x.pending) > 0 || x.eof {
 				return true
 			}

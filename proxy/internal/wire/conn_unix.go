@@ -1,24 +1,24 @@
 //go:build unix
 
-package proxy
+package wire
 
 import (
 	"io"
 	"syscall"
 )
 
-// rawReadSupported: waitData reads through the socket's RawConn.
+// rawReadSupported: WaitData reads through the socket's RawConn.
 const rawReadSupported = true
 
-// readRaw is the read callback of waitData and readBlock: it reads what the
+// readRaw is the read callback of WaitData and readBlock: it reads what the
 // socket has into the spare chunk or a pooled one, or reports false (wait
 // for readability) without keeping a buffer; with flushOnWait it flushes
 // the peer leg first.
-func (c *batchConn) readRaw(fd uintptr) bool {
+func (c *Conn) readRaw(fd uintptr) bool {
 	buf := c.spare
 	c.spare = nil
 	if buf == nil {
-		buf = c.pool.get()
+		buf = c.pool.Get()
 	}
 	for {
 		n, err := syscall.Read(int(fd), *buf)
@@ -26,7 +26,7 @@ func (c *batchConn) readRaw(fd uintptr) bool {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			c.pool.put(buf)
+			c.pool.Put(buf)
 			if c.flushOnWait {
 				// The read would block: what was relayed meanwhile
 				// leaves now, in one write.
@@ -36,10 +36,10 @@ func (c *batchConn) readRaw(fd uintptr) bool {
 			}
 			return false
 		case err != nil:
-			c.pool.put(buf)
+			c.pool.Put(buf)
 			c.rawErr = err
 		case n == 0:
-			c.pool.put(buf)
+			c.pool.Put(buf)
 			c.rawErr = io.EOF
 			c.eof = true
 		default:

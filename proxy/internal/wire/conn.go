@@ -1,10 +1,8 @@
-package proxy
+package wire
 
 import (
-	"encoding/binary"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"sync"
@@ -15,25 +13,25 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// chunkSize is the size of the pooled buffers a batchConn borrows while data
+// ChunkSize is the size of the pooled buffers a Conn borrows while data
 // flows: one read gathers every frame the kernel holds, one write sends
 // every frame relayed meanwhile.
-const chunkSize = 32 << 10
+const ChunkSize = 32 << 10
 
-// chunkPool lends chunkSize buffers.
-type chunkPool struct{ p sync.Pool }
+// Pool lends ChunkSize buffers.
+type Pool struct{ p sync.Pool }
 
-func newChunkPool() *chunkPool {
-	return &chunkPool{p: sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}}
+func NewPool() *Pool {
+	return &Pool{p: sync.Pool{New: func() any { b := make([]byte, ChunkSize); return &b }}}
 }
 
-func (p *chunkPool) get() *[]byte  { return p.p.Get().(*[]byte) }
-func (p *chunkPool) put(b *[]byte) { p.p.Put(b) }
+func (p *Pool) Get() *[]byte  { return p.p.Get().(*[]byte) }
+func (p *Pool) Put(b *[]byte) { p.p.Put(b) }
 
-// batchConn is one leg of a session: a net.Conn that lets the splice batch
+// Conn is one leg of a session: a net.Conn that lets the splice batch
 // frames into few system calls and that holds no buffer while idle.
 //
-// Reads: between frames, waitData waits for the socket to be readable
+// Reads: between frames, WaitData waits for the socket to be readable
 // holding no buffer, then reads everything the kernel has into a pooled
 // chunk, which goes back to the pool once drained. Otherwise a read of at
 // least minDirectRead bytes lands in the caller's buffer, unless the last
@@ -44,13 +42,13 @@ func (p *chunkPool) put(b *[]byte) { p.p.Put(b) }
 // Once in frame mode (after the HTTP upgrade), a read never hands out bytes
 // past the end of the current WebSocket frame. So when gorilla has finished
 // a message its buffered reader is empty, and the splice can wait for the
-// next frame with waitData at a shallow stack depth: an idle goroutine then
+// next frame with WaitData at a shallow stack depth: an idle goroutine then
 // fits in the smallest stack. Before frame mode, reads stop at the end of
 // each HTTP header block, so that the HTTP parser on top leaves nothing
 // buffered when the upgrade completes; each read from the socket then
 // takes all it holds (readBlock).
 //
-// Once a frameRelay reads the leg (relayMode), it takes the pending bytes
+// Once a Relay reads the leg (relayMode), it takes the pending bytes
 // itself, frame by frame, and reads stop nowhere; it still waits holding
 // no buffer (readBlock), and the peer is flushed only when the socket has
 // nothing to read.
@@ -60,12 +58,12 @@ func (p *chunkPool) put(b *[]byte) { p.p.Put(b) }
 //
 // One goroutine reads at a time; writes, Flush and Close are safe from any
 // goroutine.
-type batchConn struct {
+type Conn struct {
 	net.Conn
-	pool *chunkPool
+	pool *Pool
 
 	// Read side: owned by the reading goroutine.
-	raw    syscall.RawConn // for waitData; nil when the socket has none
+	raw    syscall.RawConn // for WaitData; nil when the socket has none
 	rawFn  func(fd uintptr) bool
 	rawErr error
 	// eof: the socket reported the end of the stream; every later read
@@ -75,8 +73,8 @@ type batchConn struct {
 	pending []byte  // read from the socket, not yet handed out
 	gather  bool    // the last socket read filled its buffer
 	bounds  streamBounds
-	peer    atomic.Pointer[batchConn] // flushed before each socket read
-	// flushOnWait (a frameRelay reads): readBlock flushes the peer only
+	peer    atomic.Pointer[Conn] // flushed before each socket read
+	// flushOnWait (a Relay reads): readBlock flushes the peer only
 	// when the socket has nothing to read, so that frames relayed from
 	// reads that follow each other at once leave in one write.
 	flushOnWait bool
@@ -116,8 +114,8 @@ type batchConn struct {
 	wcap atomic.Int64
 }
 
-func newBatchConn(c net.Conn, pool *chunkPool) *batchConn {
-	bc := &batchConn{Conn: c, pool: pool}
+func NewConn(c net.Conn, pool *Pool) *Conn {
+	bc := &Conn{Conn: c, pool: pool}
 	if sc, ok := c.(syscall.Conn); ok && rawReadSupported {
 		if raw, err := sc.SyscallConn(); err == nil {
 			bc.raw = raw
@@ -127,16 +125,16 @@ func newBatchConn(c net.Conn, pool *chunkPool) *batchConn {
 	return bc
 }
 
-// newUpstreamBatchConn returns the batchConn of an upstream leg, whose
+// NewUpstreamConn returns the Conn of an upstream leg, whose
 // frames holdfast masks.
-func newUpstreamBatchConn(c net.Conn, pool *chunkPool) *batchConn {
-	bc := newBatchConn(c, pool)
+func NewUpstreamConn(c net.Conn, pool *Pool) *Conn {
+	bc := NewConn(c, pool)
 	bc.masks = true
 	return bc
 }
 
 // Read implements net.Conn.
-func (c *batchConn) Read(p []byte) (int, error) {
+func (c *Conn) Read(p []byte) (int, error) {
 	if len(c.pending) == 0 && c.eof {
 		return 0, io.EOF
 	}
@@ -159,7 +157,7 @@ func (c *batchConn) Read(p []byte) (int, error) {
 	c.bounds.advance(c.pending[:n])
 	c.pending = c.pending[n:]
 	if len(c.pending) == 0 && c.rbuf != nil {
-		c.pool.put(c.rbuf)
+		c.pool.Put(c.rbuf)
 		c.rbuf = nil
 	}
 	return n, nil
@@ -174,7 +172,7 @@ const minDirectRead = 4 << 10
 // readInto reads from the socket straight into p. What lies past the
 // allowed bound is kept, in a pooled chunk, for the next reads (io.Reader
 // lets Read use all of p as scratch).
-func (c *batchConn) readInto(p []byte) (int, error) {
+func (c *Conn) readInto(p []byte) (int, error) {
 	if peer := c.peer.Load(); peer != nil {
 		_ = peer.Flush()
 	}
@@ -187,7 +185,7 @@ func (c *batchConn) readInto(p []byte) (int, error) {
 	k := c.bounds.allow(p[:n])
 	c.bounds.advance(p[:k])
 	if k < n {
-		c.rbuf = c.pool.get()
+		c.rbuf = c.pool.Get()
 		c.pending = (*c.rbuf)[:copy(*c.rbuf, p[k:n])]
 	}
 	return k, nil
@@ -195,17 +193,17 @@ func (c *batchConn) readInto(p []byte) (int, error) {
 
 // fill reads from the socket once, after flushing the other leg, into a
 // pooled chunk.
-func (c *batchConn) fill() error {
+func (c *Conn) fill() error {
 	if peer := c.peer.Load(); peer != nil {
 		_ = peer.Flush()
 	}
-	c.rbuf = c.pool.get()
+	c.rbuf = c.pool.Get()
 	n, err := c.Conn.Read(*c.rbuf)
 	c.gather = n == len(*c.rbuf)
 	c.pending = (*c.rbuf)[:n]
 	if n == 0 {
 		c.eof = err == io.EOF
-		c.pool.put(c.rbuf)
+		c.pool.Put(c.rbuf)
 		c.rbuf = nil
 	}
 	return err
@@ -220,7 +218,7 @@ func (c *batchConn) fill() error {
 // does not even fail as a timeout: bufio's ReadLine hands out a partial
 // line without its error, so net/http parses the fragment as a header
 // line ("malformed MIME header").
-func (c *batchConn) readBlock() error {
+func (c *Conn) readBlock() error {
 	if peer := c.peer.Load(); peer != nil && !c.flushOnWait {
 		_ = peer.Flush()
 	}
@@ -238,7 +236,7 @@ func (c *batchConn) readBlock() error {
 // the RawConn's own (a deadline, a closed socket), or with syscall set,
 // the read system call's. Kept out of readBlock, whose frame an idle
 // session keeps on its stack.
-func (c *batchConn) readError(err error, syscall bool) error {
+func (c *Conn) readError(err error, syscall bool) error {
 	if syscall {
 		return &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(),
 			Err: os.NewSyscallError("read", err)}
@@ -251,11 +249,11 @@ func (c *batchConn) readError(err error, syscall bool) error {
 	return err
 }
 
-// waitData blocks until the socket has data, unless some is pending, then
+// WaitData blocks until the socket has data, unless some is pending, then
 // reads what is there into a pooled chunk. While it waits it holds no
 // buffer and little stack. Call it only between messages in frame mode,
 // where the reader above holds nothing buffered.
-func (c *batchConn) waitData() error {
+func (c *Conn) WaitData() error {
 	if len(c.pending) > 0 || !c.bounds.frames || !c.bounds.atFrameStart() {
 		return nil
 	}
@@ -280,23 +278,23 @@ func (c *batchConn) waitData() error {
 // unread puts b back in front of what the socket delivers next: bytes the
 // HTTP server read past the upgrade request (a client may send its first
 // frames in the same packet) are handed out again after the upgrade. Call
-// it from the reading goroutine, before frameMode.
-func (c *batchConn) unread(b []byte) {
+// it from the reading goroutine, before FrameMode.
+func (c *Conn) Unread(b []byte) {
 	if len(b) == 0 {
 		return
 	}
 	p := make([]byte, 0, len(b)+len(c.pending))
 	c.pending = append(append(p, b...), c.pending...)
 	if c.rbuf != nil {
-		c.pool.put(c.rbuf)
+		c.pool.Put(c.rbuf)
 		c.rbuf = nil
 	}
 }
 
-// frameMode declares that the next byte of the stream starts a WebSocket
+// FrameMode declares that the next byte of the stream starts a WebSocket
 // frame. Call it from the reading goroutine, or before it starts, right
 // after the HTTP upgrade.
-func (c *batchConn) frameMode() {
+func (c *Conn) FrameMode() {
 	c.bounds = streamBounds{frames: true}
 	c.wmu.Lock()
 	c.wframes = true
@@ -308,13 +306,13 @@ func (c *batchConn) frameMode() {
 // (RFC 6455 §5.2) after it.
 type streamBounds struct {
 	left      uint64 // frame mode: payload bytes not yet handed out
-	hdr       [maxFrameHeader]byte
+	hdr       [MaxHeader]byte
 	have      uint8 // header bytes seen
 	need      uint8 // header length once known, 0 before
 	inPayload bool  // the header is complete
 	frames    bool
 	crlf      uint8 // HTTP mode: how many bytes of "\r\n\r\n" were seen last
-	// free: a frameRelay parses the frames itself; reads stop nowhere.
+	// free: a Relay parses the frames itself; reads stop nowhere.
 	free bool
 }
 
@@ -385,26 +383,10 @@ func (s *streamBounds) advance(b []byte) {
 		s.have += uint8(k)
 		b = b[k:]
 		if s.need == 0 && s.have >= 2 {
-			s.need = 2
-			switch s.hdr[1] & 0x7f {
-			case 126:
-				s.need += 2
-			case 127:
-				s.need += 8
-			}
-			if s.hdr[1]&0x80 != 0 {
-				s.need += 4
-			}
+			s.need = uint8(HeaderLen(s.hdr[1]))
 		}
 		if s.need > 0 && s.have == s.need {
-			switch n := s.hdr[1] & 0x7f; n {
-			case 126:
-				s.left = uint64(binary.BigEndian.Uint16(s.hdr[2:]))
-			case 127:
-				s.left = binary.BigEndian.Uint64(s.hdr[2:])
-			default:
-				s.left = uint64(n)
-			}
+			s.left = PayloadLen(s.hdr[:s.need])
 			if s.left == 0 {
 				s.have, s.need = 0, 0 // an empty frame: the next one starts
 			} else {
@@ -429,7 +411,7 @@ func (s *streamBounds) atFrameStart() bool {
 
 // Write implements net.Conn. In frame mode it watches the frames gorilla
 // writes: once one of them is a close frame, every later write is refused.
-func (c *batchConn) Write(p []byte) (int, error) {
+func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
@@ -446,23 +428,23 @@ func (c *batchConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *batchConn) writeLocked(p []byte) (int, error) {
+func (c *Conn) writeLocked(p []byte) (int, error) {
 	if !c.batching {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
 		return c.Conn.Write(p)
 	}
-	if c.wn+len(p) > chunkSize {
+	if c.wn+len(p) > ChunkSize {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
-		if len(p) >= chunkSize {
+		if len(p) >= ChunkSize {
 			return c.Conn.Write(p)
 		}
 	}
 	if c.wbuf == nil {
-		c.wbuf = c.pool.get()
+		c.wbuf = c.pool.Get()
 	}
 	c.wn += copy((*c.wbuf)[c.wn:], p)
 	return len(p), nil
@@ -471,7 +453,7 @@ func (c *batchConn) writeLocked(p []byte) (int, error) {
 // trackWrite follows the frames in p, written by gorilla (a frame header
 // is never split across its writes), and reports whether a close frame
 // starts in p. A write it cannot follow stops the tracking.
-func (c *batchConn) trackWrite(p []byte) (closeFrame bool) {
+func (c *Conn) trackWrite(p []byte) (closeFrame bool) {
 	for len(p) > 0 {
 		if c.wleft > 0 {
 			k := min(c.wleft, uint64(len(p)))
@@ -483,28 +465,13 @@ func (c *batchConn) trackWrite(p []byte) (closeFrame bool) {
 			c.wframes = false
 			return closeFrame
 		}
-		h := 2
-		n := uint64(p[1] & 0x7f)
-		switch n {
-		case 126:
-			h = 4
-		case 127:
-			h = 10
-		}
-		if p[1]&0x80 != 0 {
-			h += 4
-		}
+		h := HeaderLen(p[1])
 		if len(p) < h {
 			c.wframes = false
 			return closeFrame
 		}
-		switch n {
-		case 126:
-			n = uint64(binary.BigEndian.Uint16(p[2:]))
-		case 127:
-			n = binary.BigEndian.Uint64(p[2:])
-		}
-		if p[0]&0x0f == websocket.CloseMessage {
+		n := PayloadLen(p[:h])
+		if p[0]&opcodeBits == websocket.CloseMessage {
 			closeFrame = true
 		}
 		p = p[h:]
@@ -513,7 +480,7 @@ func (c *batchConn) trackWrite(p []byte) (closeFrame bool) {
 	return closeFrame
 }
 
-// writeClose writes a close frame with payload after what is batched and
+// WriteClose writes a close frame with payload after what is batched and
 // flushes it. It is the one way holdfast closes a leg that batches: from
 // then on every write is refused, and every write still under way, a
 // flush blocked on a peer that does not read included, ends by deadline.
@@ -522,9 +489,9 @@ func (c *batchConn) trackWrite(p []byte) (closeFrame bool) {
 // closed). A zero deadline caps nothing: the close and what is batched
 // ahead of it get the leg's write timeout, as gorilla's own close frames
 // (its echo, 1002, 1009) did; the session's ending caps the leg after.
-func (c *batchConn) writeClose(payload []byte, deadline time.Time) error {
+func (c *Conn) WriteClose(payload []byte, deadline time.Time) error {
 	if !deadline.IsZero() {
-		c.capWrites(deadline)
+		c.CapWrites(deadline)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -538,12 +505,12 @@ func (c *batchConn) writeClose(payload []byte, deadline time.Time) error {
 	if c.wleft > 0 {
 		return errors.New("close with a frame half written")
 	}
-	if len(payload) > maxControlPayload {
+	if len(payload) > MaxControlPayload {
 		return errors.New("close payload over 125 bytes")
 	}
-	var hdr [maxFrameHeader]byte
+	var hdr [MaxHeader]byte
 	h := frameHeader(&hdr, websocket.CloseMessage, true, c.masks, len(payload))
-	var frame [maxFrameHeader + maxControlPayload]byte
+	var frame [MaxHeader + MaxControlPayload]byte
 	n := copy(frame[:], hdr[:h])
 	n += copy(frame[n:], payload)
 	if c.masks {
@@ -557,12 +524,9 @@ func (c *batchConn) writeClose(payload []byte, deadline time.Time) error {
 	return c.flushLocked()
 }
 
-// maxControlPayload is the largest control frame payload (RFC 6455 §5.5).
-const maxControlPayload = 125
-
-// capWrites makes every write from now on end by deadline, one already
+// CapWrites makes every write from now on end by deadline, one already
 // blocked included.
-func (c *batchConn) capWrites(deadline time.Time) {
+func (c *Conn) CapWrites(deadline time.Time) {
 	for {
 		cur := c.wcap.Load()
 		if cur != 0 && cur <= deadline.UnixNano() {
@@ -576,7 +540,7 @@ func (c *batchConn) capWrites(deadline time.Time) {
 }
 
 // SetWriteDeadline implements net.Conn; a closing leg keeps its cap.
-func (c *batchConn) SetWriteDeadline(t time.Time) error {
+func (c *Conn) SetWriteDeadline(t time.Time) error {
 	c.dlmu.Lock()
 	defer c.dlmu.Unlock()
 	t = c.capped(t)
@@ -585,7 +549,7 @@ func (c *batchConn) SetWriteDeadline(t time.Time) error {
 }
 
 // SetDeadline implements net.Conn, through SetWriteDeadline.
-func (c *batchConn) SetDeadline(t time.Time) error {
+func (c *Conn) SetDeadline(t time.Time) error {
 	if err := c.Conn.SetReadDeadline(t); err != nil {
 		return err
 	}
@@ -595,7 +559,7 @@ func (c *batchConn) SetDeadline(t time.Time) error {
 // renewWriteDeadline gives the socket the deadline writeTimeout from now,
 // unless the one it has ends between half of writeTimeout and writeTimeout
 // from now: setting a deadline costs more than a flush's other work.
-func (c *batchConn) renewWriteDeadline() {
+func (c *Conn) renewWriteDeadline() {
 	c.dlmu.Lock()
 	defer c.dlmu.Unlock()
 	// time.Until reads only the monotonic clock for a deadline that
@@ -609,7 +573,7 @@ func (c *batchConn) renewWriteDeadline() {
 }
 
 // capped returns t, or the write cap when one is set and t is later.
-func (c *batchConn) capped(t time.Time) time.Time {
+func (c *Conn) capped(t time.Time) time.Time {
 	if limit := c.wcap.Load(); limit != 0 && (t.IsZero() || t.UnixNano() > limit) {
 		return time.Unix(0, limit)
 	}
@@ -618,13 +582,13 @@ func (c *batchConn) capped(t time.Time) time.Time {
 
 // Flush writes what is batched. A failure is also returned by every later
 // Write.
-func (c *batchConn) Flush() error {
+func (c *Conn) Flush() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.flushLocked()
 }
 
-func (c *batchConn) flushLocked() error {
+func (c *Conn) flushLocked() error {
 	if c.werr != nil || c.wn == 0 {
 		return c.werr
 	}
@@ -632,7 +596,7 @@ func (c *batchConn) flushLocked() error {
 		c.renewWriteDeadline()
 	}
 	_, err := c.Conn.Write((*c.wbuf)[:c.wn])
-	c.pool.put(c.wbuf)
+	c.pool.Put(c.wbuf)
 	c.wbuf, c.wn = nil, 0
 	if err != nil {
 		c.werr = err
@@ -640,9 +604,9 @@ func (c *batchConn) flushLocked() error {
 	return err
 }
 
-// setBatching turns batching on or off; off flushes. writeTimeout bounds
+// SetBatching turns batching on or off; off flushes. writeTimeout bounds
 // each flush from then on (0: the caller sets deadlines).
-func (c *batchConn) setBatching(on bool, writeTimeout time.Duration) {
+func (c *Conn) SetBatching(on bool, writeTimeout time.Duration) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.batching = on
@@ -655,13 +619,13 @@ func (c *batchConn) setBatching(on bool, writeTimeout time.Duration) {
 // Close closes the socket; what is still batched is dropped (closing paths
 // flush their close frame explicitly, and a peer that no longer reads must
 // not hold Close up). Buffers go back to the pool.
-func (c *batchConn) Close() error {
+func (c *Conn) Close() error {
 	// The socket first: that releases a write blocked in a flush, which
 	// holds wmu, so that Close never waits for a peer that does not read.
 	err := c.Conn.Close()
 	c.wmu.Lock()
 	if c.wbuf != nil {
-		c.pool.put(c.wbuf)
+		c.pool.Put(c.wbuf)
 		c.wbuf = nil
 	}
 	c.werr = net.ErrClosed
@@ -669,45 +633,55 @@ func (c *batchConn) Close() error {
 	return err
 }
 
-// batchListener wraps accepted connections in batchConns.
-type batchListener struct {
+// listener wraps accepted connections in Conns.
+type listener struct {
 	net.Listener
-	pool *chunkPool
+	pool *Pool
 }
 
-func (l batchListener) Accept() (net.Conn, error) {
+// NewListener wraps ln so that every connection it accepts is a *Conn
+// borrowing chunks from pool.
+func NewListener(ln net.Listener, pool *Pool) net.Listener {
+	return listener{Listener: ln, pool: pool}
+}
+
+func (l listener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return newBatchConn(c, l.pool), nil
+	return NewConn(c, l.pool), nil
 }
 
-// WrapListener wraps the listener holdfast serves clients on, so that spliced
-// sessions batch frames into few system calls and hold no buffers while
-// idle. Sessions on an unwrapped listener work the same, only slower.
-func (h *Handler) WrapListener(ln net.Listener) net.Listener {
-	return batchListener{Listener: ln, pool: h.chunks}
+// SetPeer makes peer the leg flushed before each read of c that may block
+// (nil: none), so that frames relayed in one burst leave in one write.
+func (c *Conn) SetPeer(peer *Conn) { c.peer.Store(peer) }
+
+// CanWait reports whether c waits for data holding no buffer (WaitData);
+// without that, WaitData returns at once and the read that follows blocks.
+func (c *Conn) CanWait() bool { return c.raw != nil }
+
+// ConnOf returns nc as a *Conn, or nil when it is not one.
+func ConnOf(nc net.Conn) *Conn {
+	c, _ := nc.(*Conn)
+	return c
 }
 
-// flushConn flushes ws's batched writes, if its socket batches.
-func flushConn(nc net.Conn) {
-	if bc, ok := nc.(*batchConn); ok {
-		_ = bc.Flush()
+// Flush flushes nc's batched writes, if it is a *Conn.
+func Flush(nc net.Conn) {
+	if c, ok := nc.(*Conn); ok {
+		_ = c.Flush()
 	}
 }
 
-// maxFrameHeader is the largest WebSocket frame header: 2 bytes, an 8-byte
-// extended length and a 4-byte mask key.
-const maxFrameHeader = 14
-
-// writeFrame writes one data frame (RFC 6455 §5.2) into the batch under the
+// WriteFrame writes one data frame (RFC 6455 §5.2) into the batch under the
 // write lock, so that it never interleaves with a control frame gorilla
 // writes from another goroutine. Frames toward the gateway are masked with a
 // fresh key (§5.3). With batching off the frame is flushed at once. The
-// payload must not exceed chunkSize-maxFrameHeader.
-func (c *batchConn) writeFrame(opcode byte, fin, masked bool, payload []byte) error {
-	var hdr [maxFrameHeader]byte
+// payload must not exceed ChunkSize-MaxHeader.
+func (c *Conn) WriteFrame(opcode byte, fin bool, payload []byte) error {
+	masked := c.masks
+	var hdr [MaxHeader]byte
 	n := len(payload)
 	h := frameHeader(&hdr, opcode, fin, masked, n)
 	var key [4]byte
@@ -723,13 +697,13 @@ func (c *batchConn) writeFrame(opcode byte, fin, masked bool, payload []byte) er
 	if c.closed {
 		return websocket.ErrCloseSent
 	}
-	if !c.batching || c.wn+h+n > chunkSize {
+	if !c.batching || c.wn+h+n > ChunkSize {
 		if err := c.flushLocked(); err != nil {
 			return err
 		}
 	}
 	if c.wbuf == nil {
-		c.wbuf = c.pool.get()
+		c.wbuf = c.pool.Get()
 	}
 	b := (*c.wbuf)[c.wn:]
 	copy(b, hdr[:h])
@@ -744,35 +718,34 @@ func (c *batchConn) writeFrame(opcode byte, fin, masked bool, payload []byte) er
 	return nil
 }
 
-// frameHeader fills hdr with the header of a frame of n payload bytes and
-// returns its length. A masked header ends with a fresh mask key (§5.3).
-func frameHeader(hdr *[maxFrameHeader]byte, opcode byte, fin, masked bool, n int) int {
-	hdr[0] = opcode
-	if fin {
-		hdr[0] |= 0x80
+// WriteMessage streams one message of type typ, read from r to its end, into
+// frames of at most one chunk each (WriteFrame), and returns the payload
+// bytes written. Unless the leg batches with a write timeout of its own,
+// the message's writes get writeTimeout from now.
+func (c *Conn) WriteMessage(typ int, r io.Reader, writeTimeout time.Duration) (total int64, err error) {
+	scratch := c.pool.Get()
+	defer c.pool.Put(scratch)
+	buf := (*scratch)[:ChunkSize-MaxHeader]
+	c.wmu.Lock()
+	own := c.writeTimeout == 0
+	c.wmu.Unlock()
+	if own {
+		_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	}
-	h := 2
-	switch {
-	case n <= 125:
-		hdr[1] = byte(n)
-	case n <= 0xffff:
-		hdr[1] = 126
-		binary.BigEndian.PutUint16(hdr[2:], uint16(n))
-		h = 4
-	default:
-		hdr[1] = 127
-		binary.BigEndian.PutUint64(hdr[2:], uint64(n))
-		h = 10
+	opcode := byte(typ)
+	for {
+		n, err := io.ReadFull(r, buf)
+		fin := err == io.EOF || err == io.ErrUnexpectedEOF
+		if err != nil && !fin {
+			return total, err
+		}
+		if werr := c.WriteFrame(opcode, fin, buf[:n]); werr != nil {
+			return total, werr
+		}
+		total += int64(n)
+		if fin {
+			return total, nil
+		}
+		opcode = 0 // continuation
 	}
-	if !masked {
-		return h
-	}
-	hdr[1] |= 0x80
-	binary.LittleEndian.PutUint32(hdr[h:], rand.Uint32())
-	return h + 4
-}
-
-// maskBytes XORs b with the mask key in place (maskCopy onto itself).
-func maskBytes(key [4]byte, b []byte) {
-	maskCopy(b, b, binary.LittleEndian.Uint32(key[:]))
 }

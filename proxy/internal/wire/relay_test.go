@@ -1,4 +1,4 @@
-package proxy
+package wire
 
 import (
 	"bytes"
@@ -146,27 +146,27 @@ type relayResult struct {
 // it wrote on each leg.
 func runRelay(t testing.TB, fromClient bool, limit int64, pieces ...[]byte) relayResult {
 	t.Helper()
-	pool := newChunkPool()
+	pool := NewPool()
 	sc := &scriptConn{reads: pieces}
 	dc := &scriptConn{}
-	src, dst := newBatchConn(sc, pool), newBatchConn(dc, pool)
+	src, dst := NewConn(sc, pool), NewConn(dc, pool)
 	src.masks, dst.masks = !fromClient, fromClient
-	src.frameMode()
-	dst.frameMode()
+	src.FrameMode()
+	dst.FrameMode()
 	src.peer.Store(dst)
 	dst.peer.Store(src)
-	src.setBatching(true, time.Second)
-	dst.setBatching(true, time.Second)
-	var tl tally
+	src.SetBatching(true, time.Second)
+	dst.SetBatching(true, time.Second)
+	var tl Tally
 	count := prometheus.NewCounter(prometheus.CounterOpts{Name: "relayed"})
-	r := &frameRelay{src: src, dst: dst, fromClient: fromClient, limit: limit, count: count, t: &tl}
-	err, readSide := r.run()
-	if got := testutil.ToFloat64(count); got != float64(tl.msgs) {
-		t.Fatalf("counted %v messages; relayed %d", got, tl.msgs)
+	r := &Relay{src: src, dst: dst, fromClient: fromClient, limit: limit, count: count, t: &tl}
+	err, readSide := r.Run()
+	if got := testutil.ToFloat64(count); got != float64(tl.Msgs) {
+		t.Fatalf("counted %v messages; relayed %d", got, tl.Msgs)
 	}
 	_ = src.Flush()
 	_ = dst.Flush()
-	res := relayResult{err: err, readSide: readSide, msgs: tl.msgs, bytes: tl.bytes, heldChunk: src.rbuf != nil}
+	res := relayResult{err: err, readSide: readSide, msgs: tl.Msgs, bytes: tl.Bytes, heldChunk: src.rbuf != nil}
 	res.toDst = parseWire(t, dc.wrote.Bytes())
 	res.toSrc = parseWire(t, sc.wrote.Bytes())
 	for _, f := range res.toDst {
@@ -176,7 +176,7 @@ func runRelay(t testing.TB, fromClient bool, limit int64, pieces ...[]byte) rela
 		if f.masked && f.key == clientKey {
 			t.Fatal("the client's mask key was forwarded as it is")
 		}
-		if len(f.payload) > chunkSize-maxFrameHeader {
+		if len(f.payload) > ChunkSize-MaxHeader {
 			t.Fatalf("a frame of %d bytes; want at most a chunk", len(f.payload))
 		}
 	}
@@ -253,7 +253,7 @@ func TestFrameRelayAnyCut(t *testing.T) {
 					t.Fatalf("echo %q; want close 4321", got)
 				}
 				if res.msgs != 5 || res.bytes != int64(5+0+10+len(mid)+len(big)) {
-					t.Fatalf("tally %d messages, %d bytes", res.msgs, res.bytes)
+					t.Fatalf("Tally %d messages, %d bytes", res.msgs, res.bytes)
 				}
 			})
 		}
@@ -338,7 +338,7 @@ func TestFrameRelayProtocolErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, pieces := range [][][]byte{{tc.stream}, bytewise(tc.stream)} {
 				res := runRelay(t, tc.fromClient, 0, pieces...)
-				if res.err == nil || !res.readSide || closeCode(res.err) != 0 {
+				if res.err == nil || !res.readSide || CloseCode(res.err) != 0 {
 					t.Fatalf("ended with %v (read side %v); want a protocol error", res.err, res.readSide)
 				}
 				got := events(t, res.toSrc)
@@ -383,7 +383,7 @@ func TestFrameRelayMessageLimit(t *testing.T) {
 func TestFrameRelayEmptyClose(t *testing.T) {
 	t.Parallel()
 	res := runRelay(t, false, 0, wsFrame(0x88, nil, false), wsFrame(0x81, []byte("late"), false))
-	if closeCode(res.err) != websocket.CloseNoStatusReceived {
+	if CloseCode(res.err) != websocket.CloseNoStatusReceived {
 		t.Fatalf("ended with %v; want 1005", res.err)
 	}
 	if got := events(t, res.toSrc); len(got) != 1 || got[0] != `close:""` {
@@ -412,7 +412,7 @@ func TestFrameRelayFreshKeys(t *testing.T) {
 	}
 }
 
-// maskCopy equals copy then maskBytes, at every length and alignment.
+// MaskCopy equals copy then maskBytes, at every length and alignment.
 func TestMaskCopy(t *testing.T) {
 	t.Parallel()
 	key := [4]byte{1, 2, 3, 4}
@@ -426,7 +426,7 @@ func TestMaskCopy(t *testing.T) {
 			want := append([]byte(nil), src[off:off+n]...)
 			maskBytes(key, want)
 			got := make([]byte, n)
-			maskCopy(got, src[off:off+n], k)
+			MaskCopy(got, src[off:off+n], k)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("offset %d, %d bytes: % x; want % x", off, n, got, want)
 			}

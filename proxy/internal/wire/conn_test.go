@@ -1,4 +1,4 @@
-package proxy
+package wire
 
 import (
 	"bytes"
@@ -67,8 +67,8 @@ func TestBatchConnStopsAtFrameEnds(t *testing.T) {
 			off += n
 		}
 	}()
-	bc := newBatchConn(b, newChunkPool())
-	bc.frameMode()
+	bc := NewConn(b, NewPool())
+	bc.FrameMode()
 	var got []byte
 	buf := make([]byte, 100000)
 	next := 0
@@ -103,7 +103,7 @@ func TestBatchConnStopsAtHeaderEnd(t *testing.T) {
 	defer a.Close()
 	msg := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi"
 	go func() { _, _ = a.Write([]byte(msg)) }()
-	bc := newBatchConn(b, newChunkPool())
+	bc := NewConn(b, NewPool())
 	buf := make([]byte, 4096)
 	var got []byte
 	for !bytes.HasSuffix(got, []byte("\r\n\r\n")) {
@@ -116,7 +116,7 @@ func TestBatchConnStopsAtHeaderEnd(t *testing.T) {
 			t.Fatalf("read past the header block: %q", got)
 		}
 	}
-	bc.frameMode()
+	bc.FrameMode()
 	n, err := bc.Read(buf)
 	if err != nil || string(buf[:n]) != "\x81\x02" {
 		t.Fatalf("first frame read %q, %v; want its header alone", buf[:n], err)
@@ -163,8 +163,8 @@ func FuzzBatchConnFrameMode(f *testing.F) {
 				}
 			}
 		}()
-		bc := newBatchConn(b, newChunkPool())
-		bc.frameMode()
+		bc := NewConn(b, NewPool())
+		bc.FrameMode()
 		var got []byte
 		buf := make([]byte, int(step)+1)
 		for len(got) < len(stream) {
@@ -184,11 +184,11 @@ func FuzzBatchConnFrameMode(f *testing.F) {
 	})
 }
 
-// After a close frame, written by writeClose or by gorilla through Write,
+// After a close frame, written by WriteClose or by gorilla through Write,
 // the leg refuses every write: data frames, control frames, a second close.
 func TestBatchConnNothingAfterClose(t *testing.T) {
 	t.Parallel()
-	for _, how := range []string{"writeClose", "gorilla's close through Write"} {
+	for _, how := range []string{"WriteClose", "gorilla's close through Write"} {
 		t.Run(how, func(t *testing.T) {
 			a, b := net.Pipe()
 			defer a.Close()
@@ -205,9 +205,9 @@ func TestBatchConnNothingAfterClose(t *testing.T) {
 					}
 				}
 			}()
-			bc := newBatchConn(a, newChunkPool())
-			bc.frameMode()
-			bc.setBatching(true, time.Second)
+			bc := NewConn(a, NewPool())
+			bc.FrameMode()
+			bc.SetBatching(true, time.Second)
 			// A data frame written by gorilla in two writes (header, then
 			// payload), then one of holdfast's.
 			f := frameBytes(2, 300, false)
@@ -217,12 +217,12 @@ func TestBatchConnNothingAfterClose(t *testing.T) {
 			if _, err := bc.Write(f[4:]); err != nil {
 				t.Fatal(err)
 			}
-			if err := bc.writeFrame(2, true, false, []byte("relayed")); err != nil {
+			if err := bc.WriteFrame(2, true, []byte("relayed")); err != nil {
 				t.Fatal(err)
 			}
 			closeFrame := []byte{0x88, 2, 0x03, 0xe8}
-			if how == "writeClose" {
-				if err := bc.writeClose(closeFrame[2:], time.Now().Add(time.Second)); err != nil {
+			if how == "WriteClose" {
+				if err := bc.WriteClose(closeFrame[2:], time.Now().Add(time.Second)); err != nil {
 					t.Fatal(err)
 				}
 			} else {
@@ -231,13 +231,13 @@ func TestBatchConnNothingAfterClose(t *testing.T) {
 				}
 				_ = bc.Flush()
 			}
-			if err := bc.writeFrame(2, true, false, []byte("late")); err == nil {
+			if err := bc.WriteFrame(2, true, []byte("late")); err == nil {
 				t.Error("a data frame was accepted after the close frame")
 			}
 			if _, err := bc.Write([]byte{0x8a, 0}); err == nil {
 				t.Error("a pong was accepted after the close frame")
 			}
-			if err := bc.writeClose(nil, time.Now().Add(time.Second)); err == nil {
+			if err := bc.WriteClose(nil, time.Now().Add(time.Second)); err == nil {
 				t.Error("a second close frame was accepted")
 			}
 			_ = bc.Flush()
@@ -259,17 +259,17 @@ func TestBatchConnCloseHonoursDeadline(t *testing.T) {
 	a, b := net.Pipe() // nobody reads b
 	defer a.Close()
 	defer b.Close()
-	bc := newBatchConn(a, newChunkPool())
-	bc.frameMode()
-	bc.setBatching(true, time.Hour)
+	bc := NewConn(a, NewPool())
+	bc.FrameMode()
+	bc.SetBatching(true, time.Hour)
 	blocked := make(chan error, 1)
 	go func() {
-		_ = bc.writeFrame(2, true, false, make([]byte, 1000))
+		_ = bc.WriteFrame(2, true, make([]byte, 1000))
 		blocked <- bc.Flush()
 	}()
 	time.Sleep(20 * time.Millisecond)
 	start := time.Now()
-	err := bc.writeClose([]byte{0x03, 0xe9}, time.Now().Add(100*time.Millisecond))
+	err := bc.WriteClose([]byte{0x03, 0xe9}, time.Now().Add(100*time.Millisecond))
 	if err == nil {
 		t.Error("close reported written to a peer that reads nothing")
 	}
@@ -293,10 +293,10 @@ func TestBatchConnWriteDeadlineRenewal(t *testing.T) {
 	a, b := net.Pipe() // nobody reads b
 	defer a.Close()
 	defer b.Close()
-	bc := newBatchConn(a, newChunkPool())
-	bc.frameMode()
+	bc := NewConn(a, NewPool())
+	bc.FrameMode()
 	const wt = 300 * time.Millisecond
-	bc.setBatching(true, wt)
+	bc.SetBatching(true, wt)
 
 	_ = bc.SetWriteDeadline(time.Now().Add(time.Hour)) // more than wt: renewed
 	bc.renewWriteDeadline()
@@ -313,16 +313,16 @@ func TestBatchConnWriteDeadlineRenewal(t *testing.T) {
 	if bc.wdl.IsZero() {
 		t.Fatal("a flush left the socket without a write deadline")
 	}
-	bc.capWrites(time.Now().Add(50 * time.Millisecond)) // a closing leg keeps its cap
+	bc.CapWrites(time.Now().Add(50 * time.Millisecond)) // a closing leg keeps its cap
 	bc.renewWriteDeadline()
 	if left := time.Until(bc.wdl); left > 50*time.Millisecond {
 		t.Fatalf("deadline %v away past the cap", left)
 	}
 
-	bc2 := newBatchConn(b, newChunkPool())
-	bc2.frameMode()
-	bc2.setBatching(true, wt)
-	_ = bc2.writeFrame(2, true, false, make([]byte, 1000))
+	bc2 := NewConn(b, NewPool())
+	bc2.FrameMode()
+	bc2.SetBatching(true, wt)
+	_ = bc2.WriteFrame(2, true, make([]byte, 1000))
 	start := time.Now()
 	if err := bc2.Flush(); err == nil {
 		t.Fatal("a flush to a peer that reads nothing succeeded")

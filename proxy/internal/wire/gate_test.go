@@ -1,9 +1,10 @@
-package proxy
+package wire
 
 import (
 	"bytes"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -23,7 +24,7 @@ func gateFrame(op byte, n int) []byte {
 	return append(f, bytes.Repeat([]byte{'x'}, n)...)
 }
 
-// A frameGate armed while frames pass in pieces of any size writes its
+// A Gate armed while frames pass in pieces of any size writes its
 // close frame at the next frame boundary, never inside a frame, and
 // nothing after it.
 func TestFrameGateClosesBetweenFrames(t *testing.T) {
@@ -38,9 +39,9 @@ func TestFrameGateClosesBetweenFrames(t *testing.T) {
 			ends = append(ends, len(stream))
 		}
 		var out bytes.Buffer
-		g := &frameGate{w: &out}
+		g := NewGate(&out, false, time.Second)
 		armAt := r.IntN(len(stream))
-		payload := websocket.FormatCloseMessage(closeDrain, closeDrainReason)
+		payload := websocket.FormatCloseMessage(websocket.CloseServiceRestart, "holdfast restarting")
 		for p := 0; p < len(stream); {
 			n := 1 + r.IntN(9000)
 			if p+n > len(stream) {
@@ -51,8 +52,8 @@ func TestFrameGateClosesBetweenFrames(t *testing.T) {
 				if _, err := g.Write(stream[p:armAt]); err != nil {
 					t.Fatal(err)
 				}
-				g.arm(payload)
-				g.flush()
+				g.Arm(payload)
+				g.Flush()
 				p = armAt
 				armAt = -1
 				continue
@@ -83,10 +84,10 @@ func TestFrameGateClosesBetweenFrames(t *testing.T) {
 func TestFrameGateMasksTowardTheGateway(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	g := &frameGate{w: &out, mask: true}
+	g := NewGate(&out, true, time.Second)
 	payload := websocket.FormatCloseMessage(websocket.CloseGoingAway, "proxy shutting down")
-	g.arm(payload)
-	g.flush()
+	g.Arm(payload)
+	g.Flush()
 	b := out.Bytes()
 	if len(b) != 2+4+len(payload) || b[0] != 0x88 || b[1] != 0x80|byte(len(payload)) {
 		t.Fatalf("frame % x", b)

@@ -292,7 +292,7 @@ func (c *conn) pumpBridged() {
 		limit = c.h.cfg.MaxMessageBytes
 	}
 	_, toClient := c.h.metrics.MessageCounters()
-	err, readSide := copyFiltered(c.client, c.up.ws, limit, c.h.chunks, c.h.cfg.WriteTimeout, toClient, &c.rec.toClient)
+	err, readSide := copyFiltered(c.cw, c.up.ws, limit, c.h.cfg.WriteTimeout, toClient, &c.rec.toClient)
 	c.endUpstreamSide(err, readSide)
 }
 
@@ -304,18 +304,18 @@ var filterBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // maxPooledFilterBuf is the largest buffer given back to filterBufs.
 const maxPooledFilterBuf = 1 << 20
 
-// copyFiltered is copyMessages with the envelope filter: messages of up to
-// limit bytes are read whole and text ones pass through filterV3.
-func copyFiltered(dst, src *websocket.Conn, limit int64, pool *wire.Pool, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
-	bc := wire.ConnOf(dst.NetConn())
-	direct := bc != nil
-	srcBC := wire.ConnOf(src.NetConn())
+// copyFiltered relays the gateway's messages from src to the client leg
+// dst with the envelope filter: messages of up to limit bytes are read
+// whole and text ones pass through filterV3; a larger one is streamed on
+// unchanged. The gateway's pings and pongs go on to the client as they
+// come, between the frames of a message too.
+func copyFiltered(dst, src *wire.Conn, limit int64, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
 	rr := &recordingReader{}
+	forward := func(opcode byte, payload []byte) {
+		_ = dst.WriteControl(opcode, payload, time.Now().Add(writeTimeout))
+	}
 	for {
-		if srcBC != nil {
-			_ = srcBC.WaitData() // as in copyMessages: block shallow
-		}
-		typ, r, err := src.NextReader()
+		typ, r, err := src.NextReader(forward)
 		if err != nil {
 			return err, true
 		}
@@ -337,12 +337,7 @@ func copyFiltered(dst, src *websocket.Conn, limit int64, pool *wire.Pool, writeT
 		} else {
 			body = io.MultiReader(bytes.NewReader(buf.Bytes()), rr)
 		}
-		var sent int64
-		if direct {
-			sent, err = bc.WriteMessage(typ, body, writeTimeout)
-		} else {
-			sent, err = relayMessage(dst, body, typ, writeTimeout)
-		}
+		sent, err := dst.WriteMessage(typ, body, writeTimeout)
 		putFilterBuf(buf)
 		if err, readSide := relayed(t, sent, err, rr.err, count); err != nil {
 			return err, readSide

@@ -24,10 +24,6 @@ const (
 // A write blocked on a peer that does not read ends by the same deadline.
 // It reports whether the frame went out; it does not when a close frame
 // was written on ws before, or the leg failed.
-func closeLeg(ws *websocket.Conn, payload []byte, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	if bc := wire.ConnOf(ws.NetConn()); bc != nil {
-		return bc.WriteClose(payload, deadline) == nil
-	}
-	return ws.WriteControl(websocket.CloseMessage, payload, deadline) == nil
+func closeLeg(leg *wire.Conn, payload []byte, timeout time.Duration) bool {
+	return leg.WriteClose(payload, time.Now().Add(timeout)) == nil
 }

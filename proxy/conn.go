@@ -56,7 +56,10 @@ type conn struct {
 	lease *lease
 
 	client *websocket.Conn
-	up     *upstream // the current upstream socket; fixed once spliced
+	// cw is the client leg's socket, beneath client: holdfast's frames
+	// and closes to the client go through it (wire.Conn).
+	cw *wire.Conn
+	up *upstream // the current upstream socket; fixed once spliced
 
 	// cancel ends ctx (the handshake's) when the client goes away before
 	// the splice; nil after it. Guarded by mu.
@@ -239,9 +242,8 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 		return outcome{end: endClientUpgradeFailed, err: err}
 	}
 	c.client = client
-	if bc := wire.ConnOf(client.NetConn()); bc != nil {
-		bc.FrameMode()
-	}
+	c.cw = wire.ConnOf(client.NetConn()) // keepEarlyData made it one
+	c.cw.FrameMode()
 	c.mu.Lock()
 	c.ctx, c.cancel = context.WithCancel(c.lease.ctx)
 	c.mu.Unlock()
@@ -266,9 +268,9 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	}
 	c.handedOut = time.Now()
 	c.logHandOut(late)
-	if bc := wire.ConnOf(client.NetConn()); bc != nil && !late {
-		err := bc.Flush() // the 101 and the challenge
-		bc.SetBatching(false, 0)
+	if !late {
+		err := c.cw.Flush() // the 101 and the challenge
+		c.cw.SetBatching(false, 0)
 		if err != nil {
 			return outcome{end: endClientGone, err: err}
 		}
@@ -565,9 +567,8 @@ func (c *conn) hold(until time.Time) (o *outcome, upErr error) {
 // reports the socket's end (a read error), or nil when nothing came.
 // Without a RawConn (TLS upstreams) nothing is watched.
 func (c *conn) watchUpstream(wake func()) (stop func() error) {
-	bc := wire.ConnOf(c.up.ws.NetConn())
-	ok := bc != nil
-	if !ok || !bc.CanWait() {
+	bc := c.up.ws
+	if !bc.CanWait() {
 		return func() error { return nil }
 	}
 	var stopped atomic.Bool
@@ -582,18 +583,17 @@ func (c *conn) watchUpstream(wake func()) (stop func() error) {
 		fired = true
 		wake()
 	}()
-	ws := c.up.ws
 	return func() error {
 		stopped.Store(true)
-		_ = bc.Conn.SetReadDeadline(time.Now())
+		_ = bc.SetReadDeadline(time.Now())
 		<-done
-		_ = bc.Conn.SetReadDeadline(time.Time{})
+		_ = bc.SetReadDeadline(time.Time{})
 		if !fired {
 			return nil
 		}
 		// Something arrived: the gateway's close, or the socket's end.
-		_ = ws.SetReadDeadline(time.Now().Add(c.h.cfg.CloseGrace))
-		_, _, err := ws.ReadMessage()
+		_ = bc.SetReadDeadline(time.Now().Add(c.h.cfg.CloseGrace))
+		_, _, err := bc.ReadMessage(maxUpstreamHandshakeFrame, nil)
 		if err == nil {
 			err = errors.New("gateway sent a frame before the connect")
 		}
@@ -609,14 +609,12 @@ func (c *conn) forwardConnect(first frame, id json.RawMessage) (ans answer, data
 	ws := c.up.ws
 	stop := context.AfterFunc(c.ctx, func() { _ = ws.Close() })
 	defer stop()
-	_ = ws.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
-	if err := ws.WriteMessage(first.typ, first.data); err != nil {
+	if err := ws.WriteMessageBytes(first.typ, first.data, c.h.cfg.WriteTimeout); err != nil {
 		return answer{}, nil, nil, err
 	}
 	_ = ws.SetReadDeadline(c.answerDeadline(time.Now()))
-	ws.SetReadLimit(maxUpstreamHandshakeFrame)
 	for {
-		mt, data, err := wire.ReadMessage(ws, c.h.chunks)
+		mt, data, err := ws.ReadMessage(maxUpstreamHandshakeFrame, nil)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -770,7 +768,7 @@ func (c *conn) readUpstreamClose() error {
 	_ = ws.SetReadDeadline(time.Now().Add(2 * c.h.cfg.CloseGrace))
 	var err error
 	for err == nil {
-		_, _, err = ws.ReadMessage()
+		_, _, err = ws.ReadMessage(maxUpstreamHandshakeFrame, nil)
 	}
 	return err
 }
@@ -799,11 +797,8 @@ func (c *conn) signal() {
 // the splice on it streams them to the upstream.
 func (c *conn) readClient() {
 	defer close(c.readerDone)
-	bc := wire.ConnOf(c.client.NetConn())
 	for {
-		if bc != nil {
-			_ = bc.WaitData() // block shallow; NextReader reports errors
-		}
+		_ = c.cw.WaitData() // block shallow; NextReader reports errors
 		mt, r, err := c.client.NextReader()
 		if c.spliced.Load() {
 			// A message that arrives after hello-ok was sent is streamed,
@@ -834,8 +829,7 @@ func (c *conn) readClient() {
 				c.endClientSide(err, true)
 				return
 			}
-			_ = c.up.ws.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
-			if werr := c.up.ws.WriteMessage(mt, data); werr != nil {
+			if werr := c.up.ws.WriteMessageBytes(mt, data, c.h.cfg.WriteTimeout); werr != nil {
 				c.endClientSide(werr, false)
 				return
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -91,7 +90,7 @@ func (a *admission) acquire(ctx context.Context, deadline time.Time, key string)
 // upstream is one upstream WebSocket that has delivered its challenge and
 // not yet authenticated.
 type upstream struct {
-	ws        *websocket.Conn
+	ws        *wire.Conn
 	challenge []byte        // the challenge frame, as received
 	opened    time.Time     // when the upgrade completed: the gateway's pre-auth timer runs from here
 	took      time.Duration // from the dial's start to its challenge
@@ -127,12 +126,7 @@ func (u *upstream) drop() {
 		_ = u.ws.Close()
 		return
 	}
-	nc := u.ws.NetConn()
-	if bc := wire.ConnOf(nc); bc != nil {
-		nc = bc.Conn // below what the socket's reader may have buffered
-	}
-	cw, ok := nc.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
+	if u.ws.CloseWrite() != nil {
 		_ = u.ws.Close()
 		u.authenticated()
 		return
@@ -140,8 +134,7 @@ func (u *upstream) drop() {
 	ws, release, m := u.ws, u.release, u.m
 	u.release = nil
 	go func() {
-		_ = nc.SetReadDeadline(time.Now().Add(dropWait))
-		_, _ = io.Copy(io.Discard, nc) // until the gateway's end closes
+		ws.DiscardUntilEOF(time.Now().Add(dropWait)) // until the gateway's end closes
 		_ = ws.Close()
 		release()
 		m.UpstreamPending(-1)
@@ -302,9 +295,8 @@ func (h *Handler) dialOnceSlot(ctx context.Context, target string, hdr http.Head
 
 	// The gateway sends its challenge at once on upgrade; an event loop busy
 	// with startup can delay it, so it gets the rest of the dial timeout.
-	ws.SetReadLimit(preauthReadLimit)
 	_ = ws.SetReadDeadline(deadline)
-	mt, data, err := wire.ReadMessage(ws, h.chunks)
+	mt, data, err := ws.ReadMessage(preauthReadLimit, nil)
 	if err != nil {
 		_ = ws.Close()
 		return nil, fmt.Errorf("upstream closed before its challenge: %w", err)

@@ -17,6 +17,26 @@
 // conn.endSessionAs and the same table; conn.done runs once per connection
 // when everything has ended, with its record.
 //
+// # Layers
+//
+// Imports run one way: proxy (the handshake policy: admission, hold,
+// replay, late dial, drain, the endings table, splice orchestration,
+// forwarding, passthrough) uses proxy/internal/wire (sockets and frames)
+// and the pure gateway-protocol code; wire knows nothing of the gateway.
+//
+//   - wire.Conn is every leg's socket: the client leg's (WrapListener, or
+//     the hijack, makes every accepted socket one) and the gateway leg's
+//     (openUpstream). TLS, when there is any, sits beneath it. It batches
+//     writes, waits for data holding no buffer, refuses every write after
+//     a close frame, and bounds a closing leg's writes.
+//   - The gateway leg is holdfast's own from the upgrade (wire.Upgrade) to
+//     the close: its handshake frames are read whole by wire.Conn's message
+//     reader (ReadMessage), which applies the frame relay's rules and
+//     answers pings and closes as a WebSocket client does.
+//   - gorilla serves the client leg only, through its public API: the
+//     upgrade (Upgrader), the client's frames until the splice, and the
+//     rest of a message it had begun when the splice came.
+//
 // # Concurrency
 //
 // Per connection (conn):
@@ -31,17 +51,14 @@
 //   - The splice hands the directions over under conn.mu: the queue is
 //     flushed to the gateway, spliced is set, and from then on the reader
 //     goroutine copies client→gateway and a goroutine of its own copies
-//     gateway→client. Each direction is the only writer of data frames on
-//     its destination leg and the only reader of its source leg. When both
-//     legs are batchConns (plain TCP; not TLS) each direction is a
-//     wire.Relay (relay.go), which parses the frames itself once gorilla
-//     has finished the message under way: it passes pings and pongs on
-//     between data frames, answers a close on its own leg, and writes
-//     every frame whole under the destination leg's write lock. Otherwise
-//     gorilla reads whole messages (copyMessages) and its ping and pong
-//     handlers forward control frames, which gorilla serialises with data
-//     frames. A bridged session's gateway→client direction always takes
-//     the message path (bridge.go).
+//     gateway→client. Each direction is a wire.Relay, which parses the
+//     frames itself (once gorilla has finished the message under way, on
+//     the client's side): it passes pings and pongs on between data
+//     frames, answers a close on its own leg, and writes every frame whole
+//     under the destination leg's write lock, so each direction is the
+//     only writer of data frames on its destination leg and the only
+//     reader of its source leg. A bridged session's gateway→client
+//     direction reads whole messages instead, to filter them (bridge.go).
 //   - handshakeState is dropped at the splice; what outlives it is the two
 //     legs, the record and the message limit.
 //   - The record (conn.rec) is written by the handshake goroutine until the
@@ -49,14 +66,14 @@
 //     the legs' closes and the session's end; conn.done reads it under
 //     conn.mu once both directions have finished.
 //
-// Per leg: every close frame goes through closeLeg, safe from any goroutine
-// (a drain closes sessions from its own). After a close frame has been
-// written on a leg nothing more is written on it: the leg's wire.Conn
-// refuses every later write, relayed frames and gorilla's own pongs and
-// closes included, and gorilla refuses its writes after a close it wrote.
-// A close, and any write blocked under it, ends by the close's deadline.
-// Writes into a wire.Conn hold its write lock per frame, so frames never
-// interleave; one goroutine at a time reads it.
+// Per leg: every close frame holdfast sends goes through closeLeg, safe
+// from any goroutine (a drain closes sessions from its own). After a close
+// frame has been written on a leg nothing more is written on it: the
+// leg's wire.Conn refuses every later write, relayed frames and gorilla's
+// own pongs and closes included. A close, and any write blocked under it,
+// ends by the close's deadline. Writes into a wire.Conn hold its write
+// lock per frame, so frames never interleave; one goroutine at a time
+// reads it.
 //
 // Shared by connections: the readiness watcher (retry.Watcher, its own
 // lock; it calls back outside it), the admission queues and limits (their

@@ -358,7 +358,7 @@ func (c *conn) stopHandshake() {
 	if s, _ := c.h.watcher.State(); s == retry.Started {
 		code, reason = websocket.CloseGoingAway, "holdfast shutting down"
 	}
-	closeLeg(c.client, websocket.FormatCloseMessage(code, reason), stopCloseBound)
+	closeLeg(c.cw, websocket.FormatCloseMessage(code, reason), stopCloseBound)
 }
 
 // trackHandshake registers an upgraded client in its handshake, for a stop

@@ -234,7 +234,7 @@ func (c *conn) lateDial() *outcome {
 			d = dialDecision{Dial: true, Reason: dialStarted}
 			break
 		}
-		if c.up != nil && wire.PeerSpoke(c.up.ws.NetConn()) {
+		if c.up != nil && wire.PeerSpoke(c.up.ws) {
 			c.warmLost()
 			failures++
 			nextWarm = time.Now().Add(c.h.backoff.Dial(failures))
@@ -251,7 +251,7 @@ func (c *conn) lateDial() *outcome {
 	}
 	c.h.log.Debug("late dial", "client", c.rec.clientAddr, "waited", waited.Round(time.Millisecond), "why", string(d.Reason), "warm", c.up != nil)
 	c.budget = retry.NewBudget(retry.SystemClock{}, c.h.cfg.Budget)
-	if c.up != nil && wire.PeerSpoke(c.up.ws.NetConn()) {
+	if c.up != nil && wire.PeerSpoke(c.up.ws) {
 		c.warmLost() // closed since the last look
 	}
 	if c.up != nil && time.Since(c.up.opened) >= c.h.warmRenewAge() {
@@ -462,7 +462,7 @@ func (c *conn) renewWarm(r metrics.RenewReason) {
 	if closeLeg(old.ws, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), closeTimeout) {
 		_ = old.ws.SetReadDeadline(time.Now().Add(c.h.cfg.MinAttempt))
 		for {
-			if _, _, err := old.ws.ReadMessage(); err != nil {
+			if _, _, err := old.ws.ReadMessage(maxUpstreamHandshakeFrame, nil); err != nil {
 				break
 			}
 		}

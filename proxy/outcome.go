@@ -622,7 +622,7 @@ const closeTimeout = time.Second
 
 // closeClient writes a close frame to the client (closeLeg) and notes it.
 func (c *conn) closeClient(payload []byte) {
-	if closeLeg(c.client, payload, closeTimeout) {
+	if closeLeg(c.cw, payload, closeTimeout) {
 		c.mu.Lock()
 		c.rec.client.noteSent(payload)
 		c.mu.Unlock()

@@ -53,16 +53,7 @@ func (c *conn) splice(maxPayload int64, helloFrames []frame, done func()) {
 // directly. It reports false when the session ended already.
 func (c *conn) startSplice(maxPayload int64, helloFrames []frame) bool {
 	up := c.up.ws
-	up.SetReadLimit(0) // streamed, never buffered whole
 	_ = up.SetReadDeadline(time.Time{})
-	up.SetPingHandler(func(data string) error {
-		_ = c.client.WriteControl(websocket.PingMessage, []byte(data), time.Now().Add(c.h.cfg.WriteTimeout))
-		return nil
-	})
-	up.SetPongHandler(func(data string) error {
-		_ = c.client.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.h.cfg.WriteTimeout))
-		return nil
-	})
 
 	c.mu.Lock()
 	if maxPayload > 0 {
@@ -71,8 +62,7 @@ func (c *conn) startSplice(maxPayload int64, helloFrames []frame) bool {
 	var werr error
 	for _, f := range c.queue {
 		if werr == nil {
-			_ = up.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
-			werr = up.WriteMessage(f.typ, f.data)
+			werr = up.WriteMessageBytes(f.typ, f.data, c.h.cfg.WriteTimeout)
 		}
 	}
 	c.queue = nil
@@ -87,12 +77,12 @@ func (c *conn) startSplice(maxPayload int64, helloFrames []frame) bool {
 				break
 			}
 		}
-		if bc := wire.ConnOf(c.client.NetConn()); bc != nil && werr == nil {
+		if werr == nil {
 			// hello-ok leaves now, from this shallow stack, not from the
 			// relay's first wait for the gateway: a flush made inside a
 			// read (flushOnWait) would grow the stack of a session that
 			// then idles.
-			werr = bc.Flush()
+			werr = c.cw.Flush()
 		}
 	}
 	switch {
@@ -182,8 +172,8 @@ func (c *conn) endSessionAs(e ending, err error) {
 	}
 }
 
-// pumpUpstream copies upstream→client (a wire.Relay when both legs are
-// batchConns), then propagates how that ended.
+// pumpUpstream copies upstream→client (a frame relay; a bridged session's
+// filter), then propagates how that ended.
 func (c *conn) pumpUpstream() {
 	if c.bridged {
 		c.pumpBridged()
@@ -191,42 +181,26 @@ func (c *conn) pumpUpstream() {
 	}
 	// This frame stays on the stack while the session idles: what is
 	// set up goes in calls that return first.
-	var err error
-	var readSide bool
-	if r := c.relayFrom(c.up.ws, c.client, false, 0, &c.rec.toClient); r != nil {
-		err, readSide = r.Run()
-	} else {
-		err, readSide = c.copyToClient()
-	}
+	err, readSide := c.relayFrom(c.up.ws, c.cw, false, 0, &c.rec.toClient).Run()
 	c.endUpstreamSide(err, readSide)
 }
 
 // relayFrom returns the frame relay from src to dst, counted as toward the
-// gateway when fromClient, or nil when a leg is not a wire.Conn.
-func (c *conn) relayFrom(src, dst *websocket.Conn, fromClient bool, limit int64, t *tally) *wire.Relay {
-	s, d := wire.ConnOf(src.NetConn()), wire.ConnOf(dst.NetConn())
-	if s == nil || d == nil {
-		return nil
-	}
+// gateway when fromClient.
+func (c *conn) relayFrom(src, dst *wire.Conn, fromClient bool, limit int64, t *tally) *wire.Relay {
 	toUpstream, toClient := c.h.metrics.MessageCounters()
 	count := toClient
 	if fromClient {
 		count = toUpstream
 	}
-	return wire.NewRelay(s, d, fromClient, limit, count, t)
-}
-
-// copyToClient relays upstream→client through gorilla (copyMessages).
-func (c *conn) copyToClient() (err error, readSide bool) {
-	_, toClient := c.h.metrics.MessageCounters()
-	return copyMessages(c.client, c.up.ws, nil, false, c.h.chunks, c.h.cfg.WriteTimeout, toClient, &c.rec.toClient)
+	return wire.NewRelay(src, dst, fromClient, limit, count, t)
 }
 
 // endUpstreamSide propagates the end of the upstream→client direction: the
 // gateway's close goes to the client; a failed write to the client is
 // reported to the gateway.
 func (c *conn) endUpstreamSide(err error, readSide bool) {
-	wire.Flush(c.up.ws.NetConn()) // gorilla's echo of a close frame
+	_ = c.up.ws.Flush() // the echo of a close frame
 	if !readSide {
 		c.endSessionAs(endSessionClientVanished, err)
 		return
@@ -245,13 +219,7 @@ func (c *conn) endUpstreamSide(err error, readSide bool) {
 // flushes the other before it blocks on a read, so frames relayed in one
 // burst leave in one write.
 func (c *conn) batch(on bool) {
-	cb := wire.ConnOf(c.client.NetConn())
-	cok := cb != nil
-	ub := wire.ConnOf(c.up.ws.NetConn())
-	uok := ub != nil
-	if !cok || !uok {
-		return
-	}
+	cb, ub := c.cw, c.up.ws
 	if on {
 		cb.SetPeer(ub)
 		ub.SetPeer(cb)
@@ -291,42 +259,27 @@ func (c *conn) endSession() {
 
 // pumpClient copies client→upstream after the splice began, starting with
 // first when the reader already holds the next message: gorilla finishes
-// that one, then a wire.Relay takes over when both legs are batchConns.
+// that one, then a frame relay takes over.
 func (c *conn) pumpClient(first *message) {
 	limit := c.maxPayload
 	if limit <= 0 {
 		limit = c.h.cfg.MaxMessageBytes
 	}
 	c.client.SetReadLimit(limit)
+	var err error
+	var readSide bool
 	if first != nil {
 		// The message was begun under the limit before hello-ok: hold it
 		// to hello-ok's policy.maxPayload too.
 		first.r = &limitReader{r: first.r, left: limit}
+		toUpstream, _ := c.h.metrics.MessageCounters()
+		err, readSide = copyMessage(c.up.ws, first, c.h.cfg.WriteTimeout, toUpstream, &c.rec.toUpstream)
 	}
-	var err error
-	var readSide bool
-	r := c.relayFrom(c.client, c.up.ws, true, limit, &c.rec.toUpstream)
-	if r == nil || first != nil {
-		// gorilla finishes the message it has begun; with a relay to
-		// follow, that one only.
-		err, readSide = c.copyToUpstream(first, r != nil)
+	if err == nil {
+		err, readSide = c.relayFrom(c.cw, c.up.ws, true, limit, &c.rec.toUpstream).Run()
 	}
-	if r != nil && err == nil {
-		err, readSide = r.Run()
-	}
-	wire.Flush(c.client.NetConn()) // gorilla's echo of a close frame
+	_ = c.cw.Flush() // gorilla's echo of a close frame
 	c.endClientSide(err, readSide)
-}
-
-// copyToUpstream relays client→upstream through gorilla, starting with
-// first: that message only when one is set, else until the end
-// (copyMessages).
-func (c *conn) copyToUpstream(first *message, one bool) (err error, readSide bool) {
-	toUpstream, _ := c.h.metrics.MessageCounters()
-	if one {
-		return copyMessage(c.up.ws, first, true, c.h.chunks, c.h.cfg.WriteTimeout, toUpstream, &c.rec.toUpstream)
-	}
-	return copyMessages(c.up.ws, c.client, first, true, c.h.chunks, c.h.cfg.WriteTimeout, toUpstream, &c.rec.toUpstream)
 }
 
 // endClientSide propagates the end of the client→upstream direction:
@@ -336,7 +289,7 @@ func (c *conn) copyToUpstream(first *message, one bool) (err error, readSide boo
 func (c *conn) endClientSide(err error, readSide bool) {
 	// gorilla's own close frame to the client (its echo, 1002 for a
 	// protocol error, 1009) may still sit in the client leg's batch.
-	wire.Flush(c.client.NetConn())
+	_ = c.cw.Flush()
 	if readSide {
 		c.mu.Lock()
 		c.rec.client.noteGot(err)
@@ -394,52 +347,12 @@ type message struct {
 	r   io.Reader
 }
 
-// copyMessages relays whole messages from src to dst through gorilla's
-// reader until a read or a write fails; readSide reports which. It starts
-// with first, if set. Spliced sessions whose legs are both batchConns use
-// a wire.Relay instead (relay.go); this is the path of the others (TLS on
-// a leg) and of bridged sessions' gateway→client direction.
-// Message types, boundaries and order are kept, and a message is streamed,
-// never buffered whole. mask is true toward the gateway (holdfast is its
-// client and masks its frames).
-//
-// When dst's socket is a wire.Conn, frames are written straight into its
-// batch (one write per burst, no allocation per message); otherwise through
-// gorilla's writer.
-func copyMessages(dst, src *websocket.Conn, first *message, mask bool, pool *wire.Pool, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
-	srcBC := wire.ConnOf(src.NetConn())
-	if first != nil {
-		if err, readSide = copyMessage(dst, first, mask, pool, writeTimeout, count, t); err != nil {
-			return err, readSide
-		}
-	}
-	for {
-		if srcBC != nil {
-			// Block here, shallow, rather than deep inside gorilla's
-			// reader: an idle session's goroutines keep small stacks.
-			// An error is left for NextReader to report.
-			_ = srcBC.WaitData()
-		}
-		typ, r, err := src.NextReader()
-		if err != nil {
-			return err, true
-		}
-		if err, readSide = copyMessage(dst, &message{typ: typ, r: r}, mask, pool, writeTimeout, count, t); err != nil {
-			return err, readSide
-		}
-	}
-}
-
-// copyMessage relays the message m to dst, as copyMessages does, and counts
-// it.
-func copyMessage(dst *websocket.Conn, m *message, mask bool, pool *wire.Pool, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
+// copyMessage relays the message m to dst, streamed, never buffered whole
+// (wire.Conn.WriteMessage), and counts it. readSide reports whether m's
+// reader failed first.
+func copyMessage(dst *wire.Conn, m *message, writeTimeout time.Duration, count prometheus.Counter, t *tally) (err error, readSide bool) {
 	rr := recordingReader{r: m.r}
-	var n int64
-	if bc := wire.ConnOf(dst.NetConn()); bc != nil {
-		n, err = bc.WriteMessage(m.typ, &rr, writeTimeout)
-	} else {
-		n, err = relayMessage(dst, &rr, m.typ, writeTimeout)
-	}
+	n, err := dst.WriteMessage(m.typ, &rr, writeTimeout)
 	return relayed(t, n, err, rr.err, count)
 }
 
@@ -459,20 +372,6 @@ func relayed(t *tally, n int64, err, readErr error, count prometheus.Counter) (e
 		count.Inc()
 	}
 	return nil, false
-}
-
-// relayMessage streams one message from r through gorilla's writer.
-func relayMessage(dst *websocket.Conn, r io.Reader, typ int, writeTimeout time.Duration) (int64, error) {
-	_ = dst.SetWriteDeadline(time.Now().Add(writeTimeout))
-	w, err := dst.NextWriter(typ)
-	if err != nil {
-		return 0, err
-	}
-	n, err := io.Copy(w, r)
-	if err != nil {
-		return n, err
-	}
-	return n, w.Close()
 }
 
 // drain discards what the peer still sends for up to d, so that closing the

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -65,6 +64,7 @@ func headerHasToken(h http.Header, name, token string) bool {
 // the client's first frames.
 type keepEarlyData struct {
 	http.ResponseWriter
+	pool *wire.Pool
 }
 
 func (w keepEarlyData) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -73,29 +73,25 @@ func (w keepEarlyData) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("proxy: the response writer cannot be hijacked")
 	}
 	nc, brw, err := hj.Hijack()
-	if err != nil || brw.Reader.Buffered() == 0 {
+	if err != nil {
 		return nc, brw, err
 	}
-	early, _ := brw.Reader.Peek(brw.Reader.Buffered())
-	early = bytes.Clone(early)
-	if bc := wire.ConnOf(nc); bc != nil {
-		bc.Unread(early)
-	} else {
-		nc = &prefixedConn{Conn: nc, r: io.MultiReader(bytes.NewReader(early), nc)}
+	bc := wire.ConnOf(nc)
+	if bc == nil {
+		// A listener holdfast did not wrap (WrapListener): the socket
+		// becomes a wire.Conn here, so that every client leg is one.
+		bc = wire.NewConn(nc, w.pool)
 	}
-	return nc, bufio.NewReadWriter(bufio.NewReaderSize(nc, 16), brw.Writer), nil
+	if brw.Reader.Buffered() == 0 {
+		return bc, brw, nil
+	}
+	early, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	bc.Unread(bytes.Clone(early))
+	return bc, bufio.NewReadWriter(bufio.NewReaderSize(bc, 16), brw.Writer), nil
 }
 
 // Unwrap gives http.ResponseController the underlying writer.
 func (w keepEarlyData) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// prefixedConn reads from r (early bytes, then the socket).
-type prefixedConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c *prefixedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // batchedUpgrade wraps the ResponseWriter of a control upgrade whose
 // challenge is already in hand: the hijacked connection batches its writes

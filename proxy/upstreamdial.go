@@ -1,16 +1,12 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
 	"time"
-	_ "unsafe" // go:linkname, for gorillaClientConn
 
-	"github.com/gorilla/websocket"
 	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 )
 
@@ -23,7 +19,7 @@ import (
 // wire.UpgradeError for which is which). Anything else (refused, reset, a
 // deadline, bytes that are not HTTP) is returned as the transport error it
 // is.
-func (h *Handler) openUpstream(ctx context.Context, target string, hdr http.Header, deadline time.Time) (ws *websocket.Conn, protocol string, err error) {
+func (h *Handler) openUpstream(ctx context.Context, target string, hdr http.Header, deadline time.Time) (up *wire.Conn, protocol string, err error) {
 	t, err := wire.SplitTarget(target)
 	if err != nil {
 		return nil, "", err
@@ -52,26 +48,9 @@ func (h *Handler) openUpstream(ctx context.Context, target string, hdr http.Head
 	if err != nil {
 		return nil, "", err
 	}
-	return h.clientConn(bc), protocol, nil
-}
-
-// clientConn makes bc, upgraded, the client end of a WebSocket.
-func (h *Handler) clientConn(bc *wire.Conn) *websocket.Conn {
 	_ = bc.SetDeadline(time.Time{})
-	bc.FrameMode()
-	return gorillaClientConn(bc, false, readBufferSize, writeBufferSize, h.bufPool, nil, nil)
+	return bc, protocol, nil
 }
-
-// gorillaClientConn is gorilla's constructor of a *websocket.Conn over a
-// connection whose upgrade is done: what its dialer calls once it has
-// checked the 101, with the same arguments (isServer false, holdfast's
-// buffer sizes and write buffer pool, no reader or write buffer of its
-// own). gorilla exports no way to run a client connection over an upgrade
-// made by someone else; go.mod pins the version whose signature this is,
-// and every handshake test goes through it.
-//
-//go:linkname gorillaClientConn github.com/gorilla/websocket.newConn
-func gorillaClientConn(conn net.Conn, isServer bool, readBufferSize, writeBufferSize int, writeBufferPool websocket.BufferPool, br *bufio.Reader, writeBuf []byte) *websocket.Conn
 
 // dialTCP opens the upstream leg's socket to t by deadline (TLS for wss),
 // wrapped in its wire.Conn. TLS runs below the batching layer, so that a

@@ -82,6 +82,8 @@ type Conn struct {
 	// for the next read rather than given back to the pool and taken
 	// again at once; a read that would block gives it back.
 	spare *[]byte
+	// msg is the message reader's state (message.go).
+	msg msgState
 
 	// Write side.
 	wmu      sync.Mutex
@@ -667,13 +669,6 @@ func ConnOf(nc net.Conn) *Conn {
 	return c
 }
 
-// Flush flushes nc's batched writes, if it is a *Conn.
-func Flush(nc net.Conn) {
-	if c, ok := nc.(*Conn); ok {
-		_ = c.Flush()
-	}
-}
-
 // WriteFrame writes one data frame (RFC 6455 §5.2) into the batch under the
 // write lock, so that it never interleaves with a control frame gorilla
 // writes from another goroutine. Frames toward the gateway are masked with a
@@ -748,4 +743,22 @@ func (c *Conn) WriteMessage(typ int, r io.Reader, writeTimeout time.Duration) (t
 		}
 		opcode = 0 // continuation
 	}
+}
+
+// CloseWrite half-closes the socket beneath c (its FIN, or TLS's
+// close_notify, after whatever close frame was written), where it can.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// DiscardUntilEOF reads and drops what the socket beneath c still
+// delivers, below what c may hold pending, until the peer ends the stream
+// or deadline passes. Call it from the goroutine that reads c, once
+// nothing more is to be read from it.
+func (c *Conn) DiscardUntilEOF(deadline time.Time) {
+	_ = c.Conn.SetReadDeadline(deadline)
+	_, _ = io.Copy(io.Discard, c.Conn)
 }

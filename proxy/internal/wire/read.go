@@ -3,20 +3,7 @@ package wire
 import (
 	"bytes"
 	"io"
-
-	"github.com/gorilla/websocket"
 )
-
-// ReadMessage reads the next message of ws whole, as ws.ReadMessage does,
-// into a slice of its exact size (ReadAll).
-func ReadMessage(ws *websocket.Conn, pool *Pool) (messageType int, data []byte, err error) {
-	messageType, r, err := ws.NextReader()
-	if err != nil {
-		return messageType, nil, err
-	}
-	data, err = ReadAll(r, pool)
-	return messageType, data, err
-}
 
 // ReadAll reads r to its end through a pooled chunk and returns what it
 // read in a slice of that size: a handshake frame costs one allocation of

@@ -84,9 +84,9 @@ type Tally struct{ Msgs, Bytes int64 }
 // Counter is what a relay adds its messages to (a prometheus.Counter).
 type Counter interface{ Add(float64) }
 
-// errRelayEOF is the end of the stream where a frame was due or under way,
-// as gorilla reports it (1006: no close frame).
-var errRelayEOF = &websocket.CloseError{Code: websocket.CloseAbnormalClosure, Text: io.ErrUnexpectedEOF.Error()}
+// errUnexpectedEOF is the end of the stream where a frame was due or under
+// way, as gorilla reports it (1006: no close frame).
+var errUnexpectedEOF = &websocket.CloseError{Code: websocket.CloseAbnormalClosure, Text: io.ErrUnexpectedEOF.Error()}
 
 // Run relays until a read or a write fails, a close frame arrives or a
 // frame breaks the protocol; readSide reports whether the source's side
@@ -180,15 +180,23 @@ func (r *Relay) burst() (err error, readSide bool) {
 // check validates a frame's first two bytes, as gorilla's reader does; it
 // returns what is wrong, all of it, or "".
 func (r *Relay) check(b0, b1 byte) string {
+	return checkHeader(b0, b1, r.inMessage, r.fromClient)
+}
+
+// checkHeader validates a frame's first two bytes, as gorilla's reader
+// does, for a reader inside a message or not, reading a client (whose
+// frames are masked) or the gateway (whose are not). It returns what is
+// wrong, all of it, or "".
+func checkHeader(b0, b1 byte, inMessage, fromClient bool) string {
 	masked := b1&maskBit != 0
 	switch op := b0 & (rsvBits | opcodeBits); {
-	case masked != r.fromClient:
+	case masked != fromClient:
 	case op == websocket.TextMessage || op == websocket.BinaryMessage:
-		if !r.inMessage {
+		if !inMessage {
 			return "" // the common case, decided at once
 		}
 	case op == 0:
-		if r.inMessage {
+		if inMessage {
 			return ""
 		}
 	}
@@ -211,17 +219,17 @@ func (r *Relay) check(b0, b1 byte) string {
 			errs = append(errs, "FIN not set on control")
 		}
 	case websocket.TextMessage, websocket.BinaryMessage:
-		if r.inMessage {
+		if inMessage {
 			errs = append(errs, "data before FIN")
 		}
 	case 0:
-		if !r.inMessage {
+		if !inMessage {
 			errs = append(errs, "continuation after FIN")
 		}
 	default:
 		errs = append(errs, "bad opcode "+strconv.Itoa(opcode))
 	}
-	if (b1&maskBit != 0) != r.fromClient {
+	if (b1&maskBit != 0) != fromClient {
 		errs = append(errs, "bad MASK")
 	}
 	return strings.Join(errs, ", ")
@@ -260,8 +268,7 @@ func (r *Relay) payload(opcode byte, fin bool, key [4]byte, masked bool, n uint6
 	}
 }
 
-// closeFrame validates a close frame's payload as gorilla does (and a
-// payload of one byte, which RFC 6455 §5.5.1 does not allow), answers it on
+// closeFrame validates a close frame's payload (readClose), answers it on
 // the source leg with its code, and returns it as a *websocket.CloseError,
 // or the protocol error.
 func (r *Relay) closeFrame(payload []byte, key [4]byte, masked bool) error {
@@ -270,22 +277,33 @@ func (r *Relay) closeFrame(payload []byte, key [4]byte, masked bool) error {
 	if masked {
 		maskBytes(key, p[:n])
 	}
-	code, text := websocket.CloseNoStatusReceived, ""
-	switch {
-	case n == 1:
-		return r.protocolError("close payload of one byte")
-	case n >= 2:
-		code = int(binary.BigEndian.Uint16(p[:]))
-		if !validReceivedCloseCode(code) {
-			return r.protocolError("bad close code " + strconv.Itoa(code))
-		}
-		if !utf8.Valid(p[2:n]) {
-			return r.protocolError("invalid utf8 payload in close frame")
-		}
-		text = string(p[2:n])
+	ce, problem := readClose(p[:n])
+	if problem != "" {
+		return r.protocolError(problem)
 	}
-	r.closeSource(websocket.FormatCloseMessage(code, ""))
-	return &websocket.CloseError{Code: code, Text: text}
+	r.closeSource(websocket.FormatCloseMessage(ce.Code, ""))
+	return ce
+}
+
+// readClose reads a close frame's unmasked payload as gorilla does (and
+// refuses a payload of one byte, which RFC 6455 §5.5.1 does not allow):
+// the close it carries, or what is wrong with it.
+func readClose(p []byte) (ce *websocket.CloseError, problem string) {
+	ce = &websocket.CloseError{Code: websocket.CloseNoStatusReceived}
+	switch {
+	case len(p) == 1:
+		return nil, "close payload of one byte"
+	case len(p) >= 2:
+		ce.Code = int(binary.BigEndian.Uint16(p))
+		if !validReceivedCloseCode(ce.Code) {
+			return nil, "bad close code " + strconv.Itoa(ce.Code)
+		}
+		if !utf8.Valid(p[2:]) {
+			return nil, "invalid utf8 payload in close frame"
+		}
+		ce.Text = string(p[2:])
+	}
+	return ce, ""
 }
 
 // validReceivedCloseCode reports whether a peer may send code (RFC 6455
@@ -302,12 +320,18 @@ func validReceivedCloseCode(code int) bool {
 // protocolError closes the source leg 1002 with msg and returns the error
 // the relay ends with.
 func (r *Relay) protocolError(msg string) error {
+	r.closeSource(protocolClose(msg))
+	return errors.New("websocket: " + msg)
+}
+
+// protocolClose is the payload of a 1002 close saying msg, cut to fit a
+// control frame.
+func protocolClose(msg string) []byte {
 	payload := websocket.FormatCloseMessage(websocket.CloseProtocolError, msg)
 	if len(payload) > MaxControlPayload {
 		payload = payload[:MaxControlPayload]
 	}
-	r.closeSource(payload)
-	return errors.New("websocket: " + msg)
+	return payload
 }
 
 // closeSource writes a close frame on the source leg, after what is batched
@@ -321,7 +345,7 @@ func (r *Relay) closeSource(payload []byte) {
 // a 1006 close error.
 func (r *Relay) readErr(err error) error {
 	if err == io.EOF {
-		return errRelayEOF
+		return errUnexpectedEOF
 	}
 	return err
 }

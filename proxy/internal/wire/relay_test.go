@@ -282,7 +282,7 @@ func TestFrameRelayFragmentsAcrossBursts(t *testing.T) {
 	if got := events(t, res.toDst); len(got) != 2 || got[1] != `text:"hello"` {
 		t.Fatalf("relayed %q", got)
 	}
-	if res.err != errRelayEOF || !res.readSide {
+	if res.err != errUnexpectedEOF || !res.readSide {
 		t.Fatalf("ended with %v; want 1006 at the end of the stream", res.err)
 	}
 	if res.heldChunk {
@@ -358,7 +358,7 @@ func TestFrameRelayProtocolErrors(t *testing.T) {
 func TestFrameRelayMessageLimit(t *testing.T) {
 	t.Parallel()
 	at := runRelay(t, true, 100, wsFrame(0x01, make([]byte, 60), true), wsFrame(0x80, make([]byte, 40), true))
-	if at.err != errRelayEOF || at.msgs != 1 {
+	if at.err != errUnexpectedEOF || at.msgs != 1 {
 		t.Fatalf("a message of exactly the limit: %v, %d messages", at.err, at.msgs)
 	}
 	over := runRelay(t, true, 100, wsFrame(0x01, make([]byte, 60), true), wsFrame(0x80, make([]byte, 41), true))

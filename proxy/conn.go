@@ -16,6 +16,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/metrics"
+	"github.com/holdfast-proxy/holdfast/proxy/internal/forwarded"
+	"github.com/holdfast-proxy/holdfast/proxy/internal/share"
 	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 	"github.com/holdfast-proxy/holdfast/retry"
 )
@@ -53,7 +55,7 @@ type conn struct {
 	*handshakeState // nil once spliced: an idle session keeps only what it uses
 	// lease is the handshake's hold on h.limits; its context ends the
 	// handshake when it is displaced (limits.go).
-	lease *lease
+	lease *share.Lease
 
 	client *websocket.Conn
 	// cw is the client leg's socket, beneath client: holdfast's frames
@@ -88,7 +90,7 @@ type conn struct {
 type handshakeState struct {
 	r      *http.Request
 	budget retry.Budget
-	attr   attribution
+	attr   forwarded.Attribution
 	hdr    http.Header // the upstream upgrade request's headers
 	target string      // the upstream URL for this client
 	ctx    context.Context
@@ -112,7 +114,7 @@ type handshakeState struct {
 	untrack func()
 }
 
-func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, ls *lease) {
+func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, ls *share.Lease) {
 	growStack(0)
 	h.wg.Add(1)
 	defer h.wg.Done()
@@ -135,7 +137,7 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, ls *lease
 	defer c.freePreauth() // the queue is flushed or dropped by the time this returns
 	c.hdr = upstreamHeader(r)
 	c.target = h.upstreamURL(r)
-	applyForwarding(c.hdr, c.attr, r)
+	forwarded.Apply(c.hdr, c.attr, r)
 	if !c.run(w) {
 		c.release()
 		c.done()
@@ -215,8 +217,8 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 		// The dial ends when the client leaves or the handshake is
 		// displaced (limits.go).
 		ctx, cancel := context.WithCancel(c.r.Context())
-		stop := context.AfterFunc(c.lease.ctx, cancel)
-		up, err := c.h.dialUpstream(ctx, c.target, c.hdr, c.attr.key(), c.budget)
+		stop := context.AfterFunc(c.lease.Context(), cancel)
+		up, err := c.h.dialUpstream(ctx, c.target, c.hdr, c.attr.Key(), c.budget)
 		stop()
 		cancel()
 		if err != nil {
@@ -245,7 +247,7 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	c.cw = wire.ConnOf(client.NetConn()) // keepEarlyData made it one
 	c.cw.FrameMode()
 	c.mu.Lock()
-	c.ctx, c.cancel = context.WithCancel(c.lease.ctx)
+	c.ctx, c.cancel = context.WithCancel(c.lease.Context())
 	c.mu.Unlock()
 	c.untrack = c.h.trackHandshake(c) // reached by a stop at once (drain.go)
 	client.SetReadLimit(c.h.cfg.MaxMessageBytes)
@@ -331,8 +333,8 @@ func (c *conn) dialFailed(err error, late bool) outcome {
 	var he *httpError
 	var be *budgetError
 	switch {
-	case !late && c.lease.displaced():
-		return outcome{end: endDisplacedDialing, err: errDisplaced}
+	case !late && c.lease.Displaced():
+		return outcome{end: endDisplacedDialing, err: share.ErrDisplaced}
 	case errors.Is(err, context.Canceled) || (!late && c.r.Context().Err() != nil):
 		if late {
 			return c.clientOutcome(err)
@@ -420,13 +422,13 @@ func (c *conn) clientOutcome(err error) outcome {
 			return outcome{end: endStopped}
 		}
 		return outcome{end: endStoppedStarting}
-	case errors.Is(err, errDisplaced) || (!left && c.lease.displaced()):
-		return outcome{end: endDisplaced, err: errDisplaced}
+	case errors.Is(err, share.ErrDisplaced) || (!left && c.lease.Displaced()):
+		return outcome{end: endDisplaced, err: share.ErrDisplaced}
 	case errors.Is(err, errPreauthTooLarge):
 		return outcome{end: endPreauthTooLarge, err: err}
 	case errors.Is(err, errTooManyPending):
 		return outcome{end: endTooManyPending, err: err}
-	case errors.Is(err, errPreauthBudget):
+	case errors.Is(err, share.ErrPreauthBudget):
 		return outcome{end: endPreauthBudget, err: err}
 	default:
 		return outcome{end: endClientGone, err: err}
@@ -745,7 +747,7 @@ func (c *conn) redial(delay time.Duration, lastUnavailable []byte) *outcome {
 		o := c.clientOutcome(err)
 		return &o
 	}
-	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.key(), c.budget)
+	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.Key(), c.budget)
 	if err != nil {
 		if c.ctx.Err() != nil {
 			o := c.clientOutcome(err)
@@ -839,7 +841,7 @@ func (c *conn) readClient() {
 		if err == nil && len(c.queue) >= maxPendingFrames {
 			err = errTooManyPending
 		}
-		var displaced []displacement
+		var displaced []share.Displacement
 		if err == nil {
 			// What is held is the frame's allocation, not its length:
 			// a frame read in pieces has room to spare, which a copy of

@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/metrics"
+	"github.com/holdfast-proxy/holdfast/proxy/internal/share"
 	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 	"github.com/holdfast-proxy/holdfast/retry"
 )
@@ -230,7 +231,7 @@ type Handler struct {
 	watcher *retry.Watcher
 
 	admission   *admission
-	limits      *limits
+	limits      *share.Limits
 	netDialer   *net.Dialer // upstream sockets (openUpstream)
 	upgrader    websocket.Upgrader
 	passthrough *httputil.ReverseProxy
@@ -340,7 +341,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	} else {
 		// New limits count from zero: the handshakes of the handlers
 		// before count against their own until they end.
-		h.limits = newLimits(cfg.MaxHandshakes, cfg.MaxPreauthBytes)
+		h.limits = share.New(cfg.MaxHandshakes, cfg.MaxPreauthBytes)
 	}
 	h.netDialer = &net.Dialer{KeepAlive: 30 * time.Second}
 	h.upgrader = websocket.Upgrader{
@@ -380,28 +381,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, reason, status)
 			return
 		}
-		if h.attribute(r).unattributable {
+		if h.attribute(r).Unattributable {
 			h.metrics.Handshake(metrics.ResultRejected, 0)
 			h.attributionRequired(w, r)
 			return
 		}
-		ls, refused, displaced := h.limits.admit(h.attribute(r).key())
+		ls, refused, displaced := h.limits.Admit(h.attribute(r).Key())
 		h.displace(displaced)
 		if ls == nil {
-			h.metrics.Refused(refused.limit, refused.scope)
+			h.metrics.Refused(refused.Limit, refused.Scope)
 			h.limitWarn.Do(func() {
 				h.log.Warn("refused a client: a limit is reached and its address holds the most of it (HTTP 503)",
-					"limit", string(refused.limit), "scope", string(refused.scope), "client", r.RemoteAddr)
+					"limit", string(refused.Limit), "scope", string(refused.Scope), "client", r.RemoteAddr)
 			})
 			refuseOverloaded(w)
 			return
 		}
-		defer ls.release()
+		defer ls.Release()
 		h.serveControl(keepEarlyData{w, h.chunks}, r, ls)
 		return
 	}
 	h.metrics.Passthrough()
-	if h.attribute(r).unattributable && !isLivenessPath(r.URL.Path) {
+	if h.attribute(r).Unattributable && !isLivenessPath(r.URL.Path) {
 		h.attributionRequired(w, r)
 		return
 	}
@@ -420,14 +421,14 @@ func refuseOverloaded(w http.ResponseWriter) {
 
 // displace tells the handshakes displaced for a client from an address
 // holding less (limits), counts them and logs it at most once a minute.
-func (h *Handler) displace(ds []displacement) {
+func (h *Handler) displace(ds []share.Displacement) {
 	if len(ds) == 0 {
 		return
 	}
-	displace(ds, h.metrics)
+	share.Displace(ds, h.metrics)
 	h.displaceWarn.Do(func() {
 		h.log.Warn("displaced the newest handshake of the address holding the most of a limit, "+
-			"for a client from an address holding less", "limit", string(ds[0].limit), "address", ds[0].lease.key)
+			"for a client from an address holding less", "limit", string(ds[0].Limit), "address", ds[0].Lease.Key())
 	})
 }
 

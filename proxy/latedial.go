@@ -263,7 +263,7 @@ func (c *conn) lateDial() *outcome {
 	if d.Reason == dialClientLimit {
 		return c.dueWithoutSocket()
 	}
-	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.key(), c.budget)
+	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.Key(), c.budget)
 	if err != nil {
 		// The client has its 101 already: an HTTP answer becomes a close.
 		o := c.dialFailed(err, true)
@@ -293,7 +293,7 @@ func (c *conn) handOutLead() time.Duration {
 // challenge is handed out on time.
 func (c *conn) openForHandOut(due time.Time) {
 	budget := retry.NewBudget(retry.SystemClock{}, max(time.Until(due), c.h.cfg.MinAttempt))
-	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.key(), budget)
+	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.Key(), budget)
 	if err != nil {
 		if c.ctx.Err() == nil {
 			c.h.noteDialFailure(err)
@@ -315,7 +315,7 @@ func (c *conn) openForHandOut(due time.Time) {
 // for a reason worth retrying, the client gets a stand-in challenge
 // (standin.go) rather than none before its own challenge timer.
 func (c *conn) dueWithoutSocket() *outcome {
-	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.key(), retry.NewBudget(retry.SystemClock{}, c.handOutLead()))
+	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.Key(), retry.NewBudget(retry.SystemClock{}, c.handOutLead()))
 	if err == nil {
 		c.up = up
 		return nil
@@ -348,7 +348,7 @@ func (c *conn) afterStandIn(kind connectKind, id json.RawMessage) *outcome {
 		unavailable[0].data = startupUnavailable(id)
 		return &outcome{end: endStandInUnavailable, frames: unavailable}
 	}
-	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.key(), c.budget)
+	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.Key(), c.budget)
 	if err != nil {
 		if c.ctx.Err() != nil {
 			o := c.clientOutcome(err)
@@ -393,7 +393,7 @@ func (h *Handler) warmRenewAge() time.Duration {
 // connection with their outcome.
 func (c *conn) warmDial(left time.Duration) *outcome {
 	budget := retry.NewBudget(retry.SystemClock{}, max(left, 0)+c.h.cfg.Budget)
-	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.key(), budget)
+	up, err := c.h.dialOnce(c.ctx, c.target, c.hdr, c.attr.Key(), budget)
 	if err == nil {
 		c.up = up
 		return nil
@@ -471,7 +471,7 @@ func (c *conn) renewWarm(r metrics.RenewReason) {
 	c.up = nil
 	c.h.metrics.Renewal(r)
 	c.h.log.Debug("warm upstream socket renewed", "client", c.rec.clientAddr, "age", time.Since(old.opened).Round(time.Millisecond), "why", string(r))
-	up, err := c.h.dialOnceSlot(c.ctx, c.target, c.hdr, c.attr.key(), retry.NewBudget(retry.SystemClock{}, c.h.cfg.DialTimeout), slot)
+	up, err := c.h.dialOnceSlot(c.ctx, c.target, c.hdr, c.attr.Key(), retry.NewBudget(retry.SystemClock{}, c.h.cfg.DialTimeout), slot)
 	if err != nil {
 		if c.ctx.Err() == nil {
 			c.h.noteDialFailure(err)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/holdfast-proxy/holdfast/proxy/internal/forwarded"
 )
 
 // newPassthrough builds the reverse proxy for everything but the control
@@ -46,14 +48,14 @@ func (h *Handler) newPassthrough() *httputil.ReverseProxy {
 			a := h.attribute(pr.In)
 			// Rewrite sees the client's headers minus Forwarded and
 			// X-Forwarded-*; a trusted peer's are put back first.
-			if a.trustedPeer && !a.local() && !a.unattributable {
+			if a.TrustedPeer && !a.Local() && !a.Unattributable {
 				for k, v := range pr.In.Header {
-					if isForwardingHeader(k) {
+					if forwarded.IsHeader(k) {
 						pr.Out.Header[k] = v
 					}
 				}
 			}
-			applyForwarding(pr.Out.Header, a, pr.In)
+			forwarded.Apply(pr.Out.Header, a, pr.In)
 			if pr.Out.Body != nil && pr.Out.Body != http.NoBody {
 				pr.Out.Body = &clientBody{ReadCloser: pr.Out.Body}
 			}

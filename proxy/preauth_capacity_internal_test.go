@@ -80,9 +80,7 @@ func TestPreauthBytesCountCapacity(t *testing.T) {
 				held += cap(f.data)
 			}
 			c.mu.Unlock()
-			h.limits.mu.Lock()
-			reserved = int(c.lease.bytes)
-			h.limits.mu.Unlock()
+			reserved = int(c.lease.Bytes())
 			if queued == 1+len(sizes) {
 				break
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/holdfast-proxy/holdfast/proxy/internal/share"
 	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 	"github.com/holdfast-proxy/holdfast/retry"
 )
@@ -104,7 +105,7 @@ func (c *conn) clientEnding(err error) ending {
 		return endPreauthTooLarge
 	case errors.Is(err, errTooManyPending):
 		return endTooManyPending
-	case errors.Is(err, errPreauthBudget):
+	case errors.Is(err, share.ErrPreauthBudget):
 		return endPreauthBudget
 	case errors.Is(err, websocket.ErrReadLimit), errors.Is(err, errTooBig):
 		return endSessionTooBig

@@ -1,4 +1,4 @@
-package proxy
+package share
 
 import (
 	"fmt"
@@ -15,43 +15,43 @@ import (
 // least two more than the newcomer's, else the newcomer is refused.
 func TestLimitsAdmitRule(t *testing.T) {
 	t.Parallel()
-	l := newLimits(4, 1<<20)
-	var a []*lease
+	l := New(4, 1<<20)
+	var a []*Lease
 	for i := 0; i < 4; i++ {
-		ls, r, ds := l.admit("a")
+		ls, r, ds := l.Admit("a")
 		if ls == nil || len(ds) != 0 {
-			t.Fatalf("a #%d below the limit: lease %v refusal %v displaced %d", i, ls != nil, r, len(ds))
+			t.Fatalf("a #%d below the limit: lease %v Refusal %v displaced %d", i, ls != nil, r, len(ds))
 		}
 		a = append(a, ls)
 	}
-	if ls, r, _ := l.admit("a"); ls != nil || r != (refusal{metrics.LimitHandshakes, metrics.ScopeGlobal}) {
-		t.Fatalf("a at the limit: lease %v refusal %v; want refused, global", ls != nil, r)
+	if ls, r, _ := l.Admit("a"); ls != nil || r != (Refusal{metrics.LimitHandshakes, metrics.ScopeGlobal}) {
+		t.Fatalf("a at the limit: lease %v Refusal %v; want refused, global", ls != nil, r)
 	}
 	// b holds 0, a 4: a's newest goes.
-	b1, _, ds := l.admit("b")
-	if b1 == nil || len(ds) != 1 || ds[0].lease != a[3] || a[3].share != nil {
+	b1, _, ds := l.Admit("b")
+	if b1 == nil || len(ds) != 1 || ds[0].Lease != a[3] || a[3].share != nil {
 		t.Fatalf("b: lease %v displaced %v; want a's newest displaced", b1 != nil, ds)
 	}
-	displace(ds, nil)
-	if !a[3].displaced() {
+	Displace(ds, nil)
+	if !a[3].Displaced() {
 		t.Fatal("the displaced lease does not say so")
 	}
 	// b holds 1, a 3: 3 >= 1+2, a's newest left goes.
-	if b2, _, ds := l.admit("b"); b2 == nil || len(ds) != 1 || ds[0].lease != a[2] {
+	if b2, _, ds := l.Admit("b"); b2 == nil || len(ds) != 1 || ds[0].Lease != a[2] {
 		t.Fatalf("b again: want a's newest displaced, got %v", ds)
 	}
 	// b holds 2, a 2: b refused (scope address: a holds part).
-	if ls, r, _ := l.admit("b"); ls != nil || r != (refusal{metrics.LimitHandshakes, metrics.ScopeAddress}) {
-		t.Fatalf("b holding half: lease %v refusal %v; want refused, address", ls != nil, r)
+	if ls, r, _ := l.Admit("b"); ls != nil || r != (Refusal{metrics.LimitHandshakes, metrics.ScopeAddress}) {
+		t.Fatalf("b holding half: lease %v Refusal %v; want refused, address", ls != nil, r)
 	}
 	// c holds 0, a and b 2: 2 >= 0+2, the newest of one of them goes.
-	if c1, _, ds := l.admit("c"); c1 == nil || len(ds) != 1 {
+	if c1, _, ds := l.Admit("c"); c1 == nil || len(ds) != 1 {
 		t.Fatalf("c: want one displaced, got %v", ds)
 	}
 	// A released or displaced lease gives back nothing twice.
-	a[3].release()
-	a[0].release()
-	a[0].release()
+	a[3].Release()
+	a[0].Release()
+	a[0].Release()
 	if l.handshakes != 3 {
 		t.Fatalf("handshakes %d after releases; want 3", l.handshakes)
 	}
@@ -62,22 +62,22 @@ func TestLimitsAdmitRule(t *testing.T) {
 // address would; otherwise the frame is refused.
 func TestLimitsReserveRule(t *testing.T) {
 	t.Parallel()
-	l := newLimits(100, 1000)
-	a1, _, _ := l.admit("a")
-	a2, _, _ := l.admit("a")
-	a3, _, _ := l.admit("a") // holds nothing: never displaced for bytes
-	b1, _, _ := l.admit("b")
+	l := New(100, 1000)
+	a1, _, _ := l.Admit("a")
+	a2, _, _ := l.Admit("a")
+	a3, _, _ := l.Admit("a") // holds nothing: never displaced for bytes
+	b1, _, _ := l.Admit("b")
 	for _, x := range []struct {
-		ls *lease
+		ls *Lease
 		n  int
 	}{{a1, 400}, {a2, 500}} {
-		if _, ds, err := x.ls.reserve(x.n); err != nil || len(ds) != 0 {
+		if _, ds, err := x.ls.Reserve(x.n); err != nil || len(ds) != 0 {
 			t.Fatalf("reserve %d: %v %v", x.n, err, ds)
 		}
 	}
 	// a holds 900 of 1000. b's 300 does not fit; a (900) > b's 300.
-	_, ds, err := b1.reserve(300)
-	if err != nil || len(ds) != 1 || ds[0].lease != a2 || ds[0].limit != metrics.LimitPreauthBytes {
+	_, ds, err := b1.Reserve(300)
+	if err != nil || len(ds) != 1 || ds[0].Lease != a2 || ds[0].Limit != metrics.LimitPreauthBytes {
 		t.Fatalf("b's frame: err %v displaced %v; want a2 displaced", err, ds)
 	}
 	if l.bytes != 700 || a3.share == nil {
@@ -85,18 +85,18 @@ func TestLimitsReserveRule(t *testing.T) {
 	}
 	// a (400) holds more than b would with 400 more (700)? No: refused,
 	// scope address.
-	if sc, ds, err := b1.reserve(400); err != errPreauthBudget || sc != metrics.ScopeAddress || len(ds) != 0 {
+	if sc, ds, err := b1.Reserve(400); err != ErrPreauthBudget || sc != metrics.ScopeAddress || len(ds) != 0 {
 		t.Fatalf("b over: %v %v %v; want refused, address", err, sc, ds)
 	}
 	// a's own frame that does not fit, a not holding the most: refused.
-	if _, _, err := a1.reserve(400); err != errPreauthBudget {
+	if _, _, err := a1.Reserve(400); err != ErrPreauthBudget {
 		t.Fatalf("a over: %v; want refused", err)
 	}
 	// A displaced lease reserves nothing.
-	if _, _, err := a2.reserve(1); err != errDisplaced {
-		t.Fatalf("displaced reserve: %v; want errDisplaced", err)
+	if _, _, err := a2.Reserve(1); err != ErrDisplaced {
+		t.Fatalf("displaced reserve: %v; want ErrDisplaced", err)
 	}
-	b1.freeBytes()
+	b1.FreeBytes()
 	if l.bytes != 400 {
 		t.Fatalf("bytes %d after b freed; want 400", l.bytes)
 	}
@@ -107,35 +107,35 @@ func TestLimitsReserveRule(t *testing.T) {
 // leases (go test -race).
 func TestLimitsConcurrent(t *testing.T) {
 	t.Parallel()
-	l := newLimits(64, 64<<10)
+	l := New(64, 64<<10)
 	var wg sync.WaitGroup
 	for g := 0; g < 8; g++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(g), 1))
-			var held []*lease
+			var held []*Lease
 			for i := 0; i < 3000; i++ {
 				key := fmt.Sprint("addr", r.IntN(5))
 				switch op := r.IntN(4); {
 				case op == 0 || len(held) == 0:
-					if ls, _, ds := l.admit(key); ls != nil {
-						displace(ds, nil)
+					if ls, _, ds := l.Admit(key); ls != nil {
+						Displace(ds, nil)
 						held = append(held, ls)
 					}
 				case op == 1:
-					_, ds, _ := held[r.IntN(len(held))].reserve(r.IntN(4096))
-					displace(ds, nil)
+					_, ds, _ := held[r.IntN(len(held))].Reserve(r.IntN(4096))
+					Displace(ds, nil)
 				case op == 2:
-					held[r.IntN(len(held))].freeBytes()
+					held[r.IntN(len(held))].FreeBytes()
 				default:
 					k := r.IntN(len(held))
-					held[k].release()
+					held[k].Release()
 					held = append(held[:k], held[k+1:]...)
 				}
 			}
 			for _, ls := range held {
-				ls.release()
+				ls.Release()
 			}
 		}()
 	}
@@ -146,7 +146,7 @@ func TestLimitsConcurrent(t *testing.T) {
 }
 
 // checkLimits verifies l's bookkeeping against its leases.
-func checkLimits(t *testing.T, l *limits) {
+func checkLimits(t *testing.T, l *Limits) {
 	t.Helper()
 	var hs, bs int64
 	for key, s := range l.addrs {
@@ -185,10 +185,10 @@ func checkLimits(t *testing.T, l *limits) {
 // holding at least as much as the one that got its place.
 func TestLimitsRandomSteps(t *testing.T) {
 	t.Parallel()
-	l := newLimits(16, 8<<10)
+	l := New(16, 8<<10)
 	r := rand.New(rand.NewPCG(7, 7))
-	var held []*lease
-	drop := func(x *lease) {
+	var held []*Lease
+	drop := func(x *Lease) {
 		for i, y := range held {
 			if y == x {
 				held = append(held[:i], held[i+1:]...)
@@ -204,12 +204,12 @@ func TestLimitsRandomSteps(t *testing.T) {
 			for k, s := range l.addrs {
 				before[k] = s.handshakes
 			}
-			ls, _, ds := l.admit(key)
+			ls, _, ds := l.Admit(key)
 			for _, d := range ds {
-				if before[d.lease.key] < before[key]+2 {
-					t.Fatalf("step %d: %s (holding %d) displaced for %s (holding %d)", i, d.lease.key, before[d.lease.key], key, before[key])
+				if before[d.Lease.key] < before[key]+2 {
+					t.Fatalf("step %d: %s (holding %d) displaced for %s (holding %d)", i, d.Lease.key, before[d.Lease.key], key, before[key])
 				}
-				drop(d.lease)
+				drop(d.Lease)
 			}
 			if ls != nil {
 				held = append(held, ls)
@@ -221,18 +221,18 @@ func TestLimitsRandomSteps(t *testing.T) {
 				before[k] = s.bytes
 			}
 			n := r.IntN(3000)
-			_, ds, _ := x.reserve(n)
+			_, ds, _ := x.Reserve(n)
 			for _, d := range ds {
-				if before[d.lease.key] <= before[x.key]+int64(n) && d.lease.key != x.key {
-					t.Fatalf("step %d: %s (holding %d bytes) displaced for %s (holding %d, +%d)", i, d.lease.key, before[d.lease.key], x.key, before[x.key], n)
+				if before[d.Lease.key] <= before[x.key]+int64(n) && d.Lease.key != x.key {
+					t.Fatalf("step %d: %s (holding %d bytes) displaced for %s (holding %d, +%d)", i, d.Lease.key, before[d.Lease.key], x.key, before[x.key], n)
 				}
-				drop(d.lease)
+				drop(d.Lease)
 			}
 		case op == 2:
-			held[r.IntN(len(held))].freeBytes()
+			held[r.IntN(len(held))].FreeBytes()
 		default:
 			k := r.IntN(len(held))
-			held[k].release()
+			held[k].Release()
 			held = append(held[:k], held[k+1:]...)
 		}
 		checkLimits(t, l)

@@ -1,0 +1,177 @@
+// Package forwarded decides how holdfast presents a client to the gateway:
+// the address the gateway must attribute it to, from the peer and the
+// forwarding headers of trusted proxies, and the forwarding headers the
+// gateway gets. It is never more trusting than the gateway's own ingress
+// attribution.
+package forwarded
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+)
+
+// LocalKey is the admission key of every client the gateway will see as
+// local: they all share holdfast's own address upstream.
+const LocalKey = "local"
+
+// Attribution is how holdfast presents one client to the gateway.
+type Attribution struct {
+	// ClientIP is the address the gateway must attribute the client to;
+	// invalid for a local client.
+	ClientIP netip.Addr
+	// TrustedPeer: the peer is in trusted_proxies, so its forwarding
+	// headers (other than X-Forwarded-For, which is rebuilt) are kept.
+	TrustedPeer bool
+	// Unattributable: forwarding headers that name no client holdfast can
+	// present to the gateway. The gateway answers such a request itself
+	// with HTTP 403 proxy_attribution_required, and so does holdfast.
+	Unattributable bool
+}
+
+// Local reports whether the client reaches the gateway as a direct-local
+// client: no forwarding headers at all.
+func (a Attribution) Local() bool { return !a.Unattributable && !a.ClientIP.IsValid() }
+
+// Key is the admission key: the gateway counts unauthenticated sockets per
+// attributed client address.
+func (a Attribution) Key() string {
+	if a.Local() {
+		return LocalKey
+	}
+	return a.ClientIP.String()
+}
+
+// Attribute decides who the client of r is, the way the gateway's ingress
+// attribution would with holdfast's trusted_proxies (proxies) as its
+// gateway.trustedProxies, and never more trusting:
+//
+//   - A loopback peer that sent no forwarding header at all is local: the
+//     gateway sees holdfast's own loopback socket with no forwarding
+//     headers, as if the client had connected directly.
+//   - A peer in trusted_proxies that sent forwarding headers speaks for the
+//     client: the client is the right-most X-Forwarded-For hop that is
+//     neither loopback nor trusted. A chain with no such hop (empty,
+//     malformed, or ending in loopback or trusted addresses only) is
+//     unattributable: a forwarded chain is remote whatever it claims, and
+//     the gateway refuses it with 403.
+//   - A trusted peer that sent no forwarding header is unattributable
+//     unless it is loopback (then it is local, as above): the gateway
+//     refuses it too.
+//   - Any other peer is the client, whatever headers it sent, which are
+//     dropped; but a loopback peer that sent forwarding headers is a proxy
+//     holdfast was not told to trust, and its clients must never look
+//     local: unattributable, as on the gateway.
+func Attribute(r *http.Request, proxies []netip.Prefix) Attribution {
+	peer := remoteAddr(r)
+	fwd := HasHeaders(r.Header)
+	switch {
+	case peer.IsLoopback() && !fwd:
+		return Attribution{TrustedPeer: trusted(peer, proxies)}
+	case trusted(peer, proxies):
+		hops := xffHops(r.Header)
+		for i := len(hops) - 1; i >= 0; i-- {
+			ip, err := netip.ParseAddr(hops[i])
+			if err != nil {
+				break // a malformed hop ends what can be believed
+			}
+			ip = ip.Unmap()
+			if ip.IsLoopback() || trusted(ip, proxies) {
+				continue
+			}
+			return Attribution{ClientIP: ip, TrustedPeer: true}
+		}
+		return Attribution{TrustedPeer: true, Unattributable: true}
+	case !peer.IsValid() || (peer.IsLoopback() && fwd):
+		return Attribution{Unattributable: true}
+	default:
+		return Attribution{ClientIP: peer}
+	}
+}
+
+// HasHeaders reports whether h carries any header through which a
+// client could claim an address or identity.
+func HasHeaders(h http.Header) bool {
+	for k := range h {
+		if IsHeader(http.CanonicalHeaderKey(k)) {
+			return true
+		}
+	}
+	return false
+}
+
+func remoteAddr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ip.Unmap()
+}
+
+func xffHops(h http.Header) []string {
+	var hops []string
+	for _, v := range h.Values("X-Forwarded-For") {
+		for _, hop := range strings.Split(v, ",") {
+			if hop = strings.TrimSpace(hop); hop != "" {
+				hops = append(hops, hop)
+			}
+		}
+	}
+	return hops
+}
+
+// IsHeader reports the headers through which a client could claim
+// an address or identity: holdfast sets them itself or drops them.
+func IsHeader(canonical string) bool {
+	switch canonical {
+	case "Forwarded", "X-Real-Ip":
+		return true
+	}
+	return strings.HasPrefix(canonical, "X-Forwarded-") || strings.HasPrefix(canonical, "Tailscale-")
+}
+
+// Apply rewrites the forwarding headers of out, a copy of the
+// client's headers, for the gateway:
+//   - from an untrusted peer every client-supplied forwarding header is
+//     removed;
+//   - a local client gets none at all, nor does an unattributable one
+//     (only the gateway's /healthz is passed such a request);
+//   - a remote client gets X-Forwarded-For set to its address alone, and
+//     X-Forwarded-Proto and X-Forwarded-Host unless a trusted peer gave them.
+func Apply(out http.Header, a Attribution, r *http.Request) {
+	if !a.TrustedPeer || a.Local() || a.Unattributable {
+		for k := range out {
+			if IsHeader(k) {
+				delete(out, k)
+			}
+		}
+	}
+	if a.Local() || a.Unattributable {
+		return
+	}
+	out.Set("X-Forwarded-For", a.ClientIP.String())
+	if out.Get("X-Forwarded-Proto") == "" {
+		proto := "http"
+		if r.TLS != nil {
+			proto = "https"
+		}
+		out.Set("X-Forwarded-Proto", proto)
+	}
+	if out.Get("X-Forwarded-Host") == "" && r.Host != "" {
+		out.Set("X-Forwarded-Host", r.Host)
+	}
+}
+
+func trusted(ip netip.Addr, proxies []netip.Prefix) bool {
+	for _, p := range proxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,392 @@
+package gwproto
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// A minimal scanner over raw JSON that finds an object's members by byte
+// offset, so that holdfast can change one value or leave out a member while
+// every other byte of a frame stays as the peer wrote it. It assumes valid
+// JSON: callers check with ValidJSON (json.Valid's verdict, faster) before
+// they change anything. On any other input it reports failure (ok false)
+// or reads nonsense, but never reads out of bounds.
+
+// member is one member of a JSON object: data[start:end] is `"key": value`,
+// data[vstart:end] the value.
+type member struct {
+	key        []byte // raw, between the quotes
+	escaped    bool   // key holds a backslash escape
+	start, end int
+	vstart     int
+}
+
+// keyIs reports whether the member's key, unescaped, equals k.
+func (m *member) keyIs(k string) bool {
+	if !m.escaped {
+		return string(m.key) == k
+	}
+	var s string
+	quoted := make([]byte, 0, len(m.key)+2)
+	quoted = append(append(append(quoted, '"'), m.key...), '"')
+	return json.Unmarshal(quoted, &s) == nil && s == k
+}
+
+// keyIn reports whether the member's key is one of keys.
+func (m *member) keyIn(keys []string) bool {
+	for _, k := range keys {
+		if m.keyIs(k) {
+			return true
+		}
+	}
+	return false
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) {
+		switch data[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// skipString returns the index after the string that opens at data[i] ('"').
+// It jumps from quote to quote (bytes.IndexByte): a quote ends the string
+// unless an odd run of backslashes stands before it.
+func skipString(data []byte, i int) (int, bool) {
+	for i++; i < len(data); i++ {
+		q := bytes.IndexByte(data[i:], '"')
+		if q < 0 {
+			return 0, false
+		}
+		i += q
+		n := 0
+		for j := i - 1; j >= 0 && data[j] == '\\'; j-- {
+			n++
+		}
+		if n%2 == 0 {
+			return i + 1, true
+		}
+	}
+	return 0, false
+}
+
+// skipValue returns the index after the value that starts at data[i].
+func skipValue(data []byte, i int) (int, bool) {
+	if i >= len(data) {
+		return 0, false
+	}
+	switch data[i] {
+	case '"':
+		return skipString(data, i)
+	case '{', '[':
+		depth := 0
+		for i < len(data) {
+			if !structuralByte[data[i]] {
+				i++
+				continue
+			}
+			switch data[i] {
+			case '"':
+				var ok bool
+				if i, ok = skipString(data, i); !ok {
+					return 0, false
+				}
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1, true
+				}
+			}
+			i++
+		}
+		return 0, false
+	default:
+		start := i
+		for i < len(data) {
+			switch data[i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return i, i > start
+			}
+			i++
+		}
+		return i, i > start
+	}
+}
+
+// structuralByte marks the bytes skipValue looks at inside a container.
+var structuralByte = [256]bool{'"': true, '{': true, '}': true, '[': true, ']': true}
+
+// objectMembers appends the members of the object that starts at data[i]
+// (after optional space) to dst. ok is false when there is no object there.
+func objectMembers(data []byte, i int, dst []member) (members []member, ok bool) {
+	i = skipSpace(data, i)
+	if i >= len(data) || data[i] != '{' {
+		return dst, false
+	}
+	i = skipSpace(data, i+1)
+	if i < len(data) && data[i] == '}' {
+		return dst, true
+	}
+	for i < len(data) {
+		if data[i] != '"' {
+			return dst, false
+		}
+		m := member{start: i}
+		kend, ok := skipString(data, i)
+		if !ok {
+			return dst, false
+		}
+		m.key = data[i+1 : kend-1]
+		m.escaped = bytes.IndexByte(m.key, '\\') >= 0
+		i = skipSpace(data, kend)
+		if i >= len(data) || data[i] != ':' {
+			return dst, false
+		}
+		m.vstart = skipSpace(data, i+1)
+		if m.end, ok = skipValue(data, m.vstart); !ok {
+			return dst, false
+		}
+		dst = append(dst, m)
+		i = skipSpace(data, m.end)
+		if i >= len(data) {
+			return dst, false
+		}
+		switch data[i] {
+		case '}':
+			return dst, true
+		case ',':
+			i = skipSpace(data, i+1)
+		default:
+			return dst, false
+		}
+	}
+	return dst, false
+}
+
+// find returns the only member named k; dup reports more than one.
+func find(ms []member, k string) (m *member, dup bool) {
+	for i := range ms {
+		if ms[i].keyIs(k) {
+			if m != nil {
+				return m, true
+			}
+			m = &ms[i]
+		}
+	}
+	return m, false
+}
+
+// maxJSONDepth is encoding/json's nesting limit: deeper documents are not
+// valid to json.Valid.
+const maxJSONDepth = 10000
+
+// ValidJSON reports whether data is one valid JSON value (surrounding
+// space allowed), exactly as json.Valid reports it, nesting limit
+// included (a fuzz test holds it to that), several times faster:
+// encoding/json's scanner calls a function per byte, and a 15 KB hello-ok
+// is most of a handshake's parsing. It allocates nothing for documents
+// nested up to 32 deep.
+func ValidJSON(data []byte) bool {
+	var small [32]byte
+	stack := small[:0] // '{' or '[' per open container
+	i := skipSpace(data, 0)
+	for {
+		// A value starts at i.
+		if i >= len(data) {
+			return false
+		}
+		var ok bool
+		switch c := data[i]; {
+		case c == '{' || c == '[':
+			if len(stack) == maxJSONDepth {
+				return false
+			}
+			stack = append(stack, c)
+			i = skipSpace(data, i+1)
+			if i < len(data) && data[i] == c+2 { // '}' or ']'
+				stack = stack[:len(stack)-1]
+				i++
+				break
+			}
+			if c == '{' {
+				if i, ok = memberKey(data, i); !ok {
+					return false
+				}
+			}
+			continue
+		case c == '"':
+			if i, ok = skipValidString(data, i); !ok {
+				return false
+			}
+		case c == '-' || (c >= '0' && c <= '9'):
+			if i, ok = skipNumber(data, i); !ok {
+				return false
+			}
+		case c == 't':
+			if i, ok = skipLiteral(data, i, "true"); !ok {
+				return false
+			}
+		case c == 'f':
+			if i, ok = skipLiteral(data, i, "false"); !ok {
+				return false
+			}
+		case c == 'n':
+			if i, ok = skipLiteral(data, i, "null"); !ok {
+				return false
+			}
+		default:
+			return false
+		}
+		// A value ended at i: close containers, or go on to the next one.
+		for {
+			i = skipSpace(data, i)
+			if len(stack) == 0 {
+				return i == len(data)
+			}
+			if i >= len(data) {
+				return false
+			}
+			top := stack[len(stack)-1]
+			if data[i] == top+2 {
+				stack = stack[:len(stack)-1]
+				i++
+				continue
+			}
+			if data[i] != ',' {
+				return false
+			}
+			i = skipSpace(data, i+1)
+			if top == '{' {
+				if i, ok = memberKey(data, i); !ok {
+					return false
+				}
+			}
+			break
+		}
+	}
+}
+
+// memberKey reads `"key" :` at data[i] and returns the index of the value
+// after it (space skipped).
+func memberKey(data []byte, i int) (int, bool) {
+	if i >= len(data) || data[i] != '"' {
+		return 0, false
+	}
+	i, ok := skipValidString(data, i)
+	if !ok {
+		return 0, false
+	}
+	i = skipSpace(data, i)
+	if i >= len(data) || data[i] != ':' {
+		return 0, false
+	}
+	return skipSpace(data, i+1), true
+}
+
+// skipValidString returns the index after the string that opens at data[i],
+// checking its escapes and that it holds no control character.
+func skipValidString(data []byte, i int) (int, bool) {
+	for i++; i < len(data); i++ {
+		if plainStringByte[data[i]] {
+			continue
+		}
+		switch c := data[i]; {
+		case c == '"':
+			return i + 1, true
+		case c < 0x20:
+			return 0, false
+		case c == '\\':
+			i++
+			if i >= len(data) {
+				return 0, false
+			}
+			switch data[i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if i+4 >= len(data) {
+					return 0, false
+				}
+				for _, h := range data[i+1 : i+5] {
+					if !isHex(h) {
+						return 0, false
+					}
+				}
+				i += 4
+			default:
+				return 0, false
+			}
+		}
+	}
+	return 0, false
+}
+
+// plainStringByte marks the bytes a string holds as they are: not a
+// control character, a quote or a backslash.
+var plainStringByte = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+func isHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}
+
+// skipNumber returns the index after the JSON number at data[i].
+func skipNumber(data []byte, i int) (int, bool) {
+	if data[i] == '-' {
+		i++
+	}
+	switch {
+	case i >= len(data):
+		return 0, false
+	case data[i] == '0':
+		i++
+	case data[i] >= '1' && data[i] <= '9':
+		i = skipDigits(data, i)
+	default:
+		return 0, false
+	}
+	if i < len(data) && data[i] == '.' {
+		j := skipDigits(data, i+1)
+		if j == i+1 {
+			return 0, false
+		}
+		i = j
+	}
+	if i < len(data) && (data[i] == 'e' || data[i] == 'E') {
+		i++
+		if i < len(data) && (data[i] == '+' || data[i] == '-') {
+			i++
+		}
+		j := skipDigits(data, i)
+		if j == i {
+			return 0, false
+		}
+		i = j
+	}
+	return i, true
+}
+
+func skipDigits(data []byte, i int) int {
+	for i < len(data) && data[i] >= '0' && data[i] <= '9' {
+		i++
+	}
+	return i
+}
+
+func skipLiteral(data []byte, i int, lit string) (int, bool) {
+	if len(data)-i < len(lit) || string(data[i:i+len(lit)]) != lit {
+		return 0, false
+	}
+	return i + len(lit), true
+}

@@ -103,7 +103,7 @@ type handshakeState struct {
 	// they reach the client once the splice is in place.
 	helloFrames []frame
 	// legacy is set when the connect was rewritten for the bridge.
-	legacy *legacyConnect
+	legacy *gwproto.LegacyConnect
 	// untrack removes the upgraded client from the handshakes a stop at
 	// once reaches (drain.go).
 	untrack func()

@@ -19,9 +19,11 @@
 // and keeps every other byte as the peer wrote it, so that a device
 // signature over a connect still verifies after a rewrite.
 //
-// No function here keeps, returns or formats an auth field (token,
-// password, signature, nonce of a connect's device proof); the one nonce
-// returned is the gateway's challenge nonce, which is public.
+// No function here extracts, keeps or formats an auth field (token,
+// password, signature, the nonce of a connect's device proof): a
+// rewritten connect carries them as the client wrote them, and the one
+// nonce returned on its own is the gateway's challenge nonce, which is
+// public.
 //
 // The facts these functions follow are in PROTOCOL.md; internal/fakegw is
 // the independent oracle they are tested against, and must never import

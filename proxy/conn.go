@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/holdfast-proxy/holdfast/internal/gwproto"
 	"github.com/holdfast-proxy/holdfast/metrics"
 	"github.com/holdfast-proxy/holdfast/proxy/internal/forwarded"
 	"github.com/holdfast-proxy/holdfast/proxy/internal/share"
@@ -108,7 +109,7 @@ type handshakeState struct {
 	// they reach the client once the splice is in place.
 	helloFrames []frame
 	// legacy is set when the connect was rewritten for the bridge.
-	legacy *legacyConnect
+	legacy *gwproto.LegacyConnect
 	// untrack removes the upgraded client from the handshakes a stop at
 	// once reaches (drain.go).
 	untrack func()
@@ -287,9 +288,9 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 		return *o
 	}
 	c.connectAt = time.Now()
-	kind, id := classifyConnect(first.data)
+	kind, id := gwproto.ClassifyConnect(first.data)
 	c.rec.kind, c.rec.firstFrame = kind, true
-	if kind != notConnect {
+	if kind != gwproto.NotConnect {
 		c.rec.protocol, c.rec.mode = connectCensus(first.data)
 	}
 	if c.up == nil {
@@ -298,7 +299,7 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 			return *o
 		}
 	}
-	if kind == notConnect {
+	if kind == gwproto.NotConnect {
 		// Not something holdfast understands: the gateway answers it.
 		return outcome{end: endNotConnect}
 	}
@@ -444,7 +445,7 @@ var (
 
 // handshake runs the connect until its outcome: hello-ok (endOK) or the
 // end the client is told.
-func (c *conn) handshake(first frame, kind connectKind, id json.RawMessage) outcome {
+func (c *conn) handshake(first frame, kind gwproto.ConnectKind, id json.RawMessage) outcome {
 	var lastUnavailable []byte
 	heldLost := 0 // held connects' sockets lost before the connect was sent
 	for attempt := 1; ; attempt++ {
@@ -481,21 +482,21 @@ func (c *conn) handshake(first frame, kind connectKind, id json.RawMessage) outc
 			continue
 		}
 		switch {
-		case ans.helloOK:
+		case ans.HelloOK:
 			c.up.authenticated()
-			c.maxPayload = ans.maxPayload
+			c.maxPayload = ans.MaxPayload
 			c.mu.Lock()
 			c.queue = c.queue[1:] // the connect itself was sent
 			c.mu.Unlock()
 			c.helloFrames = append(pre, frame{websocket.TextMessage, data})
-			c.startBridge(ans.protocol)
+			c.startBridge(ans.Protocol)
 			return outcome{end: endOK}
 
-		case ans.startup:
+		case ans.Startup:
 			c.h.watcher.Observe(retry.Starting)
 			lastUnavailable = data
-			delay := c.h.backoff.RetryAfter(retry.ClampRetryAfter(ans.retryAfterMs))
-			if kind != replayable || attempt >= maxConnectSends || !c.budget.Allows(delay, c.h.cfg.MinAttempt) {
+			delay := c.h.backoff.RetryAfter(retry.ClampRetryAfter(ans.RetryAfterMs))
+			if kind != gwproto.Replayable || attempt >= maxConnectSends || !c.budget.Allows(delay, c.h.cfg.MinAttempt) {
 				return outcome{end: endStartupUnavailable, frames: []frame{{websocket.TextMessage, data}}}
 			}
 			c.h.metrics.Retry(metrics.RetryStartupUnavailable)
@@ -525,11 +526,11 @@ const notStartedTrust = 5 * time.Second
 // have started; otherwise it goes at once and is replayed if refused. When
 // the gateway's readiness endpoints are unusable nothing is held: there
 // would be nothing to wait for.
-func (c *conn) mustHold(kind connectKind) bool {
+func (c *conn) mustHold(kind gwproto.ConnectKind) bool {
 	if c.h.watcher.Started() || c.h.watcher.Blind() {
 		return false
 	}
-	if kind == nonceBound {
+	if kind == gwproto.NonceBound {
 		return true
 	}
 	s, age := c.h.watcher.State()
@@ -607,12 +608,12 @@ func (c *conn) watchUpstream(wake func()) (stop func() error) {
 // and reads until the gateway answers it, at the latest at answerDeadline:
 // a slow answer is waited for, never sent for again. Frames the gateway sends before its answer are returned
 // in pre.
-func (c *conn) forwardConnect(first frame, id json.RawMessage) (ans answer, data []byte, pre []frame, err error) {
+func (c *conn) forwardConnect(first frame, id json.RawMessage) (ans gwproto.Answer, data []byte, pre []frame, err error) {
 	ws := c.up.ws
 	stop := context.AfterFunc(c.ctx, func() { _ = ws.Close() })
 	defer stop()
 	if err := ws.WriteMessageBytes(first.typ, first.data, c.h.cfg.WriteTimeout); err != nil {
-		return answer{}, nil, nil, err
+		return gwproto.Answer{}, nil, nil, err
 	}
 	_ = ws.SetReadDeadline(c.answerDeadline(time.Now()))
 	for {
@@ -622,14 +623,14 @@ func (c *conn) forwardConnect(first frame, id json.RawMessage) (ans answer, data
 			if errors.As(err, &ne) && ne.Timeout() {
 				err = errNoAnswer
 			}
-			return answer{}, nil, nil, err
+			return gwproto.Answer{}, nil, nil, err
 		}
-		if a := parseAnswer(data, id); a.isResponse {
+		if a := gwproto.ParseAnswer(data, id); a.IsResponse {
 			_ = ws.SetReadDeadline(time.Time{})
 			return a, data, pre, nil
 		}
 		if len(pre) >= maxPendingFrames {
-			return answer{}, nil, nil, errTooManyFrames
+			return gwproto.Answer{}, nil, nil, errTooManyFrames
 		}
 		pre = append(pre, frame{mt, data})
 	}
@@ -666,7 +667,7 @@ const maxUpstreamHandshakeFrame = 4 << 20
 // the connect. It returns nil when a fresh socket is ready for another
 // attempt: a replayable connect is replayed after the socket was lost,
 // with the dial back-off, at most maxConnectSends times in all.
-func (c *conn) upstreamFailed(err error, kind connectKind, attempt int, lastUnavailable []byte) *outcome {
+func (c *conn) upstreamFailed(err error, kind gwproto.ConnectKind, attempt int, lastUnavailable []byte) *outcome {
 	if c.ctx.Err() != nil {
 		o := c.clientOutcome(err)
 		return &o
@@ -692,7 +693,7 @@ func (c *conn) upstreamFailed(err error, kind connectKind, attempt int, lastUnav
 	}
 	c.up.drop()
 	delay := c.h.backoff.Dial(attempt)
-	if kind == replayable && attempt < maxConnectSends && c.budget.Allows(delay, c.h.cfg.MinAttempt) {
+	if kind == gwproto.Replayable && attempt < maxConnectSends && c.budget.Allows(delay, c.h.cfg.MinAttempt) {
 		c.h.metrics.Retry(metrics.RetryDial)
 		c.h.log.Debug("upstream lost during the connect; retrying", "client", c.rec.clientAddr, "err", err, "delay", delay)
 		return c.redial(delay, lastUnavailable)
@@ -714,7 +715,7 @@ func (c *conn) upstreamFailed(err error, kind connectKind, attempt int, lastUnav
 // back-off after the n-th loss, within the budget); a nonce-bound one,
 // signed for this socket's challenge, cannot be sent on another: the
 // client gets 1013 and reconnects.
-func (c *conn) heldSocketLost(err error, kind connectKind, n int, lastUnavailable []byte) *outcome {
+func (c *conn) heldSocketLost(err error, kind gwproto.ConnectKind, n int, lastUnavailable []byte) *outcome {
 	if c.ctx.Err() != nil {
 		o := c.clientOutcome(err)
 		return &o
@@ -729,7 +730,7 @@ func (c *conn) heldSocketLost(err error, kind connectKind, n int, lastUnavailabl
 	}
 	c.up.drop()
 	delay := c.h.backoff.Dial(n)
-	if kind == replayable && c.budget.Allows(delay, c.h.cfg.MinAttempt) {
+	if kind == gwproto.Replayable && c.budget.Allows(delay, c.h.cfg.MinAttempt) {
 		c.h.log.Debug("held connect's socket lost before the connect; renewing", "client", c.rec.clientAddr, "err", err, "delay", delay)
 		return c.redial(delay, lastUnavailable)
 	}

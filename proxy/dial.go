@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/holdfast-proxy/holdfast/internal/gwproto"
 	"github.com/holdfast-proxy/holdfast/metrics"
 	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 	"github.com/holdfast-proxy/holdfast/retry"
@@ -301,7 +302,7 @@ func (h *Handler) dialOnceSlot(ctx context.Context, target string, hdr http.Head
 		_ = ws.Close()
 		return nil, fmt.Errorf("upstream closed before its challenge: %w", err)
 	}
-	_, valid := parseChallenge(data)
+	_, valid := gwproto.ParseChallenge(data)
 	if mt != websocket.TextMessage || !valid {
 		u.close(websocket.CloseProtocolError, "expected connect.challenge")
 		return nil, errors.New("upstream sent something other than connect.challenge first")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/holdfast-proxy/holdfast/internal/gwproto"
 	"github.com/holdfast-proxy/holdfast/retry"
 )
 
@@ -354,7 +355,7 @@ func (c *conn) stopWaiting() {
 // itself in time (see stopNow), as endStoppedStarting or endStopped would.
 // Its close frame is the last frame on the leg.
 func (c *conn) stopHandshake() {
-	code, reason := startupCloseCode, startupCloseReason
+	code, reason := gwproto.StartupCloseCode, gwproto.StartupCloseReason
 	if s, _ := c.h.watcher.State(); s == retry.Started {
 		code, reason = websocket.CloseGoingAway, "holdfast shutting down"
 	}

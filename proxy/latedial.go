@@ -8,6 +8,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/holdfast-proxy/holdfast/internal/gwproto"
 	"github.com/holdfast-proxy/holdfast/metrics"
 	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 	"github.com/holdfast-proxy/holdfast/retry"
@@ -342,9 +343,9 @@ func (c *conn) dueWithoutSocket() *outcome {
 // is sent on a gateway socket dialled now within the budget (its challenge
 // swallowed), and a replayable connect gets the same UNAVAILABLE when none
 // can be had. It returns nil when c.up is ready for the first frame.
-func (c *conn) afterStandIn(kind connectKind, id json.RawMessage) *outcome {
+func (c *conn) afterStandIn(kind gwproto.ConnectKind, id json.RawMessage) *outcome {
 	unavailable := []frame{{websocket.TextMessage, nil}}
-	if kind == nonceBound {
+	if kind == gwproto.NonceBound {
 		unavailable[0].data = startupUnavailable(id)
 		return &outcome{end: endStandInUnavailable, frames: unavailable}
 	}
@@ -355,7 +356,7 @@ func (c *conn) afterStandIn(kind connectKind, id json.RawMessage) *outcome {
 			return &o
 		}
 		var be *budgetError
-		if kind == replayable && errors.As(err, &be) {
+		if kind == gwproto.Replayable && errors.As(err, &be) {
 			unavailable[0].data = startupUnavailable(id)
 			return &outcome{end: endStandInUnavailable, err: be.last, frames: unavailable}
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/holdfast-proxy/holdfast/internal/gwproto"
 	"github.com/holdfast-proxy/holdfast/metrics"
 	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 	"github.com/holdfast-proxy/holdfast/retry"
@@ -231,7 +232,7 @@ var endings = [numEndings]endingSpec{
 	},
 	endStartupUnavailable: {
 		situation: "budget spent during startup, or a signed connect refused for startup",
-		client:    legEnd{before: "the gateway's last `UNAVAILABLE`", code: startupCloseCode, reason: startupCloseReason},
+		client:    legEnd{before: "the gateway's last `UNAVAILABLE`", code: gwproto.StartupCloseCode, reason: gwproto.StartupCloseReason},
 		result:    metrics.ResultUnavailable, evidence: evStarting, level: slog.LevelInfo,
 		msg: "gateway still starting; passed its UNAVAILABLE on",
 	},
@@ -250,7 +251,7 @@ var endings = [numEndings]endingSpec{
 	},
 	endStandInUnavailable: {
 		situation: "gateway down when a late-dialled client's challenge was due (holdfast's stand-in challenge; the client's connect cannot reach it)",
-		client:    legEnd{before: "`UNAVAILABLE` in the gateway's startup shape", code: startupCloseCode, reason: startupCloseReason},
+		client:    legEnd{before: "`UNAVAILABLE` in the gateway's startup shape", code: gwproto.StartupCloseCode, reason: gwproto.StartupCloseReason},
 		result:    metrics.ResultUnavailable, level: slog.LevelInfo,
 		msg: "gateway down when the client's challenge was due; answered its connect with the startup UNAVAILABLE",
 	},
@@ -281,7 +282,7 @@ var endings = [numEndings]endingSpec{
 	},
 	endStoppedStarting: {
 		situation: "holdfast stopped at once (`shutdown.grace` over, second SIGTERM) during a handshake, the gateway not started",
-		client:    legEnd{code: startupCloseCode, reason: startupCloseReason},
+		client:    legEnd{code: gwproto.StartupCloseCode, reason: gwproto.StartupCloseReason},
 		gateway:   legEnd{code: websocket.CloseGoingAway, reason: "proxy shutting down"},
 		result:    metrics.ResultUnavailable, level: slog.LevelInfo,
 		msg: "holdfast stopped during the handshake; the gateway had not started",
@@ -538,7 +539,7 @@ func (c *conn) end(o outcome) {
 type record struct {
 	clientAddr string
 	path       string
-	kind       connectKind
+	kind       gwproto.ConnectKind
 	firstFrame bool           // kind is known: the client sent its first frame
 	result     metrics.Result // the handshake's
 	attempts   int            // connects sent

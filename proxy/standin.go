@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/holdfast-proxy/holdfast/internal/gwproto"
 	"github.com/holdfast-proxy/holdfast/internal/uuid"
 )
 
@@ -57,7 +58,7 @@ func standInChallenge(now time.Time, caps json.RawMessage) []byte {
 func startupUnavailable(id json.RawMessage) []byte {
 	b := []byte(`{"type":"res","id":`)
 	b = append(b, id...)
-	return append(b, `,"ok":false,"error":{"code":"UNAVAILABLE","message":"gateway starting; retry shortly","retryable":true,"retryAfterMs":500,"details":{"reason":"`+startupReason+`"}}}`...)
+	return append(b, `,"ok":false,"error":{"code":"UNAVAILABLE","message":"gateway starting; retry shortly","retryable":true,"retryAfterMs":500,"details":{"reason":"`+gwproto.StartupReason+`"}}}`...)
 }
 
 // capsStash keeps the capabilities of a recent challenge a gateway sent
@@ -80,16 +81,7 @@ func (s *capsStash) note(challenge []byte) {
 	if now-last < int64(capsEvery) || !s.last.CompareAndSwap(last, now) {
 		return
 	}
-	var a memberArena
-	f, ok := a.decodeObject(challenge)
-	if !ok {
-		return
-	}
-	payload, ok := a.object(f, "payload")
-	if !ok {
-		return
-	}
-	caps, ok := a.get(payload, "capabilities")
+	caps, ok := gwproto.ChallengeCapabilities(challenge)
 	if !ok {
 		return
 	}

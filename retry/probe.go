@@ -14,10 +14,9 @@ import (
 	"slices"
 	"sync"
 	"time"
-)
 
-// The gateway's startup reason, as its /readyz lists it in "failing".
-const startupSidecars = "startup-sidecars"
+	"github.com/holdfast-proxy/holdfast/internal/gwproto"
+)
 
 // HTTPProbe asks a gateway for its startup state over HTTP.
 //
@@ -149,7 +148,7 @@ func (p *HTTPProbe) readyz(ctx context.Context) (State, error) {
 		// assume the worst.
 		return Starting, nil
 	}
-	if slices.Contains(v.Failing, startupSidecars) {
+	if slices.Contains(v.Failing, gwproto.StartupReason) {
 		return Starting, nil
 	}
 	// Not ready for other reasons (an unhealthy channel, say): the

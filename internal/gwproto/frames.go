@@ -1,4 +1,4 @@
-package proxy
+package gwproto
 
 import (
 	"bytes"
@@ -10,47 +10,54 @@ import (
 )
 
 // The gateway's startup-unavailable markers (gateway-protocol
-// startup-unavailable.ts): a connect answered with this error may be sent
-// again once the gateway has started.
+// startup-unavailable.ts, PROTOCOL.md §1): a connect answered with an
+// UNAVAILABLE error whose details.reason is StartupReason may be sent again
+// once the gateway has started; the gateway then closes the socket with
+// StartupCloseCode and StartupCloseReason.
 const (
-	startupReason      = "startup-sidecars"
-	startupCloseCode   = 1013
-	startupCloseReason = "gateway starting"
+	// StartupReason is details.reason of the startup UNAVAILABLE answer,
+	// and the name /readyz lists in "failing" while the gateway starts.
+	StartupReason = "startup-sidecars"
+	// StartupCloseCode is the close code (1013, try again later) that
+	// follows the startup answer.
+	StartupCloseCode = 1013
+	// StartupCloseReason is the close reason that follows the startup
+	// answer.
+	StartupCloseReason = "gateway starting"
 )
 
-// connectKind classifies a client's first frame.
-type connectKind int
+// ConnectKind classifies a client's first frame (ClassifyConnect).
+type ConnectKind int
 
 const (
-	// notConnect: not a well-formed connect request. It is forwarded as it
-	// is and the gateway gives its own answer.
-	notConnect connectKind = iota
-	// replayable: a connect without params.device. Its bytes can be sent
+	// NotConnect: not a well-formed connect request. holdfast forwards it
+	// as it is and the gateway gives its own answer.
+	NotConnect ConnectKind = iota
+	// Replayable: a connect without params.device. Its bytes can be sent
 	// again on a fresh upstream socket.
-	replayable
-	// nonceBound: a connect with params.device. Its signature covers this
-	// upstream socket's challenge nonce, so it can succeed only there.
-	nonceBound
+	Replayable
+	// NonceBound: a connect with params.device. Its signature covers the
+	// challenge nonce of the upstream socket it answers, so it can succeed
+	// only there.
+	NonceBound
 )
 
-func (k connectKind) String() string {
+// String returns the kind's name as logs show it: "replayable",
+// "nonce-bound" or "not-connect".
+func (k ConnectKind) String() string {
 	switch k {
-	case replayable:
+	case Replayable:
 		return "replayable"
-	case nonceBound:
+	case NonceBound:
 		return "nonce-bound"
 	default:
 		return "not-connect"
 	}
 }
 
-// The gateway reads frames with JSON.parse and exact-case property names:
-// "tYpe" is not "type", and of duplicated keys the last one counts. Go's
-// struct decoding matches keys case-insensitively, so frames are read
-// with the member scanner of jsonscan.go instead: keys compare exactly
-// (after unescaping), values are slices of the frame, and the member lists
-// of the objects looked into live in a memberArena on the reader's stack,
-// so that reading a handshake frame allocates nothing.
+// An object is one JSON object of a frame, read into a memberArena: values
+// are slices of the frame and the member lists live in the arena, on the
+// reader's stack, so that finding members allocates nothing.
 //
 // An object holds no pointer into its arena (only where its list is), so
 // that escape analysis, which does not tell a struct's fields apart, keeps
@@ -77,7 +84,7 @@ const arenaMembers = 32
 // decodeObject reads a JSON object; ok is false for anything else,
 // invalid JSON included.
 func (a *memberArena) decodeObject(data []byte) (object, bool) {
-	if !validJSON(data) {
+	if !ValidJSON(data) {
 		return object{}, false
 	}
 	return a.objectIn(data)
@@ -166,41 +173,43 @@ func (a *memberArena) num(o object, k string) (float64, bool) {
 	return f, true
 }
 
-// classifyConnect reads only what holdfast needs of a first frame: whether
-// it is a connect request, its id, and whether it carries a device proof.
-// Keys match exactly, as on the gateway. A connect's id is a non-empty
-// string (the gateway refuses anything else as an invalid request frame);
-// it is returned as the client sent it, escapes and all: compare it with
-// sameID. It never looks at, keeps or logs auth fields.
-func classifyConnect(data []byte) (kind connectKind, id json.RawMessage) {
+// ClassifyConnect reads only what holdfast needs of a client's first
+// frame: whether it is a connect request, its id, and whether it carries a
+// device proof. Keys match exactly, as on the gateway. A connect's id is a
+// non-empty string (the gateway refuses anything else as an invalid
+// request frame); it is returned as the client sent it, escapes and all,
+// as a slice of data: compare it with SameID. For NotConnect the id is
+// nil. It never looks at, keeps or returns auth fields.
+func ClassifyConnect(data []byte) (kind ConnectKind, id json.RawMessage) {
 	var a memberArena
 	f, ok := a.decodeObject(data)
 	if !ok {
-		return notConnect, nil
+		return NotConnect, nil
 	}
 	typ, _ := a.str(f, "type")
 	method, _ := a.str(f, "method")
 	idv, _ := a.str(f, "id")
 	if typ != "req" || method != "connect" || idv == "" {
-		return notConnect, nil
+		return NotConnect, nil
 	}
 	id, _ = a.get(f, "id")
 	if params, ok := a.object(f, "params"); ok {
 		if dev, ok := a.get(params, "device"); ok && string(dev) != "null" {
-			return nonceBound, id
+			return NonceBound, id
 		}
 	}
-	return replayable, id
+	return Replayable, id
 }
 
 // first returns its first argument.
 func first(raw json.RawMessage, _ bool) json.RawMessage { return raw }
 
-// sameID reports whether two JSON ids are the same value. The gateway
+// SameID reports whether two raw JSON ids are the same string. The gateway
 // re-serialises the connect's id in its answer ("a\/b" comes back as
 // "a/b", "caf\u00e9" as "café", Go's "\u003c" as "<"), so ids are
-// compared decoded, never as bytes.
-func sameID(a, b json.RawMessage) bool {
+// compared decoded, never as bytes. Anything that is not a JSON string is
+// the same as nothing.
+func SameID(a, b json.RawMessage) bool {
 	if len(a) == 0 || len(b) == 0 || a[0] != '"' || b[0] != '"' {
 		return false
 	}
@@ -211,68 +220,99 @@ func sameID(a, b json.RawMessage) bool {
 	return json.Unmarshal(a, &sa) == nil && json.Unmarshal(b, &sb) == nil && sa == sb
 }
 
-// challenge is the gateway's connect.challenge event.
-type challenge struct {
+// Challenge is the gateway's connect.challenge event.
+type Challenge struct {
+	// Nonce is payload.nonce, never blank.
 	Nonce string
-	TS    int64
+	// TS is payload.ts (Unix milliseconds), 0 when absent or not a number.
+	TS int64
 }
 
-// parseChallenge accepts exactly a connect.challenge event with a non-blank
-// nonce (keys match exactly).
-func parseChallenge(data []byte) (challenge, bool) {
+// ParseChallenge accepts exactly a connect.challenge event with a
+// non-blank nonce (keys match exactly); ok is false for anything else,
+// invalid JSON included.
+func ParseChallenge(data []byte) (c Challenge, ok bool) {
 	var a memberArena
 	f, ok := a.decodeObject(data)
 	if !ok {
-		return challenge{}, false
+		return Challenge{}, false
 	}
 	typ, _ := a.str(f, "type")
 	event, _ := a.str(f, "event")
 	payload, _ := a.object(f, "payload")
 	nonce, _ := a.str(payload, "nonce")
 	if typ != "event" || event != "connect.challenge" || len(bytes.TrimSpace([]byte(nonce))) == 0 {
-		return challenge{}, false
+		return Challenge{}, false
 	}
 	ts, _ := a.num(payload, "ts")
-	return challenge{Nonce: nonce, TS: int64(ts)}, true
+	return Challenge{Nonce: nonce, TS: int64(ts)}, true
 }
 
-// answer is the gateway's response to a connect.
-type answer struct {
-	// isResponse: a res frame whose id equals the connect's.
-	isResponse bool
-	ok         bool
-	helloOK    bool
-	// maxPayload is hello-ok's policy.maxPayload, 0 when absent.
-	maxPayload int64
-	// protocol is hello-ok's protocol, 0 when absent.
-	protocol int
-	// startup: the error is the retryable startup UNAVAILABLE.
-	startup bool
-	// retryAfterMs is a startup error's retryAfterMs, -1 when absent.
-	retryAfterMs int64
+// ChallengeCapabilities returns the raw payload.capabilities of a
+// challenge frame (whatever JSON value it is; of duplicates, the last), as
+// a slice of data; ok is false when data is not a valid JSON object with
+// an object payload holding that key. It does not check that data is a
+// connect.challenge: ParseChallenge does.
+func ChallengeCapabilities(data []byte) (caps json.RawMessage, ok bool) {
+	var a memberArena
+	f, ok := a.decodeObject(data)
+	if !ok {
+		return nil, false
+	}
+	payload, ok := a.object(f, "payload")
+	if !ok {
+		return nil, false
+	}
+	return a.get(payload, "capabilities")
 }
 
-// parseAnswer decodes an upstream frame received while a connect with id is
-// in flight. Keys match exactly and ids are compared as values (sameID).
-func parseAnswer(data []byte, id json.RawMessage) answer {
+// Answer is what holdfast reads of the gateway's response to a connect.
+// The zero Answer is a frame that is not that response.
+type Answer struct {
+	// IsResponse: a res frame whose id is the connect's (SameID).
+	IsResponse bool
+	// OK is the res frame's ok, true only for the JSON literal true.
+	OK bool
+	// HelloOK: OK and a payload of type hello-ok.
+	HelloOK bool
+	// MaxPayload is hello-ok's policy.maxPayload, 0 when absent or not a
+	// number in [1, MaxInt64/2] (a fraction is truncated).
+	MaxPayload int64
+	// Protocol is hello-ok's protocol, 0 when absent or not an integer in
+	// [1, MaxInt32].
+	Protocol int
+	// Startup: the error is the retryable startup UNAVAILABLE (code
+	// UNAVAILABLE, retryable true, details.reason StartupReason).
+	Startup bool
+	// RetryAfterMs is a startup error's retryAfterMs as clients clamp it
+	// (floored, negative as 0, at most MaxInt32), -1 when absent; 0 unless
+	// Startup.
+	RetryAfterMs int64
+}
+
+// ParseAnswer decodes an upstream frame received while a connect whose id
+// is id (as ClassifyConnect returned it) is in flight. Keys match exactly
+// and ids are compared as values (SameID). Any frame that is not the
+// connect's response, invalid JSON included, gives the zero Answer.
+func ParseAnswer(data []byte, id json.RawMessage) Answer {
 	var arena memberArena
 	f, ok := arena.decodeObject(data)
 	if !ok {
-		return answer{}
+		return Answer{}
 	}
-	if typ, _ := arena.str(f, "type"); typ != "res" || !sameID(first(arena.get(f, "id")), id) {
-		return answer{}
+	if typ, _ := arena.str(f, "type"); typ != "res" || !SameID(first(arena.get(f, "id")), id) {
+		return Answer{}
 	}
-	a := answer{isResponse: true, ok: arena.is(f, "ok", "true")}
-	if payload, ok := arena.object(f, "payload"); a.ok && ok {
+	a := Answer{IsResponse: true, OK: arena.is(f, "ok", "true")}
+	if payload, ok := arena.object(f, "payload"); a.OK && ok {
 		if typ, _ := arena.str(payload, "type"); typ == "hello-ok" {
-			a.helloOK = true
+			a.HelloOK = true
 			if p, ok := arena.num(payload, "protocol"); ok && p >= 1 && p <= math.MaxInt32 && p == math.Trunc(p) {
-				a.protocol = int(p)
+				a.Protocol = int(p)
 			}
 			policy, _ := arena.object(payload, "policy")
 			if mp, ok := arena.num(policy, "maxPayload"); ok && mp >= 1 && mp <= math.MaxInt64/2 {
-				a.maxPayload = int64(mp)
+				a.MaxPayload = int64(mp)
 			}
 		}
 	}
@@ -281,13 +321,13 @@ func parseAnswer(data []byte, id json.RawMessage) answer {
 	code, _ := arena.str(e, "code")
 	details, _ := arena.object(e, "details")
 	reason, _ := arena.str(details, "reason")
-	if !a.ok && hasError && code == "UNAVAILABLE" && arena.is(e, "retryable", "true") && reason == startupReason {
-		a.startup = true
-		a.retryAfterMs = -1
+	if !a.OK && hasError && code == "UNAVAILABLE" && arena.is(e, "retryable", "true") && reason == StartupReason {
+		a.Startup = true
+		a.RetryAfterMs = -1
 		if ms, ok := arena.num(e, "retryAfterMs"); ok {
 			// As clients clamp it: floor, and a negative value is the
 			// minimum, not absent.
-			a.retryAfterMs = int64(math.Floor(max(0, min(ms, math.MaxInt32))))
+			a.RetryAfterMs = int64(math.Floor(max(0, min(ms, math.MaxInt32))))
 		}
 	}
 	return a

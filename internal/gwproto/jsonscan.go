@@ -1,4 +1,4 @@
-package proxy
+package gwproto
 
 import (
 	"bytes"
@@ -8,8 +8,9 @@ import (
 // A minimal scanner over raw JSON that finds an object's members by byte
 // offset, so that holdfast can change one value or leave out a member while
 // every other byte of a frame stays as the peer wrote it. It assumes valid
-// JSON: callers check with validJSON (json.Valid's verdict, faster) before
-// they change anything.
+// JSON: callers check with ValidJSON (json.Valid's verdict, faster) before
+// they change anything. On any other input it reports failure (ok false)
+// or reads nonsense, but never reads out of bounds.
 
 // member is one member of a JSON object: data[start:end] is `"key": value`,
 // data[vstart:end] the value.
@@ -187,10 +188,13 @@ func find(ms []member, k string) (m *member, dup bool) {
 // valid to json.Valid.
 const maxJSONDepth = 10000
 
-// validJSON reports exactly what json.Valid reports (the fuzz test holds
-// them to it), several times faster: encoding/json's scanner calls a
-// function per byte, and a 15 KB hello-ok is most of a handshake's parsing.
-func validJSON(data []byte) bool {
+// ValidJSON reports whether data is one valid JSON value (surrounding
+// space allowed), exactly as json.Valid reports it, nesting limit
+// included (a fuzz test holds it to that), several times faster:
+// encoding/json's scanner calls a function per byte, and a 15 KB hello-ok
+// is most of a handshake's parsing. It allocates nothing for documents
+// nested up to 32 deep.
+func ValidJSON(data []byte) bool {
 	var small [32]byte
 	stack := small[:0] // '{' or '[' per open container
 	i := skipSpace(data, 0)

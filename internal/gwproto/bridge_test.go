@@ -1,4 +1,4 @@
-package proxy
+package gwproto_test
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
+	"github.com/holdfast-proxy/holdfast/internal/gwproto"
 )
 
 func TestRewriteLegacyConnect(t *testing.T) {
@@ -45,7 +46,7 @@ func TestRewriteLegacyConnect(t *testing.T) {
 		{"invalid JSON untouched", `{"params":{"minProtocol":3,"maxProtocol":3,}}`, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, _, ok := rewriteLegacyConnect([]byte(tc.in))
+			out, _, ok := gwproto.RewriteLegacyConnect([]byte(tc.in))
 			if tc.want == "" {
 				if ok || string(out) != tc.in {
 					t.Fatalf("rewritten to %s; want it untouched", out)
@@ -80,8 +81,8 @@ func TestRewrittenDeviceConnectVerifies(t *testing.T) {
 		`"device":{"id":"` + id.ID() + `","publicKey":"` + id.PublicKey() + `","signature":"` + id.Sign(p) +
 		`","signedAt":` + "1764460800000" + `,"nonce":"` + nonce + `"},"locale":"en-US","userAgent":"openclaw-cli/2026.4.27"}}`
 
-	out, lc, ok := rewriteLegacyConnect([]byte(in))
-	if !ok || lc.minProtocol != 3 || lc.maxProtocol != 3 || lc.clientID != "cli" || lc.clientMode != "cli" {
+	out, lc, ok := gwproto.RewriteLegacyConnect([]byte(in))
+	if !ok || lc.MinProtocol != 3 || lc.MaxProtocol != 3 || lc.ClientID != "cli" || lc.ClientMode != "cli" {
 		t.Fatalf("not rewritten: ok %v %+v", ok, lc)
 	}
 	i := strings.Index(in, `"maxProtocol":3`) + len(`"maxProtocol":`)
@@ -146,7 +147,7 @@ func TestFilterV3(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := []byte(tc.in)
-			out := filterV3(in)
+			out := gwproto.FilterV3(in)
 			if tc.want == "" {
 				if &out[0] != &in[0] || len(out) != len(in) {
 					t.Fatalf("changed to %s; want the frame as it was", out)
@@ -159,6 +160,15 @@ func TestFilterV3(t *testing.T) {
 		})
 	}
 }
+
+// The keys of protocol 3's closed envelopes (gateway-protocol
+// schema/frames.ts as of 2026.4.27), written out here rather than taken
+// from the code under test.
+var (
+	eventKeysV3 = []string{"type", "event", "payload", "seq", "stateVersion"}
+	resKeysV3   = []string{"type", "id", "ok", "payload", "error"}
+	errorKeysV3 = []string{"code", "message", "details", "retryable", "retryAfterMs"}
+)
 
 // FuzzFilterV3 checks the filter against encoding/json: a changed frame was
 // a valid event or res, is still valid, and decodes to the original minus
@@ -174,7 +184,7 @@ func FuzzFilterV3(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		orig := append([]byte(nil), in...)
-		out := filterV3(in)
+		out := gwproto.FilterV3(in)
 		if !bytes.Equal(in, orig) {
 			t.Fatal("input modified")
 		}
@@ -230,7 +240,7 @@ func FuzzRewriteLegacyConnect(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		orig := append([]byte(nil), in...)
-		out, lc, ok := rewriteLegacyConnect(in)
+		out, lc, ok := gwproto.RewriteLegacyConnect(in)
 		if !bytes.Equal(in, orig) {
 			t.Fatal("input modified")
 		}
@@ -246,7 +256,7 @@ func FuzzRewriteLegacyConnect(f *testing.F) {
 		}
 		p := before["params"].(map[string]any)
 		maxP, minP := p["maxProtocol"].(float64), p["minProtocol"].(float64)
-		if maxP >= 4 || minP > 4 || minP > maxP || minP < 1 || int(minP) != lc.minProtocol || int(maxP) != lc.maxProtocol {
+		if maxP >= 4 || minP > 4 || minP > maxP || minP < 1 || int(minP) != lc.MinProtocol || int(maxP) != lc.MaxProtocol {
 			t.Fatalf("rewrote %q (range [%v,%v], %+v)", in, minP, maxP, lc)
 		}
 		if c, _ := p["client"].(map[string]any); p["role"] == "node" && c != nil && c["mode"] == "node" {

@@ -136,7 +136,7 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, ls *share
 		rec:    record{start: time.Now(), clientAddr: r.RemoteAddr, path: r.URL.Path},
 	}
 	defer c.freePreauth() // the queue is flushed or dropped by the time this returns
-	c.hdr = upstreamHeader(r)
+	c.hdr = forwarded.UpstreamHeader(r)
 	c.target = h.upstreamURL(r)
 	forwarded.Apply(c.hdr, c.attr, r)
 	if !c.run(w) {
@@ -171,28 +171,6 @@ func (c *conn) release() {
 	if c.readerDone != nil {
 		<-c.readerDone
 	}
-}
-
-// upstreamHeader copies the client's upgrade request headers for the
-// upstream dial: end-to-end headers (Origin, Cookie, User-Agent,
-// Authorization, subprotocols…) and Host unchanged; hop-by-hop headers and
-// the WebSocket key exchange, which the dialer makes itself, dropped.
-func upstreamHeader(r *http.Request) http.Header {
-	out := r.Header.Clone()
-	for _, f := range out.Values("Connection") {
-		for _, tok := range splitTokens(f) {
-			out.Del(tok)
-		}
-	}
-	for _, k := range []string{
-		"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding",
-		"Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions", "Sec-Websocket-Accept",
-	} {
-		out.Del(k)
-	}
-	out.Set("Host", r.Host)
-	return out
 }
 
 // run takes the connection through its handshake. It returns true when the

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"net/http"
-	"strings"
 
 	"github.com/holdfast-proxy/holdfast/proxy/internal/forwarded"
 )
@@ -26,15 +25,4 @@ func (h *Handler) attributionRequired(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusForbidden)
 	_, _ = w.Write([]byte(`{"error":{"message":"Proxy client attribution is required: add the proxy to holdfast's trusted_proxies and forward X-Forwarded-For","type":"proxy_attribution_required"}}` + "\n"))
-}
-
-// splitTokens splits a comma-separated header value into its tokens.
-func splitTokens(v string) []string {
-	var out []string
-	for _, t := range strings.Split(v, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			out = append(out, t)
-		}
-	}
-	return out
 }

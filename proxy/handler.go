@@ -230,7 +230,7 @@ type Handler struct {
 	backoff retry.Backoff
 	watcher *retry.Watcher
 
-	admission   *admission
+	admission   *share.Slots
 	limits      *share.Limits
 	netDialer   *net.Dialer // upstream sockets (openUpstream)
 	upgrader    websocket.Upgrader
@@ -333,7 +333,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	if p := opts.Previous; p != nil && sameGateway(p.cfg, cfg) && p.cfg.MaxPreauthPerAddress == cfg.MaxPreauthPerAddress {
 		h.admission = p.admission
 	} else {
-		h.admission = newAdmission(cfg.MaxPreauthPerAddress)
+		h.admission = share.NewSlots(cfg.MaxPreauthPerAddress)
 	}
 	h.group.setWatcher(h.watcher)
 	if p := opts.Previous; p != nil && p.cfg.MaxHandshakes == cfg.MaxHandshakes && p.cfg.MaxPreauthBytes == cfg.MaxPreauthBytes {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/holdfast-proxy/holdfast/internal/uuid"
+
 	"github.com/gorilla/websocket"
 
 	"github.com/holdfast-proxy/holdfast/internal/gwproto"
@@ -28,100 +30,10 @@ import (
 // client's connect and hello-ok remain. Browsers send an Origin header and
 // give up on the challenge after 750 ms: they are always dialled first.
 
-// dialInput is what the late-dial decision looks at.
-type dialInput struct {
-	// Browser: the upgrade carries an Origin header.
-	Browser bool
-	// Subprotocols: the client offered subprotocols, which only the
-	// gateway's 101 can settle.
-	Subprotocols bool
-	// State and Age are the readiness watcher's last observation and how
-	// old it is.
-	State retry.State
-	Age   time.Duration
-	// Waited is how long the client has waited for its challenge so far.
-	Waited time.Duration
-	// Blind: the gateway's readiness endpoints are unusable, so nothing
-	// would tell holdfast that it has started.
-	Blind bool
-}
-
-// dialPolicy is the late dial's configuration.
-type dialPolicy struct {
-	// MaxWait is the longest a client waits for its challenge before
-	// holdfast dials; 0 disables the late dial.
-	MaxWait time.Duration
-	// Trust is how long an observation that the gateway is down or
-	// starting is believed without a new probe.
-	Trust time.Duration
-	// Refresh is how long to wait for a probe when what holdfast knows is
-	// missing or stale.
-	Refresh time.Duration
-}
-
-// dialReason says why a dialDecision was made (logs and tests).
-type dialReason string
-
-const (
-	dialBrowser      dialReason = "browser"          // Origin: the 750 ms challenge timer
-	dialSubprotocols dialReason = "subprotocols"     // the gateway's 101 settles them
-	dialDisabled     dialReason = "disabled"         // MaxWait is 0
-	dialStarted      dialReason = "started"          // the gateway has started (or had, last seen)
-	dialClientLimit  dialReason = "client-limit"     // waiting longer would break the client
-	dialNoReadiness  dialReason = "no-readiness"     // nothing could say the gateway started
-	waitStarting     dialReason = "gateway-starting" // fresh news: starting
-	waitDown         dialReason = "gateway-down"     // fresh news: down
-	waitRefresh      dialReason = "refresh"          // no fresh news: wait for a probe
-)
-
-// dialDecision says whether to open the upstream socket now or to wait (at
-// most Wait, waking early if the gateway is seen started) and decide again.
-type dialDecision struct {
-	Dial   bool
-	Wait   time.Duration
-	Reason dialReason
-}
-
-// decideDial is the late-dial policy, a pure function. A client is dialled
-// at once when it is a browser, offered subprotocols, the late dial is off,
-// the gateway was seen started within Trust (in the steady state every
-// hello-ok renews that), or the client has waited MaxWait. Otherwise it
-// waits: until MaxWait while the gateway is freshly known to be starting;
-// one Refresh at a time while it is seen down (refused, or probes that
-// time out on a busy gateway: the next look decides again); and for one
-// probe (Refresh) when nothing fresh is known, such as after a quiet spell
-// in which the gateway may have restarted. MaxWait bounds every wait, so a
-// gateway whose probes keep failing costs a client at most MaxWait.
-func decideDial(in dialInput, p dialPolicy) dialDecision {
-	switch {
-	case in.Browser:
-		return dialDecision{Dial: true, Reason: dialBrowser}
-	case in.Subprotocols:
-		return dialDecision{Dial: true, Reason: dialSubprotocols}
-	case p.MaxWait <= 0:
-		return dialDecision{Dial: true, Reason: dialDisabled}
-	case in.Blind:
-		return dialDecision{Dial: true, Reason: dialNoReadiness}
-	case in.State == retry.Started && in.Age < p.Trust:
-		return dialDecision{Dial: true, Reason: dialStarted}
-	case in.Waited >= p.MaxWait:
-		return dialDecision{Dial: true, Reason: dialClientLimit}
-	}
-	left := p.MaxWait - in.Waited
-	fresh := in.Age < p.Trust
-	switch {
-	case in.State == retry.Starting && fresh:
-		return dialDecision{Wait: left, Reason: waitStarting}
-	case in.State == retry.Down && fresh:
-		return dialDecision{Wait: min(p.Refresh, left), Reason: waitDown}
-	}
-	return dialDecision{Wait: min(p.Refresh, left), Reason: waitRefresh}
-}
-
 // dialInputFor describes the client's request and the watcher's state.
-func (c *conn) dialInputFor(waited time.Duration) dialInput {
+func (c *conn) dialInputFor(waited time.Duration) retry.DialInput {
 	s, age := c.h.watcher.State()
-	return dialInput{
+	return retry.DialInput{
 		Browser:      c.r.Header.Get("Origin") != "",
 		Subprotocols: len(websocket.Subprotocols(c.r)) > 0,
 		State:        s,
@@ -134,7 +46,7 @@ func (c *conn) dialInputFor(waited time.Duration) dialInput {
 // dialLate reports whether this client is to be upgraded before its
 // upstream socket is opened.
 func (c *conn) dialLate() bool {
-	return !decideDial(c.dialInputFor(0), c.h.dialPolicy()).Dial
+	return !retry.DecideDial(c.dialInputFor(0), c.h.dialPolicy()).Dial
 }
 
 // lateDial runs the late dial, with the client already upgraded: it
@@ -143,7 +55,7 @@ func (c *conn) dialLate() bool {
 // left, or the gateway refused it).
 //
 // The client's challenge is what waits, not its upstream socket: while
-// decideDial says wait, holdfast keeps a warm socket open for the client
+// retry.DecideDial says wait, holdfast keeps a warm socket open for the client
 // (taken in line like any other, so the per-address limit holds), reads
 // its challenge and keeps it. The gateway's pre-auth timer runs on that
 // socket, so before it nears the timer (warmRenewAge) the socket is closed
@@ -173,7 +85,7 @@ func (c *conn) lateDial() *outcome {
 	counted := false
 	kept := false // the challenge was kept back at least once
 	var (
-		d        dialDecision
+		d        retry.DialDecision
 		waited   time.Duration
 		failures int       // warm dials that failed in a row
 		nextWarm time.Time // no warm dial before then
@@ -181,16 +93,16 @@ func (c *conn) lateDial() *outcome {
 	)
 	for {
 		waited = time.Since(c.rec.start)
-		d = decideDial(c.dialInputFor(waited), pol)
+		d = retry.DecideDial(c.dialInputFor(waited), pol)
 		if d.Dial {
 			break
 		}
 		kept = true
-		if (d.Reason == waitStarting || d.Reason == waitDown) && !counted {
+		if (d.Reason == retry.WaitStarting || d.Reason == retry.WaitDown) && !counted {
 			counted = true
 			c.h.metrics.DialDelayed()
 		}
-		warmable := c.up == nil && d.Reason != waitDown
+		warmable := c.up == nil && d.Reason != retry.WaitDown
 		if warmable && !time.Now().Before(nextWarm) {
 			if failures > 0 {
 				c.h.metrics.Retry(metrics.RetryDial)
@@ -232,7 +144,7 @@ func (c *conn) lateDial() *outcome {
 			return o
 		}
 		if started {
-			d = dialDecision{Dial: true, Reason: dialStarted}
+			d = retry.DialDecision{Dial: true, Reason: retry.DialStarted}
 			break
 		}
 		if c.up != nil && wire.PeerSpoke(c.up.ws) {
@@ -261,7 +173,7 @@ func (c *conn) lateDial() *outcome {
 	if c.up != nil {
 		return nil
 	}
-	if d.Reason == dialClientLimit {
+	if d.Reason == retry.DialClientLimit {
 		return c.dueWithoutSocket()
 	}
 	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.Key(), c.budget)
@@ -331,7 +243,7 @@ func (c *conn) dueWithoutSocket() *outcome {
 		return &o
 	}
 	c.h.noteDialFailure(err)
-	c.standIn = standInChallenge(time.Now(), c.h.caps.get())
+	c.standIn = gwproto.NewChallenge(uuid.New(), time.Now(), c.h.caps.get())
 	c.h.metrics.StandIn()
 	c.h.log.Debug("no gateway socket when the challenge was due; stand-in challenge", "client", c.rec.clientAddr, "err", err)
 	return nil
@@ -346,7 +258,7 @@ func (c *conn) dueWithoutSocket() *outcome {
 func (c *conn) afterStandIn(kind gwproto.ConnectKind, id json.RawMessage) *outcome {
 	unavailable := []frame{{websocket.TextMessage, nil}}
 	if kind == gwproto.NonceBound {
-		unavailable[0].data = startupUnavailable(id)
+		unavailable[0].data = gwproto.StartupUnavailable(id)
 		return &outcome{end: endStandInUnavailable, frames: unavailable}
 	}
 	up, err := c.h.dialUpstream(c.ctx, c.target, c.hdr, c.attr.Key(), c.budget)
@@ -357,7 +269,7 @@ func (c *conn) afterStandIn(kind gwproto.ConnectKind, id json.RawMessage) *outco
 		}
 		var be *budgetError
 		if kind == gwproto.Replayable && errors.As(err, &be) {
-			unavailable[0].data = startupUnavailable(id)
+			unavailable[0].data = gwproto.StartupUnavailable(id)
 			return &outcome{end: endStandInUnavailable, err: be.last, frames: unavailable}
 		}
 		o := c.dialFailed(err, true)
@@ -484,8 +396,8 @@ func (c *conn) renewWarm(r metrics.RenewReason) {
 }
 
 // dialPolicy is the handler's late-dial configuration.
-func (h *Handler) dialPolicy() dialPolicy {
-	return dialPolicy{
+func (h *Handler) dialPolicy() retry.DialPolicy {
+	return retry.DialPolicy{
 		MaxWait: h.cfg.LateDialMax,
 		Trust:   notStartedTrust,
 		Refresh: h.cfg.ReadinessPollInterval + h.cfg.ReadinessProbeTimeout,

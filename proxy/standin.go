@@ -2,12 +2,10 @@ package proxy
 
 import (
 	"encoding/json"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/holdfast-proxy/holdfast/internal/gwproto"
-	"github.com/holdfast-proxy/holdfast/internal/uuid"
 )
 
 // The stand-in challenge. A late-dialled client needs a challenge to send
@@ -35,31 +33,6 @@ import (
 //
 // The gateway never receives anything the client did not send, and no
 // signature over holdfast's nonce leaves holdfast.
-
-// standInChallenge returns a connect.challenge event of holdfast's own,
-// with a fresh nonce, ts now (the client's signedAt) and caps, the
-// capabilities the gateway last announced (none when nil).
-func standInChallenge(now time.Time, caps json.RawMessage) []byte {
-	b := []byte(`{"type":"event","event":"connect.challenge","payload":{"nonce":"`)
-	b = append(b, uuid.New()...)
-	b = append(b, `","ts":`...)
-	b = strconv.AppendInt(b, now.UnixMilli(), 10)
-	if len(caps) > 0 {
-		b = append(b, `,"capabilities":`...)
-		b = append(b, caps...)
-	}
-	return append(b, "}}"...)
-}
-
-// startupUnavailable is the gateway's startup answer to the connect whose
-// id is id (the id as the client sent it), byte for byte the shape
-// rejectGatewayStartupConnect sends (PROTOCOL.md §1): what clients retry
-// on.
-func startupUnavailable(id json.RawMessage) []byte {
-	b := []byte(`{"type":"res","id":`)
-	b = append(b, id...)
-	return append(b, `,"ok":false,"error":{"code":"UNAVAILABLE","message":"gateway starting; retry shortly","retryable":true,"retryAfterMs":500,"details":{"reason":"`+gwproto.StartupReason+`"}}}`...)
-}
 
 // capsStash keeps the capabilities of a recent challenge a gateway sent
 // (raw JSON), for stand-in challenges.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/holdfast-proxy/holdfast/proxy/internal/forwarded"
 	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 )
 
@@ -47,7 +48,7 @@ func notOriginForm(r *http.Request) bool {
 
 func headerHasToken(h http.Header, name, token string) bool {
 	for _, v := range h.Values(name) {
-		for _, t := range splitTokens(v) {
+		for _, t := range forwarded.SplitTokens(v) {
 			if strings.EqualFold(t, token) {
 				return true
 			}

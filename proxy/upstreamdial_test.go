@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/holdfast-proxy/holdfast/proxy/internal/forwarded"
 )
 
 // answerUpgrade serves one connection on a fresh listener: it reads the
@@ -174,7 +175,7 @@ func TestOpenUpstreamRequest(t *testing.T) {
 		"X-Hop":                  {"1"},
 		"Content-Length":         {"0"},
 	}
-	hdr := upstreamHeader(r)
+	hdr := forwarded.UpstreamHeader(r)
 	ws, _, err := h.openUpstream(context.Background(), target, hdr, time.Now().Add(5*time.Second))
 	if err != nil {
 		t.Fatal(err)

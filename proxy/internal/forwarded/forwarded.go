@@ -175,3 +175,36 @@ func trusted(ip netip.Addr, proxies []netip.Prefix) bool {
 	}
 	return false
 }
+
+// UpstreamHeader copies the client's upgrade request headers for the
+// upstream dial: end-to-end headers (Origin, Cookie, User-Agent,
+// Authorization, subprotocols…) and Host unchanged; hop-by-hop headers and
+// the WebSocket key exchange, which the dialer makes itself, dropped.
+func UpstreamHeader(r *http.Request) http.Header {
+	out := r.Header.Clone()
+	for _, f := range out.Values("Connection") {
+		for _, tok := range SplitTokens(f) {
+			out.Del(tok)
+		}
+	}
+	for _, k := range []string{
+		"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding",
+		"Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions", "Sec-Websocket-Accept",
+	} {
+		out.Del(k)
+	}
+	out.Set("Host", r.Host)
+	return out
+}
+
+// SplitTokens splits a comma-separated header value into its tokens.
+func SplitTokens(v string) []string {
+	var out []string
+	for _, t := range strings.Split(v, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}

@@ -1,5 +1,7 @@
-// Package share keeps holdfast's limits on clients in their handshake,
-// shared fairly between client addresses: see Limits.
+// Package share keeps what holdfast shares between client addresses while
+// their handshakes run: its own limits, each shared fairly under
+// contention (Limits), and the gateway's cap on unauthenticated sockets
+// per address, taken in turn (Slots).
 package share
 
 import (

@@ -1,4 +1,4 @@
-package proxy
+package share
 
 import (
 	"context"
@@ -8,13 +8,13 @@ import (
 	"time"
 )
 
-// blockedAcquires counts goroutines waiting in admission.acquire.
+// blockedAcquires counts goroutines waiting in Slots.Acquire.
 func blockedAcquires() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	n := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "[select") && strings.Contains(g, "(*admission).acquire") {
+		if strings.Contains(g, "[select") && strings.Contains(g, "(*Slots).Acquire") {
 			n++
 		}
 	}
@@ -23,11 +23,11 @@ func blockedAcquires() int {
 
 // Waiters for an address's slots are served in arrival order.
 func TestAdmissionOrder(t *testing.T) {
-	// Serial: blockedAcquires counts the waiters of every admission in
+	// Serial: blockedAcquires counts the waiters of every Slots in
 	// the process.
-	a := newAdmission(1)
+	a := NewSlots(1)
 	ctx := context.Background()
-	first, err := a.acquire(ctx, time.Now().Add(time.Minute), "k")
+	first, err := a.Acquire(ctx, time.Now().Add(time.Minute), "k")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestAdmissionOrder(t *testing.T) {
 	const n = 5
 	for i := range n {
 		go func() {
-			r, err := a.acquire(ctx, time.Now().Add(time.Minute), "k")
+			r, err := a.Acquire(ctx, time.Now().Add(time.Minute), "k")
 			if err != nil {
 				t.Error(err)
 				return

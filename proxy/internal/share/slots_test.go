@@ -1,4 +1,4 @@
-package proxy
+package share
 
 import (
 	"context"
@@ -13,20 +13,20 @@ import (
 // taken a caller waits until its deadline or a slot is given back.
 func TestAdmission(t *testing.T) {
 	t.Parallel()
-	a := newAdmission(2)
+	a := NewSlots(2)
 	ctx := context.Background()
 	past := time.Now().Add(-time.Second)
-	r1, err := a.acquire(ctx, past, "k")
+	r1, err := a.Acquire(ctx, past, "k")
 	if err != nil {
 		t.Fatalf("first slot: %v", err)
 	}
-	if _, err := a.acquire(ctx, past, "k"); err != nil {
+	if _, err := a.Acquire(ctx, past, "k"); err != nil {
 		t.Fatalf("second slot: %v", err)
 	}
-	if _, err := a.acquire(ctx, past, "other"); err != nil {
+	if _, err := a.Acquire(ctx, past, "other"); err != nil {
 		t.Fatalf("another key's slot: %v", err)
 	}
-	if _, err := a.acquire(ctx, time.Now().Add(20*time.Millisecond), "k"); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := a.Acquire(ctx, time.Now().Add(20*time.Millisecond), "k"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("third slot with two taken: %v; want the deadline", err)
 	}
 
@@ -34,7 +34,7 @@ func TestAdmission(t *testing.T) {
 	// nothing more.
 	got := make(chan error, 1)
 	go func() {
-		_, err := a.acquire(ctx, time.Now().Add(time.Minute), "k")
+		_, err := a.Acquire(ctx, time.Now().Add(time.Minute), "k")
 		got <- err
 	}()
 	waitFor(t, func() bool { return a.refsOf("k") == 3 })
@@ -43,13 +43,13 @@ func TestAdmission(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatalf("waiter: %v", err)
 	}
-	if _, err := a.acquire(ctx, time.Now().Add(20*time.Millisecond), "k"); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := a.Acquire(ctx, time.Now().Add(20*time.Millisecond), "k"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a slot after a double release: %v; want the deadline", err)
 	}
 }
 
 // refsOf returns how many callers hold or wait for key's slots.
-func (a *admission) refsOf(key string) int {
+func (a *Slots) refsOf(key string) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if q := a.slots[key]; q != nil {

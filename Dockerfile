@@ -4,7 +4,7 @@
 #
 # The two base images are build arguments whose defaults are the ones to
 # use; scripts/image.sh passes local stand-ins where no registry can be
-# reached (README.md, "Container image").
+# reached (docs/operations.md, "Container image").
 ARG BUILD_IMAGE=golang:1.26
 ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
 
@@ -32,7 +32,7 @@ COPY proxy.yaml /etc/holdfast/proxy.yaml
 USER 65532:65532
 # Client listener and operational (metrics/health) listener. The shipped
 # proxy.yaml binds 127.0.0.1; in a container mount a config that sets
-# listen: "0.0.0.0:18790" and metrics.listen: "0.0.0.0:9464" (README.md).
+# listen: "0.0.0.0:18790" and metrics.listen: "0.0.0.0:9464" (docs/operations.md).
 EXPOSE 18790 9464
 ENTRYPOINT ["/usr/local/bin/holdfast"]
 CMD ["-config", "/etc/holdfast/proxy.yaml"]

@@ -22,7 +22,7 @@ import (
 )
 
 // Config is holdfast's configuration file. Every key, its default and its
-// meaning are documented in the shipped proxy.yaml.
+// meaning are documented in the shipped proxy.yaml and docs/configuration.md.
 type Config struct {
 	Listen         string          `yaml:"listen"`
 	TLS            ListenTLSConfig `yaml:"tls"`
@@ -114,11 +114,11 @@ type LogConfig struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
 	// Access writes one info line per client connection when it ends
-	// (README "Access log").
+	// (docs/monitoring.md, "Access log").
 	Access bool `yaml:"access"`
 }
 
-// ShutdownConfig shapes a graceful stop (README "Drain").
+// ShutdownConfig shapes a graceful stop (docs/operations.md, "Drain").
 type ShutdownConfig struct {
 	DrainDelay time.Duration `yaml:"drain_delay"`
 	Drain      time.Duration `yaml:"drain"`

@@ -51,8 +51,8 @@ func (s *server) current() Config {
 	return s.cfg
 }
 
-// serve runs holdfast with cfg until ctl.stop, then drains (README
-// "Drain"): /readyz answers 503 at once; upgrades are served for
+// serve runs holdfast with cfg until ctl.stop, then drains
+// (docs/operations.md, "Drain"): /readyz answers 503 at once; upgrades are served for
 // shutdown.drain_delay more, then refused; spliced sessions are closed
 // spread over shutdown.drain; handshakes in flight finish. A second stop,
 // or shutdown.grace after the first, stops at once.

@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// The units of deploy/systemd (README.md, "Single host").
+// The units of deploy/systemd (docs/operations.md, "Single host").
 const (
 	systemUnit = "deploy/systemd/holdfast.service"
 	userUnit   = "deploy/systemd/user/holdfast.service"

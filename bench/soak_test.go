@@ -297,7 +297,7 @@ func TestSoakSchedule(t *testing.T) {
 	}
 }
 
-// TestSoakReportKeys: the JSON has the keys the test command and README
+// TestSoakReportKeys: the JSON has the keys the test command and docs/soak.md
 // name, spelled exactly, with close_codes keyed by code.
 func TestSoakReportKeys(t *testing.T) {
 	r := passingReport()

@@ -22,7 +22,8 @@ const probeWindow = 2 * time.Second
 // gateway that is released as soon as the probe has reached holdfast. The
 // probe's connect waits for the gateway on a warm socket whose challenge it
 // gets the moment the gateway has started, so it survives a window that
-// ends within about 2 s of its arrival (README "How it works").
+// ends within about 2 s of its arrival (docs/compatibility.md, "The
+// longest window each client class survives").
 func TestLegacyProbeDefaultTimeout(t *testing.T) {
 	requireInstalled(t, currentVersion, legacyCLI)
 	ctx := context.Background()

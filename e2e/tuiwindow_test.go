@@ -26,12 +26,12 @@ const tuiLongWindow = 20 * time.Second
 // tuiRuns is how many gateways TestLegacyTUILongWindow starts in turn:
 // HOLDFAST_E2E_TUI_RUNS. Unset, the test does not run: it is a measurement
 // of how often the TUI gets through on its first socket, which it does not
-// yet do reliably (README, "The longest window each client class
-// survives").
+// yet do reliably (docs/compatibility.md, "The longest window each client
+// class survives").
 func tuiRuns(t *testing.T) int {
 	s := os.Getenv("HOLDFAST_E2E_TUI_RUNS")
 	if s == "" {
-		t.Skip("a measurement: HOLDFAST_E2E_TUI_RUNS=N runs it N times; the 2026.4.27 TUI does not yet get through 20 s windows on its first socket (README)")
+		t.Skip("a measurement: HOLDFAST_E2E_TUI_RUNS=N runs it N times; the 2026.4.27 TUI does not yet get through 20 s windows on its first socket (docs/compatibility.md)")
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 {

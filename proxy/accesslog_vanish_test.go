@@ -8,7 +8,7 @@ import (
 )
 
 // A client that vanishes without a close frame, in its handshake or in its
-// session, is recorded with no close got (code 0, as README's access log
+// session, is recorded with no close got (code 0, as docs/monitoring.md's access log
 // section says), not gorilla's 1006, which is never on the wire; and the
 // handshake's log line names the connect kind with the access line's word
 // ("none" for a client that sent no frame). Before, the access line said 1006,

@@ -12,30 +12,31 @@ import (
 	"github.com/holdfast-proxy/holdfast/retry"
 )
 
-// README's close-code table is the endings table: every row, word for
+// docs/close-codes.md's table is the endings table: every row, word for
 // word. Edit the table in outcome.go, then paste what this test prints.
-func TestREADMECloseCodes(t *testing.T) {
+func TestDocCloseCodes(t *testing.T) {
 	t.Parallel()
-	b, err := os.ReadFile("../README.md")
+	const page = "../docs/close-codes.md"
+	b, err := os.ReadFile(page)
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme := string(b)
-	i := strings.Index(readme, "## Close codes holdfast sends")
+	doc := string(b)
+	i := strings.Index(doc, "\n## How each connection ends\n")
 	if i < 0 {
-		t.Fatal("README has no \"## Close codes holdfast sends\" section")
+		t.Fatalf("%s has no \"## How each connection ends\" section", page)
 	}
-	section := readme[i:]
+	section := doc[i:]
 	start := strings.Index(section, "\n| situation")
 	if start < 0 {
-		t.Fatal("README's close-code section has no table")
+		t.Fatalf("%s's close-code section has no table", page)
 	}
 	table := section[start+1:]
 	if end := strings.Index(table, "\n\n"); end >= 0 {
 		table = table[:end+1]
 	}
 	if want := closeTable(); table != want {
-		t.Errorf("README's close-code table differs from the endings table; it should read:\n\n%s", want)
+		t.Errorf("%s's close-code table differs from the endings table; it should read:\n\n%s", page, want)
 	}
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds holdfast's container image from the Dockerfile with podman and runs
 # it as the Kubernetes manifests do (internal/imagecheck says what it checks);
-# README.md, "Container image". scripts/test.sh runs it as a stage.
+# docs/operations.md, "Container image". scripts/test.sh runs it as a stage.
 #
 # The Dockerfile's base images are build arguments. When both defaults can be
 # pulled they are used; otherwise this makes local stand-ins: the build stage

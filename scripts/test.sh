@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The project's test command (README.md, "Testing"). It installs what it needs
-# and runs, in order: formatting and static checks, the unit and integration
-# tests under the race detector (with promtool's checks of the Prometheus
-# rules, the dashboard's queries and a /metrics scrape), the rule unit
-# tests, the Kubernetes manifests' validation, a quick benchmark smoke run,
-# and the end-to-end suite against real OpenClaw gateways (skip it with
-# HOLDFAST_E2E=0).
+# The project's test command (README.md, "Test it"; docs/testing.md). It
+# installs what it needs and runs, in order: formatting and static checks,
+# the unit and integration tests under the race detector (with promtool's
+# checks of the Prometheus rules, the dashboard's queries and a /metrics
+# scrape), the rule unit tests, the Kubernetes manifests' validation, a
+# quick benchmark smoke run, and the end-to-end suite against real OpenClaw
+# gateways (skip it with HOLDFAST_E2E=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -109,7 +109,7 @@ rm -f "$bench_json"
 step "soak smoke run (go run ./bench -soak 60s)"
 # The soak exits non-zero, naming the cause, when a message is lost,
 # duplicated, reordered or corrupted or a connection ends without a
-# documented close (README.md, "Soak").
+# documented close (docs/soak.md).
 soak_json=$(mktemp)
 go run ./bench -soak 60s -json "$soak_json"
 for key in duration_s messages_sent messages_received lost duplicated reordered corrupted handshakes handshakes_ok close_codes gateway_restarts reloads rotations rss_bytes goroutines fds; do

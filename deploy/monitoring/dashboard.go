@@ -163,7 +163,7 @@ func dashboard() ([]byte, error) {
 				"sum by (direction) (rate(holdfast_spliced_messages_total{{sel}}[{rate}]))", "{{direction}}"),
 		},
 		{
-			timeseries("Clients by protocol and mode", "The census: client handshakes that sent a connect, per second, by the protocol it offered (3: clients up to 2026.4.27; 4: current), its client.mode and whether the session was bridged to a protocol-4 gateway. No protocol-3 line above zero for long enough (README \"When can the bridge be turned off\"): the bridge carries nobody.", "reqps",
+			timeseries("Clients by protocol and mode", "The census: client handshakes that sent a connect, per second, by the protocol it offered (3: clients up to 2026.4.27; 4: current), its client.mode and whether the session was bridged to a protocol-4 gateway. No protocol-3 line above zero for long enough (docs/compatibility.md, \"When can the bridge be turned off\"): the bridge carries nobody.", "reqps",
 				"sum by (protocol, mode, bridged) (rate(holdfast_client_handshakes_total{{sel}}[{rate}]))", "protocol {{protocol}} {{mode}} bridged={{bridged}}"),
 			timeseries("Sessions closed by the gateway", "Spliced sessions the gateway ended, per second, by its close code: 1012 a restart, 1008 a policy close, 4001 revoked authority, 1006 dropped without a close frame (ping timeout, crash).", "ops",
 				"sum by (code) (rate(holdfast_gateway_closes_total{{sel}}[{rate}]))", "{{code}}"),

@@ -106,7 +106,7 @@ func prometheusRule(rules []byte) ([]byte, error) {
 	)
 	out.HeadComment = "holdfast's alerting and recording rules as a Prometheus Operator PrometheusRule.\n" +
 		"Generated from " + rulesFile + " by go run ./deploy/monitoring; do not edit.\n" +
-		"The Prometheus resource's ruleSelector must match its labels (README.md, \"Monitoring\")."
+		"The Prometheus resource's ruleSelector must match its labels (docs/monitoring.md, \"Prometheus Operator\")."
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)

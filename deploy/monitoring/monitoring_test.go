@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -82,19 +83,20 @@ func TestPrometheusRuleIsTheRuleFile(t *testing.T) {
 	}
 }
 
+// runbookPage is the page whose sections are the alerts' runbooks.
+const runbookPage = "docs/monitoring.md"
+
+// runbookPrefix is what every runbook_url starts with: the runbook page
+// on the main branch, then the alert's anchor.
+const runbookPrefix = "https://github.com/holdfast-proxy/holdfast/blob/main/" + runbookPage + "#"
+
 // Every alert has a for:, a severity, a summary, a description with values
-// and a runbook URL whose anchor is a README heading.
+// and a runbook URL whose anchor is a heading of docs/monitoring.md named
+// after the alert.
 func TestAlertConventions(t *testing.T) {
 	var rf ruleFile
 	readYAML(t, rulesFile, &rf)
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	anchors := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^#{1,6} +(.+)$`).FindAllStringSubmatch(string(readme), -1) {
-		anchors[githubSlug(m[1])] = true
-	}
+	anchors := headingAnchors(t, runbookPage)
 	alerts := 0
 	for _, g := range rf.Groups {
 		for _, r := range g.Rules {
@@ -119,12 +121,11 @@ func TestAlertConventions(t *testing.T) {
 			if !strings.Contains(d, "$labels.instance") && !strings.HasPrefix(r.Expr, "absent(") {
 				t.Errorf("%s: description does not name the instance", r.Alert)
 			}
-			const prefix = "https://github.com/holdfast-proxy/holdfast/blob/main/README.md#"
 			u := r.Annotations["runbook_url"]
-			if !strings.HasPrefix(u, prefix) {
-				t.Errorf("%s: runbook_url %q; want %s…", r.Alert, u, prefix)
-			} else if a := strings.TrimPrefix(u, prefix); !anchors[a] || a != strings.ToLower(r.Alert) {
-				t.Errorf("%s: runbook anchor #%s is not a README heading named after the alert", r.Alert, a)
+			if !strings.HasPrefix(u, runbookPrefix) {
+				t.Errorf("%s: runbook_url %q; want %s…", r.Alert, u, runbookPrefix)
+			} else if a := strings.TrimPrefix(u, runbookPrefix); !anchors[a] || a != strings.ToLower(r.Alert) {
+				t.Errorf("%s: runbook anchor #%s is not a heading of %s named after the alert", r.Alert, a, runbookPage)
 			}
 		}
 	}
@@ -133,13 +134,84 @@ func TestAlertConventions(t *testing.T) {
 	}
 }
 
-// githubSlug is the anchor GitHub gives a Markdown heading.
+// Every runbook_url anywhere under deploy/ (the rule file, the
+// PrometheusRule made from it, the rule tests' expected annotations)
+// names a page of this repository's docs/ and an anchor that a heading of
+// that page has.
+func TestRunbookURLsResolve(t *testing.T) {
+	const repoURL = "https://github.com/holdfast-proxy/holdfast/blob/main/"
+	re := regexp.MustCompile(`runbook_url:\s*["']?([^\s"']+)`)
+	urls := 0
+	err := filepath.WalkDir(filepath.Join(root, "deploy"), func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if ext := filepath.Ext(path); ext != ".yml" && ext != ".yaml" {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+			urls++
+			u := m[1]
+			page, anchor, ok := strings.Cut(strings.TrimPrefix(u, repoURL), "#")
+			if !strings.HasPrefix(u, repoURL) || !ok || !strings.HasPrefix(page, "docs/") || anchor == "" {
+				t.Errorf("%s: runbook_url %q is not %sdocs/PAGE#ANCHOR", rel, u, repoURL)
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(root, page)); err != nil {
+				t.Errorf("%s: runbook_url %q: no page %s", rel, u, page)
+				continue
+			}
+			if !headingAnchors(t, page)[anchor] {
+				t.Errorf("%s: runbook_url %q: %s has no heading with anchor #%s", rel, u, page, anchor)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if urls < 6 {
+		t.Errorf("%d runbook_urls under deploy/; want at least one per alert", urls)
+	}
+}
+
+// headingAnchors returns the anchors GitHub gives the headings of the
+// Markdown page at path (relative to the repository's root), fenced code
+// blocks left out.
+func headingAnchors(t *testing.T, path string) map[string]bool {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	heading := regexp.MustCompile(`^#{1,6} +(.+)$`)
+	anchors := map[string]bool{}
+	fenced := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "```") {
+			fenced = !fenced
+			continue
+		}
+		if m := heading.FindStringSubmatch(line); m != nil && !fenced {
+			anchors[githubSlug(m[1])] = true
+		}
+	}
+	return anchors
+}
+
+// githubSlug is the anchor GitHub gives a Markdown heading: lower case,
+// spaces to '-', punctuation dropped.
 func githubSlug(h string) string {
 	h = strings.ToLower(strings.TrimSpace(h))
 	var b strings.Builder
 	for _, r := range h {
 		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_':
+		case unicode.IsLetter(r), unicode.IsDigit(r), r == '-', r == '_':
 			b.WriteRune(r)
 		case r == ' ':
 			b.WriteRune('-')

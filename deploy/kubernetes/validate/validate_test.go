@@ -241,7 +241,7 @@ func dockerImage(t *testing.T) Image {
 	return img
 }
 
-// The overlays the README tells operators to apply.
+// The overlays docs/operations.md tells operators to apply.
 var documentedOverlays = []string{"base", "overlays/monitoring", "overlays/sidecar", "overlays/tls"}
 
 // Every overlay renders, decodes strictly and keeps every invariant.

@@ -10,23 +10,24 @@ import (
 	"github.com/holdfast-proxy/holdfast/metrics"
 )
 
-// README's limits table states the defaults the code has: every
-// configurable bound appears as "`key` (default)".
-func TestREADMELimits(t *testing.T) {
-	t.Parallel()
-	b, err := os.ReadFile("README.md")
+// limitsPage is the reference page of holdfast's limits.
+const limitsPage = "docs/limits.md"
+
+// readLimitsPage returns docs/limits.md.
+func readLimitsPage(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(limitsPage)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(b)
-	start := strings.Index(s, "\n## Limits\n")
-	if start < 0 {
-		t.Fatal("README has no Limits section")
-	}
-	section := s[start+1:]
-	if end := strings.Index(section, "\n## "); end >= 0 {
-		section = section[:end]
-	}
+	return string(b)
+}
+
+// docs/limits.md's table states the defaults the code has: every
+// configurable bound appears as "`key` (default)".
+func TestDocLimits(t *testing.T) {
+	t.Parallel()
+	section := readLimitsPage(t)
 	d := DefaultConfig()
 	for key, value := range map[string]string{
 		"limits.handshakes":                   fmt.Sprint(d.Limits.Handshakes),
@@ -39,30 +40,18 @@ func TestREADMELimits(t *testing.T) {
 	} {
 		want := "`" + key + "` (" + value
 		if !strings.Contains(section, want) {
-			t.Errorf("README's limits table does not say %s…)", want)
+			t.Errorf("%s's limits table does not say %s…)", limitsPage, want)
 		}
 	}
 }
 
-// README's limits section states the fair-share rule of the two shared
-// limits as the code applies it: each limit's row says it is shared
-// between client addresses, and the refusal counter's labels and their
-// values are the ones metrics records.
-func TestREADMEFairShare(t *testing.T) {
+// docs/limits.md states the fair-share rule of the two shared limits as
+// the code applies it: each limit's row says it is shared between client
+// addresses, and the refusal counter's labels and their values are the
+// ones metrics records.
+func TestDocFairShare(t *testing.T) {
 	t.Parallel()
-	b, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(b)
-	start := strings.Index(s, "\n## Limits\n")
-	if start < 0 {
-		t.Fatal("README has no Limits section")
-	}
-	section := s[start+1:]
-	if end := strings.Index(section, "\n## "); end >= 0 {
-		section = section[:end]
-	}
+	section := readLimitsPage(t)
 	for _, key := range []string{"limits.handshakes", "limits.preauth_bytes"} {
 		row := ""
 		for _, line := range strings.Split(section, "\n") {
@@ -72,7 +61,7 @@ func TestREADMEFairShare(t *testing.T) {
 		}
 		if !strings.Contains(row, "shared fairly between client addresses") ||
 			!strings.Contains(row, "the address holding the most") {
-			t.Errorf("README's limits row for %s does not state the fair share: %q", key, row)
+			t.Errorf("%s's limits row for %s does not state the fair share: %q", limitsPage, key, row)
 		}
 	}
 	for _, want := range []string{
@@ -84,7 +73,7 @@ func TestREADMEFairShare(t *testing.T) {
 		"`Retry-After: 1`",
 	} {
 		if !strings.Contains(section, want) {
-			t.Errorf("README's limits section does not say %s", want)
+			t.Errorf("%s does not say %s", limitsPage, want)
 		}
 	}
 }

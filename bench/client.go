@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -55,9 +56,10 @@ type frameHead struct {
 	} `json:"error"`
 }
 
-// newDialer returns the load generator's WebSocket dialer.
-func newDialer(timeout time.Duration) *websocket.Dialer {
-	return &websocket.Dialer{HandshakeTimeout: timeout, ReadBufferSize: 4096, WriteBufferSize: 4096}
+// newDialer returns the load generator's WebSocket dialer. tlsConf is the
+// TLS client configuration for wss:// URLs (nil: the default, for ws://).
+func newDialer(timeout time.Duration, tlsConf *tls.Config) *websocket.Dialer {
+	return &websocket.Dialer{HandshakeTimeout: timeout, ReadBufferSize: 4096, WriteBufferSize: 4096, TLSClientConfig: tlsConf}
 }
 
 // handshake dials wsURL and runs the client side of the gateway handshake:

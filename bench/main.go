@@ -2,13 +2,18 @@
 // two reference proxies, all in front of the same upstream.
 //
 // The upstream is a minimal gateway (connect.challenge, connect, hello-ok,
-// then echo; see upstream.go). Four paths reach it:
+// then echo; see upstream.go). Six paths reach it:
 //
 //   - direct: the load generator talks to the upstream;
 //   - tunnel: net/http/httputil.ReverseProxy, a byte tunnel after the 101;
 //   - koding: github.com/koding/websocketproxy, which copies whole messages;
 //   - holdfast: the real proxy, built from the repository root and run with
-//     its normal configuration.
+//     its normal configuration;
+//   - tunnel_tls and holdfast_tls: the tunnel behind tls.Listen and holdfast
+//     with tls.cert_file and tls.key_file, both with the run's test
+//     certificate (internal/testcert): the load generator speaks wss:// to
+//     the proxy, which terminates TLS and speaks plain ws:// upstream. -quick
+//     leaves them out (-paths adds them back).
 //
 // The upstream and every proxy run as separate processes (the reference
 // proxies are this binary re-executed with -serve-proxy), so each proxy's
@@ -37,16 +42,21 @@
 //     arrive evenly over those 5 s and each makes exactly one attempt.
 //     Reported: clients that got hello-ok, p99 time to hello-ok after the
 //     window ends, connect attempts the upstream saw per client, the most
-//     pre-auth sockets it saw for one address, and the floor: 1000 fresh
-//     handshakes at the tunnel's rate of this run. Two crowds: the loopback
-//     one (window: every client at holdfast's address, as local clients
-//     are) and the attributed one (window_attributed: through a trusted
-//     load balancer, each client with its own X-Forwarded-For address, the
-//     gateway trusting holdfast and pairing remote devices).
+//     pre-auth sockets it saw for one address, and the crowd's floor. Two
+//     crowds: the loopback one (window: every client at holdfast's
+//     address, as local clients are; floor: 1000 fresh handshakes at the
+//     tunnel's rate of this run) and the attributed one
+//     (window_attributed: through a trusted load balancer, each client
+//     with its own X-Forwarded-For address, the gateway trusting holdfast
+//     and pairing remote devices; floor: the p99 of the same 1000 clients
+//     released at once against a started gateway through the tunnel,
+//     window_attributed_floor).
 //
 // Usage, from the repository root:
 //
 //	go run ./bench -quick                 # about a minute, for CI smoke runs
+//	go run ./bench -quick -paths direct,tunnel,koding,holdfast,tunnel_tls,holdfast_tls   # with wss, ~20 s more
+//	go run ./bench -paths tunnel_tls,holdfast_tls -window=false   # wss alone
 //	go run ./bench -json bench.json       # full run (several minutes)
 //	go run ./bench -paths tunnel,holdfast -holdfast-bin ./holdfast
 //	go run ./bench -quick -holdfast-cpuprofile cpu.out   # then: go tool pprof -top cpu.out
@@ -65,13 +75,15 @@
 // The run prints a table with each figure and its ratio to the other paths,
 // then checks holdfast against its goals. -json FILE writes the figures with
 // keys throughput_msgs_per_s, rtt_p50_us, rtt_p99_us, idle_bytes_per_session,
-// handshakes_per_s and cpu_us_per_msg (each keyed by path), window and
-// window_attributed. The exit status is 1
+// handshakes_per_s, cpu_us_per_msg and cpu_us_per_handshake (each keyed by
+// path), window, window_attributed and window_attributed_floor. The exit
+// status is 1
 // when the harness itself fails, not when a goal is missed.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -84,11 +96,21 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/holdfast-proxy/holdfast/internal/testcert"
 )
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
+
+// fullPaths are the paths a run measures by default; quickPaths those of
+// -quick, which leaves the wss paths out to stay at about a minute (they
+// add about 20 s).
+const (
+	fullPaths  = "direct,tunnel,koding,holdfast,tunnel_tls,holdfast_tls"
+	quickPaths = "direct,tunnel,koding,holdfast"
+)
 
 // settings holds the knobs of one run.
 type settings struct {
@@ -119,7 +141,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	quick := fs.Bool("quick", false, "short run (under a minute) for CI smoke use")
 	jsonFile := fs.String("json", "", "write the figures as JSON to this `file`")
-	paths := fs.String("paths", "direct,tunnel,koding,holdfast", "comma-separated paths to measure")
+	paths := fs.String("paths", "", "comma-separated paths to measure (default "+fullPaths+"; with -quick "+quickPaths+"); tunnel_tls and holdfast_tls serve wss://, TLS terminated by the proxy")
 	src := fs.String("src", ".", "repository root holdfast is built from")
 	holdfastBin := fs.String("holdfast-bin", "", "use this holdfast `binary` instead of building one from -src")
 	baselineBin := fs.String("baseline-bin", "", "also measure this holdfast `binary` as path baseline, interleaved with the others, and in the window scenarios after holdfast (before/after comparisons in one run)")
@@ -143,6 +165,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	serveProxyKind := fs.String("serve-proxy", "", "internal: run a reference proxy, `tunnel` or koding")
 	listen := fs.String("listen", "127.0.0.1:0", "internal: listen address for -serve-upstream and -serve-proxy")
 	upstreamURL := fs.String("upstream", "", "internal: upstream URL for -serve-proxy")
+	proxyCert := fs.String("tls-cert", "", "internal: -serve-proxy serves TLS with this PEM certificate `file`")
+	proxyKey := fs.String("tls-key", "", "internal: the key `file` of -tls-cert")
+	forwardFor := fs.Bool("forward-for", false, "internal: the -serve-proxy tunnel passes X-Forwarded-For on, its peer appended")
 	startupWindow := fs.Duration("startup-window", 0, "internal: startup window of -serve-upstream")
 	maxPreauth := fs.Int("max-preauth", 0, "internal: unauthenticated sockets per IP allowed by -serve-upstream (0: no limit)")
 	if err := fs.Parse(args); err != nil {
@@ -165,7 +190,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	case *serveProxyKind != "":
-		if err := serveProxy(*serveProxyKind, *listen, *upstreamURL); err != nil {
+		if err := serveProxy(*serveProxyKind, *listen, *upstreamURL, proxyOptions{certFile: *proxyCert, keyFile: *proxyKey, forwardFor: *forwardFor}); err != nil {
 			fmt.Fprintf(stderr, "bench: %v\n", err)
 			return 1
 		}
@@ -193,6 +218,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return b.runSoak(ctx, ss, *jsonFile, stdout)
 	}
 
+	if *paths == "" {
+		*paths = map[bool]string{false: fullPaths, true: quickPaths}[*quick]
+	}
 	s := settings{
 		quick: *quick, paths: strings.Split(*paths, ","),
 		rounds: 4, sessions: 64, msgSize: 1024, inFlight: 4, rate: 2000,
@@ -275,6 +303,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if b.baselineBin != "" {
 			b.runWindow(ctx, true, true)
 		}
+		if *windowPath == "holdfast" {
+			b.runAttributedFloor(ctx)
+		}
 		b.r.setFloor(s.window.clients)
 	}
 	if ctx.Err() != nil {
@@ -309,8 +340,9 @@ type bench struct {
 
 	upstream        *child
 	targets         []target
-	holdfastMetrics string // address of holdfast's metrics listener
-	pprofAddr       string // address of the profiling build's pprof listener
+	cert            *runCert // the wss paths' test certificate, made once
+	holdfastMetrics string   // address of holdfast's metrics listener
+	pprofAddr       string   // address of the profiling build's pprof listener
 }
 
 // logf prints progress to the log writer.
@@ -344,9 +376,30 @@ func (b *bench) setup(ctx context.Context) error {
 			}
 		case "holdfast":
 			t, err = b.startHoldfast(ctx, upURL)
+		case "tunnel_tls":
+			var certFile, keyFile string
+			if certFile, keyFile, err = b.certFiles(); err != nil {
+				break
+			}
+			var c *child
+			c, err = b.cs.start("tunnel-tls", exe, []string{"-serve-proxy", "tunnel", "-upstream", "http://" + b.upstream.addr,
+				"-tls-cert", certFile, "-tls-key", keyFile}, true, 10*time.Second)
+			if err == nil {
+				t = target{name: p, url: "wss://" + c.addr + "/", tls: b.cert.clientConfig(), proc: c, proxy: c}
+			}
+		case "holdfast_tls":
+			var bin string
+			if bin, err = b.buildHoldfast(ctx); err != nil {
+				break
+			}
+			var c *child
+			c, _, err = b.launchHoldfast(ctx, bin, "holdfast-tls", upURL, holdfastOptions{tls: true})
+			if err == nil {
+				t = target{name: p, url: "wss://" + c.addr + "/", tls: b.cert.clientConfig(), proc: c, proxy: c}
+			}
 		case "baseline":
 			var c *child
-			c, _, err = b.launchHoldfast(ctx, b.baselineBin, "baseline", upURL, nil)
+			c, _, err = b.launchHoldfast(ctx, b.baselineBin, "baseline", upURL, holdfastOptions{})
 			if err == nil {
 				t = target{name: p, url: "ws://" + c.addr + "/", proc: c, proxy: c}
 			}
@@ -381,7 +434,7 @@ func (b *bench) startHoldfast(ctx context.Context, upstreamURL string) (target, 
 	if err != nil {
 		return target{}, err
 	}
-	c, metricsAddr, err := b.launchHoldfast(ctx, bin, "holdfast", upstreamURL, nil)
+	c, metricsAddr, err := b.launchHoldfast(ctx, bin, "holdfast", upstreamURL, holdfastOptions{})
 	if err != nil {
 		return target{}, err
 	}
@@ -424,11 +477,19 @@ var profiledChild = map[string]string{
 	"window_attributed": "holdfast-window-attributed",
 }
 
-// launchHoldfast writes a config for upstreamURL and trusted (its
-// trusted_proxies), starts holdfast with it as child name, and waits until
-// its metrics listener answers /healthz and its data port accepts. It
-// returns the child and the metrics address.
-func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL string, trusted []string) (*child, string, error) {
+// holdfastOptions are what a bench holdfast's config adds to the normal one.
+type holdfastOptions struct {
+	trusted []string // trusted_proxies
+	// tls: holdfast serves wss:// with the run's test certificate
+	// (tls.cert_file and tls.key_file).
+	tls bool
+}
+
+// launchHoldfast writes a config for upstreamURL and opts, starts holdfast
+// with it as child name, and waits until its metrics listener answers
+// /healthz and its data port accepts. It returns the child and the metrics
+// address.
+func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL string, opts holdfastOptions) (*child, string, error) {
 	listen, err := freePort()
 	if err != nil {
 		return nil, "", err
@@ -438,7 +499,7 @@ func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL strin
 		return nil, "", err
 	}
 	cfg := filepath.Join(b.dir, name+".yaml")
-	trustedYAML, err := json.Marshal(append([]string{}, trusted...)) // a YAML flow sequence
+	trustedYAML, err := json.Marshal(append([]string{}, opts.trusted...)) // a YAML flow sequence
 	if err != nil {
 		return nil, "", err
 	}
@@ -446,7 +507,15 @@ func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL strin
 	if b.lateDial != "" {
 		extra = "  late_dial: " + b.lateDial + "\n"
 	}
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, holdfastConfig, listen, trustedYAML, upstreamURL, metricsAddr, extra), 0o644); err != nil {
+	text := fmt.Appendf(nil, holdfastConfig, listen, trustedYAML, upstreamURL, metricsAddr, extra)
+	if opts.tls {
+		certFile, keyFile, err := b.certFiles()
+		if err != nil {
+			return nil, "", err
+		}
+		text = fmt.Appendf(text, "tls:\n  cert_file: %q\n  key_file: %q\n", certFile, keyFile)
+	}
+	if err := os.WriteFile(cfg, text, 0o644); err != nil {
 		return nil, "", err
 	}
 	var env []string
@@ -482,4 +551,40 @@ func workDir(prefix string, keep bool, stderr io.Writer) (dir string, cleanup fu
 		return dir, func() {}, nil
 	}
 	return dir, func() { _ = os.RemoveAll(dir) }, nil
+}
+
+// runCert is the test certificate the wss paths serve (holdfast through
+// tls.cert_file and tls.key_file, the tunnel through tls.Listen) and the
+// load generator trusts.
+type runCert struct {
+	pair              testcert.Pair
+	certFile, keyFile string
+}
+
+// clientConfig returns the load generator's TLS configuration: it trusts
+// the run's certificate alone. Each handshake is a full one (no session
+// cache), as a client's first connection is.
+func (c *runCert) clientConfig() *tls.Config {
+	return &tls.Config{RootCAs: c.pair.Pool(), MinVersion: tls.VersionTLS12}
+}
+
+// certFiles makes the run's test certificate for 127.0.0.1 on first use,
+// writes it and its key to the run's directory, and returns their paths.
+func (b *bench) certFiles() (certFile, keyFile string, err error) {
+	if b.cert != nil {
+		return b.cert.certFile, b.cert.keyFile, nil
+	}
+	pair, err := testcert.New("holdfast bench")
+	if err != nil {
+		return "", "", fmt.Errorf("test certificate: %w", err)
+	}
+	c := &runCert{pair: pair, certFile: filepath.Join(b.dir, "tls.crt"), keyFile: filepath.Join(b.dir, "tls.key")}
+	if err := os.WriteFile(c.certFile, pair.CertPEM, 0o644); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(c.keyFile, pair.KeyPEM, 0o600); err != nil {
+		return "", "", err
+	}
+	b.cert = c
+	return c.certFile, c.keyFile, nil
 }

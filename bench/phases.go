@@ -92,7 +92,7 @@ func (b *bench) runScenarios(ctx context.Context) {
 		// started (with nothing seen yet, a probe is due).
 		for _, t := range b.targets {
 			if t.name == "holdfast" {
-				if c, err := handshake(ctx, newDialer(handshakeTimeout), t.url, nil, "warm-up", nil, handshakeTimeout); err == nil {
+				if c, err := handshake(ctx, newDialer(handshakeTimeout, t.tls), t.url, nil, "warm-up", nil, handshakeTimeout); err == nil {
 					c.Close()
 				}
 			}

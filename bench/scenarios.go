@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,8 +17,11 @@ import (
 
 // target is one path to the upstream.
 type target struct {
-	name string // direct, tunnel, koding or holdfast
-	url  string // ws:// URL the load generator dials
+	name string // direct, tunnel, koding, holdfast, tunnel_tls, holdfast_tls or baseline
+	url  string // ws:// or wss:// URL the load generator dials
+	// tls is the load generator's TLS configuration for a wss:// URL
+	// (trusting the run's test certificate); nil for ws://.
+	tls  *tls.Config
 	proc *child // process whose RSS is measured for idle sessions
 	// proxy is the proxy's process, whose CPU time is measured under load;
 	// nil for direct, which has none.
@@ -32,7 +36,7 @@ const handshakeTimeout = 10 * time.Second
 // returns the spliced conns. It fails if any handshake fails; the conns
 // opened so far are closed.
 func openSessions(ctx context.Context, t target, n, par int) ([]*websocket.Conn, error) {
-	d := newDialer(handshakeTimeout)
+	d := newDialer(handshakeTimeout, t.tls)
 	conns := make([]*websocket.Conn, n)
 	errs := make([]error, n)
 	sem := make(chan struct{}, par)
@@ -285,7 +289,7 @@ func measureIdle(ctx context.Context, t target, n int, settle time.Duration) (fl
 // included).
 func measureHandshakes(ctx context.Context, t target, workers int, dur time.Duration) (rate, error) {
 	var res rate
-	d := newDialer(handshakeTimeout)
+	d := newDialer(handshakeTimeout, t.tls)
 	cpu0, err := cpuNow(t)
 	if err != nil {
 		return res, err

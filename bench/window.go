@@ -104,14 +104,14 @@ func (b *bench) measureWindow(ctx context.Context, attributed, baseline bool) (*
 	url := "ws://" + gwAddr + "/"
 	var hfProc *child
 	if bin != "" {
-		name, trusted := "holdfast-window", []string(nil)
+		name, opts := "holdfast-window", holdfastOptions{}
 		if attributed {
-			name, trusted = "holdfast-window-attributed", []string{balancerAddr}
+			name, opts = "holdfast-window-attributed", holdfastOptions{trusted: []string{balancerAddr}}
 		}
 		if baseline {
 			name = strings.Replace(name, "holdfast", "baseline", 1)
 		}
-		hf, _, err := b.launchHoldfast(ctx, bin, name, url, trusted)
+		hf, _, err := b.launchHoldfast(ctx, bin, name, url, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -196,7 +196,7 @@ func (b *bench) measureWindow(ctx context.Context, attributed, baseline bool) (*
 		}
 	}
 
-	d := newDialer(ws.timeout)
+	d := newDialer(ws.timeout, nil)
 	after := make([]time.Duration, ws.clients)
 	errs := make([]error, ws.clients)
 	var wg sync.WaitGroup
@@ -280,4 +280,144 @@ func fetchStats(ctx context.Context, addr string) (gatewayStats, error) {
 		return st, fmt.Errorf("gateway stats: %w", err)
 	}
 	return st, nil
+}
+
+// floorReport is the attributed crowd's floor: the same clients released at
+// once against a gateway that has started, through the tunnel, with no
+// startup window at all.
+type floorReport struct {
+	Clients int `json:"clients"`
+	OK      int `json:"ok"`
+	// P99Ms and P50Ms are times from the release to hello-ok: a full
+	// handshake each (TCP, upgrade, challenge, connect, hello-ok) through
+	// the tunnel, all clients at once.
+	P99Ms                     float64 `json:"p99_ms"`
+	P50Ms                     float64 `json:"p50_ms"`
+	UpstreamConnectsPerClient float64 `json:"upstream_connects_per_client"`
+	MaxPreauthPerAddress      int64   `json:"max_preauth_per_address"`
+	// ReleaseMs is the time from the release to the last hello-ok, and
+	// ReleaseCPUMs what the tunnel, the gateway and the clients used of
+	// CPU over it, in ms.
+	ReleaseMs    float64            `json:"release_ms"`
+	ReleaseCPUMs map[string]float64 `json:"release_cpu_ms,omitempty"`
+	Failures     map[string]int     `json:"failures,omitempty"`
+}
+
+// runAttributedFloor measures the attributed crowd's floor (see
+// measureAttributedFloor) and records it in the report.
+func (b *bench) runAttributedFloor(ctx context.Context) {
+	f, err := b.measureAttributedFloor(ctx)
+	if err != nil {
+		b.logf("window_attributed floor: %v", err)
+		b.r.Errors["window_attributed_floor"] = err.Error()
+		return
+	}
+	b.r.AttributedFloor = f
+	b.logf("window_attributed floor (tunnel, started gateway, all released at once): %d/%d hello-ok, p50 %.0f ms, p99 %.0f ms, %.3f upstream connects per client",
+		f.OK, f.Clients, f.P50Ms, f.P99Ms, f.UpstreamConnectsPerClient)
+}
+
+// measureAttributedFloor releases the attributed crowd at once against
+// a gateway that has started: the same clients as the attributed window
+// (half device-signed, each with its own X-Forwarded-For address), the
+// same fake gateway (trusting the proxy, every device paired), each client
+// one attempt, but through the tunnel (httputil.ReverseProxy, passing
+// X-Forwarded-For on) and with no window. It is what the crowd's own work
+// takes on this machine in this run, with no proxy logic in the way:
+// every client needs its whole handshake, as every client released by a
+// proxy that holds nothing warm would.
+func (b *bench) measureAttributedFloor(ctx context.Context) (*floorReport, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	gwAddr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	gw, err := b.cs.start("floor-gateway", exe, []string{"-listen", gwAddr, "-startup-window", "0s", "-serve-fakegw", "-attributed"}, true, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer gw.kill()
+	statsAddr := gw.addr
+	if f := strings.Fields(gw.addr); len(f) == 2 {
+		statsAddr = f[1]
+	}
+	tun, err := b.cs.start("floor-tunnel", exe, []string{"-serve-proxy", "tunnel", "-upstream", "http://" + gwAddr, "-forward-for"}, true, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer tun.kill()
+
+	ws := b.s.window
+	devs := make([]*deviceauth.Identity, ws.clients)
+	for i := 0; i < ws.clients; i += 2 {
+		if devs[i], err = deviceauth.NewIdentity(); err != nil {
+			return nil, err
+		}
+	}
+	d := newDialer(ws.timeout, nil)
+	url := "ws://" + tun.addr + "/"
+	after := make([]time.Duration, ws.clients)
+	errs := make([]error, ws.clients)
+	release := make(chan struct{})
+	var start time.Time // written before release is closed
+	var wg sync.WaitGroup
+	for i := range ws.clients {
+		wg.Add(1)
+		hdr := http.Header{"X-Forwarded-For": {clientAddr(i)}}
+		go func() {
+			defer wg.Done()
+			<-release
+			c, err := handshake(ctx, d, url, hdr, sessionID(i), devs[i], ws.timeout)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			after[i] = time.Since(start)
+			c.Close()
+		}()
+	}
+	procs := map[string]int{"tunnel": tun.cmd.Process.Pid, "gateway": gw.cmd.Process.Pid, "clients": os.Getpid()}
+	cpu0 := map[string]time.Duration{}
+	for name, pid := range procs {
+		if d, err := cpuOf(pid); err == nil {
+			cpu0[name] = d
+		}
+	}
+	start = time.Now()
+	close(release)
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	f := &floorReport{Clients: ws.clients, ReleaseCPUMs: map[string]float64{}, Failures: map[string]int{}}
+	for name, pid := range procs {
+		d, err := cpuOf(pid)
+		if t0, ok := cpu0[name]; ok && err == nil {
+			f.ReleaseCPUMs[name] = float64((d - t0).Milliseconds())
+		}
+	}
+	st, err := fetchStats(ctx, statsAddr)
+	if err != nil {
+		return nil, err
+	}
+	var ok []time.Duration
+	for i, err := range errs {
+		if err != nil {
+			f.Failures[shortErr(err)]++
+			continue
+		}
+		ok = append(ok, after[i])
+	}
+	f.OK = len(ok)
+	if len(ok) > 0 {
+		f.ReleaseMs = float64(slices.Max(ok).Microseconds()) / 1000
+	}
+	f.P99Ms = float64(percentile(ok, 99).Microseconds()) / 1000
+	f.P50Ms = float64(percentile(ok, 50).Microseconds()) / 1000
+	f.UpstreamConnectsPerClient = float64(st.Connects) / float64(ws.clients)
+	f.MaxPreauthPerAddress = st.MaxPreauth
+	return f, nil
 }

@@ -55,7 +55,7 @@ type conn struct {
 	h               *Handler
 	*handshakeState // nil once spliced: an idle session keeps only what it uses
 	// lease is the handshake's hold on h.limits; its context ends the
-	// handshake when it is displaced (limits.go).
+	// handshake when it is displaced (proxy/internal/share).
 	lease *share.Lease
 
 	client *websocket.Conn
@@ -194,7 +194,7 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	var respHdr http.Header
 	if !late {
 		// The dial ends when the client leaves or the handshake is
-		// displaced (limits.go).
+		// displaced (proxy/internal/share).
 		ctx, cancel := context.WithCancel(c.r.Context())
 		stop := context.AfterFunc(c.lease.Context(), cancel)
 		up, err := c.h.dialUpstream(ctx, c.target, c.hdr, c.attr.Key(), c.budget)

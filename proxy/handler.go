@@ -95,7 +95,7 @@ type Config struct {
 	CloseGrace time.Duration
 	// MaxHandshakes bounds the clients in their handshake at once, from
 	// the upgrade request to hello-ok or refusal (default 2048), shared
-	// fairly between attributed client addresses (limits.go): at the
+	// fairly between attributed client addresses (proxy/internal/share): at the
 	// limit, the newest handshake of the address holding the most is
 	// refused (HTTP 503 with Retry-After) or displaced (503 before its
 	// upgrade, 1013 after) for a client from an address holding less.

@@ -39,7 +39,7 @@ const (
 	endBadUpstream
 	endClientUpgradeFailed
 	// A client from an address holding less took this handshake's place
-	// in holdfast's limits (limits.go) before its upgrade.
+	// in holdfast's limits (proxy/internal/share) before its upgrade.
 	endDisplacedDialing
 
 	// The client's WebSocket is open, its handshake not done.
@@ -48,7 +48,7 @@ const (
 	endTooManyPending
 	endPreauthBudget
 	// A client from an address holding less took this handshake's place
-	// in holdfast's limits (limits.go).
+	// in holdfast's limits (proxy/internal/share).
 	endDisplaced
 	endConnectTimeout
 	endRejected

@@ -29,7 +29,7 @@ func (h *Handler) openUpstream(ctx context.Context, target string, hdr http.Head
 		return nil, "", err
 	}
 	// The upgrade ends as soon as ctx does (the client left, or its
-	// handshake was displaced: limits.go), not at the deadline only.
+	// handshake was displaced: proxy/internal/share), not at the deadline only.
 	stop := context.AfterFunc(ctx, func() { _ = bc.SetDeadline(time.Now()) })
 	defer func() {
 		stop()

@@ -17,7 +17,8 @@ import (
 // its source leg's read chunk into its destination leg's write batch,
 // without gorilla's message reader: frame headers are parsed in place and
 // each payload is copied once, unmasked and masked again in the same pass.
-// It runs when both legs are batchConns; otherwise copyMessages relays.
+// Every spliced direction runs one, but a bridged session's gateway→client
+// direction, which reads whole messages (NextReader) to filter them.
 //
 // What it guarantees, as the message path did:
 //

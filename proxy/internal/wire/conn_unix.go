@@ -50,3 +50,28 @@ func (c *Conn) readRaw(fd uintptr) bool {
 		return true
 	}
 }
+
+// peekRaw is the wait callback of a TLS leg (readTLS): it reports whether
+// the socket has anything to read (data, its end or an error, which the
+// read that follows reports) without reading it, so that crypto/tls reads
+// it whole; false (wait for readability) gives back the spare chunk and,
+// with flushOnWait, flushes the peer leg first.
+func (c *Conn) peekRaw(fd uintptr) bool {
+	var b [1]byte
+	for {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			c.releaseSpare()
+			if c.flushOnWait {
+				if peer := c.peer.Load(); peer != nil {
+					_ = peer.Flush()
+				}
+			}
+			return false
+		}
+		return true
+	}
+}

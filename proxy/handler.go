@@ -397,7 +397,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer ls.release()
-		h.serveControl(keepEarlyData{w}, r, ls)
+		h.serveControl(keepEarlyData{w, h.chunks}, r, ls)
 		return
 	}
 	h.metrics.Passthrough()

@@ -2,10 +2,9 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -57,14 +56,17 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// keepEarlyData wraps the ResponseWriter of a control upgrade so that bytes
-// the client sent right behind its upgrade request (in the same packet, or
-// before holdfast answered) survive the hijack: gorilla refuses a
-// connection whose hijacked reader holds data, and the HTTP server may have
-// read ahead. Those bytes are handed back to the connection, to be read as
-// the client's first frames.
+// keepEarlyData wraps the ResponseWriter of a control upgrade so that the
+// hijacked connection is a wire.Conn, whatever the listener accepted (a
+// *tls.Conn from WrapTLSListener, say): every session's client leg batches
+// its writes and takes the frame relay. Bytes the client sent right behind
+// its upgrade request (in the same packet, or before holdfast answered)
+// survive the hijack: gorilla refuses a connection whose hijacked reader
+// holds data, and the HTTP server may have read ahead. Those bytes are
+// handed back to the wire.Conn, to be read as the client's first frames.
 type keepEarlyData struct {
 	http.ResponseWriter
+	pool *wire.Pool
 }
 
 func (w keepEarlyData) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -73,29 +75,27 @@ func (w keepEarlyData) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("proxy: the response writer cannot be hijacked")
 	}
 	nc, brw, err := hj.Hijack()
-	if err != nil || brw.Reader.Buffered() == 0 {
+	if err != nil {
 		return nc, brw, err
 	}
-	early, _ := brw.Reader.Peek(brw.Reader.Buffered())
-	early = bytes.Clone(early)
-	if bc := wire.ConnOf(nc); bc != nil {
-		bc.Unread(early)
-	} else {
-		nc = &prefixedConn{Conn: nc, r: io.MultiReader(bytes.NewReader(early), nc)}
+	bc := wire.ConnOf(nc)
+	if bc != nil && brw.Reader.Buffered() == 0 {
+		return nc, brw, nil
 	}
-	return nc, bufio.NewReadWriter(bufio.NewReaderSize(nc, 16), brw.Writer), nil
+	if bc == nil {
+		bc = wire.NewConn(nc, w.pool)
+	}
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ := brw.Reader.Peek(n)
+		bc.Unread(early) // copies
+	}
+	// The server's reader reads the socket beneath; gorilla gets one over
+	// bc, small enough that it makes its own.
+	return bc, bufio.NewReadWriter(bufio.NewReaderSize(bc, 16), brw.Writer), nil
 }
 
 // Unwrap gives http.ResponseController the underlying writer.
 func (w keepEarlyData) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// prefixedConn reads from r (early bytes, then the socket).
-type prefixedConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c *prefixedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // batchedUpgrade wraps the ResponseWriter of a control upgrade whose
 // challenge is already in hand: the hijacked connection batches its writes
@@ -127,4 +127,13 @@ func (w batchedUpgrade) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // idle. Sessions on an unwrapped listener work the same, only slower.
 func (h *Handler) WrapListener(ln net.Listener) net.Listener {
 	return wire.NewListener(ln, h.chunks)
+}
+
+// WrapTLSListener serves TLS on ln with cfg, as tls.NewListener does (each
+// connection accepted is a *tls.Conn, so Request.TLS is set), with
+// crypto/tls over a record layer that lets the session, once upgraded,
+// relay frames below TLS and idle holding no read buffer, as sessions of
+// WrapListener's do.
+func (h *Handler) WrapTLSListener(ln net.Listener, cfg *tls.Config) net.Listener {
+	return wire.NewTLSListener(ln, cfg, h.chunks)
 }

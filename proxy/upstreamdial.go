@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -75,7 +74,8 @@ func gorillaClientConn(conn net.Conn, isServer bool, readBufferSize, writeBuffer
 
 // dialTCP opens the upstream leg's socket to t by deadline (TLS for wss),
 // wrapped in its wire.Conn. TLS runs below the batching layer, so that a
-// burst of frames leaves in one TLS record.
+// burst of frames leaves in one TLS record, over wire's record layer, so
+// that the leg idles holding no read buffer.
 func (h *Handler) dialTCP(ctx context.Context, t wire.Target, deadline time.Time) (*wire.Conn, error) {
 	dctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -86,7 +86,7 @@ func (h *Handler) dialTCP(ctx context.Context, t wire.Target, deadline time.Time
 	if !t.TLS {
 		return wire.NewUpstreamConn(c, h.chunks), nil
 	}
-	tc := tls.Client(c, tlsConfigFor(h.cfg.TLSClientConfig, t.Addr))
+	tc := wire.TLSClient(c, tlsConfigFor(h.cfg.TLSClientConfig, t.Addr), h.chunks)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		c.Close()
 		return nil, err

@@ -32,16 +32,21 @@
 //     flushed to the gateway, spliced is set, and from then on the reader
 //     goroutine copies client→gateway and a goroutine of its own copies
 //     gateway→client. Each direction is the only writer of data frames on
-//     its destination leg and the only reader of its source leg. When both
-//     legs are batchConns (plain TCP; not TLS) each direction is a
-//     wire.Relay (relay.go), which parses the frames itself once gorilla
-//     has finished the message under way: it passes pings and pongs on
-//     between data frames, answers a close on its own leg, and writes
-//     every frame whole under the destination leg's write lock. Otherwise
-//     gorilla reads whole messages (copyMessages) and its ping and pong
-//     handlers forward control frames, which gorilla serialises with data
-//     frames. A bridged session's gateway→client direction always takes
-//     the message path (bridge.go).
+//     its destination leg and the only reader of its source leg. Both
+//     legs are wire.Conns: the upstream dial makes one, and the hijack
+//     (keepEarlyData) wraps the client's socket in one whatever the
+//     listener. TLS, on either leg, runs below the wire.Conn, over wire's
+//     record layer (WrapTLSListener, wire.TLSClient), so a wss leg
+//     batches and idles holding no read buffer as a ws one does. Each
+//     direction is then a wire.Relay (relay.go), which parses the frames
+//     itself once gorilla has finished the message under way: it passes
+//     pings and pongs on between data frames, answers a close on its own
+//     leg, and writes every frame whole under the destination leg's write
+//     lock. Where a leg is not a wire.Conn, gorilla reads whole messages
+//     (copyMessages) and its ping and pong handlers forward control
+//     frames, which gorilla serialises with data frames; a bridged
+//     session's gateway→client direction always takes that message path
+//     (bridge.go).
 //   - handshakeState is dropped at the splice; what outlives it is the two
 //     legs, the record and the message limit.
 //   - The record (conn.rec) is written by the handshake goroutine until the

@@ -285,3 +285,55 @@ func TestTLSClientForwardedAsHTTPS(t *testing.T) {
 		t.Fatalf("X-Forwarded-Proto %q; want https", got)
 	}
 }
+
+// Frames past what the HTTP server's reader took of the upgrade's TLS
+// record stay in crypto/tls, decrypted, when the hijack hands the socket
+// over: the client leg must take them before it waits on the socket, or a
+// message there would wait for the client's next bytes. Here the connect
+// ends exactly where the server's 4 KiB reader stopped (with or without
+// the byte its background read took), and a message follows in the same
+// record: its echo must come back.
+func TestTLSUpgradeRecordBeyondTheServersReader(t *testing.T) {
+	t.Parallel()
+	addr := startMiniUpstream(t, echoSession)
+	hs, roots := startTLSProxy(t, addr, nil, nil)
+	host := strings.TrimPrefix(hs.url, "wss://")
+	for _, end := range []int{4096, 4097} {
+		t.Run(fmt.Sprint(end), func(t *testing.T) {
+			// Full-size records from the first write, as OpenSSL (Node) writes
+			// them; Go's client starts with records of about 1 KB.
+			tc, err := tls.Dial("tcp", host, &tls.Config{RootCAs: roots, DynamicRecordSizingDisabled: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { tc.Close() })
+			_ = tc.SetDeadline(time.Now().Add(15 * time.Second))
+			c := &rawConn{t: t, c: tc, br: bufio.NewReader(tc)}
+			rec := []byte(upgradeRequest(host, "/"))
+			connect := fmt.Sprintf(`{"type":"req","id":"c1","method":"connect","params":{"minProtocol":3,"maxProtocol":4,`+
+				`"client":{"id":"cli","version":"1.0.0","platform":"linux","mode":"cli"},"auth":{"token":%q}}}`, token)
+			// A masked frame of 126 to 65535 bytes has an 8-byte header.
+			pad := end - len(rec) - 8 - len(connect)
+			connect += strings.Repeat(" ", pad)
+			rec = append(rec, maskedFrame(1, []byte(connect))...)
+			if len(rec) != end {
+				t.Fatalf("the connect ends at %d; want %d", len(rec), end)
+			}
+			rec = append(rec, maskedFrame(1, []byte(`{"after":"connect"}`))...)
+			c.send(rec) // one TLS record
+			if resp := c.response(); resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("HTTP %d; want 101", resp.StatusCode)
+			}
+			for range 5 {
+				op, data := c.frame()
+				if op == 8 {
+					t.Fatalf("closed: %q", data)
+				}
+				if string(data) == `{"after":"connect"}` {
+					return
+				}
+			}
+			t.Fatal("the message behind the connect did not come back")
+		})
+	}
+}

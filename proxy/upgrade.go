@@ -84,6 +84,7 @@ func (w keepEarlyData) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	if bc == nil {
 		bc = wire.NewConn(nc, w.pool)
+		bc.TakeBuffered() // what crypto/tls decrypted past the server's reader
 	}
 	if n := brw.Reader.Buffered(); n > 0 {
 		early, _ := brw.Reader.Peek(n)

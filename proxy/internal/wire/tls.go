@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"time"
 )
 
 // A TLS leg runs crypto/tls below its Conn, on both legs: TCP, then
@@ -222,4 +223,41 @@ func (c *Conn) flushBeforeRecordRead() {
 	if peer := c.peer.Load(); peer != nil {
 		_ = peer.Flush()
 	}
+}
+
+// TakeBuffered moves into c's pending bytes, after any already there, the
+// plaintext crypto/tls still holds of the records it decrypted for a reader
+// before c (the HTTP server's, whose 4 KiB reader may stop inside a record
+// that carries the upgrade request and frames behind it). Without it a
+// wait would see nothing above the socket while a frame waits in
+// crypto/tls. It reads nothing from the socket: the read deadline is put
+// in the past meanwhile, and cleared after. Call it from the reading
+// goroutine, right after the hijack (which clears the deadlines); on a leg
+// that is not TLS over a recordConn it does nothing.
+func (c *Conn) TakeBuffered() {
+	if c.rec == nil {
+		return
+	}
+	_ = c.Conn.SetReadDeadline(time.Unix(1, 0))
+	defer func() { _ = c.Conn.SetReadDeadline(time.Time{}) }()
+	var taken []byte
+	buf := c.pool.Get()
+	defer c.pool.Put(buf)
+	for {
+		// crypto/tls hands out what it holds, then decrypts what the
+		// recordConn holds, then fails on the deadline: a timeout it
+		// does not keep as the connection's error.
+		n, err := c.Conn.Read(*buf)
+		taken = append(taken, (*buf)[:n]...)
+		if err != nil || n == 0 {
+			if err == io.EOF {
+				c.eof = true
+			}
+			break
+		}
+	}
+	if len(taken) > 0 {
+		c.pending = append(c.pending, taken...)
+	}
+	c.gather = false
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime/pprof"
@@ -335,5 +336,36 @@ func TestTLSUpgradeRecordBeyondTheServersReader(t *testing.T) {
 			}
 			t.Fatal("the message behind the connect did not come back")
 		})
+	}
+}
+
+// BenchmarkSpliceEchoTLS is BenchmarkSpliceEcho with TLS on both legs: a
+// wss client, holdfast terminating TLS, a wss gateway.
+func BenchmarkSpliceEchoTLS(b *testing.B) {
+	addr, gwRoots := startTLSEcho(b)
+	hs, roots := startTLSProxy(b, addr, func(c *proxy.Config) {
+		c.Upstream.Scheme = "wss"
+		c.TLSClientConfig = &tls.Config{RootCAs: gwRoots, MinVersion: tls.VersionTLS12}
+	}, nil)
+	c := dialTLS(b, hs.url, roots)
+	c.handshake()
+	ws := c.ws
+
+	msg := bytes.Repeat([]byte("x"), 1024)
+	buf := make([]byte, 2048)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+			b.Fatal(err)
+		}
+		_, r, err := ws.NextReader()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n, _ := io.ReadFull(r, buf[:len(msg)]); n != len(msg) {
+			b.Fatalf("echo of %d bytes", n)
+		}
 	}
 }

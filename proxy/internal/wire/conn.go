@@ -71,6 +71,9 @@ type Conn struct {
 	// below crypto/tls; raw is then its socket's, and rawFn only looks
 	// whether the socket is readable (peekRaw): readTLS reads.
 	rec *recordConn
+	// tlsWaited: the last wait of readTLS found the socket empty. woken:
+	// peekRaw found it empty and now is called again after the wait.
+	tlsWaited, woken bool
 	// eof: the socket reported the end of the stream; every later read
 	// answers io.EOF without asking it again.
 	eof     bool
@@ -154,6 +157,8 @@ func NewConn(c net.Conn, pool *Pool) *Conn {
 	if bc.rec != nil {
 		bc.rawFn = bc.peekRaw
 		bc.rec.beforeRead = bc.flushBeforeRecordRead
+		bc.rec.raw = raw
+		bc.rec.nbFn = bc.rec.readNowRaw
 	} else {
 		bc.rawFn = bc.readRaw
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"os"
+	"syscall"
 	"time"
 )
 
@@ -50,7 +52,28 @@ type recordConn struct {
 	// readable: the socket was just seen readable; its next read does not
 	// block.
 	readable bool
+	// nonblock: a read from the socket that would block fails with
+	// errWouldBlock instead (readNow), which crypto/tls passes up without
+	// keeping it: the Conn above then gives its chunk back and waits.
+	nonblock bool
+	raw      syscall.RawConn // the socket's, for readNow; nil without
+	nbBuf    []byte          // readNow's buffer, its result in nbN, nbErr
+	nbN      int
+	nbErr    error
+	nbFn     func(fd uintptr) bool
 }
+
+// errWouldBlock is a read of a recordConn in nonblock mode that found the
+// socket empty. It is a temporary net.Error, which crypto/tls returns
+// without failing the connection (as it does a read deadline), keeping any
+// part of a record it had read.
+var errWouldBlock error = wouldBlockError{}
+
+type wouldBlockError struct{}
+
+func (wouldBlockError) Error() string   { return "wire: read would block" }
+func (wouldBlockError) Timeout() bool   { return true }
+func (wouldBlockError) Temporary() bool { return true }
 
 func newRecordConn(c net.Conn, pool *Pool) *recordConn {
 	return &recordConn{Conn: c, pool: pool}
@@ -72,16 +95,22 @@ func (r *recordConn) Read(p []byte) (int, error) {
 		}
 		return n, nil
 	}
-	if r.readable {
-		r.readable = false
-	} else if r.beforeRead != nil {
-		r.beforeRead()
-	}
 	// What lies past the record's end must fit in a chunk.
 	if len(p) > ChunkSize {
 		p = p[:ChunkSize]
 	}
-	n, err := r.Conn.Read(p)
+	var n int
+	var err error
+	if r.nonblock {
+		n, err = r.readNow(p)
+	} else {
+		if r.readable {
+			r.readable = false
+		} else if r.beforeRead != nil {
+			r.beforeRead()
+		}
+		n, err = r.Conn.Read(p)
+	}
 	if n == 0 {
 		return 0, err
 	}
@@ -128,6 +157,27 @@ func (r *recordConn) advance(b []byte) {
 	}
 }
 
+// readNow reads the socket once without waiting (nonblock): errWouldBlock
+// when it has nothing.
+func (r *recordConn) readNow(p []byte) (int, error) {
+	r.nbBuf, r.nbN, r.nbErr = p, 0, nil
+	err := r.raw.Read(r.nbFn)
+	r.nbBuf = nil
+	if err != nil {
+		if oe, ok := err.(*net.OpError); ok {
+			e := *oe
+			e.Op = "read"
+			return 0, &e
+		}
+		return 0, err
+	}
+	if r.nbErr != nil && r.nbErr != io.EOF && r.nbErr != errWouldBlock {
+		return 0, &net.OpError{Op: "read", Net: r.LocalAddr().Network(), Source: r.LocalAddr(), Addr: r.RemoteAddr(),
+			Err: os.NewSyscallError("read", r.nbErr)}
+	}
+	return r.nbN, r.nbErr
+}
+
 // holds reports whether bytes read from the socket wait here.
 func (r *recordConn) holds() bool { return len(r.pending) > 0 }
 
@@ -169,11 +219,13 @@ func TLSClient(raw net.Conn, cfg *tls.Config, pool *Pool) *tls.Conn {
 // recordConn). A read then needs the socket.
 func (c *Conn) tlsDrained() bool { return !c.rec.holds() && !c.gather }
 
-// readTLS is readBlock on a TLS leg. When nothing waits above the socket
-// (tlsDrained) it waits for the socket to be readable holding no buffer,
-// the peer leg flushed as readBlock flushes it (peekRaw); then, or at once
-// when data waits above the socket, it reads the *tls.Conn once into a
-// chunk (fillTLS).
+// readTLS is readBlock on a TLS leg: it reads the *tls.Conn once into a
+// chunk (fillTLS). When nothing waits above the socket (tlsDrained), it
+// first waits for the socket to be readable holding no buffer, the peer
+// leg flushed as readBlock flushes it (peekRaw), then reads; unless the
+// last such read found data without waiting: then it tries the read
+// without a wait first (the recordConn's nonblock mode), and waits only
+// when the socket has nothing yet, its chunk given back.
 //
 // A record that is not application data (a TLS 1.3 key update or session
 // ticket) wakes the wait like data does; crypto/tls handles it and goes on
@@ -181,15 +233,28 @@ func (c *Conn) tlsDrained() bool { return !c.rec.holds() && !c.gather }
 // Peers send those right after the handshake, before the upgrade's answer,
 // if at all.
 func (c *Conn) readTLS() error {
-	if c.tlsDrained() {
-		if peer := c.peer.Load(); peer != nil && !c.flushOnWait {
-			_ = peer.Flush()
-		}
-		if err := c.raw.Read(c.rawFn); err != nil {
-			return c.readError(err, false)
-		}
-		c.rec.readable = true
+	if !c.tlsDrained() {
+		return c.fillTLS()
 	}
+	if peer := c.peer.Load(); peer != nil && !c.flushOnWait {
+		_ = peer.Flush()
+	}
+	if !c.tlsWaited {
+		// The last read found data waiting: try without a wait first,
+		// one system call when data is there again.
+		c.rec.nonblock = true
+		err := c.fillTLS()
+		c.rec.nonblock = false
+		if err != errWouldBlock {
+			return err
+		}
+	}
+	c.woken = false
+	if err := c.raw.Read(c.rawFn); err != nil {
+		return c.readError(err, false)
+	}
+	c.tlsWaited = c.woken
+	c.rec.readable = true
 	return c.fillTLS()
 }
 

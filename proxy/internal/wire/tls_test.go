@@ -1,3 +1,5 @@
+//go:build unix
+
 package wire
 
 import (
@@ -162,7 +164,8 @@ func tlsPair(t testing.TB, pool *Pool) (client *tls.Conn, server *tls.Conn, bw *
 	}
 	raw, sv := tcpPair(t)
 	bw = &batchWriter{Conn: sv}
-	server = tls.Server(bw, &tls.Config{Certificates: []tls.Certificate{p.TLS}})
+	// Full-size records, as OpenSSL writes them.
+	server = tls.Server(bw, &tls.Config{Certificates: []tls.Certificate{p.TLS}, DynamicRecordSizingDisabled: true})
 	client = TLSClient(raw, &tls.Config{RootCAs: p.Pool(), ServerName: "127.0.0.1"}, pool)
 	t.Cleanup(func() { client.Close(); server.Close() })
 	_ = client.SetDeadline(time.Now().Add(10 * time.Second))
@@ -282,5 +285,52 @@ func TestTLSConnWaitsHoldingNothing(t *testing.T) {
 		if !bytes.Equal(got, want) {
 			t.Fatalf("burst %d: %d bytes altered", i, len(want))
 		}
+	}
+}
+
+// A read that finds half a record (the recordConn's nonblock mode, tried
+// first once a read found data without waiting) gives its chunk back and
+// waits on readability like an idle one, crypto/tls keeping the half it
+// read; the record then arrives whole.
+func TestTLSConnWaitsHoldingNothingMidRecord(t *testing.T) {
+	t.Parallel()
+	pool := NewPool()
+	client, server, bw := tlsPair(t, pool)
+	c := NewConn(client, pool)
+	if c.raw == nil {
+		t.Skip("no RawConn reads on this platform")
+	}
+	_ = client.SetReadDeadline(time.Now().Add(20 * time.Second))
+	msg := bytes.Repeat([]byte("half a record "), 700)
+	bw.mu.Lock()
+	bw.batch = true
+	bw.mu.Unlock()
+	if _, err := server.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	bw.mu.Lock()
+	rec := bytes.Clone(bw.buf)
+	bw.buf = bw.buf[:0]
+	bw.mu.Unlock()
+	if _, err := bw.Conn.Write(rec[:len(rec)/2]); err != nil {
+		t.Fatal(err)
+	}
+	// The half is in the client's socket before the read starts.
+	waitReadable(t, c.rec.Conn.(*net.TCPConn), min(len(rec)/2, 4096))
+	c.tlsWaited = false // as after a read that found data at once
+	done := make(chan error, 1)
+	go func() { done <- c.readTLS() }()
+	g := parkedStack(t, "TestTLSConnWaitsHoldingNothingMidRecord.func")
+	if strings.Contains(g, "crypto/tls.(*Conn).Read") || !strings.Contains(g, "readTLS") {
+		t.Fatalf("the read waits inside crypto/tls:\n%s", g)
+	}
+	if _, err := bw.Conn.Write(rec[len(rec)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(c.pending, msg) {
+		t.Fatalf("got %d bytes; want the record's %d", len(c.pending), len(msg))
 	}
 }

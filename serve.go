@@ -95,9 +95,9 @@ func serve(cfg Config, logOut io.Writer, ctl controls) error {
 	}
 	var ln net.Listener
 	if s.certs != nil {
-		// TLS sits above the socket: such sessions relay through
-		// gorilla's writer rather than the batching layer.
-		ln = newTLSListener(pl, s.certs)
+		// TLS below the batching layer, as on a wss upstream: such
+		// sessions take the frame relay and idle holding no read buffer.
+		ln = h.WrapTLSListener(pl, s.certs.config())
 	} else {
 		ln = h.WrapListener(pl)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -195,9 +194,4 @@ func sameFile(a, b os.FileInfo) bool {
 		return a == b
 	}
 	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
-}
-
-// newTLSListener serves TLS on ln with the certificate of certs.
-func newTLSListener(ln net.Listener, certs *certFiles) net.Listener {
-	return tls.NewListener(ln, certs.config())
 }

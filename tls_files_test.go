@@ -105,7 +105,7 @@ func TestTLSCertFileNotRegular(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tln := newTLSListener(ln, certs)
+			tln := tls.NewListener(ln, certs.config())
 			var wg sync.WaitGroup
 			wg.Add(1)
 			go func() {

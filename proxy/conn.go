@@ -546,7 +546,8 @@ func (c *conn) hold(until time.Time) (o *outcome, upErr error) {
 // expected before the connect is sent, and calls wake when something
 // arrives or the socket ends. The returned stop ends the watch and
 // reports the socket's end (a read error), or nil when nothing came.
-// Without a RawConn (TLS upstreams) nothing is watched.
+// A leg that cannot wait holding no buffer (wire.Conn.CanWait: not on a
+// unix system) is not watched.
 func (c *conn) watchUpstream(wake func()) (stop func() error) {
 	bc := c.up.ws
 	if !bc.CanWait() {

@@ -51,7 +51,10 @@
 //   - The splice hands the directions over under conn.mu: the queue is
 //     flushed to the gateway, spliced is set, and from then on the reader
 //     goroutine copies client→gateway and a goroutine of its own copies
-//     gateway→client. Each direction is a wire.Relay, which parses the
+//     gateway→client. Both legs are wire.Conns, TLS on either below it,
+//     over wire's record layer (WrapTLSListener, wire.TLSClient), so a
+//     wss leg batches and idles holding no read buffer as a ws one does.
+//     Each direction is a wire.Relay, which parses the
 //     frames itself (once gorilla has finished the message under way, on
 //     the client's side): it passes pings and pongs on between data
 //     frames, answers a close on its own leg, and writes every frame whole

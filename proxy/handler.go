@@ -468,20 +468,3 @@ func (e *everyInterval) Do(f func()) {
 		f()
 	}
 }
-
-// tlsConfigFor returns the TLS configuration for dialing addr: base (or
-// defaults) with the server name taken from addr when base names none.
-func tlsConfigFor(base *tls.Config, addr string) *tls.Config {
-	var cfg *tls.Config
-	if base != nil {
-		cfg = base.Clone()
-	} else {
-		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
-	if cfg.ServerName == "" {
-		if host, _, err := net.SplitHostPort(addr); err == nil {
-			cfg.ServerName = host
-		}
-	}
-	return cfg
-}

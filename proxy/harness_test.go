@@ -79,6 +79,18 @@ type harness struct {
 // listener (to present clients from another address).
 func startProxy(t testing.TB, upstreamAddr string, tweak func(*proxy.Config), wrap func(net.Listener) net.Listener) *harness {
 	t.Helper()
+	return startProxyOn(t, upstreamAddr, tweak, func(h *proxy.Handler, ln net.Listener) net.Listener {
+		if wrap != nil {
+			ln = wrap(ln)
+		}
+		return h.WrapListener(ln)
+	})
+}
+
+// startProxyOn is startProxy with the listener holdfast serves on made by
+// listen from the 127.0.0.1 one (h.WrapTLSListener, say).
+func startProxyOn(t testing.TB, upstreamAddr string, tweak func(*proxy.Config), listen func(h *proxy.Handler, ln net.Listener) net.Listener) *harness {
+	t.Helper()
 	u := &url.URL{Scheme: "ws", Host: upstreamAddr}
 	cfg := proxy.Config{
 		Upstream:              u,
@@ -116,10 +128,7 @@ func startProxy(t testing.TB, upstreamAddr string, tweak func(*proxy.Config), wr
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	if wrap != nil {
-		ln = wrap(ln)
-	}
-	ln = h.WrapListener(ln)
+	ln = listen(h, ln)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	pprof.Do(context.Background(), pprof.Labels(harnessLabel, label), func(context.Context) {

@@ -2,7 +2,7 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"net"
@@ -57,12 +57,14 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// keepEarlyData wraps the ResponseWriter of a control upgrade so that bytes
-// the client sent right behind its upgrade request (in the same packet, or
-// before holdfast answered) survive the hijack: gorilla refuses a
-// connection whose hijacked reader holds data, and the HTTP server may have
-// read ahead. Those bytes are handed back to the connection, to be read as
-// the client's first frames.
+// keepEarlyData wraps the ResponseWriter of a control upgrade so that the
+// hijacked connection is a wire.Conn, whatever the listener accepted (a
+// *tls.Conn from WrapTLSListener, say): every session's client leg batches
+// its writes and takes the frame relay. Bytes the client sent right behind
+// its upgrade request (in the same packet, or before holdfast answered)
+// survive the hijack: gorilla refuses a connection whose hijacked reader
+// holds data, and the HTTP server may have read ahead. Those bytes are
+// handed back to the wire.Conn, to be read as the client's first frames.
 type keepEarlyData struct {
 	http.ResponseWriter
 	pool *wire.Pool
@@ -78,16 +80,19 @@ func (w keepEarlyData) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nc, brw, err
 	}
 	bc := wire.ConnOf(nc)
+	if bc != nil && brw.Reader.Buffered() == 0 {
+		return nc, brw, nil
+	}
 	if bc == nil {
-		// A listener holdfast did not wrap (WrapListener): the socket
-		// becomes a wire.Conn here, so that every client leg is one.
 		bc = wire.NewConn(nc, w.pool)
+		bc.TakeBuffered() // what crypto/tls decrypted past the server's reader
 	}
-	if brw.Reader.Buffered() == 0 {
-		return bc, brw, nil
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ := brw.Reader.Peek(n)
+		bc.Unread(early) // copies
 	}
-	early, _ := brw.Reader.Peek(brw.Reader.Buffered())
-	bc.Unread(bytes.Clone(early))
+	// The server's reader reads the socket beneath; gorilla gets one over
+	// bc, small enough that it makes its own.
 	return bc, bufio.NewReadWriter(bufio.NewReaderSize(bc, 16), brw.Writer), nil
 }
 
@@ -124,4 +129,13 @@ func (w batchedUpgrade) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // idle. Sessions on an unwrapped listener work the same, only slower.
 func (h *Handler) WrapListener(ln net.Listener) net.Listener {
 	return wire.NewListener(ln, h.chunks)
+}
+
+// WrapTLSListener serves TLS on ln with cfg, as tls.NewListener does (each
+// connection accepted is a *tls.Conn, so Request.TLS is set), with
+// crypto/tls over a record layer that lets the session, once upgraded,
+// relay frames below TLS and idle holding no read buffer, as sessions of
+// WrapListener's do.
+func (h *Handler) WrapTLSListener(ln net.Listener, cfg *tls.Config) net.Listener {
+	return wire.NewTLSListener(ln, cfg, h.chunks)
 }

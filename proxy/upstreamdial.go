@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net/http"
 	"time"
@@ -24,7 +23,7 @@ func (h *Handler) openUpstream(ctx context.Context, target string, hdr http.Head
 	if err != nil {
 		return nil, "", err
 	}
-	bc, err := h.dialTCP(ctx, t, deadline)
+	bc, err := wire.Dial(ctx, h.netDialer, t, h.cfg.TLSClientConfig, h.chunks, deadline)
 	if err != nil {
 		return nil, "", err
 	}
@@ -50,25 +49,4 @@ func (h *Handler) openUpstream(ctx context.Context, target string, hdr http.Head
 	}
 	_ = bc.SetDeadline(time.Time{})
 	return bc, protocol, nil
-}
-
-// dialTCP opens the upstream leg's socket to t by deadline (TLS for wss),
-// wrapped in its wire.Conn. TLS runs below the batching layer, so that a
-// burst of frames leaves in one TLS record.
-func (h *Handler) dialTCP(ctx context.Context, t wire.Target, deadline time.Time) (*wire.Conn, error) {
-	dctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	c, err := h.netDialer.DialContext(dctx, "tcp", t.Addr)
-	if err != nil {
-		return nil, err
-	}
-	if !t.TLS {
-		return wire.NewUpstreamConn(c, h.chunks), nil
-	}
-	tc := tls.Client(c, tlsConfigFor(h.cfg.TLSClientConfig, t.Addr))
-	if err := tc.HandshakeContext(dctx); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return wire.NewUpstreamConn(tc, h.chunks), nil
 }

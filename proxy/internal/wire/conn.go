@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -66,14 +67,24 @@ type Conn struct {
 	raw    syscall.RawConn // for WaitData; nil when the socket has none
 	rawFn  func(fd uintptr) bool
 	rawErr error
+	// rec, on a TLS leg (a *tls.Conn over a recordConn), is the layer
+	// below crypto/tls; raw is then its socket's, and rawFn only looks
+	// whether the socket is readable (peekRaw): readTLS reads.
+	rec *recordConn
+	// tlsWaited: the last wait of readTLS found the socket empty. woken:
+	// peekRaw found it empty and now is called again after the wait.
+	tlsWaited, woken bool
 	// eof: the socket reported the end of the stream; every later read
 	// answers io.EOF without asking it again.
 	eof     bool
 	rbuf    *[]byte // pooled chunk behind pending, or nil
 	pending []byte  // read from the socket, not yet handed out
-	gather  bool    // the last socket read filled its buffer
-	bounds  streamBounds
-	peer    atomic.Pointer[Conn] // flushed before each socket read
+	// gather: the last socket read filled its buffer. On a TLS leg the
+	// "socket" is the *tls.Conn: when its last read did not fill its
+	// buffer, the record's plaintext is drained.
+	gather bool
+	bounds streamBounds
+	peer   atomic.Pointer[Conn] // flushed before each socket read
 	// flushOnWait (a Relay reads): readBlock flushes the peer only
 	// when the socket has nothing to read, so that frames relayed from
 	// reads that follow each other at once leave in one write.
@@ -116,13 +127,42 @@ type Conn struct {
 	wcap atomic.Int64
 }
 
+// NewConn wraps c in a Conn borrowing chunks from pool.
+//
+// c may be a *tls.Conn made by NewTLSListener or TLSClient: the Conn then
+// waits on the socket below it, holding no buffer, as on a plain socket.
+// Over any other *tls.Conn (or where RawConn reads are not supported) a
+// read blocks in crypto/tls holding a chunk.
 func NewConn(c net.Conn, pool *Pool) *Conn {
 	bc := &Conn{Conn: c, pool: pool}
-	if sc, ok := c.(syscall.Conn); ok && rawReadSupported {
-		if raw, err := sc.SyscallConn(); err == nil {
-			bc.raw = raw
-			bc.rawFn = bc.readRaw
+	if !rawReadSupported {
+		return bc
+	}
+	sock := c
+	if tc, ok := c.(*tls.Conn); ok {
+		rc, ok := tc.NetConn().(*recordConn)
+		if !ok {
+			return bc
 		}
+		sock = rc.Conn
+		bc.rec = rc
+	}
+	sc, ok := sock.(syscall.Conn)
+	if !ok {
+		return bc
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return bc
+	}
+	bc.raw = raw
+	if bc.rec != nil {
+		bc.rawFn = bc.peekRaw
+		bc.rec.beforeRead = bc.flushBeforeRecordRead
+		bc.rec.raw = raw
+		bc.rec.nbFn = bc.rec.readNowRaw
+	} else {
+		bc.rawFn = bc.readRaw
 	}
 	return bc
 }
@@ -221,6 +261,9 @@ func (c *Conn) fill() error {
 // line without its error, so net/http parses the fragment as a header
 // line ("malformed MIME header").
 func (c *Conn) readBlock() error {
+	if c.rec != nil {
+		return c.readTLS()
+	}
 	if peer := c.peer.Load(); peer != nil && !c.flushOnWait {
 		_ = peer.Flush()
 	}
@@ -263,9 +306,16 @@ func (c *Conn) WaitData() error {
 		return io.EOF
 	}
 	if c.raw == nil {
-		// No RawConn (TLS, say): gorilla's read blocks instead. Pre-reading
-		// here would hold a chunk for as long as the session idles.
+		// No RawConn (TLS over a socket without a recordConn, say):
+		// gorilla's read blocks instead. Pre-reading here would hold a
+		// chunk for as long as the session idles.
 		return nil
+	}
+	if c.rec != nil {
+		if !c.tlsDrained() {
+			return nil // data may wait above the socket: the next read takes it
+		}
+		return c.readTLS()
 	}
 	if peer := c.peer.Load(); peer != nil {
 		_ = peer.Flush()

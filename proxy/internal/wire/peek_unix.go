@@ -24,6 +24,11 @@ unwrap:
 			c = x.Conn
 		case *tls.Conn:
 			c = x.NetConn()
+		case *recordConn:
+			if x.holds() {
+				return true
+			}
+			c = x.Conn
 		default:
 			break unwrap
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/holdfast-proxy/holdfast/bench/internal/procs"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 )
 
@@ -48,7 +49,7 @@ func serveFakegw(listen string, window time.Duration, attributed bool) error {
 	if err != nil {
 		return fmt.Errorf("fakegw stats: %w", err)
 	}
-	fmt.Fprintf(os.Stdout, "%s%s %s\n", readyPrefix, g.Addr(), l.Addr())
+	fmt.Fprintf(os.Stdout, "%s%s %s\n", procs.ReadyPrefix, g.Addr(), l.Addr())
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		st := g.Stats()

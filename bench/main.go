@@ -97,6 +97,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/holdfast-proxy/holdfast/bench/internal/procs"
 	"github.com/holdfast-proxy/holdfast/internal/testcert"
 )
 
@@ -173,7 +174,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if _, err := raiseFileLimit(); err != nil {
+	if _, err := procs.RaiseFileLimit(); err != nil {
 		fmt.Fprintf(stderr, "bench: raise file limit: %v\n", err)
 	}
 	switch {
@@ -212,8 +213,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		defer cleanup()
-		cs := &children{dir: dir}
-		defer cs.killAll()
+		cs := &procs.Children{Dir: dir}
+		defer cs.KillAll()
 		b := &bench{cs: cs, dir: dir, log: stderr, src: *src, holdfastBin: *holdfastBin}
 		return b.runSoak(ctx, ss, *jsonFile, stdout)
 	}
@@ -271,8 +272,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer cleanup()
-	cs := &children{dir: dir}
-	defer cs.killAll()
+	cs := &procs.Children{Dir: dir}
+	defer cs.KillAll()
 
 	r := newReport(map[bool]string{true: "quick", false: "full"}[*quick])
 	r.Rounds = s.rounds
@@ -326,7 +327,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // bench is one benchmark run: its settings, children, targets and report.
 type bench struct {
 	s           settings
-	cs          *children
+	cs          *procs.Children
 	dir         string
 	log         io.Writer
 	r           *report
@@ -338,7 +339,7 @@ type bench struct {
 	profilePhase string
 	lateDial     string // handshake.late_dial for every holdfast, if set
 
-	upstream        *child
+	upstream        *procs.Child
 	targets         []target
 	cert            *runCert // the wss paths' test certificate, made once
 	holdfastMetrics string   // address of holdfast's metrics listener
@@ -357,11 +358,11 @@ func (b *bench) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.upstream, err = b.cs.start("upstream", exe, []string{"-serve-upstream"}, true, 10*time.Second)
+	b.upstream, err = b.cs.Start("upstream", exe, []string{"-serve-upstream"}, true, 10*time.Second)
 	if err != nil {
 		return err
 	}
-	upURL := "ws://" + b.upstream.addr + "/"
+	upURL := "ws://" + b.upstream.Addr + "/"
 	for _, p := range b.s.paths {
 		var t target
 		var err error
@@ -369,10 +370,10 @@ func (b *bench) setup(ctx context.Context) error {
 		case "direct":
 			t = target{name: p, url: upURL, proc: b.upstream}
 		case "tunnel", "koding":
-			var c *child
-			c, err = b.cs.start(p, exe, []string{"-serve-proxy", p, "-upstream", "http://" + b.upstream.addr}, true, 10*time.Second)
+			var c *procs.Child
+			c, err = b.cs.Start(p, exe, []string{"-serve-proxy", p, "-upstream", "http://" + b.upstream.Addr}, true, 10*time.Second)
 			if err == nil {
-				t = target{name: p, url: "ws://" + c.addr + "/", proc: c, proxy: c}
+				t = target{name: p, url: "ws://" + c.Addr + "/", proc: c, proxy: c}
 			}
 		case "holdfast":
 			t, err = b.startHoldfast(ctx, upURL)
@@ -381,27 +382,27 @@ func (b *bench) setup(ctx context.Context) error {
 			if certFile, keyFile, err = b.certFiles(); err != nil {
 				break
 			}
-			var c *child
-			c, err = b.cs.start("tunnel-tls", exe, []string{"-serve-proxy", "tunnel", "-upstream", "http://" + b.upstream.addr,
+			var c *procs.Child
+			c, err = b.cs.Start("tunnel-tls", exe, []string{"-serve-proxy", "tunnel", "-upstream", "http://" + b.upstream.Addr,
 				"-tls-cert", certFile, "-tls-key", keyFile}, true, 10*time.Second)
 			if err == nil {
-				t = target{name: p, url: "wss://" + c.addr + "/", tls: b.cert.clientConfig(), proc: c, proxy: c}
+				t = target{name: p, url: "wss://" + c.Addr + "/", tls: b.cert.clientConfig(), proc: c, proxy: c}
 			}
 		case "holdfast_tls":
 			var bin string
 			if bin, err = b.buildHoldfast(ctx); err != nil {
 				break
 			}
-			var c *child
+			var c *procs.Child
 			c, _, err = b.launchHoldfast(ctx, bin, "holdfast-tls", upURL, holdfastOptions{tls: true})
 			if err == nil {
-				t = target{name: p, url: "wss://" + c.addr + "/", tls: b.cert.clientConfig(), proc: c, proxy: c}
+				t = target{name: p, url: "wss://" + c.Addr + "/", tls: b.cert.clientConfig(), proc: c, proxy: c}
 			}
 		case "baseline":
-			var c *child
+			var c *procs.Child
 			c, _, err = b.launchHoldfast(ctx, b.baselineBin, "baseline", upURL, holdfastOptions{})
 			if err == nil {
-				t = target{name: p, url: "ws://" + c.addr + "/", proc: c, proxy: c}
+				t = target{name: p, url: "ws://" + c.Addr + "/", proc: c, proxy: c}
 			}
 		}
 		if err != nil {
@@ -439,7 +440,7 @@ func (b *bench) startHoldfast(ctx context.Context, upstreamURL string) (target, 
 		return target{}, err
 	}
 	b.holdfastMetrics = metricsAddr
-	return target{name: "holdfast", url: "ws://" + c.addr + "/", proc: c, proxy: c}, nil
+	return target{name: "holdfast", url: "ws://" + c.Addr + "/", proc: c, proxy: c}, nil
 }
 
 // buildHoldfast returns the holdfast binary, building it once from b.src.
@@ -489,12 +490,12 @@ type holdfastOptions struct {
 // with it as child name, and waits until its metrics listener answers
 // /healthz and its data port accepts. It returns the child and the metrics
 // address.
-func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL string, opts holdfastOptions) (*child, string, error) {
-	listen, err := freePort()
+func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL string, opts holdfastOptions) (*procs.Child, string, error) {
+	listen, err := procs.FreePort()
 	if err != nil {
 		return nil, "", err
 	}
-	metricsAddr, err := freePort()
+	metricsAddr, err := procs.FreePort()
 	if err != nil {
 		return nil, "", err
 	}
@@ -520,20 +521,20 @@ func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL strin
 	}
 	var env []string
 	if b.cpuProfile != "" && name == profiledChild[b.profilePhase] {
-		if b.pprofAddr, err = freePort(); err != nil {
+		if b.pprofAddr, err = procs.FreePort(); err != nil {
 			return nil, "", err
 		}
 		env = append(env, pprofEnv+"="+b.pprofAddr)
 	}
-	c, err := b.cs.start(name, bin, []string{"-config", cfg}, false, 0, env...)
+	c, err := b.cs.Start(name, bin, []string{"-config", cfg}, false, 0, env...)
 	if err != nil {
 		return nil, "", err
 	}
-	c.addr = listen
+	c.Addr = listen
 	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if err := waitHTTP(wctx, c, "http://"+metricsAddr+"/healthz"); err != nil {
-		c.kill()
+	if err := procs.WaitHTTP(wctx, c, "http://"+metricsAddr+"/healthz"); err != nil {
+		c.Kill()
 		return nil, "", err
 	}
 	return c, metricsAddr, nil

@@ -21,7 +21,7 @@ func (b *bench) runScenarios(ctx context.Context) {
 		}
 		v, err := measureIdle(ctx, t, b.s.idleN, b.s.settle)
 		b.record("idle", t, err, func() { b.r.Idle[t.name] = v }, "%.0f B/session", v)
-		waitUpstreamDrained(ctx, b.upstream.addr)
+		waitUpstreamDrained(ctx, b.upstream.Addr)
 	}
 
 	for _, t := range b.targets {
@@ -60,7 +60,7 @@ func (b *bench) runScenarios(ctx context.Context) {
 					b.r.CPUPerMsg[t.name] = float64(cpu[t.name].Nanoseconds()) / 1e3 / float64(done[t.name])
 				}
 			}, "round %d: %.0f msg/s, %s", round+1, v.perSecond, cpuText(t, v))
-			waitUpstreamDrained(ctx, b.upstream.addr)
+			waitUpstreamDrained(ctx, b.upstream.Addr)
 		}
 	}
 
@@ -79,7 +79,7 @@ func (b *bench) runScenarios(ctx context.Context) {
 				b.r.RTTP50[t.name] = float64(percentile(rtts[t.name], 50).Microseconds())
 				b.r.RTTP99[t.name] = float64(percentile(rtts[t.name], 99).Microseconds())
 			}, "round %d: p50 %v p99 %v (%d samples)", round+1, percentile(d, 50), percentile(d, 99), len(d))
-			waitUpstreamDrained(ctx, b.upstream.addr)
+			waitUpstreamDrained(ctx, b.upstream.Addr)
 		}
 	}
 
@@ -142,7 +142,7 @@ func (b *bench) runScenarios(ctx context.Context) {
 					b.r.CPUPerHandshake[t.name] = float64(cpu[t.name].Nanoseconds()) / 1e3 / float64(done[t.name])
 				}
 			}, "round %d: %.0f/s, %s", round+1, v.perSecond, cpuText(t, v))
-			waitUpstreamDrained(ctx, b.upstream.addr)
+			waitUpstreamDrained(ctx, b.upstream.Addr)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/holdfast-proxy/holdfast/bench/internal/procs"
 	"github.com/koding/websocketproxy"
 )
 
@@ -44,7 +45,7 @@ func serveProxy(kind, listen, upstream string, opts proxyOptions) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stdout, "%s%s\n", readyPrefix, l.Addr())
+	fmt.Fprintf(os.Stdout, "%s%s\n", procs.ReadyPrefix, l.Addr())
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	return srv.Serve(l)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/holdfast-proxy/holdfast/bench/internal/procs"
 )
 
 // target is one path to the upstream.
@@ -22,10 +23,10 @@ type target struct {
 	// tls is the load generator's TLS configuration for a wss:// URL
 	// (trusting the run's test certificate); nil for ws://.
 	tls  *tls.Config
-	proc *child // process whose RSS is measured for idle sessions
+	proc *procs.Child // process whose RSS is measured for idle sessions
 	// proxy is the proxy's process, whose CPU time is measured under load;
 	// nil for direct, which has none.
-	proxy *child
+	proxy *procs.Child
 }
 
 // handshakeTimeout bounds one client handshake in every scenario except the
@@ -93,7 +94,7 @@ func cpuNow(t target) (time.Duration, error) {
 	if t.proxy == nil {
 		return 0, nil
 	}
-	d, err := t.proxy.cpu()
+	d, err := t.proxy.CPU()
 	if err != nil {
 		return 0, fmt.Errorf("%s: cpu: %w", t.name, err)
 	}
@@ -264,7 +265,7 @@ func measureIdle(ctx context.Context, t target, n int, settle time.Duration) (fl
 	if err := sleepCtx(ctx, settle); err != nil {
 		return 0, err
 	}
-	before, err := t.proc.rss()
+	before, err := t.proc.RSS()
 	if err != nil {
 		return 0, err
 	}
@@ -276,7 +277,7 @@ func measureIdle(ctx context.Context, t target, n int, settle time.Duration) (fl
 	if err := sleepCtx(ctx, settle); err != nil {
 		return 0, err
 	}
-	after, err := t.proc.rss()
+	after, err := t.proc.RSS()
 	if err != nil {
 		return 0, err
 	}

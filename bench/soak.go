@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/holdfast-proxy/holdfast/bench/internal/procs"
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/testcert"
 )
@@ -155,7 +156,7 @@ log:
 // soakHoldfast is one holdfast process of the soak.
 type soakHoldfast struct {
 	name     string
-	c        *child
+	c        *procs.Child
 	cfg      string // config file path
 	listen   string
 	metrics  string
@@ -378,17 +379,17 @@ func (k *soak) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gwAddr, err := freePort()
+	gwAddr, err := procs.FreePort()
 	if err != nil {
 		return err
 	}
-	gw, err := b.cs.start("soak-gateway", exe, []string{"-serve-fakegw", "-listen", gwAddr, "-startup-window", "0s"}, true, 10*time.Second)
+	gw, err := b.cs.Start("soak-gateway", exe, []string{"-serve-fakegw", "-listen", gwAddr, "-startup-window", "0s"}, true, 10*time.Second)
 	if err != nil {
 		return err
 	}
-	f := strings.Fields(gw.addr)
+	f := strings.Fields(gw.Addr)
 	if len(f) != 2 {
-		return fmt.Errorf("gateway ready line %q", gw.addr)
+		return fmt.Errorf("gateway ready line %q", gw.Addr)
 	}
 	k.stats = f[1]
 
@@ -405,20 +406,20 @@ func (k *soak) setup(ctx context.Context) error {
 		h.upstream = "ws://" + gwAddr + "/"
 		h.logLevel = k.s.logLevel
 		h.cfg = filepath.Join(b.dir, h.name+".yaml")
-		if h.listen, err = freePort(); err != nil {
+		if h.listen, err = procs.FreePort(); err != nil {
 			return err
 		}
-		if h.metrics, err = freePort(); err != nil {
+		if h.metrics, err = procs.FreePort(); err != nil {
 			return err
 		}
 		if err := h.writeConfig("A"); err != nil {
 			return err
 		}
-		if h.c, err = b.cs.start(h.name, bin, []string{"-config", h.cfg}, false, 0); err != nil {
+		if h.c, err = b.cs.Start(h.name, bin, []string{"-config", h.cfg}, false, 0); err != nil {
 			return err
 		}
 		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err = waitHTTP(wctx, h.c, "http://"+h.metrics+"/healthz")
+		err = procs.WaitHTTP(wctx, h.c, "http://"+h.metrics+"/healthz")
 		cancel()
 		if err != nil {
 			return err
@@ -592,7 +593,7 @@ func (k *soak) reloader(ctx context.Context) {
 				k.fail("reload: %v", err)
 				return
 			}
-			if err := syscall.Kill(h.c.cmd.Process.Pid, syscall.SIGHUP); err != nil {
+			if err := syscall.Kill(h.c.Cmd.Process.Pid, syscall.SIGHUP); err != nil {
 				k.fail("reload: SIGHUP %s: %v", h.name, err)
 				return
 			}
@@ -676,8 +677,8 @@ func (k *soak) sampler(ctx context.Context) {
 		}
 		for _, h := range []*soakHoldfast{k.plain, k.tlsHF} {
 			s := soakSample{T: at.Seconds()}
-			s.RSS, _ = rssOf(h.c.cmd.Process.Pid)
-			s.FDs, _ = fdsOf(h.c.cmd.Process.Pid)
+			s.RSS, _ = procs.RSSOf(h.c.Cmd.Process.Pid)
+			s.FDs, _ = fdsOf(h.c.Cmd.Process.Pid)
 			m, err := k.scrape(ctx, h.metrics)
 			if err != nil {
 				k.b.logf("soak: %s metrics: %v", h.name, err)
@@ -737,7 +738,7 @@ func (k *soak) scrape(ctx context.Context, addr string) (map[string]float64, err
 // counts returns h's goroutines (from its metrics) and open descriptors.
 func (k *soak) counts(ctx context.Context, h *soakHoldfast) (goroutines, fds int64) {
 	m, _ := k.scrape(ctx, h.metrics)
-	fds, _ = fdsOf(h.c.cmd.Process.Pid)
+	fds, _ = fdsOf(h.c.Cmd.Process.Pid)
 	return int64(m["go_goroutines"]), fds
 }
 
@@ -833,7 +834,7 @@ func (k *soak) report(ctx context.Context, dur time.Duration) *soakReport {
 			k.failures = append(k.failures, fmt.Sprintf("%s metrics: %v", h.name, err))
 		}
 		r.ReloadsCounted[h.name] = [2]int64{int64(m[`holdfast_config_reloads_total{result="success"}`]), int64(m[`holdfast_config_reloads_total{result="failure"}`])}
-		r.LogLines[h.name] = logLines(h.c.log)
+		r.LogLines[h.name] = logLines(h.c.Log)
 	}
 	r.Problems = append(append([]string{}, r.problems()...), k.failures...)
 	return r

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/holdfast-proxy/holdfast/bench/internal/procs"
 )
 
 // upstream is the minimal gateway every path talks to: on upgrade it sends
@@ -64,7 +65,7 @@ func serveUpstream(listen string, window time.Duration, maxPreauth int) error {
 	mux.HandleFunc("/healthz", u.probe(`{"ok":true,"status":"live"}`, `{"ok":true,"status":"live"}`))
 	mux.HandleFunc("/benchstats", u.stats)
 	mux.HandleFunc("/", u.serveWS)
-	fmt.Fprintf(os.Stdout, "%s%s\n", readyPrefix, l.Addr())
+	fmt.Fprintf(os.Stdout, "%s%s\n", procs.ReadyPrefix, l.Addr())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return srv.Serve(l)
 }

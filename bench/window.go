@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/holdfast-proxy/holdfast/bench/internal/procs"
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 )
 
@@ -97,12 +98,12 @@ func (b *bench) measureWindow(ctx context.Context, attributed, baseline bool) (*
 			return nil, err
 		}
 	}
-	gwAddr, err := freePort()
+	gwAddr, err := procs.FreePort()
 	if err != nil {
 		return nil, err
 	}
 	url := "ws://" + gwAddr + "/"
-	var hfProc *child
+	var hfProc *procs.Child
 	if bin != "" {
 		name, opts := "holdfast-window", holdfastOptions{}
 		if attributed {
@@ -115,9 +116,9 @@ func (b *bench) measureWindow(ctx context.Context, attributed, baseline bool) (*
 		if err != nil {
 			return nil, err
 		}
-		defer hf.kill()
+		defer hf.Kill()
 		hfProc = hf
-		url = "ws://" + hf.addr + "/"
+		url = "ws://" + hf.Addr + "/"
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -143,11 +144,11 @@ func (b *bench) measureWindow(ctx context.Context, attributed, baseline bool) (*
 	if attributed {
 		gwName = "window-attributed-gateway"
 	}
-	gw, err := b.cs.start(gwName, exe, args, true, 10*time.Second)
+	gw, err := b.cs.Start(gwName, exe, args, true, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	defer gw.kill()
+	defer gw.Kill()
 	start := time.Now() // the window opens when the gateway listens
 	windowEnd := start.Add(ws.window)
 	if b.cpuProfile != "" && b.profilePhase == map[bool]string{false: "window", true: "window_attributed"}[attributed] {
@@ -164,9 +165,9 @@ func (b *bench) measureWindow(ctx context.Context, attributed, baseline bool) (*
 	}
 	// CPU time of each process over the release, from the window's end to
 	// the last hello-ok: who was busy while the crowd was let go.
-	procs := map[string]int{"gateway": gw.cmd.Process.Pid, "clients": os.Getpid()}
+	pids := map[string]int{"gateway": gw.Cmd.Process.Pid, "clients": os.Getpid()}
 	if hfProc != nil {
-		procs["holdfast"] = hfProc.cmd.Process.Pid
+		pids["holdfast"] = hfProc.Cmd.Process.Pid
 	}
 	cpuAtEnd := map[string]time.Duration{}
 	sampled := make(chan struct{})
@@ -175,14 +176,14 @@ func (b *bench) measureWindow(ctx context.Context, attributed, baseline bool) (*
 		if sleepCtx(ctx, time.Until(windowEnd)) != nil {
 			return
 		}
-		for name, pid := range procs {
-			if d, err := cpuOf(pid); err == nil {
+		for name, pid := range pids {
+			if d, err := procs.CPUOf(pid); err == nil {
 				cpuAtEnd[name] = d
 			}
 		}
 	}()
-	statsAddr := gw.addr
-	if f := strings.Fields(gw.addr); len(f) == 2 {
+	statsAddr := gw.Addr
+	if f := strings.Fields(gw.Addr); len(f) == 2 {
 		statsAddr = f[1]
 	}
 
@@ -227,8 +228,8 @@ func (b *bench) measureWindow(ctx context.Context, attributed, baseline bool) (*
 	}
 	<-sampled
 	releaseCPU := map[string]float64{}
-	for name, pid := range procs {
-		d, err := cpuOf(pid)
+	for name, pid := range pids {
+		d, err := procs.CPUOf(pid)
 		if t0, ok := cpuAtEnd[name]; ok && err == nil {
 			releaseCPU[name] = float64((d - t0).Milliseconds())
 		}
@@ -331,24 +332,24 @@ func (b *bench) measureAttributedFloor(ctx context.Context) (*floorReport, error
 	if err != nil {
 		return nil, err
 	}
-	gwAddr, err := freePort()
+	gwAddr, err := procs.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	gw, err := b.cs.start("floor-gateway", exe, []string{"-listen", gwAddr, "-startup-window", "0s", "-serve-fakegw", "-attributed"}, true, 10*time.Second)
+	gw, err := b.cs.Start("floor-gateway", exe, []string{"-listen", gwAddr, "-startup-window", "0s", "-serve-fakegw", "-attributed"}, true, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	defer gw.kill()
-	statsAddr := gw.addr
-	if f := strings.Fields(gw.addr); len(f) == 2 {
+	defer gw.Kill()
+	statsAddr := gw.Addr
+	if f := strings.Fields(gw.Addr); len(f) == 2 {
 		statsAddr = f[1]
 	}
-	tun, err := b.cs.start("floor-tunnel", exe, []string{"-serve-proxy", "tunnel", "-upstream", "http://" + gwAddr, "-forward-for"}, true, 10*time.Second)
+	tun, err := b.cs.Start("floor-tunnel", exe, []string{"-serve-proxy", "tunnel", "-upstream", "http://" + gwAddr, "-forward-for"}, true, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	defer tun.kill()
+	defer tun.Kill()
 
 	ws := b.s.window
 	devs := make([]*deviceauth.Identity, ws.clients)
@@ -358,7 +359,7 @@ func (b *bench) measureAttributedFloor(ctx context.Context) (*floorReport, error
 		}
 	}
 	d := newDialer(ws.timeout, nil)
-	url := "ws://" + tun.addr + "/"
+	url := "ws://" + tun.Addr + "/"
 	after := make([]time.Duration, ws.clients)
 	errs := make([]error, ws.clients)
 	release := make(chan struct{})
@@ -379,10 +380,10 @@ func (b *bench) measureAttributedFloor(ctx context.Context) (*floorReport, error
 			c.Close()
 		}()
 	}
-	procs := map[string]int{"tunnel": tun.cmd.Process.Pid, "gateway": gw.cmd.Process.Pid, "clients": os.Getpid()}
+	pids := map[string]int{"tunnel": tun.Cmd.Process.Pid, "gateway": gw.Cmd.Process.Pid, "clients": os.Getpid()}
 	cpu0 := map[string]time.Duration{}
-	for name, pid := range procs {
-		if d, err := cpuOf(pid); err == nil {
+	for name, pid := range pids {
+		if d, err := procs.CPUOf(pid); err == nil {
 			cpu0[name] = d
 		}
 	}
@@ -393,8 +394,8 @@ func (b *bench) measureAttributedFloor(ctx context.Context) (*floorReport, error
 		return nil, ctx.Err()
 	}
 	f := &floorReport{Clients: ws.clients, ReleaseCPUMs: map[string]float64{}, Failures: map[string]int{}}
-	for name, pid := range procs {
-		d, err := cpuOf(pid)
+	for name, pid := range pids {
+		d, err := procs.CPUOf(pid)
 		if t0, ok := cpu0[name]; ok && err == nil {
 			f.ReleaseCPUMs[name] = float64((d - t0).Milliseconds())
 		}

@@ -1,4 +1,4 @@
-package main
+package procs
 
 import (
 	"os"
@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-// TestCPUOf checks that cpuOf reads this process's CPU time: it grows by
+// TestCPUOf checks that CPUOf reads this process's CPU time: it grows by
 // about the CPU spent in a busy loop (the loop's wall time is an upper bound
 // of it).
 func TestCPUOf(t *testing.T) {
-	before, err := cpuOf(os.Getpid())
+	before, err := CPUOf(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,7 +20,7 @@ func TestCPUOf(t *testing.T) {
 		x++
 	}
 	wall := time.Since(start)
-	after, err := cpuOf(os.Getpid())
+	after, err := CPUOf(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,12 +31,12 @@ func TestCPUOf(t *testing.T) {
 	}
 }
 
-// TestFreePortNeverRepeats: addresses handed out for children that listen
+// TestFreePortNeverRepeats: addresses handed out for Children that listen
 // later are never handed out twice, even when the kernel offers one again.
 func TestFreePortNeverRepeats(t *testing.T) {
 	seen := map[string]bool{}
 	for range 300 {
-		addr, err := freePort()
+		addr, err := FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}

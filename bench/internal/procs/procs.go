@@ -1,4 +1,7 @@
-package main
+// Package procs starts, watches and measures the bench harness's child
+// processes (proxies, upstreams, fake gateways), and kills them all on the
+// way out.
+package procs
 
 import (
 	"bufio"
@@ -7,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,34 +21,34 @@ import (
 	"time"
 )
 
-// readyPrefix starts the line a bench child prints on stdout once it is
+// ReadyPrefix starts the line a bench Child prints on stdout once it is
 // listening; the rest of the line is its address.
-const readyPrefix = "ready "
+const ReadyPrefix = "ready "
 
-// children owns every process the harness starts and kills them all in
-// killAll. Each child also gets SIGKILL from the kernel if the harness dies
+// Children owns every process the harness starts and kills them all in
+// killAll. Each Child also gets SIGKILL from the kernel if the harness dies
 // (Pdeathsig), so a panic in a goroutine leaves nothing behind.
-type children struct {
-	dir string // stderr logs of the children go here
+type Children struct {
+	Dir string // stderr logs of the Children go here
 
 	mu    sync.Mutex
-	procs []*child
+	procs []*Child
 }
 
-// child is one process started by the harness.
-type child struct {
-	name string
-	cmd  *exec.Cmd
-	addr string // set by the ready line, or by the caller for holdfast
-	log  string // path of the stderr log
+// Child is one process started by the harness.
+type Child struct {
+	Name string
+	Cmd  *exec.Cmd
+	Addr string // set by the ready line, or by the caller for holdfast
+	Log  string // path of the stderr log
 	done chan struct{}
 }
 
 // start runs bin with args (and env added to the harness's environment) as
-// a child in its own process group, its stderr going to a log file. When wantReady is set it waits for the ready line on
+// a Child in its own process group, its stderr going to a log file. When wantReady is set it waits for the ready line on
 // stdout (bounded by timeout) and records the address.
-func (cs *children) start(name, bin string, args []string, wantReady bool, timeout time.Duration, env ...string) (*child, error) {
-	logPath := filepath.Join(cs.dir, name+".log")
+func (cs *Children) Start(name, bin string, args []string, wantReady bool, timeout time.Duration, env ...string) (*Child, error) {
+	logPath := filepath.Join(cs.Dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -68,7 +72,7 @@ func (cs *children) start(name, bin string, args []string, wantReady bool, timeo
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	c := &child{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	c := &Child{Name: name, Cmd: cmd, Log: logPath, done: make(chan struct{})}
 	cs.mu.Lock()
 	cs.procs = append(cs.procs, c)
 	cs.mu.Unlock()
@@ -84,15 +88,15 @@ func (cs *children) start(name, bin string, args []string, wantReady bool, timeo
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), readyPrefix) {
-				lines <- strings.TrimPrefix(sc.Text(), readyPrefix)
+			if strings.HasPrefix(sc.Text(), ReadyPrefix) {
+				lines <- strings.TrimPrefix(sc.Text(), ReadyPrefix)
 				break
 			}
 		}
 		_, _ = io.Copy(io.Discard, stdout) // keep the pipe drained
 	}()
 	select {
-	case c.addr = <-lines:
+	case c.Addr = <-lines:
 		return c, nil
 	case <-c.done:
 		return nil, fmt.Errorf("start %s: exited before ready (log %s)", name, logPath)
@@ -101,32 +105,32 @@ func (cs *children) start(name, bin string, args []string, wantReady bool, timeo
 	}
 }
 
-// killAll sends SIGKILL to every child's process group and waits briefly for
+// killAll sends SIGKILL to every Child's process group and waits briefly for
 // each to be reaped.
-func (cs *children) killAll() {
+func (cs *Children) KillAll() {
 	cs.mu.Lock()
 	procs := cs.procs
 	cs.procs = nil
 	cs.mu.Unlock()
 	for _, c := range procs {
-		c.kill()
+		c.Kill()
 	}
 }
 
-// kill sends SIGKILL to the child's process group and waits up to 2 s.
-func (c *child) kill() {
-	if c.cmd.Process == nil {
+// kill sends SIGKILL to the Child's process group and waits up to 2 s.
+func (c *Child) Kill() {
+	if c.Cmd.Process == nil {
 		return
 	}
-	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	_ = syscall.Kill(-c.Cmd.Process.Pid, syscall.SIGKILL)
 	select {
 	case <-c.done:
 	case <-time.After(2 * time.Second):
 	}
 }
 
-// alive reports whether the child is still running.
-func (c *child) alive() bool {
+// alive reports whether the Child is still running.
+func (c *Child) Alive() bool {
 	select {
 	case <-c.done:
 		return false
@@ -135,14 +139,14 @@ func (c *child) alive() bool {
 	}
 }
 
-// rss returns the resident set size of the child in bytes (VmRSS from
+// rss returns the resident set size of the Child in bytes (VmRSS from
 // /proc/PID/status).
-func (c *child) rss() (int64, error) {
-	return rssOf(c.cmd.Process.Pid)
+func (c *Child) RSS() (int64, error) {
+	return RSSOf(c.Cmd.Process.Pid)
 }
 
-// rssOf returns VmRSS of pid in bytes.
-func rssOf(pid int) (int64, error) {
+// RSSOf returns VmRSS of pid in bytes.
+func RSSOf(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
@@ -168,14 +172,14 @@ func rssOf(pid int) (int64, error) {
 // Linux fixes at 100 for user space whatever the kernel's own tick rate.
 const userHZ = 100
 
-// cpu returns the CPU time the child has used so far, user and system, all
+// cpu returns the CPU time the Child has used so far, user and system, all
 // its threads included.
-func (c *child) cpu() (time.Duration, error) {
-	return cpuOf(c.cmd.Process.Pid)
+func (c *Child) CPU() (time.Duration, error) {
+	return CPUOf(c.Cmd.Process.Pid)
 }
 
-// cpuOf returns utime+stime of pid from /proc/PID/stat.
-func cpuOf(pid int) (time.Duration, error) {
+// CPUOf returns utime+stime of pid from /proc/PID/stat.
+func CPUOf(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
@@ -202,10 +206,10 @@ func cpuOf(pid int) (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / userHZ, nil
 }
 
-// raiseFileLimit raises RLIMIT_NOFILE to its hard limit: every idle session
+// RaiseFileLimit raises RLIMIT_NOFILE to its hard limit: every idle session
 // costs a descriptor in the load generator, two in a proxy and one in the
 // upstream.
-func raiseFileLimit() (uint64, error) {
+func RaiseFileLimit() (uint64, error) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return 0, err
@@ -219,13 +223,13 @@ func raiseFileLimit() (uint64, error) {
 	return lim.Cur, nil
 }
 
-// freePort returns a 127.0.0.1 address with a port that was free a moment
+// FreePort returns a 127.0.0.1 address with a port that was free a moment
 // ago and that this process never handed out before: the kernel may offer a
 // port it offered a moment earlier (that listener was closed at once), and
-// two children given one port would fail at random. Only holdfast and the
+// two Children given one port would fail at random. Only holdfast and the
 // window's gateway need it (their addresses are fixed before they start);
-// bench children listen on port 0 and report their address.
-func freePort() (string, error) {
+// bench Children listen on port 0 and report their address.
+func FreePort() (string, error) {
 	issuedPorts.Lock()
 	defer issuedPorts.Unlock()
 	for range 100 {
@@ -245,17 +249,17 @@ func freePort() (string, error) {
 	return "", errors.New("bench: every port the kernel offered was handed out before")
 }
 
-// issuedPorts holds every address freePort handed out.
+// issuedPorts holds every address FreePort handed out.
 var issuedPorts = struct {
 	sync.Mutex
 	m map[string]bool
 }{m: map[string]bool{}}
 
-// waitHTTP polls url until it answers 200 or ctx ends.
-func waitHTTP(ctx context.Context, c *child, url string) error {
-	client := newHTTPClient()
+// WaitHTTP polls url until it answers 200 or ctx ends.
+func WaitHTTP(ctx context.Context, c *Child, url string) error {
+	client := &http.Client{Timeout: 2 * time.Second}
 	for {
-		req, err := httpGet(ctx, url)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return err
 		}
@@ -267,12 +271,12 @@ func waitHTTP(ctx context.Context, c *child, url string) error {
 				return nil
 			}
 		}
-		if !c.alive() {
-			return fmt.Errorf("%s exited (log %s)", c.name, c.log)
+		if !c.Alive() {
+			return fmt.Errorf("%s exited (log %s)", c.Name, c.Log)
 		}
 		select {
 		case <-ctx.Done():
-			return errors.Join(fmt.Errorf("%s: %s not ready (log %s)", c.name, url, c.log), ctx.Err())
+			return errors.Join(fmt.Errorf("%s: %s not ready (log %s)", c.Name, url, c.Log), ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

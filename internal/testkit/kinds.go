@@ -49,6 +49,7 @@ const (
 type kindGate struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
+	settle  time.Duration
 	turn    int
 	active  [2]int
 	waiting [2]int
@@ -65,7 +66,7 @@ const maxPrompt = 4
 const settle = 100 * time.Millisecond
 
 func newKindGate() *kindGate {
-	g := &kindGate{turn: kindHeavy}
+	g := &kindGate{settle: settle, turn: kindHeavy}
 	g.cond = sync.NewCond(&g.mu)
 	return g
 }
@@ -77,8 +78,8 @@ func (g *kindGate) passTurn() time.Duration {
 	if g.waiting[other] == 0 || g.waiting[cur] > 0 || g.active[cur] > 0 {
 		return 0
 	}
-	if waited := time.Since(g.since[other]); waited <= settle {
-		return settle - waited + time.Millisecond
+	if waited := time.Since(g.since[other]); waited <= g.settle {
+		return g.settle - waited + time.Millisecond
 	}
 	g.turn = other
 	return 0
@@ -100,7 +101,11 @@ func (g *kindGate) enter(t testing.TB, k int) {
 			break
 		}
 		if wake > 0 {
-			time.AfterFunc(wake, g.cond.Broadcast)
+			time.AfterFunc(wake, func() {
+				g.mu.Lock() // held until this waiter is in Wait
+				g.mu.Unlock()
+				g.cond.Broadcast()
+			})
 		}
 		g.cond.Wait()
 	}

@@ -102,9 +102,9 @@ func (g *kindGate) enter(t testing.TB, k int) {
 		}
 		if wake > 0 {
 			time.AfterFunc(wake, func() {
-				g.mu.Lock() // held until this waiter is in Wait
-				g.mu.Unlock()
+				g.mu.Lock() // this waiter is in Wait once the lock is free
 				g.cond.Broadcast()
+				g.mu.Unlock()
 			})
 		}
 		g.cond.Wait()

@@ -219,7 +219,10 @@ func TestLateDialGatewayDown(t *testing.T) {
 		c.LateDialMax = 6 * time.Second
 	}, nil)
 	ch := connectAsync(hs.url, newDevice(t), "")
-	time.Sleep(500 * time.Millisecond)
+	// The gateway starts once the client waits for it as down: after a
+	// fixed 500 ms, a client upgraded late on a loaded host found it
+	// started already and was not delayed.
+	hs.waitMetric(1, "holdfast_upstream_dials_delayed_total")
 	gw := startGateway(t, fakegw.Config{Addr: addr, Token: token, StartupWindow: time.Second, PreauthTimeout: preauth})
 	o := <-ch
 	if !o.res.HelloOK {

@@ -151,6 +151,7 @@ func TestNothingFollowsACloseFrame(t *testing.T) {
 	const grace = 5 * time.Second
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			for i := range 3 {
 				t.Run(fmt.Sprint(i), func(t *testing.T) {
 					t.Parallel()

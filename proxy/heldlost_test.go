@@ -7,6 +7,7 @@ import (
 
 	"github.com/holdfast-proxy/holdfast/internal/deviceauth"
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -23,6 +24,9 @@ func TestHeldSocketClosedBeforeConnect(t *testing.T) {
 	for _, device := range []bool{false, true} {
 		t.Run(kindName(device), func(t *testing.T) {
 			t.Parallel()
+			// Prompt: a connect sent as the gateway's 1 s timer fires is
+			// answered by the close (seen beside the heavy tests).
+			testkit.Prompt(t)
 			gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: time.Hour, PreauthTimeout: time.Second})
 			hs := startProxy(t, gw.Addr(), func(c *proxy.Config) { c.Budget = 10 * time.Second }, nil)
 			type result struct {

@@ -110,18 +110,39 @@ func TestLateDialOutlastsPreauthTimer(t *testing.T) {
 // challenge before its own challenge timer, its connect is held to the end
 // of the fresh budget, and then it gets the gateway's own UNAVAILABLE and
 // close 1013, so that a client that retries retries.
+//
+// The pre-auth timer here is twice the package's. The socket for the
+// hand-out is opened before the challenge is due (by the warm dial's time
+// and half again, at least min_attempt), so with a 2 s timer the hold
+// ended on that socket's age (opened + preauth - hold margin), the earlier
+// the slower the warm dial, not at the end of the budget this test bounds;
+// and the held connect reached the gateway 400 ms before its timer closed
+// the socket, which a loaded host sometimes missed. With 4 s the budget
+// ends the hold, and the gateway answers seconds before its timer.
 func TestLateDialKeepsUnavailableRule(t *testing.T) {
 	t.Parallel()
 	testkit.Prompt(t)
-	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 10 * time.Second, PreauthTimeout: preauth})
-	hs := startLateProxy(t, gw.Addr())
-	for _, device := range []bool{true, false} {
+	const timer = 2 * preauth
+	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 10 * time.Second, PreauthTimeout: timer})
+	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
+		c.PreauthTimeout = timer
+		c.HoldMargin = holdMargin
+		c.Budget = lateBudget
+		c.LateDialMax = lateDialMax
+	}, nil)
+	// The two clients come together: each is held on a socket of its own.
+	kinds := []bool{true, false}
+	outs := make([]<-chan lateOut, len(kinds))
+	for i, device := range kinds {
+		var dev *deviceauth.Identity
+		if device {
+			dev = newDevice(t)
+		}
+		outs[i] = connectAsync(hs.url, dev, "")
+	}
+	for i, device := range kinds {
 		t.Run(kindName(device), func(t *testing.T) {
-			var dev *deviceauth.Identity
-			if device {
-				dev = newDevice(t)
-			}
-			o := <-connectAsync(hs.url, dev, "")
+			o := <-outs[i]
 			if o.res.HelloOK || o.res.Error == nil || o.res.Error.Code != "UNAVAILABLE" || !o.res.Error.Retryable {
 				t.Fatalf("result %s (error %v); want the gateway's UNAVAILABLE", summarizeLate(o.res), o.res.Error)
 			}
@@ -140,10 +161,14 @@ func TestLateDialKeepsUnavailableRule(t *testing.T) {
 		t.Errorf("dials delayed = %v; want 2", got)
 	}
 	// Each got the challenge of a socket opened just before it was due,
-	// not of its warm socket, whose pre-auth timer had run for the late
-	// dial.
+	// not of its warm socket, opened when it came.
 	if got := hs.metric("holdfast_upstream_renewals_total", "reason", "challenge_due"); got != 2 {
 		t.Errorf("renewals when the challenge was due = %v; want 2", got)
+	}
+	// Each connect reached the gateway before its pre-auth timer, once,
+	// and was answered UNAVAILABLE.
+	if st := gw.Stats(); st.ConnectAttempts != 2 || st.StartupRejects != 2 {
+		t.Errorf("gateway saw %d connects and %d startup rejections; want 2 and 2", st.ConnectAttempts, st.StartupRejects)
 	}
 }
 
@@ -194,7 +219,10 @@ func TestLateDialGatewayDown(t *testing.T) {
 		c.LateDialMax = 6 * time.Second
 	}, nil)
 	ch := connectAsync(hs.url, newDevice(t), "")
-	time.Sleep(500 * time.Millisecond)
+	// The gateway starts once the client waits for it as down: after a
+	// fixed 500 ms, a client upgraded late on a loaded host found it
+	// started already and was not delayed.
+	hs.waitMetric(1, "holdfast_upstream_dials_delayed_total")
 	gw := startGateway(t, fakegw.Config{Addr: addr, Token: token, StartupWindow: time.Second, PreauthTimeout: preauth})
 	o := <-ch
 	if !o.res.HelloOK {

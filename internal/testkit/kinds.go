@@ -31,13 +31,26 @@ const (
 	kindPrompt
 )
 
-// kindGate admits tests of one kind at a time. Tests of the running kind
-// may join it until the other kind has waited for patience; from then on
-// the running kind drains and the other takes over, so neither waits
-// longer than patience and the longest test of the other kind.
+// kindGate admits tests of one kind at a time: the kind whose turn it is,
+// once the other kind's tests have ended. The turn passes when the kind
+// whose turn it is has nothing waiting or running and the other kind has
+// waited for settle, so tests of the running kind join it as they come and
+// the gate switches kinds as seldom as it can: each switch waits for the
+// longest running test to end (before, the running kind stopped admitting
+// once the other had waited 2 s, and the proxy package's heavy tests ran
+// in four rounds, those admitted one by one). Neither kind waits forever:
+// a package has finitely many tests. Heavy tests have the first turn, so
+// that they run beside the burst of tests of neither kind that begins a
+// package, and the prompt ones on a quieter machine after.
+//
+// A test waiting at the gate holds its -parallel slot: a heavy test that
+// gets its slot after the heavy round has ended waits for the prompt
+// round.
 type kindGate struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
+	settle  time.Duration
+	turn    int
 	active  [2]int
 	waiting [2]int
 	since   [2]time.Time // when the oldest waiter of a kind began waiting
@@ -47,29 +60,57 @@ type kindGate struct {
 // its own clients and gateway, load the machine as a heavy test does.
 const maxPrompt = 4
 
-// patience is how long a kind waits before the running kind stops
-// admitting more of its tests.
-const patience = 2 * time.Second
+// settle is how long a kind waits before it takes the turn from a kind
+// with nothing to do: the tests of a package are released together, and
+// one of the other kind may be a moment behind.
+const settle = 100 * time.Millisecond
 
 func newKindGate() *kindGate {
-	g := &kindGate{}
+	g := &kindGate{settle: settle, turn: kindHeavy}
 	g.cond = sync.NewCond(&g.mu)
 	return g
 }
 
+// passTurn gives the turn to the other kind when it is due, and returns
+// how long until it may be due with no test starting or ending, or 0.
+func (g *kindGate) passTurn() time.Duration {
+	cur, other := g.turn, 1-g.turn
+	if g.waiting[other] == 0 || g.waiting[cur] > 0 || g.active[cur] > 0 {
+		return 0
+	}
+	if waited := time.Since(g.since[other]); waited <= g.settle {
+		return g.settle - waited + time.Millisecond
+	}
+	g.turn = other
+	return 0
+}
+
+func (g *kindGate) admits(k int) bool {
+	return g.turn == k && g.active[1-k] == 0 && (k != kindPrompt || g.active[k] < maxPrompt)
+}
+
 func (g *kindGate) enter(t testing.TB, k int) {
 	t.Helper()
-	other := 1 - k
 	g.mu.Lock()
 	if g.waiting[k]++; g.waiting[k] == 1 {
 		g.since[k] = time.Now()
 	}
-	for g.active[other] > 0 || (g.waiting[other] > 0 && g.active[k] > 0 && time.Since(g.since[other]) > patience) ||
-		(k == kindPrompt && g.active[k] >= maxPrompt) {
+	for {
+		wake := g.passTurn()
+		if g.admits(k) {
+			break
+		}
+		if wake > 0 {
+			time.AfterFunc(wake, func() {
+				g.mu.Lock() // this waiter is in Wait once the lock is free
+				g.cond.Broadcast()
+				g.mu.Unlock()
+			})
+		}
 		g.cond.Wait()
 	}
 	if g.waiting[k]--; g.waiting[k] > 0 {
-		g.since[k] = time.Now() // the waiters left are served with this one's kind
+		g.since[k] = time.Now() // the next waiter's wait, at most
 	}
 	g.active[k]++
 	g.mu.Unlock()

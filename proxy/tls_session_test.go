@@ -19,6 +19,7 @@ import (
 
 	"github.com/holdfast-proxy/holdfast/internal/fakegw"
 	"github.com/holdfast-proxy/holdfast/internal/testcert"
+	"github.com/holdfast-proxy/holdfast/internal/testkit"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
 
@@ -48,17 +49,7 @@ func startTLSProxy(t testing.TB, upstreamAddr string, tweak func(*proxy.Config),
 func dialTLS(t testing.TB, url string, roots *x509.CertPool) *rawClient {
 	t.Helper()
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: &tls.Config{RootCAs: roots}}
-	ws, resp, err := d.Dial(url, nil)
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("dial %s: %v (HTTP %d)", url, err, status)
-	}
-	t.Cleanup(func() { _ = ws.Close() })
-	ws.SetReadLimit(64 << 20)
-	return &rawClient{t: t, ws: ws}
+	return &rawClient{t: t, ws: testkit.DialWith(t, d, url, nil)}
 }
 
 // startTLSEcho runs an echoing gateway serving wss:// and returns its

@@ -15,7 +15,13 @@ import (
 // test ends.
 func DialRaw(t testing.TB, url string, hdr http.Header) *websocket.Conn {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	return DialWith(t, websocket.Dialer{HandshakeTimeout: 10 * time.Second}, url, hdr)
+}
+
+// DialWith is DialRaw through d (a wss:// URL with d's TLS configuration,
+// say).
+func DialWith(t testing.TB, d websocket.Dialer, url string, hdr http.Header) *websocket.Conn {
+	t.Helper()
 	ws, resp, err := d.Dial(url, hdr)
 	if err != nil {
 		status := 0

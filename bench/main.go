@@ -63,6 +63,7 @@
 //	go run ./bench -quick -paths holdfast -holdfast-cpuprofile cpu.out -profile-phase handshakes
 //	go run ./bench -quick -paths direct -window-path direct   # window without a proxy
 //	go run ./bench -paths holdfast -baseline-bin /tmp/holdfast-before -window=false   # before/after
+//	go run ./bench -paths tunnel_tls,holdfast_tls,baseline_tls -baseline-bin /tmp/holdfast-before -window=false   # wss before/after
 //	go run ./bench -paths holdfast -baseline-bin /tmp/holdfast-before -window=false -scenarios handshakes -rounds 12
 //	go run ./bench -scenarios "" -baseline-bin /tmp/holdfast-before   # windows only, both binaries in turn
 //	go run ./bench -soak 30m -json soak.json   # the soak (soak.go) instead of the benchmark
@@ -70,7 +71,7 @@
 // holdfast serves no pprof of its own; -holdfast-cpuprofile builds it with
 // one extra file (added by go build -overlay, the checkout is untouched)
 // that serves net/http/pprof on 127.0.0.1, and profiles its first
-// throughput round.
+// throughput round (holdfast_tls's when -paths has it but not holdfast).
 //
 // The run prints a table with each figure and its ratio to the other paths,
 // then checks holdfast against its goals. -json FILE writes the figures with
@@ -145,7 +146,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	paths := fs.String("paths", "", "comma-separated paths to measure (default "+fullPaths+"; with -quick "+quickPaths+"); tunnel_tls and holdfast_tls serve wss://, TLS terminated by the proxy")
 	src := fs.String("src", ".", "repository root holdfast is built from")
 	holdfastBin := fs.String("holdfast-bin", "", "use this holdfast `binary` instead of building one from -src")
-	baselineBin := fs.String("baseline-bin", "", "also measure this holdfast `binary` as path baseline, interleaved with the others, and in the window scenarios after holdfast (before/after comparisons in one run)")
+	baselineBin := fs.String("baseline-bin", "", "also measure this holdfast `binary` as path baseline (or baseline_tls, serving wss://, when -paths names it), interleaved with the others, and in the window scenarios after holdfast (before/after comparisons in one run)")
 	idle := fs.Int("idle", 0, "idle sessions per path (default 5000, 500 with -quick)")
 	rounds := fs.Int("rounds", 0, "rounds of each scenario over all paths (default 4, 2 with -quick)")
 	scenarios := fs.String("scenarios", "idle,throughput,latency,handshakes", "comma-separated scenarios to run besides the windows (empty: none)")
@@ -250,12 +251,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	if *baselineBin != "" && !slices.Contains(s.paths, "baseline") {
+	if *baselineBin != "" && !slices.Contains(s.paths, "baseline") && !slices.Contains(s.paths, "baseline_tls") {
 		s.paths = append(s.paths, "baseline")
 	}
 	for _, p := range s.paths {
-		if p == "baseline" && *baselineBin == "" {
-			fmt.Fprintf(stderr, "bench: path baseline needs -baseline-bin\n")
+		if (p == "baseline" || p == "baseline_tls") && *baselineBin == "" {
+			fmt.Fprintf(stderr, "bench: path %s needs -baseline-bin\n", p)
 			return 2
 		}
 		if !slices.Contains(pathNames(), p) {
@@ -404,6 +405,12 @@ func (b *bench) setup(ctx context.Context) error {
 			if err == nil {
 				t = target{name: p, url: "ws://" + c.Addr + "/", proc: c, proxy: c}
 			}
+		case "baseline_tls":
+			var c *procs.Child
+			c, _, err = b.launchHoldfast(ctx, b.baselineBin, "baseline-tls", upURL, holdfastOptions{tls: true})
+			if err == nil {
+				t = target{name: p, url: "wss://" + c.Addr + "/", tls: b.cert.clientConfig(), proc: c, proxy: c}
+			}
 		}
 		if err != nil {
 			b.logf("%s unavailable: %v", p, err)
@@ -469,6 +476,25 @@ func (b *bench) buildHoldfast(ctx context.Context) (string, error) {
 	return bin, nil
 }
 
+// profiledChild names the holdfast process -holdfast-cpuprofile profiles:
+// that of the phase, holdfast_tls's in the throughput and handshake phases
+// of a run that measures holdfast_tls but not holdfast.
+func (b *bench) profiledChild() string {
+	if b.profiledPath() == "holdfast_tls" {
+		return "holdfast-tls"
+	}
+	return profiledChild[b.profilePhase]
+}
+
+// profiledPath is the path whose first round of the throughput or handshake
+// phase -holdfast-cpuprofile profiles.
+func (b *bench) profiledPath() string {
+	if !slices.Contains(b.s.paths, "holdfast") && slices.Contains(b.s.paths, "holdfast_tls") {
+		return "holdfast_tls"
+	}
+	return "holdfast"
+}
+
 // profiledChild names the holdfast process -holdfast-cpuprofile profiles in
 // each phase.
 var profiledChild = map[string]string{
@@ -520,7 +546,7 @@ func (b *bench) launchHoldfast(ctx context.Context, bin, name, upstreamURL strin
 		return nil, "", err
 	}
 	var env []string
-	if b.cpuProfile != "" && name == profiledChild[b.profilePhase] {
+	if b.cpuProfile != "" && name == b.profiledChild() {
 		if b.pprofAddr, err = procs.FreePort(); err != nil {
 			return nil, "", err
 		}

@@ -44,7 +44,7 @@ func (b *bench) runScenarios(ctx context.Context) {
 				break
 			}
 			var stopProfile func()
-			if t.name == "holdfast" && round == 0 && b.cpuProfile != "" && b.profilePhase == "throughput" {
+			if t.name == b.profiledPath() && round == 0 && b.cpuProfile != "" && b.profilePhase == "throughput" {
 				stopProfile = b.profileHoldfast(ctx, b.s.throughDur)
 			}
 			v, err := measureThroughput(ctx, t, b.s.sessions, b.s.inFlight, b.s.msgSize, b.s.throughDur)
@@ -126,7 +126,7 @@ func (b *bench) runScenarios(ctx context.Context) {
 				break
 			}
 			var stopProfile func()
-			if t.name == "holdfast" && round == 0 && b.cpuProfile != "" && b.profilePhase == "handshakes" {
+			if t.name == b.profiledPath() && round == 0 && b.cpuProfile != "" && b.profilePhase == "handshakes" {
 				stopProfile = b.profileHoldfast(ctx, b.s.handDur)
 			}
 			v, err := measureHandshakes(ctx, t, b.s.handWorkers, b.s.handDur)

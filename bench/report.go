@@ -13,9 +13,10 @@ import (
 // pathNames returns the paths in report order. tunnel_tls and
 // holdfast_tls are the tunnel and holdfast serving wss:// (TLS terminated
 // by the proxy, plain ws to the upstream). baseline is another holdfast
-// binary (-baseline-bin), measured only when asked for.
+// binary (-baseline-bin), measured only when asked for; baseline_tls is
+// that binary serving wss://, measured when -paths names it.
 func pathNames() []string {
-	return []string{"direct", "tunnel", "koding", "holdfast", "tunnel_tls", "holdfast_tls", "baseline"}
+	return []string{"direct", "tunnel", "koding", "holdfast", "tunnel_tls", "holdfast_tls", "baseline", "baseline_tls"}
 }
 
 // report is what a run measured; it is written as JSON with -json.

@@ -18,7 +18,7 @@ import (
 
 // target is one path to the upstream.
 type target struct {
-	name string // direct, tunnel, koding, holdfast, tunnel_tls, holdfast_tls or baseline
+	name string // direct, tunnel, koding, holdfast, tunnel_tls, holdfast_tls, baseline or baseline_tls
 	url  string // ws:// or wss:// URL the load generator dials
 	// tls is the load generator's TLS configuration for a wss:// URL
 	// (trusting the run's test certificate); nil for ws://.

@@ -165,7 +165,7 @@ func (hs *harness) goroutines() int {
 	}
 	mark := fmt.Sprintf("%q:%q", harnessLabel, hs.label)
 	n := 0
-	for _, rec := range strings.Split(b.String(), "\n\n") {
+	for _, rec := range goroutineRecords(b.String()) {
 		if !strings.Contains(rec, mark) || !strings.Contains(rec, "holdfast/proxy.") || strings.Contains(rec, "proxy_test.") {
 			continue
 		}
@@ -175,6 +175,18 @@ func (hs *harness) goroutines() int {
 		}
 	}
 	return n
+}
+
+// goroutineRecords splits a goroutine profile written with debug 1 into its
+// records, each starting with its goroutine count ("N @ ..."): the
+// profile's first line ("goroutine profile: total N") is not one, and
+// would otherwise hide the count of the first record, the most common
+// stack.
+func goroutineRecords(profile string) []string {
+	if i := strings.IndexByte(profile, '\n'); i >= 0 && strings.HasPrefix(profile, "goroutine profile:") {
+		profile = profile[i+1:]
+	}
+	return strings.Split(profile, "\n\n")
 }
 
 // startGateway runs a fake gateway and stops it at the end of the test.
@@ -276,3 +288,33 @@ type remoteConn struct {
 }
 
 func (c remoteConn) RemoteAddr() net.Addr { return c.addr }
+
+// Every record goroutineRecords returns starts with its count, the first
+// (the most common stack) included, so that counting goroutines by stack
+// misses none.
+func TestGoroutineRecordsStartWithCounts(t *testing.T) {
+	stop := make(chan struct{})
+	defer close(stop)
+	for range 64 { // the most common stack: the profile's first record
+		go func() { <-stop }()
+	}
+	var b strings.Builder
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 1); err != nil {
+		t.Fatal(err)
+	}
+	recs := goroutineRecords(b.String())
+	total := 0
+	for _, rec := range recs {
+		if strings.TrimSpace(rec) == "" {
+			continue
+		}
+		var n int
+		if _, err := fmt.Sscanf(rec, "%d @", &n); err != nil {
+			t.Fatalf("record %q: %v", rec[:min(len(rec), 60)], err)
+		}
+		total += n
+	}
+	if total < 64 {
+		t.Fatalf("counted %d goroutines; want at least 64", total)
+	}
+}

@@ -90,7 +90,7 @@ func idleRelaysN(t testing.TB, hs *harness, want int) []string {
 		}
 		var relays []string
 		waiting := 0
-		for _, rec := range strings.Split(b.String(), "\n\n") {
+		for _, rec := range goroutineRecords(b.String()) {
 			if !strings.Contains(rec, mark) || !strings.Contains(rec, "wire.(*Relay).Run") {
 				continue
 			}

@@ -68,12 +68,9 @@ type Conn struct {
 	rawFn  func(fd uintptr) bool
 	rawErr error
 	// rec, on a TLS leg (a *tls.Conn over a recordConn), is the layer
-	// below crypto/tls; raw is then its socket's, and rawFn only looks
-	// whether the socket is readable (peekRaw): readTLS reads.
+	// below crypto/tls; raw is then its socket's, which the recordConn
+	// reads (readTLS), and rawFn is unused.
 	rec *recordConn
-	// tlsWaited: the last wait of readTLS found the socket empty. woken:
-	// peekRaw found it empty and now is called again after the wait.
-	tlsWaited, woken bool
 	// eof: the socket reported the end of the stream; every later read
 	// answers io.EOF without asking it again.
 	eof     bool
@@ -157,10 +154,10 @@ func NewConn(c net.Conn, pool *Pool) *Conn {
 	}
 	bc.raw = raw
 	if bc.rec != nil {
-		bc.rawFn = bc.peekRaw
 		bc.rec.beforeRead = bc.flushBeforeRecordRead
+		bc.rec.onWait = bc.recordWait
 		bc.rec.raw = raw
-		bc.rec.nbFn = bc.rec.readNowRaw
+		bc.rec.fillFn = bc.rec.fillRaw
 	} else {
 		bc.rawFn = bc.readRaw
 	}

@@ -8,8 +8,5 @@ const rawReadSupported = false
 // readRaw is not used where rawReadSupported is false.
 func (c *Conn) readRaw(uintptr) bool { return true }
 
-// peekRaw is not used where rawReadSupported is false.
-func (c *Conn) peekRaw(uintptr) bool { return true }
-
-// readNowRaw is not used where rawReadSupported is false.
-func (r *recordConn) readNowRaw(uintptr) bool { return true }
+// fillRaw is not used where rawReadSupported is false.
+func (r *recordConn) fillRaw(uintptr) bool { return true }

@@ -51,52 +51,31 @@ func (c *Conn) readRaw(fd uintptr) bool {
 	}
 }
 
-// peekRaw is the wait callback of a TLS leg (readTLS): it reports whether
-// the socket has anything to read (data, its end or an error, which the
-// read that follows reports) without reading it, so that crypto/tls reads
-// it whole; false (wait for readability) gives back the spare chunk and,
-// with flushOnWait, flushes the peer leg first. Called again once the
-// socket became readable, it reports true without a system call.
-func (c *Conn) peekRaw(fd uintptr) bool {
-	if c.woken {
-		return true
-	}
-	var b [1]byte
+// fillRaw is the RawConn callback of recordConn.fill: it reads what the
+// socket has into a pooled chunk, or reports false (wait for readability)
+// without keeping a buffer, after onWait.
+func (r *recordConn) fillRaw(fd uintptr) bool {
+	buf := r.pool.Get()
 	for {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch err {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			c.releaseSpare()
-			if c.flushOnWait {
-				if peer := c.peer.Load(); peer != nil {
-					_ = peer.Flush()
-				}
-			}
-			c.woken = true
-			return false
-		}
-		return true
-	}
-}
-
-// readNowRaw is the RawConn callback of recordConn.readNow: one read of
-// the socket, never a wait (errWouldBlock instead).
-func (r *recordConn) readNowRaw(fd uintptr) bool {
-	for {
-		n, err := syscall.Read(int(fd), r.nbBuf)
+		n, err := syscall.Read(int(fd), *buf)
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			r.nbErr = errWouldBlock
+			r.pool.Put(buf)
+			if r.onWait != nil {
+				r.onWait()
+			}
+			return false
 		case err != nil:
-			r.nbErr = err
+			r.pool.Put(buf)
+			r.fillFailed(err)
 		case n == 0:
-			r.nbErr = io.EOF
+			r.pool.Put(buf)
+			r.fillFailed(io.EOF)
 		default:
-			r.nbN = n
+			r.buf = buf
+			r.pending = (*buf)[:n]
 		}
 		return true
 	}

@@ -29,6 +29,7 @@ type scriptConn struct {
 	mu       sync.Mutex
 	reads    [][]byte
 	wrote    bytes.Buffer
+	writes   int
 }
 
 func (c *scriptConn) Read(p []byte) (int, error) {
@@ -46,6 +47,7 @@ func (c *scriptConn) Read(p []byte) (int, error) {
 func (c *scriptConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.writes++
 	return c.wrote.Write(p)
 }
 

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"syscall"
-	"time"
 )
 
 // A TLS leg runs crypto/tls below its Conn, on both legs: TCP, then
@@ -26,8 +25,11 @@ import (
 // Once a read of the *tls.Conn returned less than its buffer (the record's
 // plaintext is drained) and the recordConn holds nothing, nothing waits
 // above the socket: the Conn may then wait for the socket to be readable
-// holding no buffer (see readTLS), and read the *tls.Conn into a chunk
-// only once data came.
+// holding no buffer, the recordConn reading all the socket holds into its
+// chunk in one system call once data came (see readTLS), and read the
+// *tls.Conn into a chunk. So a burst of records costs one read of the
+// socket, however small crypto/tls's buffer (it is sized by the largest
+// record read so far), and no read of the burst may block.
 
 // recordHeaderLen is the length of a TLS record header.
 const recordHeaderLen = 5
@@ -40,33 +42,35 @@ type recordConn struct {
 	pool *Pool
 
 	buf     *[]byte // pooled chunk behind pending, or nil
-	pending []byte  // read from the socket past the current record's end
+	pending []byte  // read from the socket, not yet handed out
 	hdr     [recordHeaderLen]byte
 	have    int // header bytes of the current record handed out
 	left    int // body bytes of the current record not yet handed out
+	// rerr: the socket's end (io.EOF) or failure, seen by fill; handed
+	// to crypto/tls once pending is drained, and every time after.
+	rerr error
 
-	// beforeRead, when set, runs before each read from the socket but the
-	// first after waitedReadable: the Conn above flushes its peer leg
-	// there, since that read may block (a record arrives in pieces).
+	// beforeRead, when set, runs before a read of the socket that may
+	// block (a read crypto/tls asks for, outside readTLS): the Conn above
+	// flushes its peer leg there.
 	beforeRead func()
-	// readable: the socket was just seen readable; its next read does not
-	// block.
-	readable bool
-	// nonblock: a read from the socket that would block fails with
-	// errWouldBlock instead (readNow), which crypto/tls passes up without
-	// keeping it: the Conn above then gives its chunk back and waits.
+	// onWait, when set, runs when fill finds the socket empty, before it
+	// waits: the Conn above gives back its spare chunk and, when a relay
+	// reads it, flushes its peer leg.
+	onWait func()
+	// nonblock: a read that finds nothing pending fails with
+	// errWouldBlock instead of reading the socket, which crypto/tls
+	// passes up without keeping it: the Conn above (readTLS) then gives
+	// its chunk back and waits (fill).
 	nonblock bool
-	raw      syscall.RawConn // the socket's, for readNow; nil without
-	nbBuf    []byte          // readNow's buffer, its result in nbN, nbErr
-	nbN      int
-	nbErr    error
-	nbFn     func(fd uintptr) bool
+	raw      syscall.RawConn // the socket's, for fill; nil without
+	fillFn   func(fd uintptr) bool
 }
 
-// errWouldBlock is a read of a recordConn in nonblock mode that found the
-// socket empty. It is a temporary net.Error, which crypto/tls returns
-// without failing the connection (as it does a read deadline), keeping any
-// part of a record it had read.
+// errWouldBlock is a read of a recordConn in nonblock mode that found
+// nothing to hand out. It is a temporary net.Error, which crypto/tls
+// returns without failing the connection (as it does a read deadline),
+// keeping any part of a record it had read.
 var errWouldBlock error = wouldBlockError{}
 
 type wouldBlockError struct{}
@@ -80,37 +84,44 @@ func newRecordConn(c net.Conn, pool *Pool) *recordConn {
 }
 
 // Read implements net.Conn: it hands out bytes of the current record only,
-// from what it holds, else from one read of the socket.
+// from what it holds (which readTLS reads into its chunk, fill), else from
+// one read of the socket (none in nonblock mode).
 func (r *recordConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if len(r.pending) > 0 {
-		n := copy(p, r.pending[:r.allow(r.pending)])
-		r.advance(p[:n])
-		r.pending = r.pending[n:]
-		if len(r.pending) == 0 {
-			r.pool.Put(r.buf)
-			r.buf = nil
+	if len(r.pending) == 0 {
+		if r.rerr != nil {
+			return 0, r.rerr
 		}
-		return n, nil
+		if r.nonblock {
+			return 0, errWouldBlock
+		}
+		return r.readSocket(p)
 	}
+	n := copy(p, r.pending[:r.allow(r.pending)])
+	r.advance(p[:n])
+	r.pending = r.pending[n:]
+	if len(r.pending) == 0 {
+		r.pool.Put(r.buf)
+		r.buf = nil
+	}
+	return n, nil
+}
+
+// readSocket is Read with nothing pending outside readTLS (the handshake,
+// the HTTP server's reads, a drain): it reads the socket into p, which may
+// block holding no chunk, and keeps what it read past the current record
+// in a pooled chunk.
+func (r *recordConn) readSocket(p []byte) (int, error) {
 	// What lies past the record's end must fit in a chunk.
 	if len(p) > ChunkSize {
 		p = p[:ChunkSize]
 	}
-	var n int
-	var err error
-	if r.nonblock {
-		n, err = r.readNow(p)
-	} else {
-		if r.readable {
-			r.readable = false
-		} else if r.beforeRead != nil {
-			r.beforeRead()
-		}
-		n, err = r.Conn.Read(p)
+	if r.beforeRead != nil {
+		r.beforeRead()
 	}
+	n, err := r.Conn.Read(p)
 	if n == 0 {
 		return 0, err
 	}
@@ -157,25 +168,35 @@ func (r *recordConn) advance(b []byte) {
 	}
 }
 
-// readNow reads the socket once without waiting (nonblock): errWouldBlock
-// when it has nothing.
-func (r *recordConn) readNow(p []byte) (int, error) {
-	r.nbBuf, r.nbN, r.nbErr = p, 0, nil
-	err := r.raw.Read(r.nbFn)
-	r.nbBuf = nil
-	if err != nil {
+// fill reads what the socket holds into a pooled chunk, holding none while
+// it waits for the socket to be readable (fillFn gives its chunk back and
+// runs onWait when the socket is empty). Call it when nothing is pending.
+// The socket's end or failure is kept in rerr for crypto/tls to see; fill
+// returns only the RawConn's own errors (a deadline, a closed socket).
+func (r *recordConn) fill() error {
+	if r.rerr != nil {
+		return nil
+	}
+	if err := r.raw.Read(r.fillFn); err != nil {
 		if oe, ok := err.(*net.OpError); ok {
 			e := *oe
 			e.Op = "read"
-			return 0, &e
+			return &e
 		}
-		return 0, err
+		return err
 	}
-	if r.nbErr != nil && r.nbErr != io.EOF && r.nbErr != errWouldBlock {
-		return 0, &net.OpError{Op: "read", Net: r.LocalAddr().Network(), Source: r.LocalAddr(), Addr: r.RemoteAddr(),
-			Err: os.NewSyscallError("read", r.nbErr)}
+	return nil
+}
+
+// fillFailed keeps the failure of fill's read system call, as net.Conn's
+// Read reports it.
+func (r *recordConn) fillFailed(err error) {
+	if err == io.EOF {
+		r.rerr = err
+		return
 	}
-	return r.nbN, r.nbErr
+	r.rerr = &net.OpError{Op: "read", Net: r.LocalAddr().Network(), Source: r.LocalAddr(), Addr: r.RemoteAddr(),
+		Err: os.NewSyscallError("read", err)}
 }
 
 // holds reports whether bytes read from the socket wait here.
@@ -220,54 +241,51 @@ func TLSClient(raw net.Conn, cfg *tls.Config, pool *Pool) *tls.Conn {
 func (c *Conn) tlsDrained() bool { return !c.rec.holds() && !c.gather }
 
 // readTLS is readBlock on a TLS leg: it reads the *tls.Conn once into a
-// chunk (fillTLS). When nothing waits above the socket (tlsDrained), it
-// first waits for the socket to be readable holding no buffer, the peer
-// leg flushed as readBlock flushes it (peekRaw), then reads; unless the
-// last such read found data without waiting: then it tries the read
-// without a wait first (the recordConn's nonblock mode), and waits only
-// when the socket has nothing yet, its chunk given back.
+// chunk (fillTLS), from what the recordConn holds. When that is not a
+// whole record (nothing waits above the socket: tlsDrained, or the rest of
+// a record is awaited), crypto/tls keeps what it has of the record and the
+// chunk goes back to the pool; then the recordConn waits for the socket
+// to be readable holding no buffer, the peer leg flushed as readBlock
+// flushes it, and reads all the socket holds in one system call (fill),
+// and the *tls.Conn is read again.
 //
 // A record that is not application data (a TLS 1.3 key update or session
-// ticket) wakes the wait like data does; crypto/tls handles it and goes on
-// reading, and the read then holds its chunk until the next record comes.
+// ticket) is decrypted like data; crypto/tls handles it and goes on
+// reading, and the read finds nothing more and waits like any other.
 // Peers send those right after the handshake, before the upgrade's answer,
 // if at all.
 func (c *Conn) readTLS() error {
 	if !c.tlsDrained() {
-		return c.fillTLS()
+		if err := c.fillTLSNow(); err != errWouldBlock {
+			return err
+		}
 	}
 	if peer := c.peer.Load(); peer != nil && !c.flushOnWait {
 		_ = peer.Flush()
 	}
-	if !c.tlsWaited {
-		// The last read found data waiting: try without a wait first,
-		// one system call when data is there again.
-		c.rec.nonblock = true
-		err := c.fillTLS()
-		c.rec.nonblock = false
-		if err != errWouldBlock {
+	for {
+		if err := c.rec.fill(); err != nil {
+			return err
+		}
+		if err := c.fillTLSNow(); err != errWouldBlock {
 			return err
 		}
 	}
-	c.woken = false
-	if err := c.raw.Read(c.rawFn); err != nil {
-		return c.readError(err, false)
-	}
-	c.tlsWaited = c.woken
-	c.rec.readable = true
-	return c.fillTLS()
 }
 
-// fillTLS reads the *tls.Conn once into the spare chunk or a pooled one.
-// A read of the socket below that may block flushes the peer leg first
-// (flushBeforeRecordRead).
-func (c *Conn) fillTLS() error {
+// fillTLSNow reads the *tls.Conn once into the spare chunk or a pooled
+// one, the recordConn in nonblock mode: it decrypts what the recordConn
+// holds, and fails with errWouldBlock, holding no chunk, when that is not
+// a whole record.
+func (c *Conn) fillTLSNow() error {
 	buf := c.spare
 	c.spare = nil
 	if buf == nil {
 		buf = c.pool.Get()
 	}
+	c.rec.nonblock = true
 	n, err := c.Conn.Read(*buf)
+	c.rec.nonblock = false
 	c.gather = n == len(*buf)
 	if n == 0 {
 		c.pool.Put(buf)
@@ -281,8 +299,8 @@ func (c *Conn) fillTLS() error {
 }
 
 // flushBeforeRecordRead runs before the recordConn below a TLS leg reads
-// its socket, except right after the socket was seen readable: that read
-// may block (the rest of a record is awaited), so what was relayed to the
+// its socket outside readTLS (the reads of a message reader, the
+// handshake's, a drain's): that read may block, so what was relayed to the
 // peer leg meanwhile leaves now.
 func (c *Conn) flushBeforeRecordRead() {
 	if peer := c.peer.Load(); peer != nil {
@@ -290,28 +308,41 @@ func (c *Conn) flushBeforeRecordRead() {
 	}
 }
 
+// recordWait runs when the recordConn below a TLS leg finds the socket
+// empty in readTLS, before it waits: the spare chunk goes back to the pool
+// and, when a relay reads (flushOnWait), what was relayed to the peer leg
+// leaves now, in one write.
+func (c *Conn) recordWait() {
+	c.releaseSpare()
+	if c.flushOnWait {
+		if peer := c.peer.Load(); peer != nil {
+			_ = peer.Flush()
+		}
+	}
+}
+
 // TakeBuffered moves into c's pending bytes, after any already there, the
 // plaintext crypto/tls still holds of the records it decrypted for a reader
 // before c (the HTTP server's, whose 4 KiB reader may stop inside a record
-// that carries the upgrade request and frames behind it). Without it a
-// wait would see nothing above the socket while a frame waits in
-// crypto/tls. It reads nothing from the socket: the read deadline is put
-// in the past meanwhile, and cleared after. Call it from the reading
-// goroutine, right after the hijack (which clears the deadlines); on a leg
-// that is not TLS over a recordConn it does nothing.
+// that carries the upgrade request and frames behind it), and that of the
+// whole records the recordConn holds. Without it a wait would see nothing
+// above the socket while a frame waits in crypto/tls. It reads nothing
+// from the socket (the recordConn's nonblock mode). Call it from the
+// reading goroutine, right after the hijack; on a leg that is not TLS over
+// a recordConn it does nothing.
 func (c *Conn) TakeBuffered() {
 	if c.rec == nil {
 		return
 	}
-	_ = c.Conn.SetReadDeadline(time.Unix(1, 0))
-	defer func() { _ = c.Conn.SetReadDeadline(time.Time{}) }()
+	c.rec.nonblock = true
+	defer func() { c.rec.nonblock = false }()
 	var taken []byte
 	buf := c.pool.Get()
 	defer c.pool.Put(buf)
 	for {
 		// crypto/tls hands out what it holds, then decrypts what the
-		// recordConn holds, then fails on the deadline: a timeout it
-		// does not keep as the connection's error.
+		// recordConn holds, then fails on errWouldBlock: a temporary
+		// error it does not keep as the connection's.
 		n, err := c.Conn.Read(*buf)
 		taken = append(taken, (*buf)[:n]...)
 		if err != nil || n == 0 {

@@ -288,8 +288,7 @@ func TestTLSConnWaitsHoldingNothing(t *testing.T) {
 	}
 }
 
-// A read that finds half a record (the recordConn's nonblock mode, tried
-// first once a read found data without waiting) gives its chunk back and
+// A read that finds half a record in the socket gives its chunk back and
 // waits on readability like an idle one, crypto/tls keeping the half it
 // read; the record then arrives whole.
 func TestTLSConnWaitsHoldingNothingMidRecord(t *testing.T) {
@@ -317,7 +316,6 @@ func TestTLSConnWaitsHoldingNothingMidRecord(t *testing.T) {
 	}
 	// The half is in the client's socket before the read starts.
 	waitReadable(t, c.rec.Conn.(*net.TCPConn), min(len(rec)/2, 4096))
-	c.tlsWaited = false // as after a read that found data at once
 	done := make(chan error, 1)
 	go func() { done <- c.readTLS() }()
 	g := parkedStack(t, "TestTLSConnWaitsHoldingNothingMidRecord.func")
@@ -332,5 +330,86 @@ func TestTLSConnWaitsHoldingNothingMidRecord(t *testing.T) {
 	}
 	if !bytes.Equal(c.pending, msg) {
 		t.Fatalf("got %d bytes; want the record's %d", len(c.pending), len(msg))
+	}
+}
+
+// A relay reading a TLS leg sends a burst of records, which the socket
+// delivered at once, on to the other leg in one write: the record layer
+// reads the whole burst in one system call, however small crypto/tls's own
+// buffer, so no read of the burst waits on the socket, and the other leg
+// is flushed only once the socket is empty.
+func TestTLSRelayBurstInOneWrite(t *testing.T) {
+	t.Parallel()
+	pool := NewPool()
+	client, server, bw := tlsPair(t, pool)
+	src := NewConn(client, pool)
+	if src.raw == nil {
+		t.Skip("no RawConn reads on this platform")
+	}
+	dc := &scriptConn{}
+	dst := NewConn(dc, pool)
+	src.masks = true // holdfast is the gateway's client on this leg
+	src.FrameMode()
+	dst.FrameMode()
+	src.peer.Store(dst)
+	dst.peer.Store(src)
+	src.SetBatching(true, time.Second)
+	dst.SetBatching(true, time.Second)
+	_ = client.SetReadDeadline(time.Now().Add(20 * time.Second))
+
+	done := make(chan error, 1)
+	go func() {
+		r := &Relay{src: src, dst: dst, fromClient: false, t: &Tally{}}
+		err, _ := r.Run()
+		done <- err
+	}()
+
+	// One record per frame, all in one socket write: 64 records of 100 to
+	// 500 bytes, about 20 KiB, many times what crypto/tls's buffer holds
+	// after the handshake and less than a chunk.
+	var want []byte
+	bw.mu.Lock()
+	bw.batch = true
+	bw.mu.Unlock()
+	for i := range 64 {
+		f := wsFrame(0x81, bytes.Repeat([]byte{'a' + byte(i%26)}, 100+i*997%400), false)
+		want = append(want, f...)
+		if _, err := server.Write(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bw.flush(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		dc.mu.Lock()
+		got, writes := dc.wrote.Len(), dc.writes
+		dc.mu.Unlock()
+		if got >= len(want) {
+			if writes != 1 {
+				t.Errorf("the burst of 64 records left in %d writes; want 1", writes)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d bytes relayed", got, len(want))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	dc.mu.Lock()
+	relayed := parseWire(t, dc.wrote.Bytes())
+	dc.mu.Unlock()
+	if len(relayed) != 64 {
+		t.Fatalf("%d frames relayed; want 64", len(relayed))
+	}
+	bw.mu.Lock()
+	bw.batch = false
+	bw.mu.Unlock()
+	if _, err := server.Write(wsFrame(0x88, closePayload(1000, ""), false)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; CloseCode(err) != 1000 {
+		t.Fatalf("relay ended with %v; want the close", err)
 	}
 }

@@ -284,22 +284,31 @@ func summarizeLate(r testclient.Result) string {
 func TestLateDialAfterQuietRestart(t *testing.T) {
 	t.Parallel()
 	testkit.Prompt(t)
+	// What holdfast trusts, scaled down from its 5 s: the quiet spell
+	// below must outlast it.
+	const trust = 2 * time.Second
 	gw := startGateway(t, fakegw.Config{Token: token, PreauthTimeout: preauth})
-	hs := startLateProxy(t, gw.Addr())
+	hs := startProxy(t, gw.Addr(), func(c *proxy.Config) {
+		c.PreauthTimeout = preauth
+		c.HoldMargin = holdMargin
+		c.Budget = lateBudget
+		c.LateDialMax = lateDialMax
+		c.NotStartedTrust = trust
+	}, nil)
 	if o := <-connectAsync(hs.url, newDevice(t), ""); !o.res.HelloOK {
 		t.Fatalf("first client: %s", summarizeLate(o.res))
 	}
 	// holdfast's last word that the gateway started comes as it tears the
 	// session down, which under load came after the gateway's restart:
-	// the 5 s below count from it.
+	// the quiet spell below counts from it.
 	hs.waitMetric(0, "holdfast_sessions_active")
 	gw.Stop()
 	// The window ends 1.8 s after the client arrives, after "started" aged
-	// past what holdfast trusts (5 s).
-	if err := gw.Restart(6800 * time.Millisecond); err != nil {
+	// past what holdfast trusts.
+	if err := gw.Restart(trust + 1800*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5 * time.Second)
+	time.Sleep(trust)
 	o := <-connectAsync(hs.url, newDevice(t), "")
 	if !o.res.HelloOK {
 		t.Fatalf("client after the restart: %s (error %v); want hello-ok", summarizeLate(o.res), o.res.Error)

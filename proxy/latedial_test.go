@@ -243,8 +243,17 @@ func TestLateDialClientLeaves(t *testing.T) {
 	t.Parallel()
 	gw := startGateway(t, fakegw.Config{Token: token, StartupWindow: 10 * time.Second, PreauthTimeout: preauth})
 	hs := startLateProxy(t, gw.Addr())
-	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	// The client gives up once holdfast has it in its handshake (its
+	// challenge kept back), not at a fixed time: under load a 600 ms
+	// timer ran out before the upgrade.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	go func() {
+		defer cancel()
+		for deadline := time.Now().Add(10 * time.Second); hs.h.Handshakes() == 0 && time.Now().Before(deadline); {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
 	_, res, err := testclient.Connect(ctx, testclient.Options{URL: hs.url, Token: token, Device: newDevice(t)})
 	if err == nil || res.HelloOK || res.Nonce != "" {
 		t.Fatalf("result %s, err %v; want no challenge before the client gave up", summarizeLate(res), err)

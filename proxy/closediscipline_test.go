@@ -86,8 +86,11 @@ func readFrames(nc net.Conn, log *frameLog) {
 }
 
 // stream writes small binary messages on ws until a write fails, stop is
-// closed or, as a well-behaved peer does, the peer's close frame arrived;
-// one of 2 MiB once big is closed.
+// closed or the peer's close frame arrived, which it answers as Node's ws
+// does: its own close frame, then the end of its sending side (FIN), while
+// readFrames still reads what holdfast sends until holdfast closes. So the
+// session ends without waiting out holdfast's close grace. One message of
+// 2 MiB once big is closed.
 func stream(ws *websocket.Conn, stop, peerClosed, big <-chan struct{}) {
 	msg := make([]byte, 200)
 	for {
@@ -95,6 +98,10 @@ func stream(ws *websocket.Conn, stop, peerClosed, big <-chan struct{}) {
 		case <-stop:
 			return
 		case <-peerClosed:
+			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+			if tc, ok := ws.NetConn().(*net.TCPConn); ok {
+				_ = tc.CloseWrite()
+			}
 			return
 		case <-big:
 			big = nil

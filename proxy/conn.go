@@ -492,11 +492,6 @@ func (c *conn) handshake(first frame, kind gwproto.ConnectKind, id json.RawMessa
 	}
 }
 
-// notStartedTrust is how long an observation that the gateway is not started
-// makes holdfast hold replayable connects too, instead of sending them to be
-// refused.
-const notStartedTrust = 5 * time.Second
-
 // mustHold decides whether a connect waits for the gateway to start before
 // it is forwarded. A nonce-bound connect is forwarded only on a fresh
 // confirmation that the gateway has started: refused once, it cannot be
@@ -512,7 +507,7 @@ func (c *conn) mustHold(kind gwproto.ConnectKind) bool {
 		return true
 	}
 	s, age := c.h.watcher.State()
-	return (s == retry.Starting || s == retry.Down) && age < notStartedTrust
+	return (s == retry.Starting || s == retry.Down) && age < c.h.cfg.NotStartedTrust
 }
 
 // hold waits until the gateway is confirmed started or until. Meanwhile it

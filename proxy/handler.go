@@ -68,6 +68,12 @@ type Config struct {
 	// MinAttempt is the least budget worth starting another attempt with
 	// (default 250ms).
 	MinAttempt time.Duration
+	// NotStartedTrust is how long an observation that the gateway is not
+	// started (starting or down) makes holdfast hold replayable connects
+	// too, instead of sending them to be refused, and how long the late
+	// dial trusts a word of the gateway's state without a fresh probe
+	// (default 5s; the configuration file does not set it).
+	NotStartedTrust time.Duration
 	// PreauthTimeout is the gateway's pre-auth timer (default 15s): it
 	// closes a socket that has not authenticated this long after upgrade.
 	PreauthTimeout time.Duration
@@ -134,6 +140,7 @@ func DefaultConfig() Config {
 		LateDialMax:           9 * time.Second,
 		DialTimeout:           5 * time.Second,
 		MinAttempt:            250 * time.Millisecond,
+		NotStartedTrust:       5 * time.Second,
 		PreauthTimeout:        15 * time.Second,
 		HoldMargin:            1500 * time.Millisecond,
 		AnswerTimeout:         10 * time.Second,
@@ -168,6 +175,7 @@ func (c Config) withDefaults() Config {
 	def(&c.DialTimeout, d.DialTimeout)
 	def(&c.PassthroughResponseHeaderTimeout, d.PassthroughResponseHeaderTimeout)
 	def(&c.MinAttempt, d.MinAttempt)
+	def(&c.NotStartedTrust, d.NotStartedTrust)
 	def(&c.PreauthTimeout, d.PreauthTimeout)
 	def(&c.HoldMargin, d.HoldMargin)
 	def(&c.AnswerTimeout, d.AnswerTimeout)

@@ -108,7 +108,11 @@ func TestGatewayNotYetListening(t *testing.T) {
 		c, res, _ := testclient.Connect(ctx, testclient.Options{URL: hs.url, Token: token, Device: dev})
 		done <- out{res, c}
 	}()
-	time.Sleep(time.Second)
+	// The gateway listens once holdfast has failed to dial it, not a
+	// second in: under load the client came later than that.
+	testkit.WaitFor(t, 10*time.Second, "a failed dial", func() bool {
+		return hs.metric("holdfast_upstream_retries_total", "reason", "dial") >= 1
+	})
 	startGateway(t, fakegw.Config{Addr: addr, Token: token, StartupWindow: 500 * time.Millisecond})
 	o := <-done
 	if o.c != nil {
@@ -135,8 +139,12 @@ func TestRestartBetweenClients(t *testing.T) {
 		t.Fatalf("first client: %+v", res)
 	}
 	c1.Close()
-
-	time.Sleep(1200 * time.Millisecond) // the started observation ages out
+	// holdfast's last word that the gateway started comes as it tears the
+	// session down (the gateway's answer to its close), which under load
+	// came well after c1.Close: the started observation ages out from
+	// then.
+	hs.waitMetric(0, "holdfast_sessions_active")
+	time.Sleep(1200 * time.Millisecond)
 	gw.Stop()
 	if err := gw.Restart(1500 * time.Millisecond); err != nil {
 		t.Fatal(err)

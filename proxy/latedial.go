@@ -399,7 +399,7 @@ func (c *conn) renewWarm(r metrics.RenewReason) {
 func (h *Handler) dialPolicy() retry.DialPolicy {
 	return retry.DialPolicy{
 		MaxWait: h.cfg.LateDialMax,
-		Trust:   notStartedTrust,
+		Trust:   h.cfg.NotStartedTrust,
 		Refresh: h.cfg.ReadinessPollInterval + h.cfg.ReadinessProbeTimeout,
 	}
 }

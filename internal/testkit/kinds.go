@@ -58,7 +58,7 @@ type kindGate struct {
 
 // maxPrompt is how many prompt tests run at once: more of them, each with
 // its own clients and gateway, load the machine as a heavy test does.
-const maxPrompt = 4
+const maxPrompt = 6
 
 // settle is how long a kind waits before it takes the turn from a kind
 // with nothing to do: the tests of a package are released together, and

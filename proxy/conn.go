@@ -266,10 +266,10 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 		return *o
 	}
 	c.connectAt = time.Now()
-	kind, id := gwproto.ClassifyConnect(first.data)
+	kind, id, offer := gwproto.ReadConnect(first.data)
 	c.rec.kind, c.rec.firstFrame = kind, true
 	if kind != gwproto.NotConnect {
-		c.rec.protocol, c.rec.mode = connectCensus(first.data)
+		c.rec.protocol, c.rec.mode = connectCensus(offer)
 	}
 	if c.up == nil {
 		// It answered a stand-in challenge.
@@ -282,7 +282,7 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 		return outcome{end: endNotConnect}
 	}
 
-	first = c.bridgeConnect(first)
+	first = c.bridgeConnect(first, offer)
 
 	// 4. Hold, forward, retry.
 	return c.handshake(first, kind, id)

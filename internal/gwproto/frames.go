@@ -181,24 +181,34 @@ func (a *memberArena) num(o object, k string) (float64, bool) {
 // as a slice of data: compare it with SameID. For NotConnect the id is
 // nil. It never looks at, keeps or returns auth fields.
 func ClassifyConnect(data []byte) (kind ConnectKind, id json.RawMessage) {
+	kind, id, _ = ReadConnect(data)
+	return kind, id
+}
+
+// ReadConnect is ClassifyConnect and, for a connect, ReadOffer in one
+// reading of the frame: what ClassifyConnect returns, and the connect's
+// Offer (the zero Offer for NotConnect).
+func ReadConnect(data []byte) (kind ConnectKind, id json.RawMessage, o Offer) {
 	var a memberArena
 	f, ok := a.decodeObject(data)
 	if !ok {
-		return NotConnect, nil
+		return NotConnect, nil, Offer{}
 	}
 	typ, _ := a.str(f, "type")
 	method, _ := a.str(f, "method")
 	idv, _ := a.str(f, "id")
 	if typ != "req" || method != "connect" || idv == "" {
-		return NotConnect, nil
+		return NotConnect, nil, Offer{}
 	}
 	id, _ = a.get(f, "id")
-	if params, ok := a.object(f, "params"); ok {
+	kind = Replayable
+	params, ok := a.object(f, "params")
+	if ok {
 		if dev, ok := a.get(params, "device"); ok && string(dev) != "null" {
-			return NonceBound, id
+			kind = NonceBound
 		}
 	}
-	return Replayable, id
+	return kind, id, a.offer(params)
 }
 
 // first returns its first argument.

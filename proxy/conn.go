@@ -194,12 +194,9 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	var respHdr http.Header
 	if !late {
 		// The dial ends when the client leaves or the handshake is
-		// displaced (proxy/internal/share).
-		ctx, cancel := context.WithCancel(c.r.Context())
-		stop := context.AfterFunc(c.lease.Context(), cancel)
-		up, err := c.h.dialUpstream(ctx, c.target, c.hdr, c.attr.Key(), c.budget)
-		stop()
-		cancel()
+		// displaced: the lease's context ends with either
+		// (proxy/internal/share), the client's request being its parent.
+		up, err := c.h.dialUpstream(c.lease.Context(), c.target, c.hdr, c.attr.Key(), c.budget)
 		if err != nil {
 			o := c.dialFailed(err, false)
 			o.w = w

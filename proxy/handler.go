@@ -386,7 +386,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.attributionRequired(w, r)
 			return
 		}
-		ls, refused, displaced := h.limits.Admit(h.attribute(r).Key())
+		ls, refused, displaced := h.limits.Admit(r.Context(), h.attribute(r).Key())
 		h.displace(displaced)
 		if ls == nil {
 			h.metrics.Refused(refused.Limit, refused.Scope)

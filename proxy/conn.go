@@ -115,7 +115,7 @@ type handshakeState struct {
 	untrack func()
 }
 
-func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, ls *share.Lease) {
+func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, attr forwarded.Attribution, ls *share.Lease) {
 	growStack(0)
 	h.wg.Add(1)
 	defer h.wg.Done()
@@ -130,7 +130,7 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, ls *share
 		handshakeState: &handshakeState{
 			r:      r,
 			budget: retry.NewBudget(retry.SystemClock{}, h.cfg.Budget),
-			attr:   h.attribute(r),
+			attr:   attr,
 		},
 		notify: make(chan struct{}, 1),
 		rec:    record{start: time.Now(), clientAddr: r.RemoteAddr, path: r.URL.Path},

@@ -91,3 +91,35 @@ func TestApply(t *testing.T) {
 		}
 	}
 }
+
+// HasHeaders finds a forwarding header whatever the case of its key (a
+// Header built by hand need not be canonical), and UpstreamHeader drops
+// the hop-by-hop and key-exchange headers it names in canonical form.
+func TestHeaderKeysCanonical(t *testing.T) {
+	for _, k := range droppedHeaders {
+		if c := http.CanonicalHeaderKey(k); c != k {
+			t.Errorf("dropped header %q is not canonical (%q): a map delete would miss it", k, c)
+		}
+	}
+	for _, k := range []string{"forwarded", "x-forwarded-for", "X-FORWARDED-HOST", "x-real-ip", "tailscale-user-login", "Forwarded"} {
+		if !HasHeaders(http.Header{k: {"v"}}) {
+			t.Errorf("HasHeaders misses %q", k)
+		}
+	}
+	for _, k := range []string{"", "Origin", "Sec-Websocket-Key", "x-forwarded", "xforwarded-for", "tailscale", "Te", "Forwardedx"} {
+		if HasHeaders(http.Header{k: {"v"}}) {
+			t.Errorf("HasHeaders takes %q for a forwarding header", k)
+		}
+	}
+	r, _ := http.NewRequest(http.MethodGet, "http://gw.example/", nil)
+	r.Host = "gw.example"
+	r.Header = http.Header{
+		"Connection": {"Upgrade, x-hop"}, "Upgrade": {"websocket"}, "X-Hop": {"1"}, "Te": {"trailers"},
+		"Sec-Websocket-Key": {"k"}, "Sec-Websocket-Version": {"13"}, "Origin": {"https://ui.example"},
+	}
+	out := UpstreamHeader(r)
+	want := http.Header{"Origin": {"https://ui.example"}, "Host": {"gw.example"}}
+	if len(out) != len(want) || out.Get("Origin") != want.Get("Origin") || out.Get("Host") != "gw.example" {
+		t.Fatalf("UpstreamHeader: %v; want %v", out, want)
+	}
+}

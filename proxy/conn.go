@@ -222,8 +222,11 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	c.client = client
 	c.cw = wire.ConnOf(client.NetConn()) // keepEarlyData made it one
 	c.cw.FrameMode()
+	// The handshake's context is its lease's, which already ends when
+	// the handshake is displaced; c.cancel ends it too when the client
+	// goes away or holdfast stops at once.
 	c.mu.Lock()
-	c.ctx, c.cancel = context.WithCancel(c.lease.Context())
+	c.ctx, c.cancel = c.lease.Context(), c.lease.Cancel
 	c.mu.Unlock()
 	c.untrack = c.h.trackHandshake(c) // reached by a stop at once (drain.go)
 	client.SetReadLimit(c.h.cfg.MaxMessageBytes)

@@ -369,6 +369,11 @@ func (x *Lease) Key() string { return x.key }
 // was admitted under ends (Admit).
 func (x *Lease) Context() context.Context { return x.ctx }
 
+// Cancel ends the lease's context without releasing the lease: its
+// handshake is over (the client left, holdfast stops at once), though
+// what it holds is given back only by Release. It is no displacement.
+func (x *Lease) Cancel() { x.cancel(nil) }
+
 // Bytes is what the lease holds of the pre-auth bytes now.
 func (x *Lease) Bytes() int64 {
 	x.l.mu.Lock()

@@ -273,3 +273,24 @@ func TestLeaseContextEndsWithParent(t *testing.T) {
 	a.Release()
 	a2.Release()
 }
+
+// Cancel ends a lease's context and nothing else: the lease still holds
+// its handshake until Release, and it is no displacement.
+func TestLeaseCancelKeepsTheLease(t *testing.T) {
+	t.Parallel()
+	l := New(1, 1<<20)
+	a, _, _ := l.Admit(context.Background(), "a")
+	a.Cancel()
+	if a.Context().Err() == nil || a.Displaced() {
+		t.Fatalf("after Cancel: context err %v, displaced %v; want ended, not displaced", a.Context().Err(), a.Displaced())
+	}
+	if b, r, _ := l.Admit(context.Background(), "a"); b != nil || r.Limit == "" {
+		t.Fatal("a cancelled lease gave back its handshake before Release")
+	}
+	a.Release()
+	if b, _, _ := l.Admit(context.Background(), "a"); b == nil {
+		t.Fatal("a released lease kept its handshake")
+	} else {
+		b.Release()
+	}
+}

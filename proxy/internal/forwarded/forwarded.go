@@ -6,6 +6,7 @@
 package forwarded
 
 import (
+	"iter"
 	"net"
 	"net/http"
 	"net/netip"
@@ -194,7 +195,7 @@ func trusted(ip netip.Addr, proxies []netip.Prefix) bool {
 func UpstreamHeader(r *http.Request) http.Header {
 	out := r.Header.Clone()
 	for _, f := range out["Connection"] {
-		for _, tok := range SplitTokens(f) {
+		for tok := range Tokens(f) {
 			out.Del(tok)
 		}
 	}
@@ -220,13 +221,14 @@ func first(vs []string) string {
 	return vs[0]
 }
 
-// SplitTokens splits a comma-separated header value into its tokens.
-func SplitTokens(v string) []string {
-	var out []string
-	for _, t := range strings.Split(v, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			out = append(out, t)
+// Tokens yields the tokens of a comma-separated header value (space
+// around them trimmed, empty ones skipped), allocating nothing.
+func Tokens(v string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for t := range strings.SplitSeq(v, ",") {
+			if t = strings.TrimSpace(t); t != "" && !yield(t) {
+				return
+			}
 		}
 	}
-	return out
 }

@@ -3,6 +3,7 @@ package forwarded
 import (
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -121,5 +122,30 @@ func TestHeaderKeysCanonical(t *testing.T) {
 	want := http.Header{"Origin": {"https://ui.example"}, "Host": {"gw.example"}}
 	if len(out) != len(want) || out.Get("Origin") != want.Get("Origin") || out.Get("Host") != "gw.example" {
 		t.Fatalf("UpstreamHeader: %v; want %v", out, want)
+	}
+}
+
+func TestTokens(t *testing.T) {
+	for v, want := range map[string]string{
+		"Upgrade":                  "Upgrade",
+		" keep-alive ,Upgrade,, x": "keep-alive|Upgrade|x",
+		"":                         "",
+		" , ":                      "",
+	} {
+		var got []string
+		for tok := range Tokens(v) {
+			got = append(got, tok)
+		}
+		if strings.Join(got, "|") != want {
+			t.Errorf("Tokens(%q) = %q; want %q", v, got, want)
+		}
+	}
+	n := 0
+	for range Tokens("a,b,c") {
+		n++
+		break
+	}
+	if n != 1 {
+		t.Fatal("Tokens went on after the loop broke")
 	}
 }

@@ -83,20 +83,28 @@ const arenaMembers = 32
 
 // decodeObject reads a JSON object; ok is false for anything else,
 // invalid JSON included.
+// The check and the members come from one pass (validObjectMembers).
 func (a *memberArena) decodeObject(data []byte) (object, bool) {
-	if !ValidJSON(data) {
+	ms, ok := validObjectMembers(data, a.buf[a.used:a.used:len(a.buf)])
+	if !ok {
 		return object{}, false
 	}
-	return a.objectIn(data)
+	return a.place(data, ms)
 }
 
 // objectIn reads the members of data, valid JSON, if it is an object.
 func (a *memberArena) objectIn(data []byte) (object, bool) {
-	room := len(a.buf) - a.used
 	ms, ok := objectMembers(data, 0, a.buf[a.used:a.used:len(a.buf)])
 	if !ok {
 		return object{}, false
 	}
+	return a.place(data, ms)
+}
+
+// place records ms, the members of data read into the arena's free room,
+// as an object of the arena.
+func (a *memberArena) place(data []byte, ms []member) (object, bool) {
+	room := len(a.buf) - a.used
 	if len(ms) <= room {
 		o := object{data: data, first: a.used, n: len(ms)}
 		a.used += len(ms)
@@ -181,7 +189,7 @@ func (a *memberArena) num(o object, k string) (float64, bool) {
 // as a slice of data: compare it with SameID. For NotConnect the id is
 // nil. It never looks at, keeps or returns auth fields.
 func ClassifyConnect(data []byte) (kind ConnectKind, id json.RawMessage) {
-	kind, id, _ = ReadConnect(data)
+	kind, id, _ = readConnect(data, false)
 	return kind, id
 }
 
@@ -189,6 +197,11 @@ func ClassifyConnect(data []byte) (kind ConnectKind, id json.RawMessage) {
 // reading of the frame: what ClassifyConnect returns, and the connect's
 // Offer (the zero Offer for NotConnect).
 func ReadConnect(data []byte) (kind ConnectKind, id json.RawMessage, o Offer) {
+	return readConnect(data, true)
+}
+
+// readConnect is ReadConnect, its Offer read only withOffer.
+func readConnect(data []byte, withOffer bool) (kind ConnectKind, id json.RawMessage, o Offer) {
 	var a memberArena
 	f, ok := a.decodeObject(data)
 	if !ok {
@@ -208,7 +221,10 @@ func ReadConnect(data []byte) (kind ConnectKind, id json.RawMessage, o Offer) {
 			kind = NonceBound
 		}
 	}
-	return kind, id, a.offer(params)
+	if withOffer {
+		o = a.offer(params)
+	}
+	return kind, id, o
 }
 
 // first returns its first argument.

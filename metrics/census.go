@@ -65,6 +65,18 @@ var gatewayCloseCodes = []int{1000, 1001, 1002, 1005, 1006, 1008, 1009, 1011, 10
 type census struct {
 	clients       *prometheus.CounterVec
 	gatewayCloses *prometheus.CounterVec
+	// clientsBy holds the clients series created up front, so that
+	// counting a handshake costs no label lookup. Read-only after
+	// newCensus.
+	clientsBy map[clientSeries]prometheus.Counter
+}
+
+// clientSeries are the labels of one holdfast_client_handshakes_total
+// series.
+type clientSeries struct {
+	p       ClientProtocol
+	mode    ClientMode
+	bridged bool
 }
 
 func newCensus(f promauto.Factory) census {
@@ -80,10 +92,11 @@ func newCensus(f promauto.Factory) census {
 			Help:      "Spliced sessions the gateway ended, by its close code (1006: no close frame; codes outside a fixed set: other).",
 		}, []string{"code"}),
 	}
+	c.clientsBy = make(map[clientSeries]prometheus.Counter)
 	for _, p := range []ClientProtocol{Protocol3, Protocol4, ProtocolOther} {
 		for _, m := range clientModes {
-			for _, b := range []string{"true", "false"} {
-				c.clients.WithLabelValues(string(p), string(m), b)
+			for _, b := range []bool{true, false} {
+				c.clientsBy[clientSeries{p, m, b}] = c.clients.WithLabelValues(string(p), string(m), strconv.FormatBool(b))
 			}
 		}
 	}
@@ -99,7 +112,11 @@ func (m *Metrics) ClientHandshake(p ClientProtocol, mode ClientMode, bridged boo
 	if m == nil {
 		return
 	}
-	m.census.clients.WithLabelValues(string(p), string(mode), strconv.FormatBool(bridged)).Inc()
+	c, ok := m.census.clientsBy[clientSeries{p, mode, bridged}]
+	if !ok {
+		c = m.census.clients.WithLabelValues(string(p), string(mode), strconv.FormatBool(bridged))
+	}
+	c.Inc()
 }
 
 // GatewayClose records a spliced session the gateway ended with close code

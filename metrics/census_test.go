@@ -49,3 +49,43 @@ func TestCensusLabels(t *testing.T) {
 		t.Errorf("%d gateway close series (%v); want the 11 codes and other", n, err)
 	}
 }
+
+// The series a handshake counts without a label lookup are the ones the
+// labels name: each Result's, each census series' (and one outside the
+// set made up front), and the spliced message counters.
+func TestResolvedSeries(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg, false)
+	for i, r := range []Result{ResultOK, ResultRejected, ResultUnavailable, ResultAttributionRefused, ResultClientGone, ResultError} {
+		for range i + 1 {
+			m.Handshake(r, 0)
+		}
+		if got := testutil.ToFloat64(m.handshakes.WithLabelValues(string(r))); got != float64(i+1) {
+			t.Errorf("handshakes_total{result=%q} = %v; want %d", r, got, i+1)
+		}
+	}
+	n := 0
+	for _, p := range []ClientProtocol{Protocol3, Protocol4, ProtocolOther} {
+		for _, mode := range append(clientModes, "unlisted") {
+			for _, b := range []bool{true, false} {
+				n++
+				for range n {
+					m.ClientHandshake(p, mode, b)
+				}
+				bl := "false"
+				if b {
+					bl = "true"
+				}
+				if got := testutil.ToFloat64(m.census.clients.WithLabelValues(string(p), string(mode), bl)); got != float64(n) {
+					t.Errorf("client_handshakes_total{%s,%s,%s} = %v; want %d", p, mode, bl, got, n)
+				}
+			}
+		}
+	}
+	up, cl := m.MessageCounters()
+	up.Inc()
+	cl.Add(2)
+	if u, c := testutil.ToFloat64(m.messages.WithLabelValues("to_upstream")), testutil.ToFloat64(m.messages.WithLabelValues("to_client")); u != 1 || c != 2 {
+		t.Errorf("spliced_messages_total: to_upstream %v, to_client %v; want 1, 2", u, c)
+	}
+}

@@ -104,6 +104,12 @@ type Metrics struct {
 	gatewayStateMu  sync.Mutex // the state's series change together
 	reloads         *prometheus.CounterVec
 	census          census
+
+	// Series resolved once, so that a handshake costs no label lookup:
+	// handshakesBy holds every Result's, toUpstream and toClient the
+	// spliced message counters. Read-only after New.
+	handshakesBy         map[Result]prometheus.Counter
+	toUpstream, toClient prometheus.Counter
 }
 
 // The gateway states holdfast reports (retry.State names).
@@ -199,8 +205,9 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 		Help:      "What holdfast last saw of the gateway's startup: 1 for the current state (unknown, down, starting, started), 0 for the others.",
 	}, []string{"state"})
 	m.GatewayState("unknown")
+	m.handshakesBy = make(map[Result]prometheus.Counter)
 	for _, r := range []Result{ResultOK, ResultRejected, ResultUnavailable, ResultAttributionRefused, ResultClientGone, ResultError} {
-		m.handshakes.WithLabelValues(string(r))
+		m.handshakesBy[r] = m.handshakes.WithLabelValues(string(r))
 	}
 	for _, r := range []RetryReason{RetryStartupUnavailable, RetryDial} {
 		m.retries.WithLabelValues(string(r))
@@ -216,8 +223,8 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 			m.refused.WithLabelValues(string(l), string(sc))
 		}
 	}
-	m.messages.WithLabelValues("to_upstream")
-	m.messages.WithLabelValues("to_client")
+	m.toUpstream = m.messages.WithLabelValues("to_upstream")
+	m.toClient = m.messages.WithLabelValues("to_client")
 	m.reloads = f.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "holdfast",
 		Name:      "config_reloads_total",
@@ -279,7 +286,11 @@ func (m *Metrics) Handshake(r Result, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.handshakes.WithLabelValues(string(r)).Inc()
+	c, ok := m.handshakesBy[r]
+	if !ok {
+		c = m.handshakes.WithLabelValues(string(r))
+	}
+	c.Inc()
 	m.handshakeTime.Observe(d.Seconds())
 }
 
@@ -379,7 +390,7 @@ func (m *Metrics) MessageCounters() (toUpstream, toClient prometheus.Counter) {
 	if m == nil {
 		return nil, nil
 	}
-	return m.messages.WithLabelValues("to_upstream"), m.messages.WithLabelValues("to_client")
+	return m.toUpstream, m.toClient
 }
 
 // GatewayState records the gateway's current state: one of unknown, down,

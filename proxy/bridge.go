@@ -35,9 +35,9 @@ import (
 
 // bridgeConnect applies the connect rewrite to the client's first frame
 // when the bridge is on, and remembers what the client asked for.
-func (c *conn) bridgeConnect(first frame) frame {
-	if c.h.cfg.DisableLegacyBridge {
-		return first
+func (c *conn) bridgeConnect(first frame, offer gwproto.Offer) frame {
+	if c.h.cfg.DisableLegacyBridge || !offer.MayBeLegacy() {
+		return first // not a connect the rewrite applies to: no need to read it again
 	}
 	out, lc, ok := gwproto.RewriteLegacyConnect(first.data)
 	if !ok {

@@ -115,7 +115,7 @@ type handshakeState struct {
 	untrack func()
 }
 
-func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, ls *share.Lease) {
+func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, attr forwarded.Attribution, ls *share.Lease) {
 	growStack(0)
 	h.wg.Add(1)
 	defer h.wg.Done()
@@ -130,7 +130,7 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, ls *share
 		handshakeState: &handshakeState{
 			r:      r,
 			budget: retry.NewBudget(retry.SystemClock{}, h.cfg.Budget),
-			attr:   h.attribute(r),
+			attr:   attr,
 		},
 		notify: make(chan struct{}, 1),
 		rec:    record{start: time.Now(), clientAddr: r.RemoteAddr, path: r.URL.Path},
@@ -194,12 +194,9 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	var respHdr http.Header
 	if !late {
 		// The dial ends when the client leaves or the handshake is
-		// displaced (proxy/internal/share).
-		ctx, cancel := context.WithCancel(c.r.Context())
-		stop := context.AfterFunc(c.lease.Context(), cancel)
-		up, err := c.h.dialUpstream(ctx, c.target, c.hdr, c.attr.Key(), c.budget)
-		stop()
-		cancel()
+		// displaced: the lease's context ends with either
+		// (proxy/internal/share), the client's request being its parent.
+		up, err := c.h.dialUpstream(c.lease.Context(), c.target, c.hdr, c.attr.Key(), c.budget)
 		if err != nil {
 			o := c.dialFailed(err, false)
 			o.w = w
@@ -225,8 +222,11 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	c.client = client
 	c.cw = wire.ConnOf(client.NetConn()) // keepEarlyData made it one
 	c.cw.FrameMode()
+	// The handshake's context is its lease's, which already ends when
+	// the handshake is displaced; c.cancel ends it too when the client
+	// goes away or holdfast stops at once.
 	c.mu.Lock()
-	c.ctx, c.cancel = context.WithCancel(c.lease.Context())
+	c.ctx, c.cancel = c.lease.Context(), c.lease.Cancel
 	c.mu.Unlock()
 	c.untrack = c.h.trackHandshake(c) // reached by a stop at once (drain.go)
 	client.SetReadLimit(c.h.cfg.MaxMessageBytes)
@@ -266,10 +266,10 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 		return *o
 	}
 	c.connectAt = time.Now()
-	kind, id := gwproto.ClassifyConnect(first.data)
+	kind, id, offer := gwproto.ReadConnect(first.data)
 	c.rec.kind, c.rec.firstFrame = kind, true
 	if kind != gwproto.NotConnect {
-		c.rec.protocol, c.rec.mode = connectCensus(first.data)
+		c.rec.protocol, c.rec.mode = connectCensus(offer)
 	}
 	if c.up == nil {
 		// It answered a stand-in challenge.
@@ -282,7 +282,7 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 		return outcome{end: endNotConnect}
 	}
 
-	first = c.bridgeConnect(first)
+	first = c.bridgeConnect(first, offer)
 
 	// 4. Hold, forward, retry.
 	return c.handshake(first, kind, id)

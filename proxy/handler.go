@@ -389,12 +389,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, reason, status)
 			return
 		}
-		if h.attribute(r).Unattributable {
+		attr := h.attribute(r)
+		if attr.Unattributable {
 			h.metrics.Handshake(metrics.ResultRejected, 0)
 			h.attributionRequired(w, r)
 			return
 		}
-		ls, refused, displaced := h.limits.Admit(h.attribute(r).Key())
+		ls, refused, displaced := h.limits.Admit(r.Context(), attr.Key())
 		h.displace(displaced)
 		if ls == nil {
 			h.metrics.Refused(refused.Limit, refused.Scope)
@@ -406,7 +407,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer ls.Release()
-		h.serveControl(keepEarlyData{w, h.chunks}, r, ls)
+		h.serveControl(keepEarlyData{w, h.chunks}, r, attr, ls)
 		return
 	}
 	h.metrics.Passthrough()

@@ -48,7 +48,7 @@ func notOriginForm(r *http.Request) bool {
 
 func headerHasToken(h http.Header, name, token string) bool {
 	for _, v := range h.Values(name) {
-		for _, t := range forwarded.SplitTokens(v) {
+		for t := range forwarded.Tokens(v) {
 			if strings.EqualFold(t, token) {
 				return true
 			}

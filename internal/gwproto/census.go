@@ -31,6 +31,11 @@ func ReadOffer(data []byte) Offer {
 		return Offer{}
 	}
 	params, _ := a.object(f, "params")
+	return a.offer(params)
+}
+
+// offer reads the Offer of a connect's params object.
+func (a *memberArena) offer(params object) Offer {
 	minP, ok1 := a.num(params, "minProtocol")
 	maxP, ok2 := a.num(params, "maxProtocol")
 	whole := func(x float64) bool { return x >= 1 && x <= math.MaxInt32 && x == math.Trunc(x) }
@@ -41,4 +46,13 @@ func ReadOffer(data []byte) Offer {
 	client, _ := a.object(params, "client")
 	o.Mode, _ = a.str(client, "mode")
 	return o
+}
+
+// MayBeLegacy reports whether a connect offering o can be one
+// RewriteLegacyConnect rewrites: one that is has a Range whose
+// MaxProtocol is below BridgeProtocol (its protocol numbers are read the
+// same way, and a duplicated key on their path, which ReadOffer resolves
+// to the last, makes RewriteLegacyConnect leave the frame alone).
+func (o Offer) MayBeLegacy() bool {
+	return o.Range && o.MaxProtocol < BridgeProtocol
 }

@@ -81,3 +81,75 @@ func FuzzReadOffer(f *testing.F) {
 		}
 	})
 }
+
+// readConnectSeeds are frames where one reading and three could differ:
+// duplicated keys on the protocols' path, numbers that are whole only as
+// floats, a node connect, and connects that are not legacy at all.
+var readConnectSeeds = []string{
+	`{"type":"req","id":"1","method":"connect","params":{"minProtocol":4,"maxProtocol":4,"client":{"id":"cli","mode":"cli"}}}`,
+	`{"type":"req","id":"1","method":"connect","params":{"minProtocol":3,"maxProtocol":3,"client":{"id":"cli","mode":"ui"}}}`,
+	`{"type":"req","id":"1","method":"connect","params":{"minProtocol":3,"maxProtocol":4,"maxProtocol":3}}`,
+	`{"type":"req","id":"1","method":"connect","params":{"minProtocol":3,"maxProtocol":3,"maxProtocol":4}}`,
+	`{"type":"req","id":"1","method":"connect","params":{"minProtocol":1,"maxProtocol":4},"params":{"minProtocol":1,"maxProtocol":3}}`,
+	`{"type":"req","id":"1","method":"connect","params":{"minProtocol":3.0,"maxProtocol":3e0,"role":"node","client":{"mode":"node"}}}`,
+	`{"type":"req","id":"1","method":"connect","params":{"minProtocol":3,"maxProtocol":3.5}}`,
+	`{"type":"req","id":"1","method":"connect","params":{"minProtocol":"3","maxProtocol":3,"device":{"id":"d"}}}`,
+	`{"type":"req","id":"1","method":"connect","params":{"minProtocol":2,"maxProtocol":3,"device":null}}`,
+	`{"type":"req","id":"","method":"connect","params":{"minProtocol":3,"maxProtocol":3}}`,
+	`{"type":"req","id":"1","method":"connect","params":[3]}`,
+	`{"type":"req","id":"1","method":"connect"}`,
+	`{"type":"event","event":"connect.challenge"}`,
+	`{"params":{"minProtocol":3,"maxProtocol":3}`,
+}
+
+// checkReadConnect: ReadConnect says what ClassifyConnect and ReadOffer
+// say, and a connect RewriteLegacyConnect rewrites is never one whose
+// Offer rules the rewrite out (holdfast does not try it on those).
+func checkReadConnect(t *testing.T, data []byte) {
+	t.Helper()
+	kind, id, o := gwproto.ReadConnect(data)
+	wantKind, wantID := gwproto.ClassifyConnect(data)
+	var wantOffer gwproto.Offer
+	if wantKind != gwproto.NotConnect {
+		wantOffer = gwproto.ReadOffer(data)
+	}
+	if kind != wantKind || string(id) != string(wantID) || o != wantOffer {
+		t.Fatalf("%q: ReadConnect %v %q %+v; ClassifyConnect and ReadOffer %v %q %+v", data, kind, id, o, wantKind, wantID, wantOffer)
+	}
+	if kind == gwproto.NotConnect {
+		return
+	}
+	if _, _, ok := gwproto.RewriteLegacyConnect(data); ok && !o.MayBeLegacy() {
+		t.Fatalf("%q is rewritten, yet its offer %+v says it cannot be", data, o)
+	}
+}
+
+func TestReadConnect(t *testing.T) {
+	t.Parallel()
+	for _, s := range readConnectSeeds {
+		checkReadConnect(t, []byte(s))
+	}
+	for _, tc := range []struct {
+		frame string
+		may   bool
+	}{
+		{readConnectSeeds[0], false},
+		{readConnectSeeds[1], true},
+		{readConnectSeeds[2], true}, // the last maxProtocol counts
+		{readConnectSeeds[3], false},
+		{readConnectSeeds[6], false},
+	} {
+		if _, _, o := gwproto.ReadConnect([]byte(tc.frame)); o.MayBeLegacy() != tc.may {
+			t.Errorf("%s: MayBeLegacy %v; want %v", tc.frame, o.MayBeLegacy(), tc.may)
+		}
+	}
+}
+
+func FuzzReadConnect(f *testing.F) {
+	for _, s := range readConnectSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkReadConnect(t, data)
+	})
+}

@@ -83,20 +83,28 @@ const arenaMembers = 32
 
 // decodeObject reads a JSON object; ok is false for anything else,
 // invalid JSON included.
+// The check and the members come from one pass (validObjectMembers).
 func (a *memberArena) decodeObject(data []byte) (object, bool) {
-	if !ValidJSON(data) {
+	ms, ok := validObjectMembers(data, a.buf[a.used:a.used:len(a.buf)])
+	if !ok {
 		return object{}, false
 	}
-	return a.objectIn(data)
+	return a.place(data, ms)
 }
 
 // objectIn reads the members of data, valid JSON, if it is an object.
 func (a *memberArena) objectIn(data []byte) (object, bool) {
-	room := len(a.buf) - a.used
 	ms, ok := objectMembers(data, 0, a.buf[a.used:a.used:len(a.buf)])
 	if !ok {
 		return object{}, false
 	}
+	return a.place(data, ms)
+}
+
+// place records ms, the members of data read into the arena's free room,
+// as an object of the arena.
+func (a *memberArena) place(data []byte, ms []member) (object, bool) {
+	room := len(a.buf) - a.used
 	if len(ms) <= room {
 		o := object{data: data, first: a.used, n: len(ms)}
 		a.used += len(ms)
@@ -181,24 +189,42 @@ func (a *memberArena) num(o object, k string) (float64, bool) {
 // as a slice of data: compare it with SameID. For NotConnect the id is
 // nil. It never looks at, keeps or returns auth fields.
 func ClassifyConnect(data []byte) (kind ConnectKind, id json.RawMessage) {
+	kind, id, _ = readConnect(data, false)
+	return kind, id
+}
+
+// ReadConnect is ClassifyConnect and, for a connect, ReadOffer in one
+// reading of the frame: what ClassifyConnect returns, and the connect's
+// Offer (the zero Offer for NotConnect).
+func ReadConnect(data []byte) (kind ConnectKind, id json.RawMessage, o Offer) {
+	return readConnect(data, true)
+}
+
+// readConnect is ReadConnect, its Offer read only withOffer.
+func readConnect(data []byte, withOffer bool) (kind ConnectKind, id json.RawMessage, o Offer) {
 	var a memberArena
 	f, ok := a.decodeObject(data)
 	if !ok {
-		return NotConnect, nil
+		return NotConnect, nil, Offer{}
 	}
 	typ, _ := a.str(f, "type")
 	method, _ := a.str(f, "method")
 	idv, _ := a.str(f, "id")
 	if typ != "req" || method != "connect" || idv == "" {
-		return NotConnect, nil
+		return NotConnect, nil, Offer{}
 	}
 	id, _ = a.get(f, "id")
-	if params, ok := a.object(f, "params"); ok {
+	kind = Replayable
+	params, ok := a.object(f, "params")
+	if ok {
 		if dev, ok := a.get(params, "device"); ok && string(dev) != "null" {
-			return NonceBound, id
+			kind = NonceBound
 		}
 	}
-	return Replayable, id
+	if withOffer {
+		o = a.offer(params)
+	}
+	return kind, id, o
 }
 
 // first returns its first argument.

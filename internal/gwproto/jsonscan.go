@@ -195,19 +195,37 @@ const maxJSONDepth = 10000
 // is most of a handshake's parsing. It allocates nothing for documents
 // nested up to 32 deep.
 func ValidJSON(data []byte) bool {
+	_, ok, _ := scanJSON(data, nil, false)
+	return ok
+}
+
+// validObjectMembers is ValidJSON and objectMembers in one pass: when data
+// is valid JSON whose value is an object, it appends the object's members
+// to dst, as objectMembers would, and reports true; otherwise false.
+func validObjectMembers(data []byte, dst []member) ([]member, bool) {
+	ms, ok, object := scanJSON(data, dst, true)
+	return ms, ok && object
+}
+
+// scanJSON is ValidJSON's scan. With record, it also appends the members
+// of the outermost value, when that is an object (object), to top.
+func scanJSON(data []byte, top []member, record bool) (members []member, ok, object bool) {
 	var small [32]byte
 	stack := small[:0] // '{' or '[' per open container
 	i := skipSpace(data, 0)
+	object = i < len(data) && data[i] == '{'
+	record = record && object
+	var m member // the outermost object's member being read, when recording
+	open := false
 	for {
 		// A value starts at i.
 		if i >= len(data) {
-			return false
+			return top, false, object
 		}
-		var ok bool
 		switch c := data[i]; {
 		case c == '{' || c == '[':
 			if len(stack) == maxJSONDepth {
-				return false
+				return top, false, object
 			}
 			stack = append(stack, c)
 			i = skipSpace(data, i+1)
@@ -217,56 +235,72 @@ func ValidJSON(data []byte) bool {
 				break
 			}
 			if c == '{' {
-				if i, ok = memberKey(data, i); !ok {
-					return false
+				start := i
+				var kend int
+				if kend, i, ok = memberKey(data, i); !ok {
+					return top, false, object
+				}
+				if record && len(stack) == 1 {
+					m, open = newMember(data, start, kend, i), true
 				}
 			}
 			continue
 		case c == '"':
 			if i, ok = skipValidString(data, i); !ok {
-				return false
+				return top, false, object
 			}
 		case c == '-' || (c >= '0' && c <= '9'):
 			if i, ok = skipNumber(data, i); !ok {
-				return false
+				return top, false, object
 			}
 		case c == 't':
 			if i, ok = skipLiteral(data, i, "true"); !ok {
-				return false
+				return top, false, object
 			}
 		case c == 'f':
 			if i, ok = skipLiteral(data, i, "false"); !ok {
-				return false
+				return top, false, object
 			}
 		case c == 'n':
 			if i, ok = skipLiteral(data, i, "null"); !ok {
-				return false
+				return top, false, object
 			}
 		default:
-			return false
+			return top, false, object
 		}
 		// A value ended at i: close containers, or go on to the next one.
 		for {
+			if open && len(stack) == 1 {
+				// The outermost object's member value ended at i.
+				m.end = i
+				top = append(top, m)
+				open = false
+			}
 			i = skipSpace(data, i)
 			if len(stack) == 0 {
-				return i == len(data)
+				return top, i == len(data), object
 			}
 			if i >= len(data) {
-				return false
+				return top, false, object
 			}
-			top := stack[len(stack)-1]
-			if data[i] == top+2 {
+			t := stack[len(stack)-1]
+			if data[i] == t+2 {
 				stack = stack[:len(stack)-1]
 				i++
 				continue
 			}
 			if data[i] != ',' {
-				return false
+				return top, false, object
 			}
 			i = skipSpace(data, i+1)
-			if top == '{' {
-				if i, ok = memberKey(data, i); !ok {
-					return false
+			if t == '{' {
+				start := i
+				var kend int
+				if kend, i, ok = memberKey(data, i); !ok {
+					return top, false, object
+				}
+				if record && len(stack) == 1 {
+					m, open = newMember(data, start, kend, i), true
 				}
 			}
 			break
@@ -274,21 +308,29 @@ func ValidJSON(data []byte) bool {
 	}
 }
 
-// memberKey reads `"key" :` at data[i] and returns the index of the value
-// after it (space skipped).
-func memberKey(data []byte, i int) (int, bool) {
+// newMember is the member whose key's string runs from data[start] to
+// before data[kend] and whose value starts at vstart; its end is set once
+// the value has been read.
+func newMember(data []byte, start, kend, vstart int) member {
+	key := data[start+1 : kend-1]
+	return member{key: key, escaped: bytes.IndexByte(key, '\\') >= 0, start: start, vstart: vstart}
+}
+
+// memberKey reads `"key" :` at data[i] and returns the index after the
+// key's string and the index of the value after it (space skipped).
+func memberKey(data []byte, i int) (kend, vstart int, ok bool) {
 	if i >= len(data) || data[i] != '"' {
-		return 0, false
+		return 0, 0, false
 	}
-	i, ok := skipValidString(data, i)
+	kend, ok = skipValidString(data, i)
 	if !ok {
-		return 0, false
+		return 0, 0, false
 	}
-	i = skipSpace(data, i)
+	i = skipSpace(data, kend)
 	if i >= len(data) || data[i] != ':' {
-		return 0, false
+		return 0, 0, false
 	}
-	return skipSpace(data, i+1), true
+	return kend, skipSpace(data, i+1), true
 }
 
 // skipValidString returns the index after the string that opens at data[i],

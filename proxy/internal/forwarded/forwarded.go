@@ -6,6 +6,7 @@
 package forwarded
 
 import (
+	"iter"
 	"net"
 	"net/http"
 	"net/netip"
@@ -94,6 +95,15 @@ func Attribute(r *http.Request, proxies []netip.Prefix) Attribution {
 // client could claim an address or identity.
 func HasHeaders(h http.Header) bool {
 	for k := range h {
+		// Canonicalising changes at most the case of a key's first byte,
+		// and IsHeader's names start with F, X or T: other keys (most of
+		// a request's) need no canonical form.
+		if k == "" {
+			continue
+		}
+		if c := k[0] | 0x20; c != 'f' && c != 'x' && c != 't' {
+			continue
+		}
 		if IsHeader(http.CanonicalHeaderKey(k)) {
 			return true
 		}
@@ -154,16 +164,18 @@ func Apply(out http.Header, a Attribution, r *http.Request) {
 	if a.Local() || a.Unattributable {
 		return
 	}
-	out.Set("X-Forwarded-For", a.ClientIP.String())
-	if out.Get("X-Forwarded-Proto") == "" {
+	// The keys are canonical already: set and read them in the map, as
+	// Set and Get would once they had canonicalised them.
+	out["X-Forwarded-For"] = []string{a.ClientIP.String()}
+	if first(out["X-Forwarded-Proto"]) == "" {
 		proto := "http"
 		if r.TLS != nil {
 			proto = "https"
 		}
-		out.Set("X-Forwarded-Proto", proto)
+		out["X-Forwarded-Proto"] = []string{proto}
 	}
-	if out.Get("X-Forwarded-Host") == "" && r.Host != "" {
-		out.Set("X-Forwarded-Host", r.Host)
+	if first(out["X-Forwarded-Host"]) == "" && r.Host != "" {
+		out["X-Forwarded-Host"] = []string{r.Host}
 	}
 }
 
@@ -182,29 +194,41 @@ func trusted(ip netip.Addr, proxies []netip.Prefix) bool {
 // the WebSocket key exchange, which the dialer makes itself, dropped.
 func UpstreamHeader(r *http.Request) http.Header {
 	out := r.Header.Clone()
-	for _, f := range out.Values("Connection") {
-		for _, tok := range SplitTokens(f) {
+	for _, f := range out["Connection"] {
+		for tok := range Tokens(f) {
 			out.Del(tok)
 		}
 	}
-	for _, k := range []string{
-		"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding",
-		"Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions", "Sec-Websocket-Accept",
-	} {
-		out.Del(k)
+	for _, k := range droppedHeaders {
+		delete(out, k) // canonical already: Del would only canonicalise it again
 	}
-	out.Set("Host", r.Host)
+	out["Host"] = []string{r.Host}
 	return out
 }
 
-// SplitTokens splits a comma-separated header value into its tokens.
-func SplitTokens(v string) []string {
-	var out []string
-	for _, t := range strings.Split(v, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			out = append(out, t)
+// droppedHeaders are the headers UpstreamHeader drops, in canonical form.
+var droppedHeaders = []string{
+	"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding",
+	"Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions", "Sec-Websocket-Accept",
+}
+
+// first is a header's first value, "" for none (http.Header.Get).
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
+}
+
+// Tokens yields the tokens of a comma-separated header value (space
+// around them trimmed, empty ones skipped), allocating nothing.
+func Tokens(v string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for t := range strings.SplitSeq(v, ",") {
+			if t = strings.TrimSpace(t); t != "" && !yield(t) {
+				return
+			}
 		}
 	}
-	return out
 }

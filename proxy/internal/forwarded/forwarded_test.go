@@ -3,6 +3,7 @@ package forwarded
 import (
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -89,5 +90,62 @@ func TestApply(t *testing.T) {
 		if len(out) != 1 || out.Get("Cookie") != "c" {
 			t.Fatalf("%+v: %v; want no forwarding header", a, out)
 		}
+	}
+}
+
+// HasHeaders finds a forwarding header whatever the case of its key (a
+// Header built by hand need not be canonical), and UpstreamHeader drops
+// the hop-by-hop and key-exchange headers it names in canonical form.
+func TestHeaderKeysCanonical(t *testing.T) {
+	for _, k := range droppedHeaders {
+		if c := http.CanonicalHeaderKey(k); c != k {
+			t.Errorf("dropped header %q is not canonical (%q): a map delete would miss it", k, c)
+		}
+	}
+	for _, k := range []string{"forwarded", "x-forwarded-for", "X-FORWARDED-HOST", "x-real-ip", "tailscale-user-login", "Forwarded"} {
+		if !HasHeaders(http.Header{k: {"v"}}) {
+			t.Errorf("HasHeaders misses %q", k)
+		}
+	}
+	for _, k := range []string{"", "Origin", "Sec-Websocket-Key", "x-forwarded", "xforwarded-for", "tailscale", "Te", "Forwardedx"} {
+		if HasHeaders(http.Header{k: {"v"}}) {
+			t.Errorf("HasHeaders takes %q for a forwarding header", k)
+		}
+	}
+	r, _ := http.NewRequest(http.MethodGet, "http://gw.example/", nil)
+	r.Host = "gw.example"
+	r.Header = http.Header{
+		"Connection": {"Upgrade, x-hop"}, "Upgrade": {"websocket"}, "X-Hop": {"1"}, "Te": {"trailers"},
+		"Sec-Websocket-Key": {"k"}, "Sec-Websocket-Version": {"13"}, "Origin": {"https://ui.example"},
+	}
+	out := UpstreamHeader(r)
+	want := http.Header{"Origin": {"https://ui.example"}, "Host": {"gw.example"}}
+	if len(out) != len(want) || out.Get("Origin") != want.Get("Origin") || out.Get("Host") != "gw.example" {
+		t.Fatalf("UpstreamHeader: %v; want %v", out, want)
+	}
+}
+
+func TestTokens(t *testing.T) {
+	for v, want := range map[string]string{
+		"Upgrade":                  "Upgrade",
+		" keep-alive ,Upgrade,, x": "keep-alive|Upgrade|x",
+		"":                         "",
+		" , ":                      "",
+	} {
+		var got []string
+		for tok := range Tokens(v) {
+			got = append(got, tok)
+		}
+		if strings.Join(got, "|") != want {
+			t.Errorf("Tokens(%q) = %q; want %q", v, got, want)
+		}
+	}
+	n := 0
+	for range Tokens("a,b,c") {
+		n++
+		break
+	}
+	if n != 1 {
+		t.Fatal("Tokens went on after the loop broke")
 	}
 }

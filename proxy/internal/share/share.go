@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/holdfast-proxy/holdfast/metrics"
 )
@@ -84,9 +85,13 @@ type Lease struct {
 	l   *Limits
 	key string // the address (forwarded.Attribution.Key)
 	// ctx is cancelled with ErrDisplaced when the handshake is displaced,
-	// and with nothing in particular when it is released.
+	// with nothing in particular when it is released, and when the
+	// context it was admitted under ends.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	// displaced is set when the handshake is displaced, before ctx is
+	// cancelled: ctx may have ended already with its parent.
+	displaced atomic.Bool
 
 	// Guarded by l.mu.
 	share *share // nil once ended
@@ -194,6 +199,7 @@ type Displacement struct {
 // displace tells each displaced handshake, and counts it.
 func Displace(ds []Displacement, m *metrics.Metrics) {
 	for _, d := range ds {
+		d.Lease.displaced.Store(true)
 		d.Lease.cancel(ErrDisplaced)
 		m.Refused(d.Limit, metrics.ScopeAddress)
 	}
@@ -207,7 +213,12 @@ func Displace(ds []Displacement, m *metrics.Metrics) {
 // holding the most is displaced when that address holds at least two more
 // than key (one more would only swap their places); otherwise the newcomer
 // is refused. The caller passes the displaced to displace.
-func (l *Limits) Admit(key string) (ls *Lease, refused Refusal, displaced []Displacement) {
+//
+// The lease's context is parent's child: a handshake that waits on it
+// (the upstream dial) also ends when parent does (the client's request,
+// which ends when the client leaves before its upgrade), with no context
+// of its own for that.
+func (l *Limits) Admit(parent context.Context, key string) (ls *Lease, refused Refusal, displaced []Displacement) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.addrs[key]
@@ -236,7 +247,7 @@ func (l *Limits) Admit(key string) (ls *Lease, refused Refusal, displaced []Disp
 		heap.Push(&l.byBytes, s)
 	}
 	ls = &Lease{l: l, key: key, share: s}
-	ls.ctx, ls.cancel = context.WithCancelCause(context.Background())
+	ls.ctx, ls.cancel = context.WithCancelCause(parent)
 	s.leases.pushBack(ls)
 	s.handshakes++
 	l.handshakes++
@@ -292,7 +303,7 @@ func (x *Lease) Release() {
 
 // displaced reports whether the lease was displaced.
 func (x *Lease) Displaced() bool {
-	return errors.Is(context.Cause(x.ctx), ErrDisplaced)
+	return x.displaced.Load()
 }
 
 // reserve accounts n more bytes held before hello-ok by x. When they do
@@ -354,8 +365,14 @@ func (x *Lease) FreeBytes() {
 func (x *Lease) Key() string { return x.key }
 
 // Context is cancelled with ErrDisplaced when the handshake is displaced,
-// and with nothing in particular when it is released.
+// with nothing in particular when it is released, and when the context it
+// was admitted under ends (Admit).
 func (x *Lease) Context() context.Context { return x.ctx }
+
+// Cancel ends the lease's context without releasing the lease: its
+// handshake is over (the client left, holdfast stops at once), though
+// what it holds is given back only by Release. It is no displacement.
+func (x *Lease) Cancel() { x.cancel(nil) }
 
 // Bytes is what the lease holds of the pre-auth bytes now.
 func (x *Lease) Bytes() int64 {

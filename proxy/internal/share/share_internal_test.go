@@ -1,6 +1,7 @@
 package share
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -18,17 +19,17 @@ func TestLimitsAdmitRule(t *testing.T) {
 	l := New(4, 1<<20)
 	var a []*Lease
 	for i := 0; i < 4; i++ {
-		ls, r, ds := l.Admit("a")
+		ls, r, ds := l.Admit(context.Background(), "a")
 		if ls == nil || len(ds) != 0 {
 			t.Fatalf("a #%d below the limit: lease %v Refusal %v displaced %d", i, ls != nil, r, len(ds))
 		}
 		a = append(a, ls)
 	}
-	if ls, r, _ := l.Admit("a"); ls != nil || r != (Refusal{metrics.LimitHandshakes, metrics.ScopeGlobal}) {
+	if ls, r, _ := l.Admit(context.Background(), "a"); ls != nil || r != (Refusal{metrics.LimitHandshakes, metrics.ScopeGlobal}) {
 		t.Fatalf("a at the limit: lease %v Refusal %v; want refused, global", ls != nil, r)
 	}
 	// b holds 0, a 4: a's newest goes.
-	b1, _, ds := l.Admit("b")
+	b1, _, ds := l.Admit(context.Background(), "b")
 	if b1 == nil || len(ds) != 1 || ds[0].Lease != a[3] || a[3].share != nil {
 		t.Fatalf("b: lease %v displaced %v; want a's newest displaced", b1 != nil, ds)
 	}
@@ -37,15 +38,15 @@ func TestLimitsAdmitRule(t *testing.T) {
 		t.Fatal("the displaced lease does not say so")
 	}
 	// b holds 1, a 3: 3 >= 1+2, a's newest left goes.
-	if b2, _, ds := l.Admit("b"); b2 == nil || len(ds) != 1 || ds[0].Lease != a[2] {
+	if b2, _, ds := l.Admit(context.Background(), "b"); b2 == nil || len(ds) != 1 || ds[0].Lease != a[2] {
 		t.Fatalf("b again: want a's newest displaced, got %v", ds)
 	}
 	// b holds 2, a 2: b refused (scope address: a holds part).
-	if ls, r, _ := l.Admit("b"); ls != nil || r != (Refusal{metrics.LimitHandshakes, metrics.ScopeAddress}) {
+	if ls, r, _ := l.Admit(context.Background(), "b"); ls != nil || r != (Refusal{metrics.LimitHandshakes, metrics.ScopeAddress}) {
 		t.Fatalf("b holding half: lease %v Refusal %v; want refused, address", ls != nil, r)
 	}
 	// c holds 0, a and b 2: 2 >= 0+2, the newest of one of them goes.
-	if c1, _, ds := l.Admit("c"); c1 == nil || len(ds) != 1 {
+	if c1, _, ds := l.Admit(context.Background(), "c"); c1 == nil || len(ds) != 1 {
 		t.Fatalf("c: want one displaced, got %v", ds)
 	}
 	// A released or displaced lease gives back nothing twice.
@@ -63,10 +64,10 @@ func TestLimitsAdmitRule(t *testing.T) {
 func TestLimitsReserveRule(t *testing.T) {
 	t.Parallel()
 	l := New(100, 1000)
-	a1, _, _ := l.Admit("a")
-	a2, _, _ := l.Admit("a")
-	a3, _, _ := l.Admit("a") // holds nothing: never displaced for bytes
-	b1, _, _ := l.Admit("b")
+	a1, _, _ := l.Admit(context.Background(), "a")
+	a2, _, _ := l.Admit(context.Background(), "a")
+	a3, _, _ := l.Admit(context.Background(), "a") // holds nothing: never displaced for bytes
+	b1, _, _ := l.Admit(context.Background(), "b")
 	for _, x := range []struct {
 		ls *Lease
 		n  int
@@ -119,7 +120,7 @@ func TestLimitsConcurrent(t *testing.T) {
 				key := fmt.Sprint("addr", r.IntN(5))
 				switch op := r.IntN(4); {
 				case op == 0 || len(held) == 0:
-					if ls, _, ds := l.Admit(key); ls != nil {
+					if ls, _, ds := l.Admit(context.Background(), key); ls != nil {
 						Displace(ds, nil)
 						held = append(held, ls)
 					}
@@ -204,7 +205,7 @@ func TestLimitsRandomSteps(t *testing.T) {
 			for k, s := range l.addrs {
 				before[k] = s.handshakes
 			}
-			ls, _, ds := l.Admit(key)
+			ls, _, ds := l.Admit(context.Background(), key)
 			for _, d := range ds {
 				if before[d.Lease.key] < before[key]+2 {
 					t.Fatalf("step %d: %s (holding %d) displaced for %s (holding %d)", i, d.Lease.key, before[d.Lease.key], key, before[key])
@@ -236,5 +237,60 @@ func TestLimitsRandomSteps(t *testing.T) {
 			held = append(held[:k], held[k+1:]...)
 		}
 		checkLimits(t, l)
+	}
+}
+
+// A lease's context ends with the context it was admitted under (the
+// client's request, which ends when the client leaves before its
+// upgrade), and that is not a displacement; a displacement is one even
+// when that context has ended first.
+func TestLeaseContextEndsWithParent(t *testing.T) {
+	t.Parallel()
+	l := New(2, 1<<20)
+	parent, cancel := context.WithCancel(context.Background())
+	a, _, _ := l.Admit(parent, "a")
+	cancel()
+	select {
+	case <-a.Context().Done():
+	default:
+		t.Fatal("the lease's context outlived the context it was admitted under")
+	}
+	if a.Displaced() {
+		t.Fatal("a lease whose parent ended reports a displacement")
+	}
+	// The newest lease's client leaves, then the lease is displaced.
+	parent2, cancel2 := context.WithCancel(context.Background())
+	a2, _, _ := l.Admit(parent2, "a")
+	cancel2()
+	if b, _, ds := l.Admit(context.Background(), "b"); b == nil || len(ds) != 1 || ds[0].Lease != a2 {
+		t.Fatalf("b admitted %v, displacing %v; want a's newest displaced", b != nil, ds)
+	} else {
+		Displace(ds, nil)
+	}
+	if !a2.Displaced() || a.Displaced() {
+		t.Fatalf("displaced: a %v, a2 %v; want a2 only", a.Displaced(), a2.Displaced())
+	}
+	a.Release()
+	a2.Release()
+}
+
+// Cancel ends a lease's context and nothing else: the lease still holds
+// its handshake until Release, and it is no displacement.
+func TestLeaseCancelKeepsTheLease(t *testing.T) {
+	t.Parallel()
+	l := New(1, 1<<20)
+	a, _, _ := l.Admit(context.Background(), "a")
+	a.Cancel()
+	if a.Context().Err() == nil || a.Displaced() {
+		t.Fatalf("after Cancel: context err %v, displaced %v; want ended, not displaced", a.Context().Err(), a.Displaced())
+	}
+	if b, r, _ := l.Admit(context.Background(), "a"); b != nil || r.Limit == "" {
+		t.Fatal("a cancelled lease gave back its handshake before Release")
+	}
+	a.Release()
+	if b, _, _ := l.Admit(context.Background(), "a"); b == nil {
+		t.Fatal("a released lease kept its handshake")
+	} else {
+		b.Release()
 	}
 }

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -372,12 +373,8 @@ func (s *streamBounds) allow(b []byte) int {
 	}
 	if !s.frames {
 		// Stop right after the first "\r\n\r\n".
-		state := s.crlf
-		for i, ch := range b {
-			state = crlfStep(state, ch)
-			if state == 4 {
-				return i + 1
-			}
+		if i, state := crlfScan(s.crlf, b, true); state == 4 {
+			return i
 		}
 		return len(b)
 	}
@@ -389,6 +386,34 @@ func (s *streamBounds) allow(b []byte) int {
 		need = 2
 	}
 	return min(len(b), int(need-s.have))
+}
+
+// crlfScan runs crlfStep over b from state, a "\r\n\r\n" found
+// starting over at 0, and returns the state after b. With stop it stops
+// right after the first "\r\n\r\n" instead, returning 4 and the bytes
+// read through it. From state 0 only a '\r' leads anywhere else, so the
+// scan jumps from one '\r' to the next (bytes.IndexByte) rather than
+// stepping through a header line byte by byte.
+func crlfScan(state uint8, b []byte, stop bool) (int, uint8) {
+	i := 0
+	for i < len(b) {
+		if state == 0 {
+			j := bytes.IndexByte(b[i:], '\r')
+			if j < 0 {
+				return len(b), 0
+			}
+			i += j
+		}
+		state = crlfStep(state, b[i])
+		i++
+		if state == 4 {
+			if stop {
+				return i, 4
+			}
+			state = 0
+		}
+	}
+	return i, state
 }
 
 func crlfStep(state uint8, ch byte) uint8 {
@@ -410,12 +435,7 @@ func (s *streamBounds) advance(b []byte) {
 		return
 	}
 	if !s.frames {
-		for _, ch := range b {
-			s.crlf = crlfStep(s.crlf, ch)
-			if s.crlf == 4 {
-				s.crlf = 0
-			}
-		}
+		_, s.crlf = crlfScan(s.crlf, b, false)
 		return
 	}
 	for len(b) > 0 {

@@ -538,8 +538,11 @@ func TestPreauthTimeout(t *testing.T) {
 	if code != 1000 || reason != "" || len(frames) != 0 {
 		t.Fatalf("close %d %q frames %q", code, reason, frames)
 	}
-	if el := time.Since(start); el > time.Second {
-		t.Fatalf("timeout after %v", el)
+	// The configured 200 ms timer closed it, not the default 15 s one (nor
+	// readAll's 3 s bound); on a loaded machine the close can come a
+	// second or more after the timer fires.
+	if el := time.Since(start); el < 200*time.Millisecond || el > 2500*time.Millisecond {
+		t.Fatalf("closed after %v; want the 200 ms pre-auth timer", el)
 	}
 }
 
@@ -1042,14 +1045,16 @@ func TestPingsAnsweredKeepSession(t *testing.T) {
 		pings.Add(1)
 		return ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 	})
-	// Ticks keep the reader busy while pings are answered.
-	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+	// Ticks keep the reader busy while pings are answered, until three
+	// pings came (90 ms on an idle machine; a loaded one delays the
+	// gateway's ticker, not the outcome).
+	for end := time.Now().Add(5 * time.Second); pings.Load() < 3; {
+		if time.Now().After(end) {
+			t.Fatalf("%d pings in 5 s at 30 ms", pings.Load())
+		}
 		if _, err := conn.ReadMessage(ctx); err != nil {
 			t.Fatalf("session ended: %v", err)
 		}
-	}
-	if n := pings.Load(); n < 3 {
-		t.Fatalf("%d pings in 300ms at 30ms", n)
 	}
 	if _, err := conn.Call(ctx, "health", nil); err != nil {
 		t.Fatalf("session unusable after pings: %v", err)

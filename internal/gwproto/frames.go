@@ -175,6 +175,33 @@ func (a *memberArena) str(o object, k string) (string, bool) {
 	return s, true
 }
 
+// strIs reports whether o's member k is a JSON string that decodes to
+// lit, as str would decode it, without making a string of it.
+func (a *memberArena) strIs(o object, k, lit string) bool {
+	raw, ok := a.get(o, k)
+	if !ok || len(raw) < 2 || raw[0] != '"' {
+		return false
+	}
+	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner) == lit
+	}
+	s, ok := a.str(o, k)
+	return ok && s == lit
+}
+
+// nonEmptyStr reports whether o's member k is a JSON string that does not
+// decode to "" (as str would decode it).
+func (a *memberArena) nonEmptyStr(o object, k string) bool {
+	raw, _ := a.get(o, k)
+	if len(raw) > 2 && raw[0] == '"' {
+		if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+			return true
+		}
+	}
+	s, _ := a.str(o, k)
+	return s != ""
+}
+
 // is reports whether o's member k is exactly the JSON literal lit (true,
 // false).
 func (a *memberArena) is(o object, k, lit string) bool {
@@ -222,10 +249,7 @@ func readConnect(data []byte, withOffer bool) (kind ConnectKind, id json.RawMess
 	if !ok {
 		return NotConnect, nil, Offer{}
 	}
-	typ, _ := a.str(f, "type")
-	method, _ := a.str(f, "method")
-	idv, _ := a.str(f, "id")
-	if typ != "req" || method != "connect" || idv == "" {
+	if !a.strIs(f, "type", "req") || !a.strIs(f, "method", "connect") || !a.nonEmptyStr(f, "id") {
 		return NotConnect, nil, Offer{}
 	}
 	id, _ = a.get(f, "id")
@@ -278,11 +302,12 @@ func ParseChallenge(data []byte) (c Challenge, ok bool) {
 	if !ok {
 		return Challenge{}, false
 	}
-	typ, _ := a.str(f, "type")
-	event, _ := a.str(f, "event")
+	if !a.strIs(f, "type", "event") || !a.strIs(f, "event", "connect.challenge") {
+		return Challenge{}, false
+	}
 	payload, _ := a.object(f, "payload")
 	nonce, _ := a.str(payload, "nonce")
-	if typ != "event" || event != "connect.challenge" || len(bytes.TrimSpace([]byte(nonce))) == 0 {
+	if len(bytes.TrimSpace([]byte(nonce))) == 0 {
 		return Challenge{}, false
 	}
 	ts, _ := a.num(payload, "ts")
@@ -341,12 +366,12 @@ func ParseAnswer(data []byte, id json.RawMessage) Answer {
 	if !ok {
 		return Answer{}
 	}
-	if typ, _ := arena.str(f, "type"); typ != "res" || !SameID(first(arena.get(f, "id")), id) {
+	if !arena.strIs(f, "type", "res") || !SameID(first(arena.get(f, "id")), id) {
 		return Answer{}
 	}
 	a := Answer{IsResponse: true, OK: arena.is(f, "ok", "true")}
 	if payload, ok := arena.object(f, "payload"); a.OK && ok {
-		if typ, _ := arena.str(payload, "type"); typ == "hello-ok" {
+		if arena.strIs(payload, "type", "hello-ok") {
 			a.HelloOK = true
 			if p, ok := arena.num(payload, "protocol"); ok && p >= 1 && p <= math.MaxInt32 && p == math.Trunc(p) {
 				a.Protocol = int(p)

@@ -123,3 +123,40 @@ func FuzzDecodePath(f *testing.F) {
 		checkDecodePath(t, data, "payload", "policy")
 	})
 }
+
+// strIs and nonEmptyStr say what comparing str's string says, escapes,
+// invalid UTF-8 and non-strings included.
+func checkStrIs(t *testing.T, data []byte, lit string) {
+	t.Helper()
+	var a memberArena
+	f, ok := a.decodePath(data)
+	if !ok {
+		return
+	}
+	s, ok := a.str(f, "k")
+	if got, want := a.strIs(f, "k", lit), ok && s == lit; got != want {
+		t.Fatalf("%q: strIs %q %v; str says %q %v", data, lit, got, s, ok)
+	}
+	if got, want := a.nonEmptyStr(f, "k"), s != ""; got != want {
+		t.Fatalf("%q: nonEmptyStr %v; str says %q", data, got, s)
+	}
+}
+
+var strIsSeeds = []struct{ data, lit string }{
+	{`{"k":"res"}`, "res"}, {`{"k":"r\u0065s"}`, "res"}, {`{"k":"r\\es"}`, `r\es`}, {`{"k":"res "}`, "res"},
+	{`{"k":""}`, ""}, {`{"k":"\u0000"}`, "\x00"}, {"{\"k\":\"\xff\"}", "\ufffd"}, {"{\"k\":\"\xff\"}", "\xff"},
+	{`{"k":1}`, "1"}, {`{"k":null}`, ""}, {`{"j":"res"}`, "res"}, {`{"k":"a","k":"res"}`, "res"}, {`{"k":"\"\""}`, `""`},
+}
+
+func TestStrIs(t *testing.T) {
+	for _, c := range strIsSeeds {
+		checkStrIs(t, []byte(c.data), c.lit)
+	}
+}
+
+func FuzzStrIs(f *testing.F) {
+	for _, c := range strIsSeeds {
+		f.Add([]byte(c.data), c.lit)
+	}
+	f.Fuzz(checkStrIs)
+}

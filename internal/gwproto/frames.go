@@ -72,21 +72,31 @@ type object struct {
 // memberArena holds the member lists of the objects of one frame. Lists
 // that do not fit spill to the heap.
 type memberArena struct {
-	buf   [arenaMembers]member
-	used  int
-	spill [][]member
+	buf [arenaMembers]member
+	// used members are taken at the front of buf, back at its back.
+	used, back int
+	spill      [][]member
+	// nested are objects a decodePath read along its path (the zero
+	// object where there was none), their members at the back of buf.
+	nested [pathDepth]object
 }
+
+// end is where the arena's free room ends.
+func (a *memberArena) end() int { return len(a.buf) - a.back }
 
 // arenaMembers is enough for the objects holdfast reads of a hello-ok
 // (its envelope, payload and policy).
 const arenaMembers = 32
 
-// decodeObject reads a JSON object; ok is false for anything else,
-// invalid JSON included.
-// The check and the members come from one pass (validObjectMembers).
-func (a *memberArena) decodeObject(data []byte) (object, bool) {
-	ms, ok := validObjectMembers(data, a.buf[a.used:a.used:len(a.buf)])
-	if !ok {
+// decodePath reads a JSON object; ok is false for anything else, invalid
+// JSON included. The check and the members come from one pass (scanJSON),
+// which also reads the members of the object that is the value of the
+// outermost object's member path[0], and of that object's member path[1],
+// so that object finds them without reading those objects again: a
+// hello-ok's payload is most of it. At most pathDepth keys.
+func (a *memberArena) decodePath(data []byte, path ...string) (object, bool) {
+	ms, ok, isObject := scanJSON(data, a.buf[a.used:a.used:a.end()], true, a, path)
+	if !ok || !isObject {
 		return object{}, false
 	}
 	return a.place(data, ms)
@@ -94,7 +104,7 @@ func (a *memberArena) decodeObject(data []byte) (object, bool) {
 
 // objectIn reads the members of data, valid JSON, if it is an object.
 func (a *memberArena) objectIn(data []byte) (object, bool) {
-	ms, ok := objectMembers(data, 0, a.buf[a.used:a.used:len(a.buf)])
+	ms, ok := objectMembers(data, 0, a.buf[a.used:a.used:a.end()])
 	if !ok {
 		return object{}, false
 	}
@@ -104,7 +114,7 @@ func (a *memberArena) objectIn(data []byte) (object, bool) {
 // place records ms, the members of data read into the arena's free room,
 // as an object of the arena.
 func (a *memberArena) place(data []byte, ms []member) (object, bool) {
-	room := len(a.buf) - a.used
+	room := a.end() - a.used
 	if len(ms) <= room {
 		o := object{data: data, first: a.used, n: len(ms)}
 		a.used += len(ms)
@@ -141,6 +151,11 @@ func (a *memberArena) object(o object, k string) (object, bool) {
 	if !ok || len(raw) == 0 || raw[0] != '{' {
 		return object{}, false
 	}
+	for _, n := range a.nested {
+		if len(n.data) == len(raw) && &n.data[0] == &raw[0] {
+			return n, true // read along the path
+		}
+	}
 	return a.objectIn(raw)
 }
 
@@ -158,6 +173,33 @@ func (a *memberArena) str(o object, k string) (string, bool) {
 		return "", false
 	}
 	return s, true
+}
+
+// strIs reports whether o's member k is a JSON string that decodes to
+// lit, as str would decode it, without making a string of it.
+func (a *memberArena) strIs(o object, k, lit string) bool {
+	raw, ok := a.get(o, k)
+	if !ok || len(raw) < 2 || raw[0] != '"' {
+		return false
+	}
+	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner) == lit
+	}
+	s, ok := a.str(o, k)
+	return ok && s == lit
+}
+
+// nonEmptyStr reports whether o's member k is a JSON string that does not
+// decode to "" (as str would decode it).
+func (a *memberArena) nonEmptyStr(o object, k string) bool {
+	raw, _ := a.get(o, k)
+	if len(raw) > 2 && raw[0] == '"' {
+		if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+			return true
+		}
+	}
+	s, _ := a.str(o, k)
+	return s != ""
 }
 
 // is reports whether o's member k is exactly the JSON literal lit (true,
@@ -203,14 +245,11 @@ func ReadConnect(data []byte) (kind ConnectKind, id json.RawMessage, o Offer) {
 // readConnect is ReadConnect, its Offer read only withOffer.
 func readConnect(data []byte, withOffer bool) (kind ConnectKind, id json.RawMessage, o Offer) {
 	var a memberArena
-	f, ok := a.decodeObject(data)
+	f, ok := a.decodePath(data, "params", "client")
 	if !ok {
 		return NotConnect, nil, Offer{}
 	}
-	typ, _ := a.str(f, "type")
-	method, _ := a.str(f, "method")
-	idv, _ := a.str(f, "id")
-	if typ != "req" || method != "connect" || idv == "" {
+	if !a.strIs(f, "type", "req") || !a.strIs(f, "method", "connect") || !a.nonEmptyStr(f, "id") {
 		return NotConnect, nil, Offer{}
 	}
 	id, _ = a.get(f, "id")
@@ -259,15 +298,16 @@ type Challenge struct {
 // invalid JSON included.
 func ParseChallenge(data []byte) (c Challenge, ok bool) {
 	var a memberArena
-	f, ok := a.decodeObject(data)
+	f, ok := a.decodePath(data, "payload")
 	if !ok {
 		return Challenge{}, false
 	}
-	typ, _ := a.str(f, "type")
-	event, _ := a.str(f, "event")
+	if !a.strIs(f, "type", "event") || !a.strIs(f, "event", "connect.challenge") {
+		return Challenge{}, false
+	}
 	payload, _ := a.object(f, "payload")
 	nonce, _ := a.str(payload, "nonce")
-	if typ != "event" || event != "connect.challenge" || len(bytes.TrimSpace([]byte(nonce))) == 0 {
+	if len(bytes.TrimSpace([]byte(nonce))) == 0 {
 		return Challenge{}, false
 	}
 	ts, _ := a.num(payload, "ts")
@@ -281,7 +321,7 @@ func ParseChallenge(data []byte) (c Challenge, ok bool) {
 // connect.challenge: ParseChallenge does.
 func ChallengeCapabilities(data []byte) (caps json.RawMessage, ok bool) {
 	var a memberArena
-	f, ok := a.decodeObject(data)
+	f, ok := a.decodePath(data, "payload")
 	if !ok {
 		return nil, false
 	}
@@ -322,16 +362,16 @@ type Answer struct {
 // connect's response, invalid JSON included, gives the zero Answer.
 func ParseAnswer(data []byte, id json.RawMessage) Answer {
 	var arena memberArena
-	f, ok := arena.decodeObject(data)
+	f, ok := arena.decodePath(data, "payload", "policy")
 	if !ok {
 		return Answer{}
 	}
-	if typ, _ := arena.str(f, "type"); typ != "res" || !SameID(first(arena.get(f, "id")), id) {
+	if !arena.strIs(f, "type", "res") || !SameID(first(arena.get(f, "id")), id) {
 		return Answer{}
 	}
 	a := Answer{IsResponse: true, OK: arena.is(f, "ok", "true")}
 	if payload, ok := arena.object(f, "payload"); a.OK && ok {
-		if typ, _ := arena.str(payload, "type"); typ == "hello-ok" {
+		if arena.strIs(payload, "type", "hello-ok") {
 			a.HelloOK = true
 			if p, ok := arena.num(payload, "protocol"); ok && p >= 1 && p <= math.MaxInt32 && p == math.Trunc(p) {
 				a.Protocol = int(p)

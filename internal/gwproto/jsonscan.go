@@ -195,7 +195,7 @@ const maxJSONDepth = 10000
 // is most of a handshake's parsing. It allocates nothing for documents
 // nested up to 32 deep.
 func ValidJSON(data []byte) bool {
-	_, ok, _ := scanJSON(data, nil, false)
+	_, ok, _ := scanJSON(data, nil, false, nil, nil)
 	return ok
 }
 
@@ -203,31 +203,64 @@ func ValidJSON(data []byte) bool {
 // is valid JSON whose value is an object, it appends the object's members
 // to dst, as objectMembers would, and reports true; otherwise false.
 func validObjectMembers(data []byte, dst []member) ([]member, bool) {
-	ms, ok, object := scanJSON(data, dst, true)
+	ms, ok, object := scanJSON(data, dst, true, nil, nil)
 	return ms, ok && object
 }
 
+// pathDepth is how many keys deep scanJSON reads the members of nested
+// objects along a path.
+const pathDepth = 2
+
 // scanJSON is ValidJSON's scan. With record, it also appends the members
-// of the outermost value, when that is an object (object), to top.
-func scanJSON(data []byte, top []member, record bool) (members []member, ok, object bool) {
+// of the outermost value, when that is an object (object), to top. With
+// an arena a too, top is a's free room (a.buf[a.used:]), and for each
+// object that is the value of a member path[0] of the outermost object,
+// or of a member path[1] of such an object, it places the object's
+// members at the back of a's room and notes the object in a.nested (of
+// duplicates, the last), so that reading it later need not scan it again.
+func scanJSON(data []byte, top []member, record bool, a *memberArena, path []string) (members []member, ok, isObject bool) {
 	var small [32]byte
 	stack := small[:0] // '{' or '[' per open container
 	i := skipSpace(data, 0)
-	object = i < len(data) && data[i] == '{'
-	record = record && object
-	var m member // the outermost object's member being read, when recording
-	open := false
+	isObject = i < len(data) && data[i] == '{'
+	record = record && isObject
+	// Recording, level d (1 the outermost object) is stack depth d: rec
+	// levels are read, m[d-1] is level d's member being read (open[d-1]),
+	// onPath[d-1] whether its key is path[d-1]. Levels 2 and up are read
+	// into a.buf from start[d-1] on (sp the next free member) and placed
+	// at the back of the room when their object closes; ends[d-1] is
+	// where that object starts in data.
+	rec := 0
+	if record {
+		rec = 1
+	}
+	if a == nil || len(path) > pathDepth {
+		path = nil
+	}
+	inArena := a != nil // top is still in a.buf
+	var m [pathDepth + 1]member
+	var open, onPath [pathDepth + 1]bool
+	var start, from [pathDepth + 1]int
+	sp := 0
+	// newKey starts level d's member whose key's string runs from
+	// data[s] to before data[kend], its value starting at vstart.
+	newKey := func(d, s, kend, vstart int) {
+		m[d-1], open[d-1] = newMember(data, s, kend, vstart), true
+		onPath[d-1] = d <= len(path) && m[d-1].keyIs(path[d-1])
+	}
 	for {
 		// A value starts at i.
 		if i >= len(data) {
-			return top, false, object
+			return top, false, isObject
 		}
 		switch c := data[i]; {
 		case c == '{' || c == '[':
 			if len(stack) == maxJSONDepth {
-				return top, false, object
+				return top, false, isObject
 			}
 			stack = append(stack, c)
+			d := len(stack)
+			vstart := i
 			i = skipSpace(data, i+1)
 			if i < len(data) && data[i] == c+2 { // '}' or ']'
 				stack = stack[:len(stack)-1]
@@ -235,72 +268,110 @@ func scanJSON(data []byte, top []member, record bool) (members []member, ok, obj
 				break
 			}
 			if c == '{' {
-				start := i
+				if d >= 2 && rec == d-1 && open[d-2] && onPath[d-2] {
+					// The value of a member on the path: read it too.
+					if d == 2 {
+						sp = a.used
+						if inArena {
+							sp += len(top)
+						}
+					}
+					rec, start[d-1], from[d-1] = d, sp, vstart
+				}
+				s := i
 				var kend int
 				if kend, i, ok = memberKey(data, i); !ok {
-					return top, false, object
+					return top, false, isObject
 				}
-				if record && len(stack) == 1 {
-					m, open = newMember(data, start, kend, i), true
+				if rec >= d {
+					newKey(d, s, kend, i)
 				}
 			}
 			continue
 		case c == '"':
 			if i, ok = skipValidString(data, i); !ok {
-				return top, false, object
+				return top, false, isObject
 			}
 		case c == '-' || (c >= '0' && c <= '9'):
 			if i, ok = skipNumber(data, i); !ok {
-				return top, false, object
+				return top, false, isObject
 			}
 		case c == 't':
 			if i, ok = skipLiteral(data, i, "true"); !ok {
-				return top, false, object
+				return top, false, isObject
 			}
 		case c == 'f':
 			if i, ok = skipLiteral(data, i, "false"); !ok {
-				return top, false, object
+				return top, false, isObject
 			}
 		case c == 'n':
 			if i, ok = skipLiteral(data, i, "null"); !ok {
-				return top, false, object
+				return top, false, isObject
 			}
 		default:
-			return top, false, object
+			return top, false, isObject
 		}
 		// A value ended at i: close containers, or go on to the next one.
 		for {
-			if open && len(stack) == 1 {
-				// The outermost object's member value ended at i.
-				m.end = i
-				top = append(top, m)
-				open = false
+			if d := len(stack); d >= 1 && rec >= d && open[d-1] {
+				// Level d's member value ended at i.
+				m[d-1].end = i
+				open[d-1] = false
+				switch {
+				case d == 1 && inArena && a.used+len(top) >= a.end():
+					// The back of the room is taken: top moves out.
+					top = append(top[:len(top):len(top)], m[0])
+					inArena = false
+				case d == 1:
+					top = append(top, m[0])
+				case sp < a.end():
+					a.buf[sp] = m[d-1]
+					sp++
+				default:
+					rec, sp = d-1, start[d-1] // no room: this level is not kept
+				}
 			}
 			i = skipSpace(data, i)
 			if len(stack) == 0 {
-				return top, i == len(data), object
+				return top, i == len(data), isObject
 			}
 			if i >= len(data) {
-				return top, false, object
+				return top, false, isObject
 			}
 			t := stack[len(stack)-1]
 			if data[i] == t+2 {
+				if d := len(stack); d >= 2 && rec == d {
+					// A level read along the path closes: to the back.
+					n := sp - start[d-1]
+					back := a.end() - n
+					copy(a.buf[back:], a.buf[start[d-1]:sp])
+					a.back += n
+					for j := back; j < back+n; j++ { // offsets in the object
+						mb := &a.buf[j]
+						mb.start -= from[d-1]
+						mb.vstart -= from[d-1]
+						mb.end -= from[d-1]
+					}
+					a.nested[d-2] = object{data: data[from[d-1] : i+1], first: back, n: n}
+					sp = start[d-1]
+					rec = d - 1
+				}
 				stack = stack[:len(stack)-1]
 				i++
 				continue
 			}
 			if data[i] != ',' {
-				return top, false, object
+				return top, false, isObject
 			}
 			i = skipSpace(data, i+1)
 			if t == '{' {
-				start := i
+				s := i
 				var kend int
 				if kend, i, ok = memberKey(data, i); !ok {
-					return top, false, object
+					return top, false, isObject
 				}
-				if record && len(stack) == 1 {
-					m, open = newMember(data, start, kend, i), true
+				if d := len(stack); rec >= d {
+					newKey(d, s, kend, i)
 				}
 			}
 			break

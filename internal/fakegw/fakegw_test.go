@@ -532,8 +532,8 @@ func TestDeviceReplayDuringStartupIsUnavailable(t *testing.T) {
 func TestPreauthTimeout(t *testing.T) {
 	t.Parallel()
 	g := startGW(t, fakegw.Config{PreauthTimeout: 200 * time.Millisecond})
+	start := time.Now() // before the dial: the timer runs from the upgrade
 	c := dialRaw(t, g.URL(), nil)
-	start := time.Now()
 	frames, code, reason := c.readAll(t, 3*time.Second)
 	if code != 1000 || reason != "" || len(frames) != 0 {
 		t.Fatalf("close %d %q frames %q", code, reason, frames)

@@ -32,6 +32,17 @@ type scriptConn struct {
 	writes   int
 }
 
+// spliced readies src and dst as a splice does before its relays run:
+// frame mode, each the other's peer, writes batched.
+func spliced(src, dst *Conn) {
+	src.FrameMode()
+	dst.FrameMode()
+	src.peer.Store(dst)
+	dst.peer.Store(src)
+	src.SetBatching(true, time.Second)
+	dst.SetBatching(true, time.Second)
+}
+
 func (c *scriptConn) Read(p []byte) (int, error) {
 	for len(c.reads) > 0 && len(c.reads[0]) == 0 {
 		c.reads = c.reads[1:]
@@ -153,12 +164,7 @@ func runRelay(t testing.TB, fromClient bool, limit int64, pieces ...[]byte) rela
 	dc := &scriptConn{}
 	src, dst := NewConn(sc, pool), NewConn(dc, pool)
 	src.masks, dst.masks = !fromClient, fromClient
-	src.FrameMode()
-	dst.FrameMode()
-	src.peer.Store(dst)
-	dst.peer.Store(src)
-	src.SetBatching(true, time.Second)
-	dst.SetBatching(true, time.Second)
+	spliced(src, dst)
 	var tl Tally
 	count := prometheus.NewCounter(prometheus.CounterOpts{Name: "relayed"})
 	r := &Relay{src: src, dst: dst, fromClient: fromClient, limit: limit, count: count, t: &tl}

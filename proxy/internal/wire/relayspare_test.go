@@ -42,12 +42,7 @@ func TestFrameRelayGivesBackItsSpare(t *testing.T) {
 	dc := &scriptConn{}
 	dst := NewConn(dc, pool)
 	src.masks = true // holdfast is the gateway's client on this leg
-	src.FrameMode()
-	dst.FrameMode()
-	src.peer.Store(dst)
-	dst.peer.Store(src)
-	src.SetBatching(true, time.Second)
-	dst.SetBatching(true, time.Second)
+	spliced(src, dst)
 
 	_ = peer.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if _, err := peer.Write(cat(wsFrame(0x81, []byte("hello"), false), wsFrame(0x88, closePayload(1000, ""), false))); err != nil {

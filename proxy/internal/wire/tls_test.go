@@ -349,12 +349,7 @@ func TestTLSRelayBurstInOneWrite(t *testing.T) {
 	dc := &scriptConn{}
 	dst := NewConn(dc, pool)
 	src.masks = true // holdfast is the gateway's client on this leg
-	src.FrameMode()
-	dst.FrameMode()
-	src.peer.Store(dst)
-	dst.peer.Store(src)
-	src.SetBatching(true, time.Second)
-	dst.SetBatching(true, time.Second)
+	spliced(src, dst)
 	_ = client.SetReadDeadline(time.Now().Add(20 * time.Second))
 
 	done := make(chan error, 1)

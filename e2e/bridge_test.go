@@ -21,6 +21,7 @@ const (
 // Through holdfast (the legacy bridge) the CLI's call, probe and status
 // succeed, even started inside the gateway's startup window.
 func TestLegacyClientsOnCurrent(t *testing.T) {
+	foreground(t)
 	requireInstalled(t, currentVersion, legacyCLI)
 	ctx := context.Background()
 	gw := newGateway(t, gatewayOptions{Version: currentVersion, DelayMs: holdMaxMs})
@@ -174,6 +175,9 @@ func testLegacyTUI(t *testing.T, gw *gateway) {
 	}
 
 	// Past two tick intervals on the same session: no 4000, no reconnect.
+	// A wait of a minute with a connected TUI and its gateway: the next
+	// test may start meanwhile.
+	background(t)
 	deadline := connectedAt.Add(2*30*time.Second + tuiTickMargin)
 	for time.Now().Before(deadline) {
 		s := tui.Screen()

@@ -155,6 +155,7 @@ func (u *uiRun) report(t *testing.T, label string, readyAt time.Time) (failed in
 // and sends openclaw-node 0.14.0 and the Control UI (in Chromium) through
 // holdfast from the moment the port opens.
 func TestLongWindowCurrent(t *testing.T) {
+	foreground(t)
 	requireInstalled(t, currentVersion)
 	ctx := context.Background()
 	gw := newGateway(t, gatewayOptions{Version: currentVersion, DelayMs: holdMaxMs})
@@ -264,6 +265,7 @@ func TestLongWindowCurrent(t *testing.T) {
 // as every client's start adds to the seconds a just-started gateway can
 // take to answer a new upgrade on a two-core machine.
 func TestLegacyClients(t *testing.T) {
+	foreground(t)
 	requireInstalled(t, legacyGateway, legacyCLI)
 	ctx := context.Background()
 	gw := newGateway(t, gatewayOptions{Version: legacyGateway, DelayMs: holdMaxMs})
@@ -302,6 +304,7 @@ func TestLegacyClients(t *testing.T) {
 // sends `openclaw gateway status --require-rpc` (2026.4.27) and the
 // gateway's own Control UI (in Chromium) through holdfast.
 func TestLegacyStatusAndControlUI(t *testing.T) {
+	foreground(t)
 	requireInstalled(t, legacyGateway, legacyCLI)
 	ctx := context.Background()
 	gw := newGateway(t, gatewayOptions{Version: legacyGateway, DelayMs: holdMaxMs})

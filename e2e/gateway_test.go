@@ -139,6 +139,12 @@ func newGateway(t testing.TB, opts gatewayOptions) *gateway {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if !strings.Contains(t.Name(), "/") {
+			// A top-level test's last cleanups: the gateway's stop
+			// (up to 15 s of waiting on its shutdown) need not keep
+			// the next test waiting.
+			background(t)
+		}
 		g.Stop()
 		if t.Failed() || os.Getenv("HOLDFAST_E2E_LOGS") == "1" {
 			t.Log(g.LogTail())

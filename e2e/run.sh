@@ -34,6 +34,6 @@ start=$(date +%s)
 bash e2e/setup.sh
 stop_leftovers
 status=0
-go test -tags e2e -count=1 -v -timeout 25m ./e2e/ "$@" || status=$?
+go test -tags e2e -count=1 -v -parallel 16 -timeout 25m ./e2e/ "$@" || status=$?
 echo "e2e: finished in $(($(date +%s) - start)) s with status $status"
 exit "$status"

@@ -200,6 +200,7 @@ func checkHealthJSON(t *testing.T, label string, r cliResult) {
 // pair holdfast exists for) and scenario 5 (HTTP passthrough) on one start
 // of the legacy gateway.
 func TestLegacyPair(t *testing.T) {
+	foreground(t)
 	requireInstalled(t, legacyGateway, legacyCLI)
 	ctx := context.Background()
 	gw := newGateway(t, gatewayOptions{Version: legacyGateway, DelayMs: holdMaxMs})
@@ -376,6 +377,7 @@ func checkPassthrough(t *testing.T, gw *gateway, hf *holdfast) {
 // 2026.9.6, then scenario 5 and scenario 4 (restart under holdfast) on the
 // same gateway.
 func TestCurrent(t *testing.T) {
+	foreground(t)
 	requireInstalled(t, currentVersion)
 	ctx := context.Background()
 	gw := newGateway(t, gatewayOptions{Version: currentVersion, DelayMs: holdMaxMs})

@@ -49,8 +49,10 @@ func tuiRuns(t *testing.T) int {
 // once the gateway has started, without an error on its screen. Each run
 // starts a gateway of its own.
 func TestLegacyTUILongWindow(t *testing.T) {
+	runs := tuiRuns(t)
+	foreground(t)
 	requireInstalled(t, firstProtocol4Gateway, legacyCLI)
-	for i := 1; i <= tuiRuns(t); i++ {
+	for i := 1; i <= runs; i++ {
 		t.Run(fmt.Sprintf("run_%d", i), func(t *testing.T) {
 			ctx := context.Background()
 			gw := newGateway(t, gatewayOptions{Version: firstProtocol4Gateway, DelayMs: holdMaxMs})

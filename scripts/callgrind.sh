@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Instructions a proxy's process executes per handshake, counted by
+# valgrind's callgrind (docs/benchmarks.md, "Handshakes against koding").
+# Unlike timings, the counts do not move with the machine's load.
+#
+#   scripts/callgrind.sh holdfast [BINARY]   # holdfast built from this tree, or BINARY
+#   scripts/callgrind.sh koding
+#
+# The proxy runs under callgrind in front of the bench upstream, with
+# GODEBUG=asyncpreemptoff=1 (valgrind delivers the preemption signals
+# slowly). The bench's handshake clients (go run ./bench -drive) make 200
+# handshakes to warm up, the counters are zeroed, 1 000 more are made by 8
+# concurrent clients, each closed as soon as it is spliced, and the counts are
+# dumped 2 s after the last. It prints the instructions per handshake; the
+# profile stays in the printed directory (callgrind_annotate FILE).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kind=${1:?usage: $0 holdfast|koding [holdfast binary]}
+warm=${WARM:-200}
+n=${N:-1000}
+workers=${WORKERS:-8}
+dir=$(mktemp -d /tmp/holdfast-callgrind.XXXXXX)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+go build -o "$dir/bench" ./bench
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# wait_for URL: until it answers (at most 60 s: valgrind starts slowly).
+wait_for() {
+	for _ in $(seq 600); do
+		curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "callgrind.sh: $1 never answered" >&2
+	exit 1
+}
+
+up=$(free_port)
+"$dir/bench" -serve-upstream -listen "127.0.0.1:$up" >"$dir/upstream.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$up/benchstats"
+
+listen=$(free_port)
+vg=(valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p")
+case $kind in
+holdfast)
+	bin=${2:-}
+	if [ -z "$bin" ]; then
+		bin=$dir/holdfast
+		go build -o "$bin" .
+	fi
+	metrics=$(free_port)
+	cat >"$dir/holdfast.yaml" <<EOF
+listen: "127.0.0.1:$listen"
+upstream:
+  url: "ws://127.0.0.1:$up/"
+metrics:
+  listen: "127.0.0.1:$metrics"
+handshake:
+  budget: 12s
+log:
+  level: warn
+EOF
+	GODEBUG=asyncpreemptoff=1 "${vg[@]}" "$bin" -config "$dir/holdfast.yaml" >"$dir/proxy.log" 2>&1 &
+	pids+=($!)
+	wait_for "http://127.0.0.1:$metrics/healthz"
+	;;
+koding)
+	GODEBUG=asyncpreemptoff=1 "${vg[@]}" "$dir/bench" -serve-proxy koding -listen "127.0.0.1:$listen" \
+		-upstream "http://127.0.0.1:$up" >"$dir/proxy.log" 2>&1 &
+	pids+=($!)
+	for _ in $(seq 600); do
+		grep -q . "$dir/proxy.log" 2>/dev/null && ss -ltn | grep -q "127.0.0.1:$listen " && break
+		sleep 0.1
+	done
+	;;
+*)
+	echo "callgrind.sh: unknown proxy $kind (want holdfast or koding)" >&2
+	exit 2
+	;;
+esac
+vpid=${pids[-1]}
+
+url=ws://127.0.0.1:$listen/
+"$dir/bench" -drive "$url" -drive-n "$warm" -drive-workers "$workers"
+sleep 2
+callgrind_control -z "$vpid" >/dev/null
+"$dir/bench" -drive "$url" -drive-n "$n" -drive-workers "$workers"
+sleep 2
+callgrind_control -d "$vpid" >/dev/null
+sleep 1
+out=$(ls -t "$dir"/callgrind.out.* | head -1)
+total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+echo "$kind: $((total / n)) instructions per handshake ($total over $n; profile $out)"

@@ -47,7 +47,7 @@ pids+=($!)
 wait_for "http://127.0.0.1:$up/benchstats"
 
 listen=$(free_port)
-vg=(valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p")
+vg=(valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p" ${VALGRIND_FLAGS:-})
 case $kind in
 holdfast)
 	bin=${2:-}

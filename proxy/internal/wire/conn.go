@@ -617,12 +617,21 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	return c.Conn.SetWriteDeadline(t)
 }
 
-// SetDeadline implements net.Conn, through SetWriteDeadline.
+// SetDeadline implements net.Conn: both deadlines in one setting of the
+// socket's (one runtime timer serves both when they are equal), unless a
+// write cap makes the write deadline earlier.
 func (c *Conn) SetDeadline(t time.Time) error {
-	if err := c.Conn.SetReadDeadline(t); err != nil {
-		return err
+	c.dlmu.Lock()
+	defer c.dlmu.Unlock()
+	if w := c.capped(t); !w.Equal(t) {
+		if err := c.Conn.SetReadDeadline(t); err != nil {
+			return err
+		}
+		c.wdl = w
+		return c.Conn.SetWriteDeadline(w)
 	}
-	return c.SetWriteDeadline(t)
+	c.wdl = t
+	return c.Conn.SetDeadline(t)
 }
 
 // renewWriteDeadline gives the socket the deadline writeTimeout from now,
@@ -637,6 +646,9 @@ func (c *Conn) renewWriteDeadline() {
 		return
 	}
 	t := c.capped(time.Now().Add(c.writeTimeout))
+	if t.Equal(c.wdl) {
+		return // the cap, set already (a closing leg)
+	}
 	c.wdl = t
 	_ = c.Conn.SetWriteDeadline(t)
 }

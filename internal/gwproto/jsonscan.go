@@ -28,6 +28,11 @@ func (m *member) keyIs(k string) bool {
 	if !m.escaped {
 		return string(m.key) == k
 	}
+	return m.escapedKeyIs(k)
+}
+
+// escapedKeyIs is keyIs for a key with an escape.
+func (m *member) escapedKeyIs(k string) bool {
 	var s string
 	quoted := make([]byte, 0, len(m.key)+2)
 	quoted = append(append(append(quoted, '"'), m.key...), '"')
@@ -45,7 +50,7 @@ func (m *member) keyIn(keys []string) bool {
 }
 
 func skipSpace(data []byte, i int) int {
-	for i < len(data) {
+	for i < len(data) && data[i] <= ' ' {
 		switch data[i] {
 		case ' ', '\t', '\n', '\r':
 			i++

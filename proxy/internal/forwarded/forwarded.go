@@ -192,21 +192,54 @@ func trusted(ip netip.Addr, proxies []netip.Prefix) bool {
 // upstream dial: end-to-end headers (Origin, Cookie, User-Agent,
 // Authorization, subprotocols…) and Host unchanged; hop-by-hop headers and
 // the WebSocket key exchange, which the dialer makes itself, dropped.
+//
+// It copies what it keeps (values into one backing array, as
+// http.Header.Clone does) rather than cloning everything and deleting.
 func UpstreamHeader(r *http.Request) http.Header {
-	out := r.Header.Clone()
-	for _, f := range out["Connection"] {
+	nv, nk := 0, 1 // Host
+	for k, vv := range r.Header {
+		if !dropped(k) {
+			nv += len(vv)
+			nk++
+		}
+	}
+	sv := make([]string, nv+1)
+	out := make(http.Header, nk)
+	for k, vv := range r.Header {
+		if dropped(k) {
+			continue
+		}
+		if vv == nil {
+			out[k] = nil
+			continue
+		}
+		n := copy(sv, vv)
+		out[k] = sv[:n:n]
+		sv = sv[n:]
+	}
+	for _, f := range r.Header["Connection"] {
 		for tok := range Tokens(f) {
 			out.Del(tok)
 		}
 	}
-	for _, k := range droppedHeaders {
-		delete(out, k) // canonical already: Del would only canonicalise it again
-	}
-	out["Host"] = []string{r.Host}
+	sv[0] = r.Host
+	out["Host"] = sv[:1:1]
 	return out
 }
 
-// droppedHeaders are the headers UpstreamHeader drops, in canonical form.
+// dropped reports whether k is one of droppedHeaders.
+func dropped(k string) bool {
+	switch k {
+	case "Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding",
+		"Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions", "Sec-Websocket-Accept":
+		return true
+	}
+	return false
+}
+
+// droppedHeaders are the headers UpstreamHeader drops, in canonical form
+// (dropped's list).
 var droppedHeaders = []string{
 	"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding",

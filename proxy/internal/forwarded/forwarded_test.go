@@ -101,6 +101,14 @@ func TestHeaderKeysCanonical(t *testing.T) {
 		if c := http.CanonicalHeaderKey(k); c != k {
 			t.Errorf("dropped header %q is not canonical (%q): a map delete would miss it", k, c)
 		}
+		if !dropped(k) {
+			t.Errorf("dropped misses %q", k)
+		}
+	}
+	for _, k := range []string{"Origin", "Cookie", "Host", "Sec-Websocket-Protocol", "User-Agent", "connection"} {
+		if dropped(k) {
+			t.Errorf("dropped takes %q", k)
+		}
 	}
 	for _, k := range []string{"forwarded", "x-forwarded-for", "X-FORWARDED-HOST", "x-real-ip", "tailscale-user-login", "Forwarded"} {
 		if !HasHeaders(http.Header{k: {"v"}}) {

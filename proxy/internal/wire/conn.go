@@ -192,9 +192,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	n := min(c.bounds.allow(c.pending), len(p))
+	n := c.bounds.take(c.pending, len(p))
 	copy(p, c.pending[:n])
-	c.bounds.advance(c.pending[:n])
 	c.pending = c.pending[n:]
 	if len(c.pending) == 0 && c.rbuf != nil {
 		c.pool.Put(c.rbuf)
@@ -222,8 +221,7 @@ func (c *Conn) readInto(p []byte) (int, error) {
 		c.eof = err == io.EOF
 		return 0, err
 	}
-	k := c.bounds.allow(p[:n])
-	c.bounds.advance(p[:k])
+	k := c.bounds.take(p[:n], n)
 	if k < n {
 		c.rbuf = c.pool.Get()
 		c.pending = (*c.rbuf)[:copy(*c.rbuf, p[k:n])]
@@ -364,6 +362,23 @@ type streamBounds struct {
 	crlf      uint8 // HTTP mode: how many bytes of "\r\n\r\n" were seen last
 	// free: a Relay parses the frames itself; reads stop nowhere.
 	free bool
+}
+
+// take returns how many of the bytes b, at most limit, may be handed out
+// at once, and records that they were (allow, then advance; in HTTP mode
+// in one scan).
+func (s *streamBounds) take(b []byte, limit int) int {
+	if !s.free && !s.frames {
+		i, state := crlfScan(s.crlf, b[:min(len(b), limit)], true)
+		if state == 4 {
+			state = 0 // a header block ends: the next starts afresh
+		}
+		s.crlf = state
+		return i
+	}
+	n := min(s.allow(b), limit)
+	s.advance(b[:n])
+	return n
 }
 
 // allow returns how many of the bytes b may be handed out at once.

@@ -232,8 +232,7 @@ func (h *Handler) dialOnceSlot(ctx context.Context, target string, hdr http.Head
 		_ = ws.Close()
 		return nil, fmt.Errorf("upstream closed before its challenge: %w", err)
 	}
-	_, valid := gwproto.ParseChallenge(data)
-	if mt != websocket.TextMessage || !valid {
+	if mt != websocket.TextMessage || !gwproto.IsChallenge(data) {
 		u.close(websocket.CloseProtocolError, "expected connect.challenge")
 		return nil, errors.New("upstream sent something other than connect.challenge first")
 	}

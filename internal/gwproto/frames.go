@@ -347,6 +347,25 @@ func ParseChallenge(data []byte) (c Challenge, ok bool) {
 	return Challenge{Nonce: nonce, TS: int64(ts)}, true
 }
 
+// IsChallenge reports what ParseChallenge's ok reports, without decoding
+// the nonce and ts.
+func IsChallenge(data []byte) bool {
+	var a memberArena
+	f, ok := a.decodePath(data, "payload")
+	if !ok || !a.strIs(f, "type", "event") || !a.strIs(f, "event", "connect.challenge") {
+		return false
+	}
+	payload, _ := a.object(f, "payload")
+	raw, _ := a.get(payload, "nonce")
+	if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+		// Bytes without escapes decode to themselves, invalid UTF-8 to
+		// U+FFFD, which is not space: blank exactly when the bytes are.
+		return len(bytes.TrimSpace(raw[1:len(raw)-1])) > 0
+	}
+	nonce, _ := a.str(payload, "nonce")
+	return len(strings.TrimSpace(nonce)) > 0
+}
+
 // ChallengeCapabilities returns the raw payload.capabilities of a
 // challenge frame (whatever JSON value it is; of duplicates, the last), as
 // a slice of data; ok is false when data is not a valid JSON object with

@@ -18,6 +18,8 @@
 # the heap allocations and bytes per handshake instead: the growth of
 # go_memstats_mallocs_total and go_memstats_alloc_bytes_total on its
 # /metrics over the same 1 000 handshakes, less what a scrape allocates.
+# With STRACE=1 the proxy runs without valgrind too, and strace -c counts
+# its system calls over the 1 000 handshakes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:?usage: $0 holdfast|koding [holdfast binary]}
@@ -53,6 +55,9 @@ wait_for "http://127.0.0.1:$up/benchstats"
 
 listen=$(free_port)
 vg=(valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p" ${VALGRIND_FLAGS:-})
+if [ "${ALLOCS:-}" = 1 ] || [ "${STRACE:-}" = 1 ]; then
+	vg=()
+fi
 case $kind in
 holdfast)
 	bin=${2:-}
@@ -72,9 +77,6 @@ handshake:
 log:
   level: warn
 EOF
-	if [ "${ALLOCS:-}" = 1 ]; then
-		vg=()
-	fi
 	GODEBUG=asyncpreemptoff=1 "${vg[@]}" "$bin" -config "$dir/holdfast.yaml" >"$dir/proxy.log" 2>&1 &
 	pids+=($!)
 	wait_for "http://127.0.0.1:$metrics/healthz"
@@ -110,6 +112,18 @@ if [ "${ALLOCS:-}" = 1 ]; then
 	sleep 2
 	read -r m2 b2 < <(memstats)
 	echo "$kind: $(((m2 - m1 - (m1 - m0)) / n)) allocations, $(((b2 - b1 - (b1 - b0)) / n)) bytes per handshake (over $n)"
+	exit 0
+fi
+if [ "${STRACE:-}" = 1 ]; then
+	strace -c -f -o "$dir/strace.txt" -p "$vpid" &
+	spid=$!
+	sleep 1
+	"$dir/bench" -drive "$url" -drive-n "$n" -drive-workers "$workers"
+	sleep 2
+	kill -INT "$spid"
+	wait "$spid" || true
+	echo "$kind: system calls over $n handshakes:"
+	cat "$dir/strace.txt"
 	exit 0
 fi
 callgrind_control -z "$vpid" >/dev/null

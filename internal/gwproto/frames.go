@@ -434,12 +434,15 @@ func ParseAnswer(data []byte, id json.RawMessage) Answer {
 			}
 		}
 	}
+	if a.OK {
+		return a
+	}
 	// isRetryableGatewayStartupUnavailableError: all three must hold.
 	e, hasError := arena.object(f, "error")
 	code, _ := arena.str(e, "code")
 	details, _ := arena.object(e, "details")
 	reason, _ := arena.str(details, "reason")
-	if !a.OK && hasError && code == "UNAVAILABLE" && arena.is(e, "retryable", "true") && reason == StartupReason {
+	if hasError && code == "UNAVAILABLE" && arena.is(e, "retryable", "true") && reason == StartupReason {
 		a.Startup = true
 		a.RetryAfterMs = -1
 		if ms, ok := arena.num(e, "retryAfterMs"); ok {

@@ -196,15 +196,9 @@ func trusted(ip netip.Addr, proxies []netip.Prefix) bool {
 // It copies what it keeps (values into one backing array, as
 // http.Header.Clone does) rather than cloning everything and deleting.
 func UpstreamHeader(r *http.Request) http.Header {
-	nv, nk := 0, 1 // Host
-	for k, vv := range r.Header {
-		if !dropped(k) {
-			nv += len(vv)
-			nk++
-		}
-	}
-	sv := make([]string, nv+1)
-	out := make(http.Header, nk)
+	// Most headers have one value: room for one each, and Host.
+	sv := make([]string, 0, len(r.Header)+1)
+	out := make(http.Header, len(r.Header)+1)
 	for k, vv := range r.Header {
 		if dropped(k) {
 			continue
@@ -213,17 +207,18 @@ func UpstreamHeader(r *http.Request) http.Header {
 			out[k] = nil
 			continue
 		}
-		n := copy(sv, vv)
-		out[k] = sv[:n:n]
-		sv = sv[n:]
+		n := len(sv)
+		sv = append(sv, vv...) // a fresh array if full: the values before keep theirs
+		out[k] = sv[n:len(sv):len(sv)]
 	}
 	for _, f := range r.Header["Connection"] {
 		for tok := range Tokens(f) {
 			out.Del(tok)
 		}
 	}
-	sv[0] = r.Host
-	out["Host"] = sv[:1:1]
+	n := len(sv)
+	sv = append(sv, r.Host)
+	out["Host"] = sv[n:len(sv):len(sv)]
 	return out
 }
 

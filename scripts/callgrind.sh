@@ -19,7 +19,8 @@
 # go_memstats_mallocs_total and go_memstats_alloc_bytes_total on its
 # /metrics over the same 1 000 handshakes, less what a scrape allocates.
 # With STRACE=1 the proxy runs without valgrind too, and strace -c counts
-# its system calls over the 1 000 handshakes.
+# its system calls over the 1 000 handshakes. With CPU=1 it prints the
+# user and system CPU time the proxy used per handshake (/proc/PID/stat).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:?usage: $0 holdfast|koding [holdfast binary]}
@@ -55,7 +56,7 @@ wait_for "http://127.0.0.1:$up/benchstats"
 
 listen=$(free_port)
 vg=(valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p" ${VALGRIND_FLAGS:-})
-if [ "${ALLOCS:-}" = 1 ] || [ "${STRACE:-}" = 1 ]; then
+if [ "${ALLOCS:-}" = 1 ] || [ "${STRACE:-}" = 1 ] || [ "${CPU:-}" = 1 ]; then
 	vg=()
 fi
 case $kind in
@@ -112,6 +113,31 @@ if [ "${ALLOCS:-}" = 1 ]; then
 	sleep 2
 	read -r m2 b2 < <(memstats)
 	echo "$kind: $(((m2 - m1 - (m1 - m0)) / n)) allocations, $(((b2 - b1 - (b1 - b0)) / n)) bytes per handshake (over $n)"
+	exit 0
+fi
+if [ -n "${PERF:-}" ]; then
+	perf record -e cpu-clock -F 4999 -g -o "$PERF" -p "$vpid" 2>/dev/null &
+	ppid=$!
+	sleep 1
+fi
+if [ "${CPU:-}" = 1 ]; then
+	# utime and stime in clock ticks (fields 14 and 15; the command
+	# field holds no space here)
+	ticks() { awk '{ print $14, $15 }' "/proc/$vpid/stat"; }
+	# context switches of all the proxy's threads
+	switches() { cat /proc/"$vpid"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }'; }
+	read -r u0 s0 < <(ticks)
+	c0=$(switches)
+	"$dir/bench" -drive "$url" -drive-n "$n" -drive-workers "$workers"
+	sleep 1
+	read -r u1 s1 < <(ticks)
+	c1=$(switches)
+	hz=$(getconf CLK_TCK)
+	echo "$kind: $(((u1 - u0) * 1000000 / hz / n)) us user, $(((s1 - s0) * 1000000 / hz / n)) us system, $(((c1 - c0) * 10 / n)) tenths of a context switch per handshake (over $n; $(ls /proc/"$vpid"/task | wc -l) threads)"
+	if [ -n "${PERF:-}" ]; then
+		kill -INT "$ppid"
+		wait "$ppid" || true
+	fi
 	exit 0
 fi
 if [ "${STRACE:-}" = 1 ]; then

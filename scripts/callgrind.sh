@@ -20,7 +20,14 @@
 # /metrics over the same 1 000 handshakes, less what a scrape allocates.
 # With STRACE=1 the proxy runs without valgrind too, and strace -c counts
 # its system calls over the 1 000 handshakes. With CPU=1 it prints the
-# user and system CPU time the proxy used per handshake (/proc/PID/stat).
+# user and system CPU time the proxy used per handshake (/proc/PID/stat)
+# and its threads' context switches; PERF=FILE adds a perf record of the
+# proxy over them (cpu-clock, or PERF_EVENT=context-switches).
+#
+# N, WARM and WORKERS change the 1 000 handshakes, the 200 to warm up and
+# the 8 clients; VALGRIND_FLAGS adds callgrind options (say
+# "--cache-sim=yes --branch-sim=yes"). The temporary directory, with the
+# proxy's log, is left for the profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:?usage: $0 holdfast|koding [holdfast binary]}
@@ -116,7 +123,12 @@ if [ "${ALLOCS:-}" = 1 ]; then
 	exit 0
 fi
 if [ -n "${PERF:-}" ]; then
-	perf record -e cpu-clock -F 4999 -g -o "$PERF" -p "$vpid" 2>/dev/null &
+	# PERF_EVENT=context-switches records where the threads sleep
+	if [ "${PERF_EVENT:-cpu-clock}" = cpu-clock ]; then
+		perf record -e cpu-clock -F 4999 -g -o "$PERF" -p "$vpid" 2>/dev/null &
+	else
+		perf record -e "$PERF_EVENT" -c 1 -g -o "$PERF" -p "$vpid" 2>/dev/null &
+	fi
 	ppid=$!
 	sleep 1
 fi

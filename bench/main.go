@@ -172,6 +172,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	forwardFor := fs.Bool("forward-for", false, "internal: the -serve-proxy tunnel passes X-Forwarded-For on, its peer appended")
 	startupWindow := fs.Duration("startup-window", 0, "internal: startup window of -serve-upstream")
 	maxPreauth := fs.Int("max-preauth", 0, "internal: unauthenticated sockets per IP allowed by -serve-upstream (0: no limit)")
+	drive := fs.String("drive", "", "run -drive-n handshakes (dial, handshake, close) against this ws:// `URL` with -drive-workers at a time, and exit (scripts/callgrind.sh)")
+	driveN := fs.Int("drive-n", 1000, "handshakes of -drive")
+	driveWorkers := fs.Int("drive-workers", 8, "concurrent clients of -drive")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -187,6 +190,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case *serveGW:
 		if err := serveFakegw(*listen, *startupWindow, *attributed); err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+		return 0
+	case *drive != "":
+		if err := driveHandshakes(*drive, *driveN, *driveWorkers); err != nil {
 			fmt.Fprintf(stderr, "bench: %v\n", err)
 			return 1
 		}

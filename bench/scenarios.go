@@ -335,6 +335,32 @@ func measureHandshakes(ctx context.Context, t target, workers int, dur time.Dura
 	return res, nil
 }
 
+// driveHandshakes runs n handshakes against wsURL, `workers` at a time, each
+// closed (without a close frame) as soon as it is spliced, as in the
+// handshake scenario. It fails if any fails.
+func driveHandshakes(wsURL string, n, workers int) error {
+	d := newDialer(handshakeTimeout, nil)
+	var next atomic.Int64
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
+				c, err := handshake(context.Background(), d, wsURL, nil, sessionID(int(i)), nil, handshakeTimeout)
+				if err != nil {
+					errs[w] = fmt.Errorf("handshake %d: %w", i, err)
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // waitUpstreamDrained polls the upstream's stats until no session is open
 // (the previous scenario's sessions have been torn down through the proxy)
 // or 10 s pass.

@@ -211,11 +211,11 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	// 2. Upgrade the client and relay the challenge at once. With the
 	// challenge in hand, the 101 waits in the client leg's batch for it,
 	// and both leave in one write.
-	uw := w
+	uw, upgrader := w, &c.h.upgrader
 	if !late {
-		uw = batchedUpgrade{w, c.h.cfg.WriteTimeout}
+		uw, upgrader = batchedUpgrade{w, c.h.cfg.WriteTimeout}, &c.h.batchedUpgrader
 	}
-	client, err := c.h.upgrader.Upgrade(uw, c.r, respHdr)
+	client, err := upgrader.Upgrade(uw, c.r, respHdr)
 	if err != nil {
 		return outcome{end: endClientUpgradeFailed, err: err}
 	}
@@ -600,7 +600,9 @@ func (c *conn) forwardConnect(first frame, id json.RawMessage) (ans gwproto.Answ
 			return gwproto.Answer{}, nil, nil, err
 		}
 		if a := gwproto.ParseAnswer(data, id); a.IsResponse {
-			_ = ws.SetReadDeadline(time.Time{})
+			if !a.HelloOK {
+				_ = ws.SetReadDeadline(time.Time{})
+			} // else the splice clears it (startSplice)
 			return a, data, pre, nil
 		}
 		if len(pre) >= maxPendingFrames {

@@ -225,19 +225,18 @@ func (h *Handler) dialOnceSlot(ctx context.Context, target string, hdr http.Head
 	u.protocol = protocol
 
 	// The gateway sends its challenge at once on upgrade; an event loop busy
-	// with startup can delay it, so it gets the rest of the dial timeout.
-	_ = ws.SetReadDeadline(deadline)
+	// with startup can delay it, so it gets the rest of the dial timeout:
+	// the deadline openUpstream left on the socket.
 	mt, data, err := ws.ReadMessage(preauthReadLimit, nil)
 	if err != nil {
 		_ = ws.Close()
 		return nil, fmt.Errorf("upstream closed before its challenge: %w", err)
 	}
-	_, valid := gwproto.ParseChallenge(data)
-	if mt != websocket.TextMessage || !valid {
+	if mt != websocket.TextMessage || !gwproto.IsChallenge(data) {
 		u.close(websocket.CloseProtocolError, "expected connect.challenge")
 		return nil, errors.New("upstream sent something other than connect.challenge first")
 	}
-	_ = ws.SetReadDeadline(time.Time{})
+	_ = ws.SetDeadline(time.Time{})
 	u.challenge = data
 	u.took = time.Since(began)
 	h.caps.note(data)

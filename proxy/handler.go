@@ -238,13 +238,17 @@ type Handler struct {
 	backoff retry.Backoff
 	watcher *retry.Watcher
 
-	admission   *share.Slots
-	limits      *share.Limits
-	netDialer   *net.Dialer // upstream sockets (openUpstream)
-	upgrader    websocket.Upgrader
-	passthrough *httputil.ReverseProxy
-	bufPool     *bufferPool
-	chunks      *wire.Pool
+	admission *share.Slots
+	limits    *share.Limits
+	netDialer *net.Dialer // upstream sockets (openUpstream)
+	upgrader  websocket.Upgrader
+	// batchedUpgrader is upgrader without its handshake timeout, for a
+	// batched upgrade (batchedUpgrade): the 101 waits in the batch, whose
+	// flush has a write deadline of its own.
+	batchedUpgrader websocket.Upgrader
+	passthrough     *httputil.ReverseProxy
+	bufPool         *bufferPool
+	chunks          *wire.Pool
 
 	// caps are the capabilities of the gateway's last challenge, for
 	// stand-in challenges (standin.go).
@@ -364,6 +368,8 @@ func New(cfg Config, opts Options) (*Handler, error) {
 			http.Error(w, reason.Error(), status)
 		},
 	}
+	h.batchedUpgrader = h.upgrader
+	h.batchedUpgrader.HandshakeTimeout = 0
 	h.passthrough = h.newPassthrough()
 	return h, nil
 }

@@ -12,7 +12,9 @@ import (
 // openUpstream opens the upstream WebSocket for target (a ws:// or wss://
 // URL) with the request headers hdr (upstreamHeader's), by deadline: TCP,
 // TLS for wss, then the upgrade (wire.Upgrade). It returns the leg in frame
-// mode, its deadlines cleared, and the subprotocol the gateway chose.
+// mode, both its deadlines still at deadline (the caller reads the
+// challenge by then, and clears them), and the subprotocol the gateway
+// chose.
 //
 // An upgrade the gateway refused or broke is an *httpError (see
 // wire.UpgradeError for which is which). Anything else (refused, reset, a
@@ -47,6 +49,5 @@ func (h *Handler) openUpstream(ctx context.Context, target string, hdr http.Head
 	if err != nil {
 		return nil, "", err
 	}
-	_ = bc.SetDeadline(time.Time{})
 	return bc, protocol, nil
 }

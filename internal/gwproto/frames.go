@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -182,8 +183,16 @@ func (a *memberArena) strIs(o object, k, lit string) bool {
 	if !ok || len(raw) < 2 || raw[0] != '"' {
 		return false
 	}
-	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
-		return string(inner) == lit
+	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 {
+		// Without escapes a string decodes to its bytes, invalid UTF-8
+		// to U+FFFD: the same bytes are lit when they are valid, and
+		// other bytes can be only with a U+FFFD in lit.
+		if string(inner) == lit {
+			return utf8.Valid(inner)
+		}
+		if !strings.Contains(lit, "\ufffd") {
+			return false
+		}
 	}
 	s, ok := a.str(o, k)
 	return ok && s == lit
@@ -193,10 +202,8 @@ func (a *memberArena) strIs(o object, k, lit string) bool {
 // decode to "" (as str would decode it).
 func (a *memberArena) nonEmptyStr(o object, k string) bool {
 	raw, _ := a.get(o, k)
-	if len(raw) > 2 && raw[0] == '"' {
-		if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
-			return true
-		}
+	if len(raw) > 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+		return true // bytes without escapes decode to at least one rune
 	}
 	s, _ := a.str(o, k)
 	return s != ""
@@ -216,11 +223,37 @@ func (a *memberArena) num(o object, k string) (float64, bool) {
 	if !ok || len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
 		return 0, false
 	}
+	if f, ok := smallInt(raw); ok {
+		return f, true
+	}
 	f, err := strconv.ParseFloat(string(raw), 64)
 	if err != nil {
 		return 0, false
 	}
 	return f, true
+}
+
+// smallInt reads raw, a JSON number, when it is an integer of at most 15
+// digits: exact in a float64, so ParseFloat would give the same.
+func smallInt(raw []byte) (float64, bool) {
+	digits := raw
+	if digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || len(digits) > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if raw[0] == '-' {
+		return -float64(n), true
+	}
+	return float64(n), true
 }
 
 // ClassifyConnect reads only what holdfast needs of a client's first
@@ -314,6 +347,25 @@ func ParseChallenge(data []byte) (c Challenge, ok bool) {
 	return Challenge{Nonce: nonce, TS: int64(ts)}, true
 }
 
+// IsChallenge reports what ParseChallenge's ok reports, without decoding
+// the nonce and ts.
+func IsChallenge(data []byte) bool {
+	var a memberArena
+	f, ok := a.decodePath(data, "payload")
+	if !ok || !a.strIs(f, "type", "event") || !a.strIs(f, "event", "connect.challenge") {
+		return false
+	}
+	payload, _ := a.object(f, "payload")
+	raw, _ := a.get(payload, "nonce")
+	if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+		// Bytes without escapes decode to themselves, invalid UTF-8 to
+		// U+FFFD, which is not space: blank exactly when the bytes are.
+		return len(bytes.TrimSpace(raw[1:len(raw)-1])) > 0
+	}
+	nonce, _ := a.str(payload, "nonce")
+	return len(strings.TrimSpace(nonce)) > 0
+}
+
 // ChallengeCapabilities returns the raw payload.capabilities of a
 // challenge frame (whatever JSON value it is; of duplicates, the last), as
 // a slice of data; ok is false when data is not a valid JSON object with
@@ -382,12 +434,15 @@ func ParseAnswer(data []byte, id json.RawMessage) Answer {
 			}
 		}
 	}
+	if a.OK {
+		return a
+	}
 	// isRetryableGatewayStartupUnavailableError: all three must hold.
 	e, hasError := arena.object(f, "error")
 	code, _ := arena.str(e, "code")
 	details, _ := arena.object(e, "details")
 	reason, _ := arena.str(details, "reason")
-	if !a.OK && hasError && code == "UNAVAILABLE" && arena.is(e, "retryable", "true") && reason == StartupReason {
+	if hasError && code == "UNAVAILABLE" && arena.is(e, "retryable", "true") && reason == StartupReason {
 		a.Startup = true
 		a.RetryAfterMs = -1
 		if ms, ok := arena.num(e, "retryAfterMs"); ok {

@@ -227,11 +227,20 @@ func FuzzParseChallenge(f *testing.F) {
 		`{"type":"event","event":"connect.challenge","payload":{"Nonce":"n"}}`,
 		`{"type":"event","event":"connect.challenge","payload":{"nonce":"n","ts":1.5e3}}`,
 		`{"TYPE":"event","event":"connect.challenge","payload":{"nonce":"n"}}`,
+		`{"type":"event","event":"connect.challenge","payload":{"nonce":"\u0020\t"}}`,
+		`{"type":"event","event":"connect.challenge","payload":{"nonce":"\u00a0"}}`,
+		"{\"type\":\"event\",\"event\":\"connect.challenge\",\"payload\":{\"nonce\":\"\u00a0 \"}}",
+		"{\"type\":\"event\",\"event\":\"connect.challenge\",\"payload\":{\"nonce\":\" \xff\"}}",
+		`{"type":"event","event":"connect.challenge","payload":{"nonce":1}}`,
+		`{"type":"event","event":"connect.challenge","payload":[]}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		got, ok := gwproto.ParseChallenge(data)
+		if is := gwproto.IsChallenge(data); is != ok {
+			t.Fatalf("%q: IsChallenge %v; ParseChallenge %v", data, is, ok)
+		}
 		m, valid := decodeRef(data)
 		p, _ := m["payload"].(map[string]any)
 		nonce, _ := p["nonce"].(string)

@@ -2,7 +2,9 @@ package gwproto
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 )
 
 // A minimal scanner over raw JSON that finds an object's members by byte
@@ -26,6 +28,11 @@ func (m *member) keyIs(k string) bool {
 	if !m.escaped {
 		return string(m.key) == k
 	}
+	return m.escapedKeyIs(k)
+}
+
+// escapedKeyIs is keyIs for a key with an escape.
+func (m *member) escapedKeyIs(k string) bool {
 	var s string
 	quoted := make([]byte, 0, len(m.key)+2)
 	quoted = append(append(append(quoted, '"'), m.key...), '"')
@@ -43,7 +50,7 @@ func (m *member) keyIn(keys []string) bool {
 }
 
 func skipSpace(data []byte, i int) int {
-	for i < len(data) {
+	for i < len(data) && data[i] <= ' ' {
 		switch data[i] {
 		case ' ', '\t', '\n', '\r':
 			i++
@@ -244,8 +251,8 @@ func scanJSON(data []byte, top []member, record bool, a *memberArena, path []str
 	sp := 0
 	// newKey starts level d's member whose key's string runs from
 	// data[s] to before data[kend], its value starting at vstart.
-	newKey := func(d, s, kend, vstart int) {
-		m[d-1], open[d-1] = newMember(data, s, kend, vstart), true
+	newKey := func(d, s, kend, vstart int, escaped bool) {
+		m[d-1], open[d-1] = newMember(data, s, kend, vstart, escaped), true
 		onPath[d-1] = d <= len(path) && m[d-1].keyIs(path[d-1])
 	}
 	for {
@@ -280,16 +287,17 @@ func scanJSON(data []byte, top []member, record bool, a *memberArena, path []str
 				}
 				s := i
 				var kend int
-				if kend, i, ok = memberKey(data, i); !ok {
+				var escaped bool
+				if kend, i, escaped, ok = memberKey(data, i); !ok {
 					return top, false, isObject
 				}
 				if rec >= d {
-					newKey(d, s, kend, i)
+					newKey(d, s, kend, i, escaped)
 				}
 			}
 			continue
 		case c == '"':
-			if i, ok = skipValidString(data, i); !ok {
+			if i, _, ok = skipValidString(data, i); !ok {
 				return top, false, isObject
 			}
 		case c == '-' || (c >= '0' && c <= '9'):
@@ -367,11 +375,12 @@ func scanJSON(data []byte, top []member, record bool, a *memberArena, path []str
 			if t == '{' {
 				s := i
 				var kend int
-				if kend, i, ok = memberKey(data, i); !ok {
+				var escaped bool
+				if kend, i, escaped, ok = memberKey(data, i); !ok {
 					return top, false, isObject
 				}
 				if d := len(stack); rec >= d {
-					newKey(d, s, kend, i)
+					newKey(d, s, kend, i, escaped)
 				}
 			}
 			break
@@ -380,65 +389,91 @@ func scanJSON(data []byte, top []member, record bool, a *memberArena, path []str
 }
 
 // newMember is the member whose key's string runs from data[start] to
-// before data[kend] and whose value starts at vstart; its end is set once
-// the value has been read.
-func newMember(data []byte, start, kend, vstart int) member {
-	key := data[start+1 : kend-1]
-	return member{key: key, escaped: bytes.IndexByte(key, '\\') >= 0, start: start, vstart: vstart}
+// before data[kend] (escaped: it holds a backslash escape) and whose value
+// starts at vstart; its end is set once the value has been read.
+func newMember(data []byte, start, kend, vstart int, escaped bool) member {
+	return member{key: data[start+1 : kend-1], escaped: escaped, start: start, vstart: vstart}
 }
 
 // memberKey reads `"key" :` at data[i] and returns the index after the
-// key's string and the index of the value after it (space skipped).
-func memberKey(data []byte, i int) (kend, vstart int, ok bool) {
+// key's string and the index of the value after it (space skipped), and
+// whether the key holds an escape.
+func memberKey(data []byte, i int) (kend, vstart int, escaped, ok bool) {
 	if i >= len(data) || data[i] != '"' {
-		return 0, 0, false
+		return 0, 0, false, false
 	}
-	kend, ok = skipValidString(data, i)
+	kend, escaped, ok = skipValidString(data, i)
 	if !ok {
-		return 0, 0, false
+		return 0, 0, false, false
 	}
 	i = skipSpace(data, kend)
 	if i >= len(data) || data[i] != ':' {
-		return 0, 0, false
+		return 0, 0, false, false
 	}
-	return kend, skipSpace(data, i+1), true
+	return kend, skipSpace(data, i+1), escaped, true
 }
 
 // skipValidString returns the index after the string that opens at data[i],
-// checking its escapes and that it holds no control character.
-func skipValidString(data []byte, i int) (int, bool) {
-	for i++; i < len(data); i++ {
-		if plainStringByte[data[i]] {
-			continue
+// checking its escapes and that it holds no control character; escaped
+// reports a backslash escape in it. It looks at eight bytes at a time for
+// the next one that is a quote, a backslash or a control character.
+func skipValidString(data []byte, i int) (end int, escaped, ok bool) {
+	i++
+	for {
+		// To the next byte that is not plain.
+		for i+8 <= len(data) {
+			if m := specialBytes(binary.LittleEndian.Uint64(data[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+			i += 8
+		}
+		for i < len(data) && plainStringByte[data[i]] {
+			i++
+		}
+		if i >= len(data) {
+			return 0, false, false
 		}
 		switch c := data[i]; {
 		case c == '"':
-			return i + 1, true
+			return i + 1, escaped, true
 		case c < 0x20:
-			return 0, false
-		case c == '\\':
-			i++
-			if i >= len(data) {
-				return 0, false
-			}
-			switch data[i] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			case 'u':
-				if i+4 >= len(data) {
-					return 0, false
-				}
-				for _, h := range data[i+1 : i+5] {
-					if !isHex(h) {
-						return 0, false
-					}
-				}
-				i += 4
-			default:
-				return 0, false
-			}
+			return 0, false, false
 		}
+		// A backslash.
+		escaped = true
+		i++
+		if i >= len(data) {
+			return 0, false, false
+		}
+		switch data[i] {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		case 'u':
+			if i+4 >= len(data) {
+				return 0, false, false
+			}
+			for _, h := range data[i+1 : i+5] {
+				if !isHex(h) {
+					return 0, false, false
+				}
+			}
+			i += 4
+		default:
+			return 0, false, false
+		}
+		i++
 	}
-	return 0, false
+}
+
+// specialBytes marks (its high bit) each of the eight bytes of x, from its
+// least significant, that is a quote, a backslash or a control character
+// (below 0x20), and may mark bytes above a marked one: each test is the
+// classic "has a byte less than n" of a word, whose lowest mark is exact.
+func specialBytes(x uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q := x ^ (ones * '"')
+	b := x ^ (ones * '\\')
+	return ((x-ones*0x20)&^x | (q-ones)&^q | (b-ones)&^b) & highs
 }
 
 // plainStringByte marks the bytes a string holds as they are: not a

@@ -1,7 +1,9 @@
 package gwproto
 
 import (
+	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -159,4 +161,24 @@ func FuzzStrIs(f *testing.F) {
 		f.Add([]byte(c.data), c.lit)
 	}
 	f.Fuzz(checkStrIs)
+}
+
+// num reads an integer of up to 15 digits itself, and says what
+// strconv.ParseFloat says of it and of every other number.
+func TestNum(t *testing.T) {
+	for _, n := range []string{"0", "-0", "1", "-1", "4", "30000", "26214400", "1764489600000",
+		"999999999999999", "-999999999999999", "1000000000000000", "9007199254740993", "12345678901234567890",
+		"1.5", "-2.5e3", "1e400", "0.1", `"1"`, "null"} {
+		var a memberArena
+		f, ok := a.decodePath([]byte(`{"n":` + n + `}`))
+		if !ok {
+			t.Fatalf("%s: not read", n)
+		}
+		got, gotOK := a.num(f, "n")
+		want, err := strconv.ParseFloat(n, 64)
+		wantOK := err == nil
+		if gotOK != wantOK || (wantOK && (got != want || math.Signbit(got) != math.Signbit(want))) {
+			t.Errorf("%s: num %v %v; ParseFloat %v %v", n, got, gotOK, want, err)
+		}
+	}
 }

@@ -52,3 +52,20 @@ func BenchmarkJSONValid(b *testing.B) {
 		}
 	}
 }
+
+// Strings are passed eight bytes at a time while no byte needs a look:
+// a quote, a backslash or a control character at any offset, and the
+// bytes next to them, read as json.Valid reads them.
+func TestValidJSONStringBytes(t *testing.T) {
+	t.Parallel()
+	for off := range 20 {
+		for _, c := range []byte{'"', '\\', 0x00, 0x01, 0x1f, 0x20, 0x21, 0x22, 0x5b, 0x5c, 0x5d, 0x7f, 0x80, 0xa2, 0xdc, 0xff} {
+			for _, tail := range []string{``, `"`, `bcdefghijklmnopq"`, `n"`, `u00e9xyzxyzxyz"`} {
+				data := []byte(`["` + strings.Repeat("a", off) + string([]byte{c}) + tail + `]`)
+				if got, want := gwproto.ValidJSON(data), json.Valid(data); got != want {
+					t.Fatalf("%q: ValidJSON %v, json.Valid %v", data, got, want)
+				}
+			}
+		}
+	}
+}

@@ -192,21 +192,49 @@ func trusted(ip netip.Addr, proxies []netip.Prefix) bool {
 // upstream dial: end-to-end headers (Origin, Cookie, User-Agent,
 // Authorization, subprotocols…) and Host unchanged; hop-by-hop headers and
 // the WebSocket key exchange, which the dialer makes itself, dropped.
+//
+// It copies what it keeps (values into one backing array, as
+// http.Header.Clone does) rather than cloning everything and deleting.
 func UpstreamHeader(r *http.Request) http.Header {
-	out := r.Header.Clone()
-	for _, f := range out["Connection"] {
+	// Most headers have one value: room for one each, and Host.
+	sv := make([]string, 0, len(r.Header)+1)
+	out := make(http.Header, len(r.Header)+1)
+	for k, vv := range r.Header {
+		if dropped(k) {
+			continue
+		}
+		if vv == nil {
+			out[k] = nil
+			continue
+		}
+		n := len(sv)
+		sv = append(sv, vv...) // a fresh array if full: the values before keep theirs
+		out[k] = sv[n:len(sv):len(sv)]
+	}
+	for _, f := range r.Header["Connection"] {
 		for tok := range Tokens(f) {
 			out.Del(tok)
 		}
 	}
-	for _, k := range droppedHeaders {
-		delete(out, k) // canonical already: Del would only canonicalise it again
-	}
-	out["Host"] = []string{r.Host}
+	n := len(sv)
+	sv = append(sv, r.Host)
+	out["Host"] = sv[n:len(sv):len(sv)]
 	return out
 }
 
-// droppedHeaders are the headers UpstreamHeader drops, in canonical form.
+// dropped reports whether k is one of droppedHeaders.
+func dropped(k string) bool {
+	switch k {
+	case "Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding",
+		"Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions", "Sec-Websocket-Accept":
+		return true
+	}
+	return false
+}
+
+// droppedHeaders are the headers UpstreamHeader drops, in canonical form
+// (dropped's list).
 var droppedHeaders = []string{
 	"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding",

@@ -101,6 +101,14 @@ func TestHeaderKeysCanonical(t *testing.T) {
 		if c := http.CanonicalHeaderKey(k); c != k {
 			t.Errorf("dropped header %q is not canonical (%q): a map delete would miss it", k, c)
 		}
+		if !dropped(k) {
+			t.Errorf("dropped misses %q", k)
+		}
+	}
+	for _, k := range []string{"Origin", "Cookie", "Host", "Sec-Websocket-Protocol", "User-Agent", "connection"} {
+		if dropped(k) {
+			t.Errorf("dropped takes %q", k)
+		}
 	}
 	for _, k := range []string{"forwarded", "x-forwarded-for", "X-FORWARDED-HOST", "x-real-ip", "tailscale-user-login", "Forwarded"} {
 		if !HasHeaders(http.Header{k: {"v"}}) {
@@ -147,5 +155,35 @@ func TestTokens(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatal("Tokens went on after the loop broke")
+	}
+}
+
+// UpstreamHeader copies every value of the headers it keeps, several
+// values included, into slices of its own: appending to one changes
+// neither the request's headers nor another header's values.
+func TestUpstreamHeaderCopies(t *testing.T) {
+	r, _ := http.NewRequest(http.MethodGet, "http://gw.example/", nil)
+	r.Host = "gw.example"
+	r.Header = http.Header{
+		"Cookie": {"a=1", "b=2"}, "X-Multi": {"1", "2", "3"}, "Origin": {"https://ui.example"},
+		"Upgrade": {"websocket"}, "X-Nil": nil,
+	}
+	out := UpstreamHeader(r)
+	if got := out["Cookie"]; len(got) != 2 || got[0] != "a=1" || got[1] != "b=2" {
+		t.Fatalf("Cookie %q", got)
+	}
+	if got := out["X-Multi"]; len(got) != 3 || got[2] != "3" {
+		t.Fatalf("X-Multi %q", got)
+	}
+	if v, ok := out["X-Nil"]; !ok || v != nil {
+		t.Fatalf("X-Nil %q %v; want kept as nil", v, ok)
+	}
+	if _, ok := out["Upgrade"]; ok || out.Get("Host") != "gw.example" || len(out) != 5 {
+		t.Fatalf("headers %v", out)
+	}
+	out["Cookie"] = append(out["Cookie"], "c=3")
+	out["Origin"][0] = "changed"
+	if len(r.Header["Cookie"]) != 2 || r.Header.Get("Origin") != "https://ui.example" || out.Get("X-Multi") != "1" {
+		t.Fatalf("the copy shares values: request %v, copy %v", r.Header, out)
 	}
 }

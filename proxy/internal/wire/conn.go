@@ -192,9 +192,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	n := min(c.bounds.allow(c.pending), len(p))
+	n := c.bounds.take(c.pending, len(p))
 	copy(p, c.pending[:n])
-	c.bounds.advance(c.pending[:n])
 	c.pending = c.pending[n:]
 	if len(c.pending) == 0 && c.rbuf != nil {
 		c.pool.Put(c.rbuf)
@@ -222,8 +221,7 @@ func (c *Conn) readInto(p []byte) (int, error) {
 		c.eof = err == io.EOF
 		return 0, err
 	}
-	k := c.bounds.allow(p[:n])
-	c.bounds.advance(p[:k])
+	k := c.bounds.take(p[:n], n)
 	if k < n {
 		c.rbuf = c.pool.Get()
 		c.pending = (*c.rbuf)[:copy(*c.rbuf, p[k:n])]
@@ -364,6 +362,23 @@ type streamBounds struct {
 	crlf      uint8 // HTTP mode: how many bytes of "\r\n\r\n" were seen last
 	// free: a Relay parses the frames itself; reads stop nowhere.
 	free bool
+}
+
+// take returns how many of the bytes b, at most limit, may be handed out
+// at once, and records that they were (allow, then advance; in HTTP mode
+// in one scan).
+func (s *streamBounds) take(b []byte, limit int) int {
+	if !s.free && !s.frames {
+		i, state := crlfScan(s.crlf, b[:min(len(b), limit)], true)
+		if state == 4 {
+			state = 0 // a header block ends: the next starts afresh
+		}
+		s.crlf = state
+		return i
+	}
+	n := min(s.allow(b), limit)
+	s.advance(b[:n])
+	return n
 }
 
 // allow returns how many of the bytes b may be handed out at once.
@@ -617,12 +632,21 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	return c.Conn.SetWriteDeadline(t)
 }
 
-// SetDeadline implements net.Conn, through SetWriteDeadline.
+// SetDeadline implements net.Conn: both deadlines in one setting of the
+// socket's (one runtime timer serves both when they are equal), unless a
+// write cap makes the write deadline earlier.
 func (c *Conn) SetDeadline(t time.Time) error {
-	if err := c.Conn.SetReadDeadline(t); err != nil {
-		return err
+	c.dlmu.Lock()
+	defer c.dlmu.Unlock()
+	if w := c.capped(t); !w.Equal(t) {
+		if err := c.Conn.SetReadDeadline(t); err != nil {
+			return err
+		}
+		c.wdl = w
+		return c.Conn.SetWriteDeadline(w)
 	}
-	return c.SetWriteDeadline(t)
+	c.wdl = t
+	return c.Conn.SetDeadline(t)
 }
 
 // renewWriteDeadline gives the socket the deadline writeTimeout from now,
@@ -637,6 +661,9 @@ func (c *Conn) renewWriteDeadline() {
 		return
 	}
 	t := c.capped(time.Now().Add(c.writeTimeout))
+	if t.Equal(c.wdl) {
+		return // the cap, set already (a closing leg)
+	}
 	c.wdl = t
 	_ = c.Conn.SetWriteDeadline(t)
 }

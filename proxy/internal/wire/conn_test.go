@@ -331,3 +331,43 @@ func TestBatchConnWriteDeadlineRenewal(t *testing.T) {
 		t.Fatalf("the flush took %v; want about the write timeout %v", d, wt)
 	}
 }
+
+// SetDeadline sets both deadlines in one step, but a closing leg keeps its
+// write cap: reads get the later deadline, writes end by the cap.
+func TestBatchConnSetDeadlineKeepsCap(t *testing.T) {
+	t.Parallel()
+	testkit.Prompt(t)
+	a, b := net.Pipe() // nobody reads b, nobody writes to it
+	defer a.Close()
+	defer b.Close()
+	bc := NewConn(a, NewPool())
+	bc.FrameMode()
+	_ = bc.SetDeadline(time.Now().Add(80 * time.Millisecond)) // no cap: both
+	start := time.Now()
+	if _, err := bc.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a read from a silent peer succeeded")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("read ended after %v; want its 80ms deadline", d)
+	}
+	if _, err := bc.Conn.Write([]byte{1}); err == nil {
+		t.Fatal("a write to a peer that reads nothing succeeded past the deadline")
+	}
+
+	bc.CapWrites(time.Now().Add(50 * time.Millisecond))
+	_ = bc.SetDeadline(time.Now().Add(time.Hour))
+	if left := time.Until(bc.wdl); left > 50*time.Millisecond {
+		t.Fatalf("write deadline %v away past the cap", left)
+	}
+	start = time.Now()
+	if _, err := bc.Conn.Write([]byte{1}); err == nil {
+		t.Fatal("a write to a peer that reads nothing succeeded")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("write ended after %v; want the 50ms cap", d)
+	}
+	_ = bc.SetDeadline(time.Time{}) // none for reads, still the cap for writes
+	if bc.wdl.IsZero() {
+		t.Fatal("clearing the deadlines lifted the write cap")
+	}
+}

@@ -54,3 +54,28 @@ func TestCRLFScanMatchesSteps(t *testing.T) {
 		check(b)
 	}
 }
+
+// take hands out and records what allow and then advance would, in HTTP
+// mode in one scan: over random streams of "\r", "\n" and "a" taken in
+// random pieces with random limits.
+func TestStreamBoundsTakeMatchesAllowAdvance(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 2000 {
+		b := make([]byte, rng.IntN(40))
+		for i := range b {
+			b[i] = "\r\na"[rng.IntN(3)]
+		}
+		var got, want streamBounds
+		for len(b) > 0 {
+			piece := b[:1+rng.IntN(len(b))]
+			limit := 1 + rng.IntN(len(piece)+2)
+			n := got.take(piece, limit)
+			m := min(want.allow(piece), limit)
+			want.advance(piece[:m])
+			if n != m || got != want {
+				t.Fatalf("%q, limit %d: take %d %+v; allow and advance %d %+v", piece, limit, n, got, m, want)
+			}
+			b = b[n:]
+		}
+	}
+}

@@ -25,3 +25,18 @@ func TestSplitTarget(t *testing.T) {
 		}
 	}
 }
+
+// isTokenChar is RFC 9110's tchar: letters, digits and
+// !#$%&'*+-.^_`|~, nothing else.
+func TestIsTokenChar(t *testing.T) {
+	const tchar = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	for c := range 256 {
+		want := false
+		for i := range len(tchar) {
+			want = want || tchar[i] == byte(c)
+		}
+		if got := isTokenChar(byte(c)); got != want {
+			t.Errorf("isTokenChar(%q) = %v", byte(c), got)
+		}
+	}
+}

@@ -19,7 +19,7 @@ import (
 // for a chain that names no client that is neither loopback nor trusted
 // (holdfast answers it itself), 101 otherwise.
 func TestForwardedLoopbackRealGateway(t *testing.T) {
-	foreground(t)
+	foregroundFromStart(t)
 	gw := newGateway(t, gatewayOptions{Version: currentVersion, TrustedProxies: []string{"127.0.0.1/32"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

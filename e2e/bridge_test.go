@@ -21,7 +21,7 @@ const (
 // Through holdfast (the legacy bridge) the CLI's call, probe and status
 // succeed, even started inside the gateway's startup window.
 func TestLegacyClientsOnCurrent(t *testing.T) {
-	foreground(t)
+	foregroundFromStart(t)
 	requireInstalled(t, currentVersion, legacyCLI)
 	ctx := context.Background()
 	gw := newGateway(t, gatewayOptions{Version: currentVersion, DelayMs: holdMaxMs})
@@ -63,9 +63,9 @@ func TestLegacyClientsOnCurrent(t *testing.T) {
 		run(&directStatus, "gateway", "status", "--require-rpc", "--url", gw.URL(), "--token", gw.Token, "--json")
 		wg.Wait()
 
-		figure(t, "gateway %s: port open %v after spawn; window (port open → started) %v, released %v after the port opened",
-			currentVersion, gw.PortOpenAfter.Round(time.Millisecond), (gw.ReadyAfter - gw.PortOpenAfter).Round(time.Millisecond),
-			(gw.ReleasedAfter - gw.PortOpenAfter).Round(time.Millisecond))
+		figure(t, "gateway %s: port open %v after spawn; window (open → started) %v, released %v after it opened",
+			currentVersion, gw.PortOpenAfter.Round(time.Millisecond), (gw.ReadyAfter - gw.OpenAfter).Round(time.Millisecond),
+			(gw.ReleasedAfter - gw.OpenAfter).Round(time.Millisecond))
 		for _, c := range []struct {
 			name string
 			r    cliResult

@@ -164,7 +164,7 @@ func TestLongWindowCurrent(t *testing.T) {
 	b := startBrowser(t)
 
 	gw.Start(t, ctx)
-	portOpen := gw.started.Add(gw.PortOpenAfter)
+	portOpen := gw.started.Add(gw.OpenAfter)
 	var wg sync.WaitGroup
 	t.Cleanup(wg.Wait)
 	var nodeRes nodeClientResult
@@ -190,7 +190,7 @@ func TestLongWindowCurrent(t *testing.T) {
 	time.Sleep(max(time.Until(portOpen.Add(longWindow)), time.Until(arrived.Add(clientWindow))) - minHold)
 	readyAt := releaseWindow(t, gw, 0) // after minHold more
 	window := readyAt.Sub(portOpen)
-	figure(t, "gateway %s: port open %v after spawn; window (port open → started) %v, clients in it %v before it ended",
+	figure(t, "gateway %s: port open %v after spawn; window (open → started) %v, clients in it %v before it ended",
 		currentVersion, gw.PortOpenAfter.Round(time.Millisecond), window.Round(time.Millisecond), readyAt.Sub(arrived).Round(time.Millisecond))
 	if window < longWindow-time.Second || readyAt.Sub(arrived) < clientWindow {
 		t.Errorf("window %v after the port opened, %v after the clients arrived; want ≥ %v and ≥ %v (it proves nothing shorter)",
@@ -265,7 +265,7 @@ func TestLongWindowCurrent(t *testing.T) {
 // as every client's start adds to the seconds a just-started gateway can
 // take to answer a new upgrade on a two-core machine.
 func TestLegacyClients(t *testing.T) {
-	foreground(t)
+	foregroundFromStart(t)
 	requireInstalled(t, legacyGateway, legacyCLI)
 	ctx := context.Background()
 	gw := newGateway(t, gatewayOptions{Version: legacyGateway, DelayMs: holdMaxMs})
@@ -275,8 +275,8 @@ func TestLegacyClients(t *testing.T) {
 	tui := startTUI(t, legacyCLI, hfTUI.URL(), gw.Token)
 	awaitArrivals(t, gw, map[string]func() bool{"TUI": reachedHoldfast(hfTUI, nil)})
 	readyAt := releaseWindow(t, gw, minWindow)
-	figure(t, "gateway %s: port open %v after spawn; window (port open → started) %v",
-		legacyGateway, gw.PortOpenAfter.Round(time.Millisecond), (gw.ReadyAfter - gw.PortOpenAfter).Round(time.Millisecond))
+	figure(t, "gateway %s: port open %v after spawn; window (open → started) %v",
+		legacyGateway, gw.PortOpenAfter.Round(time.Millisecond), (gw.ReadyAfter - gw.OpenAfter).Round(time.Millisecond))
 
 	screen, ok := tui.WaitScreen(60*time.Second, tuiConnected)
 	hist := tui.History()
@@ -333,8 +333,8 @@ func TestLegacyStatusAndControlUI(t *testing.T) {
 		},
 	})
 	readyAt := releaseWindow(t, gw, minWindow)
-	figure(t, "gateway %s: port open %v after spawn; window (port open → started) %v",
-		legacyGateway, gw.PortOpenAfter.Round(time.Millisecond), (gw.ReadyAfter - gw.PortOpenAfter).Round(time.Millisecond))
+	figure(t, "gateway %s: port open %v after spawn; window (open → started) %v",
+		legacyGateway, gw.PortOpenAfter.Round(time.Millisecond), (gw.ReadyAfter - gw.OpenAfter).Round(time.Millisecond))
 
 	t.Run("gateway_status_require_rpc", func(t *testing.T) {
 		<-statusDone

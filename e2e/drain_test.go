@@ -28,7 +28,7 @@ type sessionEvent struct {
 // port) and gets hello-ok again: the close code is one OpenClaw's client
 // reconnects on.
 func TestDrainReconnects(t *testing.T) {
-	foreground(t)
+	foregroundFromStart(t)
 	requireInstalled(t, currentVersion)
 	if bypass() {
 		t.Skip("the drain is holdfast's; nothing to measure straight to the gateway")

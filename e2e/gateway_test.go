@@ -54,6 +54,11 @@ type gateway struct {
 
 	// Measured on the most recent start.
 	PortOpenAfter time.Duration // process start → TCP accept
+	// OpenAfter is process start → the moment its test's clients may come:
+	// PortOpenAfter, or later when Start waited for its test's turn on the
+	// machine with the gateway in its startup window (machine_test.go).
+	// Windows count from there.
+	OpenAfter     time.Duration
 	ReleasedAfter time.Duration // process start → ReleaseWindow
 	ReadyAfter    time.Duration // process start → readiness endpoint says started
 }
@@ -156,11 +161,16 @@ func newGateway(t testing.TB, opts gatewayOptions) *gateway {
 func (g *gateway) configPath() string { return filepath.Join(g.Dir, ".openclaw", "openclaw.json") }
 
 // Start spawns the gateway and waits until its port accepts TCP
-// connections.
+// connections, and until its test may go on: another test may start its
+// gateway beside this one, and a test that started its gateway beside
+// another's waits here for its turn (machine_test.go).
 func (g *gateway) Start(t testing.TB, ctx context.Context) {
 	t.Helper()
+	theMachine.startBegins(topLevel(t))
 	g.Spawn(t)
 	g.WaitPort(t, ctx)
+	theMachine.startEnds(topLevel(t), t.Logf)
+	g.OpenAfter = time.Since(g.started)
 }
 
 // WaitPort waits until the spawned gateway's port accepts TCP connections.
@@ -262,6 +272,7 @@ func (g *gateway) waitPort(ctx context.Context, limit time.Duration) error {
 		if err == nil {
 			c.Close()
 			g.PortOpenAfter = time.Since(g.started)
+			g.OpenAfter = g.PortOpenAfter
 			return nil
 		}
 		select {

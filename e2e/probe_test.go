@@ -25,7 +25,7 @@ const probeWindow = 2 * time.Second
 // ends within about 2 s of its arrival (docs/compatibility.md, "The
 // longest window each client class survives").
 func TestLegacyProbeDefaultTimeout(t *testing.T) {
-	foreground(t)
+	foregroundFromStart(t)
 	requireInstalled(t, currentVersion, legacyCLI)
 	ctx := context.Background()
 	gw := newGateway(t, gatewayOptions{Version: currentVersion, DelayMs: holdMaxMs})
@@ -83,7 +83,7 @@ func TestLegacyProbeDefaultTimeout(t *testing.T) {
 // UI answers it with 200 text/html throughout, and /readyz is the source:
 // 503 listing startup-sidecars during the window, 200 after.
 func TestReadinessEndpoints(t *testing.T) {
-	foreground(t)
+	foregroundFromStart(t)
 	for _, version := range []string{legacyGateway, "2026.5.12", currentVersion} {
 		t.Run(version, func(t *testing.T) {
 			if _, err := os.Stat(openclawEntry(version)); err != nil {

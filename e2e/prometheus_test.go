@@ -62,6 +62,9 @@ func TestPrometheus(t *testing.T) {
 	// session each has been spliced: while the gateway is down or starting
 	// each waits in holdfast for its budget, then gets 503 or the
 	// gateway's UNAVAILABLE and tries again.
+	// Its gateway's start is heavy, and the test steps back once the
+	// port is open: the next test may start its gateway meanwhile.
+	theMachine.startBegins(topLevel(t))
 	gw.Spawn(t)
 	var (
 		wg       sync.WaitGroup

@@ -86,17 +86,17 @@ func awaitArrivals(t *testing.T, gw *gateway, conds map[string]func() bool) {
 			t.Errorf("%s did not reach the startup window within %v", name, arrivalLimit)
 			continue
 		}
-		t.Logf("%s in the window %v after the port opened", name, (time.Since(gw.started) - gw.PortOpenAfter).Round(time.Millisecond))
+		t.Logf("%s in the window %v after it opened", name, (time.Since(gw.started) - gw.OpenAfter).Round(time.Millisecond))
 	}
 }
 
-// releaseWindow ends the startup window no sooner than minOpen after the port
-// opened and minHold from now (so every client that arrived waits in the
+// releaseWindow ends the startup window no sooner than minOpen after it
+// opened (gateway.OpenAfter) and minHold from now (so every client that arrived waits in the
 // window for a while), then waits until the gateway reports started; it
 // returns that instant.
 func releaseWindow(t *testing.T, gw *gateway, minOpen time.Duration) time.Time {
 	t.Helper()
-	wait := max(gw.PortOpenAfter+minOpen-time.Since(gw.started), minHold)
+	wait := max(gw.OpenAfter+minOpen-time.Since(gw.started), minHold)
 	time.Sleep(wait)
 	gw.ReleaseWindow(t)
 	gw.WaitStarted(t, context.Background(), 90*time.Second)
@@ -200,7 +200,7 @@ func checkHealthJSON(t *testing.T, label string, r cliResult) {
 // pair holdfast exists for) and scenario 5 (HTTP passthrough) on one start
 // of the legacy gateway.
 func TestLegacyPair(t *testing.T) {
-	foreground(t)
+	foregroundFromStart(t)
 	requireInstalled(t, legacyGateway, legacyCLI)
 	ctx := context.Background()
 	gw := newGateway(t, gatewayOptions{Version: legacyGateway, DelayMs: holdMaxMs})
@@ -236,9 +236,9 @@ func TestLegacyPair(t *testing.T) {
 		readyAt := releaseWindow(t, gw, minWindow)
 		wg.Wait()
 
-		figure(t, "gateway %s: port open %v after spawn; window (port open → started) %v, released %v after the port opened",
-			legacyGateway, gw.PortOpenAfter.Round(time.Millisecond), (gw.ReadyAfter - gw.PortOpenAfter).Round(time.Millisecond),
-			(gw.ReleasedAfter - gw.PortOpenAfter).Round(time.Millisecond))
+		figure(t, "gateway %s: port open %v after spawn; window (open → started) %v, released %v after it opened",
+			legacyGateway, gw.PortOpenAfter.Round(time.Millisecond), (gw.ReadyAfter - gw.OpenAfter).Round(time.Millisecond),
+			(gw.ReleasedAfter - gw.OpenAfter).Round(time.Millisecond))
 		for _, c := range []struct {
 			name string
 			r    cliResult
@@ -377,7 +377,7 @@ func checkPassthrough(t *testing.T, gw *gateway, hf *holdfast) {
 // 2026.9.6, then scenario 5 and scenario 4 (restart under holdfast) on the
 // same gateway.
 func TestCurrent(t *testing.T) {
-	foreground(t)
+	foregroundFromStart(t)
 	requireInstalled(t, currentVersion)
 	ctx := context.Background()
 	gw := newGateway(t, gatewayOptions{Version: currentVersion, DelayMs: holdMaxMs})
@@ -459,9 +459,9 @@ func TestCurrent(t *testing.T) {
 		})
 		readyAt := releaseWindow(t, gw, minWindow)
 		wg.Wait()
-		figure(t, "gateway %s: port open %v after spawn; window (port open → started) %v, released %v after the port opened",
-			currentVersion, gw.PortOpenAfter.Round(time.Millisecond), (gw.ReadyAfter - gw.PortOpenAfter).Round(time.Millisecond),
-			(gw.ReleasedAfter - gw.PortOpenAfter).Round(time.Millisecond))
+		figure(t, "gateway %s: port open %v after spawn; window (open → started) %v, released %v after it opened",
+			currentVersion, gw.PortOpenAfter.Round(time.Millisecond), (gw.ReadyAfter - gw.OpenAfter).Round(time.Millisecond),
+			(gw.ReleasedAfter - gw.OpenAfter).Round(time.Millisecond))
 
 		t.Run("2_current_cli", func(t *testing.T) {
 			figure(t, "direct call (CLI %s, retries by itself): exit %d, took %v, ended %v after started",
@@ -684,7 +684,7 @@ func testRestart(t *testing.T, gw *gateway, hf *holdfast) {
 	releaseWindow(t, gw, 2*time.Second)
 	wg.Wait()
 	figure(t, "restart: gateway down %v before respawn; port open %v after respawn (closed when clients connected: %v), window %v",
-		downFor.Round(time.Millisecond), gw.PortOpenAfter.Round(time.Millisecond), portClosed, (gw.ReadyAfter - gw.PortOpenAfter).Round(time.Millisecond))
+		downFor.Round(time.Millisecond), gw.PortOpenAfter.Round(time.Millisecond), portClosed, (gw.ReadyAfter - gw.OpenAfter).Round(time.Millisecond))
 	for _, o := range outs {
 		figure(t, "restart: %s client connected while down: %s after %v (health err %v)", o.name, summarize(o.res), o.took.Round(time.Millisecond), o.health)
 		if o.err != nil || !o.res.HelloOK {

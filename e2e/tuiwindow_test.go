@@ -61,8 +61,8 @@ func TestLegacyTUILongWindow(t *testing.T) {
 			tui := startTUI(t, legacyCLI, hf.URL(), gw.Token)
 			awaitArrivals(t, gw, map[string]func() bool{"TUI": reachedHoldfast(hf, nil)})
 			readyAt := releaseWindow(t, gw, tuiLongWindow)
-			window := gw.ReadyAfter - gw.PortOpenAfter
-			figure(t, "gateway %s: window (port open → started) %v; TUI started %v after the port opened",
+			window := gw.ReadyAfter - gw.OpenAfter
+			figure(t, "gateway %s: window (open → started) %v; TUI started %v after the port opened",
 				firstProtocol4Gateway, window.Round(time.Millisecond), tui.Start.Sub(gw.started.Add(gw.PortOpenAfter)).Round(time.Millisecond))
 			if window < tuiLongWindow {
 				t.Fatalf("the window lasted %v; want at least %v", window, tuiLongWindow)

@@ -55,7 +55,7 @@ type conn struct {
 	h               *Handler
 	*handshakeState // nil once spliced: an idle session keeps only what it uses
 	// lease is the handshake's hold on h.limits; its context ends the
-	// handshake when it is displaced (proxy/internal/share); nil after.
+	// handshake when it is displaced (proxy/internal/share); nil once spliced.
 	lease *share.Lease
 
 	client *websocket.Conn
@@ -135,7 +135,9 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, attr forw
 		notify: make(chan struct{}, 1),
 		rec:    record{start: time.Now(), clientAddr: r.RemoteAddr, path: r.URL.Path},
 	}
-	defer c.freePreauth() // the queue is flushed or dropped by the time this returns
+	// What the queue held goes back once the handshake is over: by then
+	// the queue was flushed or dropped, and the reader queues no more.
+	defer ls.FreeBytes()
 	c.hdr = forwarded.UpstreamHeader(r)
 	c.target = h.upstreamURL(r)
 	forwarded.Apply(c.hdr, c.attr, r)

@@ -254,7 +254,6 @@ type Handler struct {
 	passthrough *httputil.ReverseProxy
 	bufPool     *bufferPool
 	chunks      *wire.Pool
-	parker      *wire.Parker // parks idle sessions' relays (nil: none park)
 
 	// caps are the capabilities of the gateway's last challenge, for
 	// stand-in challenges (standin.go).
@@ -267,6 +266,7 @@ type Handler struct {
 	// preauthMismatch logs once that the gateway's pre-auth timer is
 	// shorter than PreauthTimeout (conn.heldSocketLost).
 	preauthMismatch sync.Once
+	parker          *wire.Parker // parks idle sessions' relays (nil: none park)
 
 	*group // shared with the handlers that replace or precede this one
 }

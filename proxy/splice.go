@@ -70,6 +70,7 @@ func (c *conn) startSplice(maxPayload int64, helloFrames []frame) bool {
 	rerr := c.readErr
 	c.batch(true)
 	c.spliced.Store(true)
+	c.lease = nil // and its contexts: an idle session keeps only what it uses
 	c.mu.Unlock()
 	// A reader waiting for the client's next message hands over to the relay.
 	c.cw.Interrupt()

@@ -83,6 +83,7 @@ type SpliceConfig struct {
 	WriteTimeout    time.Duration `yaml:"write_timeout"`
 	CloseGrace      time.Duration `yaml:"close_grace"`
 	MaxMessageBytes int64         `yaml:"max_message_bytes"`
+	IdleParkAfter   time.Duration `yaml:"idle_park_after"`
 }
 
 // PassConfig lists the WebSocket paths that are not the control socket.
@@ -156,6 +157,7 @@ func DefaultConfig() Config {
 			WriteTimeout:    p.WriteTimeout,
 			CloseGrace:      p.CloseGrace,
 			MaxMessageBytes: p.MaxMessageBytes,
+			IdleParkAfter:   p.IdleParkAfter,
 		},
 		Passthrough: PassConfig{
 			WebSocketPaths:        p.PassthroughPaths,
@@ -363,6 +365,9 @@ func (c Config) Validate() error {
 	positive("readiness.probe_timeout", c.Readiness.ProbeTimeout)
 	positive("splice.write_timeout", c.Splice.WriteTimeout)
 	positive("splice.close_grace", c.Splice.CloseGrace)
+	if d := c.Splice.IdleParkAfter; d < 0 || (d > 0 && d < 10*time.Millisecond) {
+		bad("splice.idle_park_after", "must be 0 (never park) or at least 10ms, got %s", d)
+	}
 	if c.Splice.MaxMessageBytes < 65536 {
 		bad("splice.max_message_bytes", "must be at least 65536, got %d", c.Splice.MaxMessageBytes)
 	}
@@ -486,6 +491,7 @@ func (c Config) ProxyConfig() (proxy.Config, error) {
 		WriteTimeout:                     c.Splice.WriteTimeout,
 		CloseGrace:                       c.Splice.CloseGrace,
 		MaxMessageBytes:                  c.Splice.MaxMessageBytes,
+		IdleParkAfter:                    idleParkAfter(c.Splice.IdleParkAfter),
 		MaxHandshakes:                    c.Limits.Handshakes,
 		MaxPreauthBytes:                  c.Limits.PreauthBytes,
 		ReadinessPollInterval:            c.Readiness.PollInterval,
@@ -498,6 +504,15 @@ func (c Config) ProxyConfig() (proxy.Config, error) {
 // lateDialMax maps handshake.late_dial (0: off) to proxy.Config.LateDialMax
 // (0: the default, negative: off).
 func lateDialMax(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+// idleParkAfter maps splice.idle_park_after to proxy.Config.IdleParkAfter:
+// 0, never park, is negative there.
+func idleParkAfter(d time.Duration) time.Duration {
 	if d == 0 {
 		return -1
 	}

@@ -133,6 +133,39 @@ func TestLateDialKey(t *testing.T) {
 	}
 }
 
+// splice.idle_park_after: 500ms by default, 0 never parks (a negative
+// proxy.Config.IdleParkAfter), and a negative or tiny value is refused,
+// naming the key.
+func TestIdleParkAfterKey(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		yaml string
+		want time.Duration // proxy.Config.IdleParkAfter
+	}{
+		{"", 500 * time.Millisecond},
+		{"splice:\n  idle_park_after: 0s\n", -1},
+		{"splice:\n  idle_park_after: 2s\n", 2 * time.Second},
+	} {
+		cfg, err := ParseConfig([]byte(tc.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		pc, err := cfg.ProxyConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pc.IdleParkAfter != tc.want {
+			t.Errorf("%q: IdleParkAfter %v; want %v", tc.yaml, pc.IdleParkAfter, tc.want)
+		}
+	}
+	for _, bad := range []string{"-1s", "5ms"} {
+		_, err := ParseConfig([]byte("splice:\n  idle_park_after: " + bad + "\n"))
+		if err == nil || !strings.Contains(err.Error(), "splice.idle_park_after: must be 0 (never park) or at least 10ms, got "+bad) {
+			t.Errorf("idle_park_after %s: %v", bad, err)
+		}
+	}
+}
+
 func sprint(c Config) string { return fmt.Sprintf("%+v", c) }
 
 func TestBridgeSwitch(t *testing.T) {

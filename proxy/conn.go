@@ -55,7 +55,7 @@ type conn struct {
 	h               *Handler
 	*handshakeState // nil once spliced: an idle session keeps only what it uses
 	// lease is the handshake's hold on h.limits; its context ends the
-	// handshake when it is displaced (proxy/internal/share).
+	// handshake when it is displaced (proxy/internal/share); nil once spliced.
 	lease *share.Lease
 
 	client *websocket.Conn
@@ -135,7 +135,9 @@ func (h *Handler) serveControl(w http.ResponseWriter, r *http.Request, attr forw
 		notify: make(chan struct{}, 1),
 		rec:    record{start: time.Now(), clientAddr: r.RemoteAddr, path: r.URL.Path},
 	}
-	defer c.freePreauth() // the queue is flushed or dropped by the time this returns
+	// What the queue held goes back once the handshake is over: by then
+	// the queue was flushed or dropped, and the reader queues no more.
+	defer ls.FreeBytes()
 	c.hdr = forwarded.UpstreamHeader(r)
 	c.target = h.upstreamURL(r)
 	forwarded.Apply(c.hdr, c.attr, r)
@@ -233,7 +235,11 @@ func (c *conn) handshakeSteps(w http.ResponseWriter) outcome {
 	client.SetPingHandler(c.onClientPing)
 	client.SetPongHandler(c.onClientPong)
 	c.readerDone = make(chan struct{})
-	go c.readClient()
+	go func() {
+		if !c.readClient() { // else the relay closes readerDone when it ends
+			close(c.readerDone)
+		}
+	}()
 	if late {
 		if o := c.lateDial(); o != nil {
 			return *o
@@ -774,20 +780,27 @@ func (c *conn) signal() {
 // readClient reads the client's frames. Before the splice it queues them
 // (at most maxPendingFrames, each within the pre-auth limit) for run; from
 // the splice on it streams them to the upstream.
-func (c *conn) readClient() {
-	defer close(c.readerDone)
+func (c *conn) readClient() (pumped bool) {
 	for {
-		_ = c.cw.WaitData() // block shallow; NextReader reports errors
+		if c.spliced.Load() { // between messages: the relay takes over
+			c.pumpClient(nil)
+			return true
+		}
+		// Block shallow; NextReader reports errors. The splice
+		// interrupts the wait, for the relay to take over.
+		if c.cw.WaitData() == wire.ErrInterrupted {
+			continue
+		}
 		mt, r, err := c.client.NextReader()
 		if c.spliced.Load() {
 			// A message that arrives after hello-ok was sent is streamed,
 			// whatever its size; pipelined ones came before and are small.
 			if err != nil {
 				c.endClientSide(err, true)
-				return
+				return false
 			}
 			c.pumpClient(&message{typ: mt, r: r})
-			return
+			return true
 		}
 		var data []byte
 		if err == nil {
@@ -806,14 +819,14 @@ func (c *conn) readClient() {
 			}
 			if err != nil {
 				c.endClientSide(err, true)
-				return
+				return false
 			}
 			if werr := c.up.ws.WriteMessageBytes(mt, data, c.h.cfg.WriteTimeout); werr != nil {
 				c.endClientSide(werr, false)
-				return
+				return false
 			}
 			c.pumpClient(nil)
-			return
+			return true
 		}
 		if err == nil && len(c.queue) >= maxPendingFrames {
 			err = errTooManyPending
@@ -836,7 +849,7 @@ func (c *conn) readClient() {
 			c.mu.Unlock()
 			c.h.displace(displaced)
 			c.signal()
-			return
+			return false
 		}
 		c.queue = append(c.queue, frame{mt, data})
 		c.mu.Unlock()

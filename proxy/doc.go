@@ -49,9 +49,14 @@
 //     itself before the splice, except gorilla's own pong and close
 //     answers.
 //   - The splice hands the directions over under conn.mu: the queue is
-//     flushed to the gateway, spliced is set, and from then on the reader
-//     goroutine copies client→gateway and a goroutine of its own copies
-//     gateway→client. Both legs are wire.Conns, TLS on either below it,
+//     flushed to the gateway, spliced is set (the reader's wait is
+//     interrupted), and from then on the reader goroutine copies
+//     client→gateway and a goroutine of its own gateway→client, each until
+//     its direction idles and parks (wire.Parker: the socket waits in the
+//     handler's epoll set); a goroutine the parker starts goes on once data
+//     comes or a leg is closed. A direction's end (endClientSide, readerDone;
+//     endUpstreamSide, the session's end, group.wg) runs on the goroutine
+//     running its relay then: Shutdown waits for sessions, not goroutines. Both legs are wire.Conns, TLS on either below it,
 //     over wire's record layer (WrapTLSListener, wire.TLSClient), so a
 //     wss leg batches and idles holding no read buffer as a ws one does.
 //     Each direction is a wire.Relay, which parses the
@@ -61,7 +66,7 @@
 //     under the destination leg's write lock, so each direction is the
 //     only writer of data frames on its destination leg and the only
 //     reader of its source leg. A bridged session's gateway→client
-//     direction reads whole messages instead, to filter them (bridge.go).
+//     direction reads whole messages, to filter them, and never parks.
 //   - handshakeState is dropped at the splice; what outlives it is the two
 //     legs, the record and the message limit.
 //   - The record (conn.rec) is written by the handshake goroutine until the

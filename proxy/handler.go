@@ -99,6 +99,11 @@ type Config struct {
 	// CloseGrace is how long a closing session waits for the peer's close
 	// frame before dropping the sockets (default 1s).
 	CloseGrace time.Duration
+	// IdleParkAfter is how long a direction of a spliced session waits
+	// for data before it parks: its goroutine returns, its socket waits in
+	// the handler's epoll set, and a goroutine is started once data comes
+	// (wire.Parker; Linux only). Default 500ms; negative: never park.
+	IdleParkAfter time.Duration
 	// MaxHandshakes bounds the clients in their handshake at once, from
 	// the upgrade request to hello-ok or refusal (default 2048), shared
 	// fairly between attributed client addresses (proxy/internal/share): at the
@@ -149,6 +154,7 @@ func DefaultConfig() Config {
 		DialBackoffMax:        2 * time.Second,
 		WriteTimeout:          10 * time.Second,
 		CloseGrace:            time.Second,
+		IdleParkAfter:         500 * time.Millisecond,
 		MaxMessageBytes:       25 << 20,
 		ReadinessPollInterval: 25 * time.Millisecond,
 		ReadinessFreshFor:     time.Second,
@@ -183,6 +189,9 @@ func (c Config) withDefaults() Config {
 	def(&c.DialBackoffMax, d.DialBackoffMax)
 	def(&c.WriteTimeout, d.WriteTimeout)
 	def(&c.CloseGrace, d.CloseGrace)
+	if c.IdleParkAfter == 0 {
+		c.IdleParkAfter = d.IdleParkAfter
+	}
 	def(&c.ReadinessPollInterval, d.ReadinessPollInterval)
 	def(&c.ReadinessFreshFor, d.ReadinessFreshFor)
 	def(&c.ReadinessProbeTimeout, d.ReadinessProbeTimeout)
@@ -261,6 +270,7 @@ type Handler struct {
 	// preauthMismatch logs once that the gateway's pre-auth timer is
 	// shorter than PreauthTimeout (conn.heldSocketLost).
 	preauthMismatch sync.Once
+	parker          *wire.Parker // parks idle sessions' relays (nil: none park)
 
 	*group // shared with the handlers that replace or precede this one
 }
@@ -371,6 +381,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	h.batchedUpgrader = h.upgrader
 	h.batchedUpgrader.HandshakeTimeout = 0
 	h.passthrough = h.newPassthrough()
+	h.parker = wire.NewParker(cfg.IdleParkAfter)
 	return h, nil
 }
 

@@ -45,7 +45,7 @@ func waitNoLeaks(d time.Duration) string {
 		buf = buf[:runtime.Stack(buf, true)]
 		var leaked []string
 		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "holdfast/proxy.") || strings.Contains(g, "holdfast/retry.") ||
+			if strings.Contains(g, "holdfast/proxy.") || strings.Contains(g, "holdfast/proxy/internal/wire.") || strings.Contains(g, "holdfast/retry.") ||
 				strings.Contains(g, "holdfast/internal/fakegw.") {
 				leaked = append(leaked, g)
 			}
@@ -166,7 +166,7 @@ func (hs *harness) goroutines() int {
 	mark := fmt.Sprintf("%q:%q", harnessLabel, hs.label)
 	n := 0
 	for _, rec := range goroutineRecords(b.String()) {
-		if !strings.Contains(rec, mark) || !strings.Contains(rec, "holdfast/proxy.") || strings.Contains(rec, "proxy_test.") {
+		if !strings.Contains(rec, mark) || !ownCode(rec) || strings.Contains(rec, "proxy_test.") {
 			continue
 		}
 		var count int
@@ -175,6 +175,12 @@ func (hs *harness) goroutines() int {
 		}
 	}
 	return n
+}
+
+// ownCode reports whether a goroutine's record runs holdfast's proxy code:
+// the package's, or the frame relay's (a resumed relay, the parker).
+func ownCode(rec string) bool {
+	return strings.Contains(rec, "holdfast/proxy.") || strings.Contains(rec, "holdfast/proxy/internal/wire.")
 }
 
 // goroutineRecords splits a goroutine profile written with debug 1 into its

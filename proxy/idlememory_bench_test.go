@@ -70,7 +70,8 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 
 // idleCost opens n sessions with dial, relays one message each way on
 // each, lets them idle and returns the heap and stack bytes they hold, per
-// session. With hs set it waits for holdfast's relays to park.
+// session. With hs set it waits for holdfast's relays to park (Linux; else
+// for them to wait on their sockets).
 func idleCost(b *testing.B, n int, dial func() *rawClient, hs *harness) float64 {
 	b.Helper()
 	before := inUse()
@@ -86,7 +87,7 @@ func idleCost(b *testing.B, n int, dial func() *rawClient, hs *harness) float64 
 		clients = append(clients, c)
 	}
 	if hs != nil {
-		idleRelaysN(b, hs, 2*n) // every relay parked, its burst done
+		waitParked(b, hs, 2*n) // every relay parked, its goroutine gone
 	}
 	after := inUse()
 	for _, c := range clients {

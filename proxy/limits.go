@@ -17,8 +17,3 @@ func (c *conn) reservePreauth(n int) ([]share.Displacement, error) {
 	}
 	return displaced, err
 }
-
-// freePreauth gives back what this connection's queue held. The handler
-// calls it once the handshake is over: by then the queue was flushed to the
-// gateway or dropped, and the reader queues no more.
-func (c *conn) freePreauth() { c.lease.FreeBytes() }

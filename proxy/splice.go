@@ -41,12 +41,12 @@ func (c *conn) splice(maxPayload int64, helloFrames []frame, done func()) {
 	// Tracked for a drain once hello-ok reached the client: a session
 	// spliced during a drain gets its hello-ok, then its close.
 	untrack = c.h.track(c)
+	// wg counts the session: end runs on the goroutine that ends its relay.
 	c.h.wg.Add(1)
-	go func() {
-		defer c.h.wg.Done()
-		c.pumpUpstream()
+	go c.pumpUpstream(func() {
 		end()
-	}()
+		c.h.wg.Done()
+	})
 }
 
 // startSplice sets up the splice and hands the client→upstream direction to
@@ -70,7 +70,10 @@ func (c *conn) startSplice(maxPayload int64, helloFrames []frame) bool {
 	rerr := c.readErr
 	c.batch(true)
 	c.spliced.Store(true)
+	c.lease = nil // and its contexts: an idle session keeps only what it uses
 	c.mu.Unlock()
+	// A reader waiting for the client's next message hands over to the relay.
+	c.cw.Interrupt()
 
 	if rerr == nil && werr == nil {
 		for _, f := range helloFrames {
@@ -173,17 +176,20 @@ func (c *conn) endSessionAs(e ending, err error) {
 	}
 }
 
-// pumpUpstream copies upstream→client (a frame relay; a bridged session's
-// filter), then propagates how that ended.
-func (c *conn) pumpUpstream() {
+// pumpUpstream copies upstream→client (a frame relay, which may park; a
+// bridged session's filter), then propagates how that ended, and ended runs.
+func (c *conn) pumpUpstream(ended func()) {
 	if c.bridged {
 		c.pumpBridged()
+		ended()
 		return
 	}
-	// This frame stays on the stack while the session idles: what is
-	// set up goes in calls that return first.
-	err, readSide := c.relayFrom(c.up.ws, c.cw, false, 0, &c.rec.toClient).Run()
-	c.endUpstreamSide(err, readSide)
+	// This frame stays on the stack while the session idles unparked:
+	// what is set up goes in calls that return first.
+	c.relayFrom(c.up.ws, c.cw, false, 0, &c.rec.toClient).Go(c.h.parker, func(err error, readSide bool) {
+		c.endUpstreamSide(err, readSide)
+		ended()
+	})
 }
 
 // relayFrom returns the frame relay from src to dst, counted as toward the
@@ -260,27 +266,29 @@ func (c *conn) endSession() {
 
 // pumpClient copies client→upstream after the splice began, starting with
 // first when the reader already holds the next message: gorilla finishes
-// that one, then a frame relay takes over.
+// that one, then a frame relay takes over, which may park: readerDone is
+// closed by whichever goroutine runs it when it ends.
 func (c *conn) pumpClient(first *message) {
 	limit := c.maxPayload
 	if limit <= 0 {
 		limit = c.h.cfg.MaxMessageBytes
 	}
 	c.client.SetReadLimit(limit)
-	var err error
-	var readSide bool
+	ended := func(err error, readSide bool) {
+		c.endClientSide(err, readSide) // which flushes the echo of a close first
+		close(c.readerDone)
+	}
 	if first != nil {
 		// The message was begun under the limit before hello-ok: hold it
 		// to hello-ok's policy.maxPayload too.
 		first.r = &limitReader{r: first.r, left: limit}
 		toUpstream, _ := c.h.metrics.MessageCounters()
-		err, readSide = copyMessage(c.up.ws, first, c.h.cfg.WriteTimeout, toUpstream, &c.rec.toUpstream)
+		if err, readSide := copyMessage(c.up.ws, first, c.h.cfg.WriteTimeout, toUpstream, &c.rec.toUpstream); err != nil {
+			ended(err, readSide)
+			return
+		}
 	}
-	if err == nil {
-		err, readSide = c.relayFrom(c.cw, c.up.ws, true, limit, &c.rec.toUpstream).Run()
-	}
-	_ = c.cw.Flush() // gorilla's echo of a close frame
-	c.endClientSide(err, readSide)
+	c.relayFrom(c.cw, c.up.ws, true, limit, &c.rec.toUpstream).Go(c.h.parker, ended)
 }
 
 // endClientSide propagates the end of the client→upstream direction:

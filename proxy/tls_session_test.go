@@ -91,7 +91,7 @@ func idleRelaysN(t testing.TB, hs *harness, want int) []string {
 		var relays []string
 		waiting := 0
 		for _, rec := range goroutineRecords(b.String()) {
-			if !strings.Contains(rec, mark) || !strings.Contains(rec, "wire.(*Relay).Run") {
+			if !strings.Contains(rec, mark) || !strings.Contains(rec, "wire.(*Relay).relay") {
 				continue
 			}
 			var n int
@@ -139,11 +139,14 @@ func TestTLSSessionRelaysFramesAndIdlesHoldingNothing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var addr string
-			var tweak func(*proxy.Config)
+			// The relays' waits are looked at: they must not park
+			// (park_test.go parks wss sessions).
+			tweak := func(c *proxy.Config) { c.IdleParkAfter = -1 }
 			if tc.upstream {
 				var pool *x509.CertPool
 				addr, pool = startTLSEcho(t)
 				tweak = func(c *proxy.Config) {
+					c.IdleParkAfter = -1
 					c.Upstream.Scheme = "wss"
 					c.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 				}

@@ -93,6 +93,14 @@ type Conn struct {
 	spare *[]byte
 	// msg is the message reader's state (message.go).
 	msg msgState
+	// relay is the Relay reading c that may park (park.go), and closing
+	// is set by Close before it looks for one.
+	relay   atomic.Pointer[Relay]
+	closing atomic.Bool
+	// imu guards iwait (a WaitData waits on the socket) and ipend (an
+	// Interrupt not yet seen by WaitData).
+	imu          sync.Mutex
+	iwait, ipend bool
 
 	// Write side.
 	wmu      sync.Mutex
@@ -307,20 +315,71 @@ func (c *Conn) WaitData() error {
 		// chunk for as long as the session idles.
 		return nil
 	}
+	if c.rec != nil && !c.tlsDrained() {
+		return nil // data may wait above the socket: the next read takes it
+	}
+	if peer := c.peer.Load(); peer != nil && c.rec == nil {
+		_ = peer.Flush() // (readTLS flushes it itself)
+	}
+	if !c.waitBegins() {
+		return ErrInterrupted
+	}
+	var err error
 	if c.rec != nil {
-		if !c.tlsDrained() {
-			return nil // data may wait above the socket: the next read takes it
+		err = c.readTLS()
+	} else {
+		c.rawErr = nil
+		if err = c.raw.Read(c.rawFn); err == nil {
+			err = c.rawErr
 		}
-		return c.readTLS()
 	}
-	if peer := c.peer.Load(); peer != nil {
-		_ = peer.Flush()
+	if c.waitEnds() {
+		return ErrInterrupted
 	}
-	c.rawErr = nil
-	if err := c.raw.Read(c.rawFn); err != nil {
-		return err
+	return err
+}
+
+// ErrInterrupted is WaitData's answer when Interrupt cut it short (or came
+// before it). What it read, if anything, is pending.
+var ErrInterrupted = errors.New("wire: wait interrupted")
+
+// Interrupt makes a WaitData under way return ErrInterrupted at once, or
+// the next WaitData if none is. Safe from any goroutine; reads other than
+// WaitData's are not affected.
+func (c *Conn) Interrupt() {
+	c.imu.Lock()
+	defer c.imu.Unlock()
+	c.ipend = true
+	if c.iwait {
+		_ = c.Conn.SetReadDeadline(aLongTimeAgo)
 	}
-	return c.rawErr
+}
+
+// waitBegins marks a WaitData's wait on the socket, unless an Interrupt
+// is pending (false: it is consumed).
+func (c *Conn) waitBegins() bool {
+	c.imu.Lock()
+	defer c.imu.Unlock()
+	if c.ipend {
+		c.ipend = false
+		return false
+	}
+	c.iwait = true
+	return true
+}
+
+// waitEnds ends a WaitData's wait and reports whether an Interrupt came
+// meanwhile, whose deadline it clears.
+func (c *Conn) waitEnds() bool {
+	c.imu.Lock()
+	defer c.imu.Unlock()
+	c.iwait = false
+	if !c.ipend {
+		return false
+	}
+	c.ipend = false
+	_ = c.Conn.SetReadDeadline(time.Time{})
+	return true
 }
 
 // unread puts b back in front of what the socket delivers next: bytes the
@@ -716,6 +775,12 @@ func (c *Conn) SetBatching(on bool, writeTimeout time.Duration) {
 // flush their close frame explicitly, and a peer that no longer reads must
 // not hold Close up). Buffers go back to the pool.
 func (c *Conn) Close() error {
+	// A parked relay leaves the epoll set before the socket is closed
+	// (its fd number may be reused at once), and resumes to end.
+	c.closing.Store(true)
+	if r := c.relay.Load(); r != nil {
+		r.srcClosing()
+	}
 	// The socket first: that releases a write blocked in a flush, which
 	// holds wmu, so that Close never waits for a peer that does not read.
 	err := c.Conn.Close()

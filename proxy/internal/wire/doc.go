@@ -14,7 +14,10 @@
 //     and masking (RFC 6455 §5.2-5.3).
 //   - Close rules: which received closes may be sent on (CloseFor,
 //     TruncateReason) and where a close is in an error (CloseCode).
-//   - Relay moves one direction of a spliced session frame by frame.
+//   - Relay moves one direction of a spliced session frame by frame; with
+//     a Parker (Go), an idle relay parks: its socket waits in an epoll set
+//     and its goroutine returns, until data comes or its Conn is closed
+//     (park.go; Linux).
 //   - Upgrade runs the client side of the upstream upgrade; the upstream
 //     Conn then reads whole messages (NextReader, ReadMessage) with the
 //     relay's frame rules, as a WebSocket client.

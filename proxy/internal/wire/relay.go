@@ -7,6 +7,8 @@ import (
 	"math/bits"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -45,7 +47,8 @@ import (
 //
 // Nothing is written on a leg after a close frame (Conn refuses it).
 // Between frames, and while a frame's payload is awaited, the relay holds
-// no chunk: it waits on the socket's RawConn.
+// no chunk: it waits on the socket's RawConn, or, idle between bursts with
+// a Parker (Go), parks holding no goroutine either (park.go).
 type Relay struct {
 	src, dst *Conn
 	// fromClient: src is the client leg, whose frames are masked.
@@ -69,6 +72,29 @@ type Relay struct {
 	// added to once per burst (before a read that may block, and at the
 	// end) rather than once per message: all sessions share it.
 	uncounted int
+
+	// Parking (park.go), with Go: pk is nil when the relay never parks;
+	// end receives how the relay ended. waits counts the waits between
+	// bursts (nwaits is the relay's own copy), which the Parker's sweep
+	// watches: seen is the count it saw last, at since (UnixNano), and
+	// askedAt the count at which it last asked the relay to park. The
+	// rest is guarded by pmu: ask (the sweep set a past read deadline on
+	// the source), parked (the source's socket is in the epoll set, and
+	// no goroutine runs the relay), closed (the source is closing or the
+	// relay ended: it parks no more).
+	pk      *Parker
+	poll    *poller
+	end     func(err error, readSide bool)
+	id      uint32
+	waits   atomic.Uint64
+	nwaits  uint64
+	seen    uint64
+	since   int64
+	askedAt uint64
+	pmu     sync.Mutex
+	ask     bool
+	parked  bool
+	closed  bool
 }
 
 // NewRelay returns the relay from src to dst. fromClient says src is the
@@ -92,23 +118,88 @@ var errUnexpectedEOF = &websocket.CloseError{Code: websocket.CloseAbnormalClosur
 // Run relays until a read or a write fails, a close frame arrives or a
 // frame breaks the protocol; readSide reports whether the source's side
 // ended it. Call it between messages: gorilla's reader on src holds
-// nothing, and is not used again.
+// nothing, and is not used again. Run never parks.
 func (r *Relay) Run() (err error, readSide bool) {
 	r.src.relayMode()
-	defer r.addCount()
-	defer r.src.releaseSpare() // the relay reads no more: its spare is the pool's again
+	_, readSide, err = r.relay()
+	r.stop()
+	return err, readSide
+}
+
+// Go relays as Run does, then calls end with how the relay ended; with
+// pk set, a relay that idles parks (park.go) and Go returns at once, end
+// being called later, on a goroutine pk started (or on the one that
+// closes the source). Call it between messages, as Run.
+func (r *Relay) Go(pk *Parker, end func(err error, readSide bool)) {
+	r.end = end
+	r.src.relayMode()
+	if pk != nil && r.src.raw != nil && pk.add(r) {
+		r.pk = pk
+		r.src.relay.Store(r)
+		if r.src.closing.Load() {
+			r.srcClosing() // closed before it could see r: r parks no more
+		}
+	}
+	r.loop()
+}
+
+// loop runs the relay until it ends, then calls end, or until it parks.
+func (r *Relay) loop() {
+	parked, readSide, err := r.relay()
+	if parked {
+		return // r belongs to whoever resumes it now
+	}
+	r.stop()
+	if r.pk != nil {
+		r.retire()
+	}
+	r.end(err, readSide)
+}
+
+// stop ends the relay's reading: what it relayed is counted, and its spare
+// chunk is the pool's again.
+func (r *Relay) stop() {
+	r.addCount()
+	r.src.releaseSpare()
+}
+
+// relay relays bursts until the relay ends (err), or parks.
+func (r *Relay) relay() (parked, readSide bool, err error) {
 	for {
 		// Between bursts the relay waits here, at the shallowest depth it
 		// has, so that an idle session's goroutine keeps a small stack,
 		// and so does one flushing the other leg before it blocks.
 		if len(r.src.pending) == 0 {
-			if err := r.readMore(); err != nil {
-				return r.readErr(err), true
+			err, parked := r.wait()
+			if err != nil {
+				return false, true, r.readErr(err)
+			}
+			if parked {
+				return true, false, nil
 			}
 			continue
 		}
 		if err, readSide := r.burst(); err != nil {
-			return err, readSide
+			return false, readSide, err
+		}
+	}
+}
+
+// wait reads from the source between bursts, or parks when asked to and
+// nothing waits above the socket.
+func (r *Relay) wait() (err error, parked bool) {
+	r.addCount()
+	if r.pk != nil {
+		r.nwaits++
+		r.waits.Store(r.nwaits)
+	}
+	for {
+		err := r.src.readMore()
+		if err == nil || !r.asked(err) {
+			return err, false
+		}
+		if r.src.parkable() && r.park() {
+			return nil, true
 		}
 	}
 }
@@ -384,10 +475,15 @@ func (r *Relay) gather(n int) ([]byte, error) {
 }
 
 // readMore counts what was relayed, then reads from the source (which may
-// block).
+// block), inside a frame: there the relay does not park when asked to.
 func (r *Relay) readMore() error {
 	r.addCount()
-	return r.src.readMore()
+	for {
+		err := r.src.readMore()
+		if err == nil || !r.asked(err) {
+			return err
+		}
+	}
 }
 
 // addCount adds the messages relayed since the last call to count.

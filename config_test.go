@@ -105,16 +105,20 @@ func TestCheckConfigCommand(t *testing.T) {
 	}
 }
 
-func TestLateDialKey(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		yaml string
-		want time.Duration // proxy.Config.LateDialMax
-	}{
-		{"", 9 * time.Second},
-		{"handshake:\n  late_dial: 0s\n", -1},
-		{"handshake:\n  late_dial: 8s\n", 8 * time.Second},
-	} {
+// durationKey is one YAML value of a duration key and the proxy.Config
+// field it must give.
+type durationKey struct {
+	yaml string
+	want time.Duration
+}
+
+// checkDurationKey parses each case and compares the field that get reads
+// of the proxy configuration with the case's want; then each bad value
+// must be refused with an error starting with refusal and ending in the
+// value.
+func checkDurationKey(t *testing.T, get func(proxy.Config) time.Duration, cases []durationKey, bad []string, badYAML func(v string) string, refusal string) {
+	t.Helper()
+	for _, tc := range cases {
 		cfg, err := ParseConfig([]byte(tc.yaml))
 		if err != nil {
 			t.Fatalf("%q: %v", tc.yaml, err)
@@ -123,14 +127,26 @@ func TestLateDialKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if pc.LateDialMax != tc.want {
-			t.Errorf("%q: LateDialMax %v; want %v", tc.yaml, pc.LateDialMax, tc.want)
+		if got := get(pc); got != tc.want {
+			t.Errorf("%q: %v; want %v", tc.yaml, got, tc.want)
 		}
 	}
-	_, err := ParseConfig([]byte("handshake:\n  late_dial: -1s\n"))
-	if err == nil || !strings.Contains(err.Error(), "handshake.late_dial: must be 0 (off)") {
-		t.Errorf("negative late_dial: %v", err)
+	for _, v := range bad {
+		_, err := ParseConfig([]byte(badYAML(v)))
+		if err == nil || !strings.Contains(err.Error(), refusal) || !strings.Contains(err.Error(), v) {
+			t.Errorf("%q: %v; want an error with %q", badYAML(v), err, refusal)
+		}
 	}
+}
+
+func TestLateDialKey(t *testing.T) {
+	t.Parallel()
+	checkDurationKey(t, func(c proxy.Config) time.Duration { return c.LateDialMax }, []durationKey{
+		{"", 9 * time.Second},
+		{"handshake:\n  late_dial: 0s\n", -1},
+		{"handshake:\n  late_dial: 8s\n", 8 * time.Second},
+	}, []string{"-1s"}, func(v string) string { return "handshake:\n  late_dial: " + v + "\n" },
+		"handshake.late_dial: must be 0 (off)")
 }
 
 // splice.idle_park_after: 500ms by default, 0 never parks (a negative
@@ -138,32 +154,12 @@ func TestLateDialKey(t *testing.T) {
 // naming the key.
 func TestIdleParkAfterKey(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		yaml string
-		want time.Duration // proxy.Config.IdleParkAfter
-	}{
+	checkDurationKey(t, func(c proxy.Config) time.Duration { return c.IdleParkAfter }, []durationKey{
 		{"", 500 * time.Millisecond},
 		{"splice:\n  idle_park_after: 0s\n", -1},
 		{"splice:\n  idle_park_after: 2s\n", 2 * time.Second},
-	} {
-		cfg, err := ParseConfig([]byte(tc.yaml))
-		if err != nil {
-			t.Fatalf("%q: %v", tc.yaml, err)
-		}
-		pc, err := cfg.ProxyConfig()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if pc.IdleParkAfter != tc.want {
-			t.Errorf("%q: IdleParkAfter %v; want %v", tc.yaml, pc.IdleParkAfter, tc.want)
-		}
-	}
-	for _, bad := range []string{"-1s", "5ms"} {
-		_, err := ParseConfig([]byte("splice:\n  idle_park_after: " + bad + "\n"))
-		if err == nil || !strings.Contains(err.Error(), "splice.idle_park_after: must be 0 (never park) or at least 10ms, got "+bad) {
-			t.Errorf("idle_park_after %s: %v", bad, err)
-		}
-	}
+	}, []string{"-1s", "5ms"}, func(v string) string { return "splice:\n  idle_park_after: " + v + "\n" },
+		"splice.idle_park_after: must be 0 (never park) or at least 10ms, got ")
 }
 
 func sprint(c Config) string { return fmt.Sprintf("%+v", c) }

@@ -159,6 +159,12 @@ const harnessLabel = "holdfast_harness"
 // goroutines counts the goroutines of this harness's holdfast that run
 // holdfast's proxy code, as proxyGoroutines does for the whole process.
 func (hs *harness) goroutines() int {
+	return hs.countGoroutines(func(rec string) bool { return ownCode(rec) && !strings.Contains(rec, "proxy_test.") })
+}
+
+// countGoroutines counts the goroutines of this harness's holdfast (by
+// profiler label) whose stack record match accepts.
+func (hs *harness) countGoroutines(match func(rec string) bool) int {
 	var b strings.Builder
 	if err := pprof.Lookup("goroutine").WriteTo(&b, 1); err != nil {
 		hs.t.Fatal(err)
@@ -166,7 +172,7 @@ func (hs *harness) goroutines() int {
 	mark := fmt.Sprintf("%q:%q", harnessLabel, hs.label)
 	n := 0
 	for _, rec := range goroutineRecords(b.String()) {
-		if !strings.Contains(rec, mark) || !ownCode(rec) || strings.Contains(rec, "proxy_test.") {
+		if !strings.Contains(rec, mark) || !match(rec) {
 			continue
 		}
 		var count int

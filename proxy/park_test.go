@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -47,22 +46,7 @@ func waitParked(t testing.TB, hs *harness, want int) {
 
 // relayGoroutines counts the goroutines of hs that run a frame relay.
 func (hs *harness) relayGoroutines() int {
-	var b strings.Builder
-	if err := pprof.Lookup("goroutine").WriteTo(&b, 1); err != nil {
-		hs.t.Fatal(err)
-	}
-	mark := fmt.Sprintf("%q:%q", harnessLabel, hs.label)
-	n := 0
-	for _, rec := range goroutineRecords(b.String()) {
-		if !strings.Contains(rec, mark) || !strings.Contains(rec, "wire.(*Relay)") {
-			continue
-		}
-		var count int
-		if _, err := fmt.Sscanf(rec, "%d @", &count); err == nil {
-			n += count
-		}
-	}
-	return n
+	return hs.countGoroutines(func(rec string) bool { return strings.Contains(rec, "wire.(*Relay)") })
 }
 
 // echoBurst sends n messages at once, then reads them back in order.

@@ -37,6 +37,7 @@ type Config struct {
 	Metrics        MetricsConfig   `yaml:"metrics"`
 	Log            LogConfig       `yaml:"log"`
 	Shutdown       ShutdownConfig  `yaml:"shutdown"`
+	Memory         MemoryConfig    `yaml:"memory"`
 }
 
 // UpstreamConfig is the gateway holdfast fronts.
@@ -126,6 +127,14 @@ type ShutdownConfig struct {
 	Grace      time.Duration `yaml:"grace"`
 }
 
+// MemoryConfig shapes what the process gives back to the operating system
+// (docs/operations.md, "Memory").
+type MemoryConfig struct {
+	// ReleaseAfter: once no connection has begun for this long after a
+	// burst, the heap's free pages are returned (0: never).
+	ReleaseAfter time.Duration `yaml:"release_after"`
+}
+
 // DefaultConfig returns the configuration a file leaves unchanged: the
 // values documented in proxy.yaml (a test pins the two together). The
 // proxy's own settings take proxy.DefaultConfig's values: holdfast's
@@ -171,6 +180,7 @@ func DefaultConfig() Config {
 			Grace:      25 * time.Second,
 		},
 		Bridge: BridgeConfig{Enabled: true},
+		Memory: MemoryConfig{ReleaseAfter: time.Second},
 		Limits: LimitsConfig{Handshakes: p.MaxHandshakes, PreauthBytes: p.MaxPreauthBytes},
 	}
 }
@@ -396,6 +406,9 @@ func (c Config) Validate() error {
 		bad("shutdown.drain", "must not be negative, got %s", c.Shutdown.Drain)
 	}
 	positive("shutdown.grace", c.Shutdown.Grace)
+	if d := c.Memory.ReleaseAfter; d < 0 || (d > 0 && d < 100*time.Millisecond) {
+		bad("memory.release_after", "must be 0 (never release) or at least 100ms, got %s", d)
+	}
 	// The grace must cover the drain and the longest handshake that can be
 	// in flight when upgrades stop being served, with their close grace.
 	hs := max(c.Handshake.Budget, c.Handshake.PreauthTimeout-c.Handshake.HoldMargin)

@@ -105,29 +105,28 @@ func TestCheckConfigCommand(t *testing.T) {
 	}
 }
 
-// durationKey is one YAML value of a duration key and the proxy.Config
-// field it must give.
+// durationKey is one YAML value of a duration key and the value it must
+// give.
 type durationKey struct {
 	yaml string
 	want time.Duration
 }
 
-// checkDurationKey parses each case and compares the field that get reads
-// of the proxy configuration with the case's want; then each bad value
-// must be refused with an error starting with refusal and ending in the
-// value.
-func checkDurationKey(t *testing.T, get func(proxy.Config) time.Duration, cases []durationKey, bad []string, badYAML func(v string) string, refusal string) {
+// checkDurationKey parses each case and compares what get reads of the
+// configuration with the case's want; then each bad value must be refused
+// with an error starting with refusal and ending in the value.
+func checkDurationKey(t *testing.T, get func(Config) (time.Duration, error), cases []durationKey, bad []string, badYAML func(v string) string, refusal string) {
 	t.Helper()
 	for _, tc := range cases {
 		cfg, err := ParseConfig([]byte(tc.yaml))
 		if err != nil {
 			t.Fatalf("%q: %v", tc.yaml, err)
 		}
-		pc, err := cfg.ProxyConfig()
+		got, err := get(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := get(pc); got != tc.want {
+		if got != tc.want {
 			t.Errorf("%q: %v; want %v", tc.yaml, got, tc.want)
 		}
 	}
@@ -139,9 +138,17 @@ func checkDurationKey(t *testing.T, get func(proxy.Config) time.Duration, cases 
 	}
 }
 
+// inProxy reads a field of the proxy configuration a Config gives.
+func inProxy(field func(proxy.Config) time.Duration) func(Config) (time.Duration, error) {
+	return func(c Config) (time.Duration, error) {
+		pc, err := c.ProxyConfig()
+		return field(pc), err
+	}
+}
+
 func TestLateDialKey(t *testing.T) {
 	t.Parallel()
-	checkDurationKey(t, func(c proxy.Config) time.Duration { return c.LateDialMax }, []durationKey{
+	checkDurationKey(t, inProxy(func(c proxy.Config) time.Duration { return c.LateDialMax }), []durationKey{
 		{"", 9 * time.Second},
 		{"handshake:\n  late_dial: 0s\n", -1},
 		{"handshake:\n  late_dial: 8s\n", 8 * time.Second},
@@ -154,12 +161,24 @@ func TestLateDialKey(t *testing.T) {
 // naming the key.
 func TestIdleParkAfterKey(t *testing.T) {
 	t.Parallel()
-	checkDurationKey(t, func(c proxy.Config) time.Duration { return c.IdleParkAfter }, []durationKey{
+	checkDurationKey(t, inProxy(func(c proxy.Config) time.Duration { return c.IdleParkAfter }), []durationKey{
 		{"", 500 * time.Millisecond},
 		{"splice:\n  idle_park_after: 0s\n", -1},
 		{"splice:\n  idle_park_after: 2s\n", 2 * time.Second},
 	}, []string{"-1s", "5ms"}, func(v string) string { return "splice:\n  idle_park_after: " + v + "\n" },
 		"splice.idle_park_after: must be 0 (never park) or at least 10ms, got ")
+}
+
+// memory.release_after: 1s by default, 0 never releases, and a negative or
+// tiny value is refused, naming the key.
+func TestReleaseAfterKey(t *testing.T) {
+	t.Parallel()
+	checkDurationKey(t, func(c Config) (time.Duration, error) { return c.Memory.ReleaseAfter, nil }, []durationKey{
+		{"", time.Second},
+		{"memory:\n  release_after: 0s\n", 0},
+		{"memory:\n  release_after: 5s\n", 5 * time.Second},
+	}, []string{"-1s", "50ms"}, func(v string) string { return "memory:\n  release_after: " + v + "\n" },
+		"memory.release_after: must be 0 (never release) or at least 100ms, got ")
 }
 
 func sprint(c Config) string { return fmt.Sprintf("%+v", c) }

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/holdfast-proxy/holdfast/internal/memrelease"
 	"github.com/holdfast-proxy/holdfast/metrics"
 	"github.com/holdfast-proxy/holdfast/proxy"
 )
@@ -34,6 +35,8 @@ type server struct {
 
 	handler  atomic.Pointer[proxy.Handler] // serves new connections
 	draining atomic.Bool                   // /readyz answers 503
+	begun    atomic.Uint64                 // requests served so far
+	release  *memrelease.Releaser          // memory.release_after
 
 	mu  sync.Mutex // serialises reloads
 	cfg Config     // in force
@@ -42,6 +45,7 @@ type server struct {
 // ServeHTTP hands each request to the handler of the configuration in
 // force when it arrives.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.begun.Add(1)
 	s.handler.Load().ServeHTTP(w, r)
 }
 
@@ -78,6 +82,12 @@ func serve(cfg Config, logOut io.Writer, ctl controls) error {
 	}
 	s.handler.Store(h)
 	defer func() { s.handler.Load().Close() }() // every handler's watcher
+	s.release = memrelease.New(cfg.Memory.ReleaseAfter, s.begun.Load)
+	s.release.Released = func(uint64) { s.metrics.MemoryReleased() }
+	rctx, stopRelease := context.WithCancel(context.Background())
+	releaseDone := make(chan struct{})
+	go func() { s.release.Run(rctx); close(releaseDone) }()
+	defer func() { stopRelease(); <-releaseDone }()
 	if cfg.TLS.CertFile != "" {
 		if s.certs, err = newCertFiles(cfg.TLS.CertFile, cfg.TLS.KeyFile, logger); err != nil {
 			return fmt.Errorf("tls: %w", err)
@@ -267,6 +277,7 @@ func (s *server) reload(path string) {
 	}
 	lvl, _ := parseLevel(next.Log.Level)
 	s.level.Set(lvl)
+	s.release.SetQuiet(next.Memory.ReleaseAfter)
 	s.handler.Store(h)
 	changed := diffKeys(old, next)
 	s.cfg = next

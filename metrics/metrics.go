@@ -103,6 +103,7 @@ type Metrics struct {
 	gatewayState    *prometheus.GaugeVec
 	gatewayStateMu  sync.Mutex // the state's series change together
 	reloads         *prometheus.CounterVec
+	releases        prometheus.Counter
 	census          census
 
 	// Series resolved once, so that a handshake costs no label lookup:
@@ -232,6 +233,11 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 	}, []string{"result"})
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("failure")
+	m.releases = f.NewCounter(prometheus.CounterOpts{
+		Namespace: "holdfast",
+		Name:      "memory_releases_total",
+		Help:      "Times the heap's free pages were returned to the operating system after a burst of connections ended (memory.release_after).",
+	})
 	m.census = newCensus(f)
 	return m
 }
@@ -279,6 +285,15 @@ func (m *Metrics) ConfigReload(ok bool) {
 	} else {
 		m.reloads.WithLabelValues("failure").Inc()
 	}
+}
+
+// MemoryReleased records a return of the heap's free pages to the
+// operating system after a burst of connections.
+func (m *Metrics) MemoryReleased() {
+	if m == nil {
+		return
+	}
+	m.releases.Inc()
 }
 
 // Handshake records a finished handshake and its duration.

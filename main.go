@@ -65,6 +65,8 @@ type controls struct {
 	ready chan<- listeners
 	// configPath is the file a reload reads (run sets it).
 	configPath string
+	// heap, if set, stands in for memrelease.HeapStats (tests).
+	heap func() (held, live uint64)
 }
 
 // run parses args, then serves until a stop and the drain that follows it

@@ -84,6 +84,9 @@ func serve(cfg Config, logOut io.Writer, ctl controls) error {
 	defer func() { s.handler.Load().Close() }() // every handler's watcher
 	s.release = memrelease.New(cfg.Memory.ReleaseAfter, s.begun.Load)
 	s.release.Released = func(uint64) { s.metrics.MemoryReleased() }
+	if ctl.heap != nil {
+		s.release.Heap = ctl.heap
+	}
 	rctx, stopRelease := context.WithCancel(context.Background())
 	releaseDone := make(chan struct{})
 	go func() { s.release.Run(rctx); close(releaseDone) }()

@@ -38,11 +38,19 @@ type running struct {
 // file a reload reads ("" for none). The test's end stops it.
 func startServe(t *testing.T, cfg Config, path string) *running {
 	t.Helper()
+	return startServeWith(t, cfg, controls{configPath: path})
+}
+
+// startServeWith is startServe with ctl's hooks (its channels are the
+// running's).
+func startServeWith(t *testing.T, cfg Config, ctl controls) *running {
+	t.Helper()
 	r := &running{t: t, stop: make(chan struct{}, 2), reload: make(chan struct{}, 1),
 		done: make(chan error, 1), logs: &syncWriter{}}
 	ready := make(chan listeners, 1)
 	go func() {
-		r.done <- serve(cfg, r.logs, controls{stop: r.stop, reload: r.reload, ready: ready, configPath: path})
+		ctl.stop, ctl.reload, ctl.ready = r.stop, r.reload, ready
+		r.done <- serve(cfg, r.logs, ctl)
 	}()
 	select {
 	case r.ls = <-ready:

@@ -130,8 +130,8 @@ type ShutdownConfig struct {
 // MemoryConfig shapes what the process gives back to the operating system
 // (docs/operations.md, "Memory").
 type MemoryConfig struct {
-	// ReleaseAfter: once no connection has begun for this long after a
-	// burst, the heap's free pages are returned (0: never).
+	// ReleaseAfter: once no request has begun for this long after some
+	// did, the heap's free pages are returned (0: never).
 	ReleaseAfter time.Duration `yaml:"release_after"`
 }
 

@@ -83,7 +83,10 @@ func serve(cfg Config, logOut io.Writer, ctl controls) error {
 	s.handler.Store(h)
 	defer func() { s.handler.Load().Close() }() // every handler's watcher
 	s.release = memrelease.New(cfg.Memory.ReleaseAfter, s.begun.Load)
-	s.release.Released = func(uint64) { s.metrics.MemoryReleased() }
+	s.release.Released = func(excess uint64) {
+		s.metrics.MemoryReleased()
+		logger.Debug("heap returned to the operating system after a burst of requests", "held_beyond_live_bytes", excess)
+	}
 	if ctl.heap != nil {
 		s.release.Heap = ctl.heap
 	}

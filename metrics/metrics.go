@@ -236,7 +236,7 @@ func New(reg prometheus.Registerer, withRuntime bool) *Metrics {
 	m.releases = f.NewCounter(prometheus.CounterOpts{
 		Namespace: "holdfast",
 		Name:      "memory_releases_total",
-		Help:      "Times the heap's free pages were returned to the operating system after a burst of connections ended (memory.release_after).",
+		Help:      "Times the heap's free pages were returned to the operating system after a burst of requests ended (memory.release_after).",
 	})
 	m.census = newCensus(f)
 	return m
@@ -288,7 +288,7 @@ func (m *Metrics) ConfigReload(ok bool) {
 }
 
 // MemoryReleased records a return of the heap's free pages to the
-// operating system after a burst of connections.
+// operating system after a burst of requests.
 func (m *Metrics) MemoryReleased() {
 	if m == nil {
 		return

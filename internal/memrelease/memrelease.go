@@ -1,5 +1,5 @@
 // Package memrelease gives back to the operating system the heap that a
-// burst of connections left behind, once the burst is over.
+// burst of requests left behind, once the burst is over.
 //
 // Go's collector lets the heap grow to twice what was live at the last
 // collection before it collects again (GOGC=100), and its scavenger keeps
@@ -7,7 +7,7 @@
 // handshakes above all) fills that room with garbage. Once the sessions it
 // opened go idle nothing more is allocated, no collection runs, and the
 // process stays at about twice what its sessions hold until the next
-// burst. A Releaser watches a count of connections begun; once the count
+// burst. A Releaser watches a count of requests begun; once the count
 // has not moved for the quiet period after it last moved, and the heap
 // holds enough beyond what is live, it runs one collection and returns
 // every free page (runtime/debug.FreeOSMemory).
@@ -29,10 +29,10 @@ import (
 // worth.
 const MinExcess = 4 << 20
 
-// A Releaser releases the heap's free pages once connections stop
+// A Releaser releases the heap's free pages once requests stop
 // beginning. Its fields are set before Run or Step and not changed after.
 type Releaser struct {
-	// Count returns how many connections have begun so far (monotonic).
+	// Count returns how many requests have begun so far (monotonic).
 	Count func() uint64
 	// Heap returns the bytes the heap holds resident (objects, the unused
 	// parts of its spans, free pages not yet returned) and the bytes that
@@ -52,8 +52,8 @@ type Releaser struct {
 	pending bool      // it moved since the last release (or the start)
 }
 
-// New returns a Releaser that releases once no connection has begun for
-// quiet (0: never), with count as its count of connections begun.
+// New returns a Releaser that releases once no request has begun for
+// quiet (0: never), with count as its count of requests begun.
 func New(quiet time.Duration, count func() uint64) *Releaser {
 	r := &Releaser{Count: count, Heap: HeapStats, Release: debug.FreeOSMemory}
 	r.SetQuiet(quiet)

@@ -36,28 +36,28 @@ var t0 = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 
 // A burst's heap is released once, a quiet period after its last
-// connection, and not while connections keep beginning.
+// request, and not while requests keep beginning.
 func TestReleasesOnceAfterTheBurst(t *testing.T) {
 	f := newFake(time.Second)
 	f.r.Step(at(0))
 	for ms := 100; ms <= 3000; ms += 100 {
-		f.count++ // a connection every 100 ms
+		f.count++ // a request every 100 ms
 		if f.r.Step(at(ms)) {
-			t.Fatalf("released at %d ms, while connections were beginning", ms)
+			t.Fatalf("released at %d ms, while requests were beginning", ms)
 		}
 	}
 	if f.r.Step(at(3900)) {
-		t.Fatal("released 900 ms after the last connection (quiet 1s)")
+		t.Fatal("released 900 ms after the last request (quiet 1s)")
 	}
 	if !f.r.Step(at(4000)) {
-		t.Fatal("not released 1 s after the last connection")
+		t.Fatal("not released 1 s after the last request")
 	}
 	if f.releases != 1 || len(f.excess) != 1 || f.excess[0] != 50<<20 {
 		t.Fatalf("releases %d, excess %v; want one of %d", f.releases, f.excess, 50<<20)
 	}
 	for ms := 4100; ms < 20000; ms += 100 {
 		if f.r.Step(at(ms)) {
-			t.Fatalf("released again at %d ms with no connection since", ms)
+			t.Fatalf("released again at %d ms with no request since", ms)
 		}
 	}
 	// The next burst is released again.
@@ -68,13 +68,13 @@ func TestReleasesOnceAfterTheBurst(t *testing.T) {
 	}
 }
 
-// Nothing is released before any connection began: a process that starts
+// Nothing is released before any request began: a process that starts
 // has no burst behind it.
 func TestNoReleaseWithoutConnections(t *testing.T) {
 	f := newFake(time.Second)
 	for ms := 0; ms < 10000; ms += 250 {
 		if f.r.Step(at(ms)) {
-			t.Fatalf("released at %d ms with no connection", ms)
+			t.Fatalf("released at %d ms with no request", ms)
 		}
 	}
 }

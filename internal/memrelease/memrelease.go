@@ -97,8 +97,8 @@ func (r *Releaser) Step(now time.Time) bool {
 	return true
 }
 
-// Run calls Step every quarter of the quiet period (at most every 250 ms,
-// every second while releasing is off) until ctx ends.
+// Run calls Step every quarter of the quiet period, never less often than
+// every 250 ms (every second while releasing is off), until ctx ends.
 func (r *Releaser) Run(ctx context.Context) {
 	period := tickFor(r.Quiet())
 	t := time.NewTicker(period)

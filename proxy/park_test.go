@@ -99,10 +99,8 @@ func closeParked(t *testing.T, hs *harness, c *rawClient) {
 	if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, "bye"), time.Now().Add(5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, _, err := c.ws.ReadMessage()
-	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != 1000 {
+	ce, err := nextClose(c.ws)
+	if ce == nil || ce.Code != 1000 {
 		t.Fatalf("after the client's close: %v; want close 1000 back", err)
 	}
 	hs.waitMetric(0, "holdfast_sessions_active")
@@ -147,10 +145,8 @@ func TestParkedSessionWakesOnGatewayData(t *testing.T) {
 	}
 	waitParked(t, hs, 2)
 	close(ticks) // the gateway closes 4001: the client gets it, as unparked
-	_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, _, err := c.ws.ReadMessage()
-	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != 4001 {
+	ce, err := nextClose(c.ws)
+	if ce == nil || ce.Code != 4001 {
 		t.Fatalf("after the gateway's close: %v; want close 4001", err)
 	}
 	hs.waitMetric(0, "holdfast_sessions_active")
@@ -178,10 +174,8 @@ func TestDrainEndsParkedSessions(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- hs.h.Shutdown(ctx) }()
 	for i, c := range cs {
-		_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-		_, _, err := c.ws.ReadMessage()
-		var ce *websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != 1012 || ce.Text != "holdfast restarting" {
+		ce, err := nextClose(c.ws)
+		if ce == nil || ce.Code != 1012 || ce.Text != "holdfast restarting" {
 			t.Errorf("client %d: %v; want close 1012 \"holdfast restarting\"", i, err)
 		}
 	}
@@ -214,10 +208,8 @@ func TestStopAtOnceEndsParkedSessions(t *testing.T) {
 	defer cancel()
 	_ = hs.h.Shutdown(ctx)
 	hs.waitMetric(0, "holdfast_sessions_active")
-	_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, _, err := c.ws.ReadMessage()
-	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != 1012 {
+	ce, err := nextClose(c.ws)
+	if ce == nil || ce.Code != 1012 {
 		t.Fatalf("client: %v; want close 1012", err)
 	}
 	waitGoroutines(t, hs, base)
@@ -251,4 +243,16 @@ func TestTLSSessionParksAndResumes(t *testing.T) {
 		}
 	}
 	closeParked(t, hs, c)
+}
+
+// nextClose reads ws's next message within 10 s: the close it is, or nil
+// and the error the read returned (a data message: nil, nil).
+func nextClose(ws *websocket.Conn) (*websocket.CloseError, error) {
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _, err := ws.ReadMessage()
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		return ce, err
+	}
+	return nil, err
 }

@@ -100,7 +100,7 @@ func serve(cfg Config, logOut io.Writer, ctl controls) error {
 		}
 	}
 
-	pl, err := net.Listen("tcp", cfg.Listen)
+	pl, err := listenClients(cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -334,4 +334,13 @@ func diffKeys(a, b Config) []string {
 	}
 	walk("", reflect.ValueOf(a), reflect.ValueOf(b))
 	return out
+}
+
+// listenClients opens the socket holdfast serves clients on. Accepted
+// sockets get no TCP keepalive: the protocol keeps a session alive end to
+// end (the gateway pings every 25 s and ticks every 30 s, the client's
+// watchdog closes after 60 s of silence), and holdfast forwards both.
+func listenClients(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr)
 }

@@ -365,7 +365,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 		// before count against their own until they end.
 		h.limits = share.New(cfg.MaxHandshakes, cfg.MaxPreauthBytes)
 	}
-	h.netDialer = &net.Dialer{KeepAlive: 30 * time.Second}
+	h.netDialer = &net.Dialer{KeepAlive: -1} // see docs/operations.md, "Keepalive"
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.DialTimeout,
 		ReadBufferSize:   readBufferSize,

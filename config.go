@@ -133,9 +133,6 @@ type MemoryConfig struct {
 	// ReleaseAfter: once no request has begun for this long after some
 	// did, the heap's free pages are returned (0: never).
 	ReleaseAfter time.Duration `yaml:"release_after"`
-	// GCFloorBytes: the collector's heap goal is kept at least this many
-	// bytes (0: the runtime's own, 4 MiB at least).
-	GCFloorBytes int64 `yaml:"gc_floor_bytes"`
 }
 
 // DefaultConfig returns the configuration a file leaves unchanged: the
@@ -183,7 +180,7 @@ func DefaultConfig() Config {
 			Grace:      25 * time.Second,
 		},
 		Bridge: BridgeConfig{Enabled: true},
-		Memory: MemoryConfig{ReleaseAfter: time.Second, GCFloorBytes: 32 << 20},
+		Memory: MemoryConfig{ReleaseAfter: time.Second},
 		Limits: LimitsConfig{Handshakes: p.MaxHandshakes, PreauthBytes: p.MaxPreauthBytes},
 	}
 }
@@ -411,9 +408,6 @@ func (c Config) Validate() error {
 	positive("shutdown.grace", c.Shutdown.Grace)
 	if d := c.Memory.ReleaseAfter; d < 0 || (d > 0 && d < 100*time.Millisecond) {
 		bad("memory.release_after", "must be 0 (never release) or at least 100ms, got %s", d)
-	}
-	if n := c.Memory.GCFloorBytes; n < 0 || (n > 0 && n < 4<<20) {
-		bad("memory.gc_floor_bytes", "must be 0 (the runtime's goal) or at least 4194304 (the runtime's own minimum), got %d", n)
 	}
 	// The grace must cover the drain and the longest handshake that can be
 	// in flight when upgrades stop being served, with their close grace.

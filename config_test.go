@@ -181,31 +181,6 @@ func TestReleaseAfterKey(t *testing.T) {
 		"memory.release_after: must be 0 (never release) or at least 100ms, got ")
 }
 
-func TestGCFloorKey(t *testing.T) {
-	t.Parallel()
-	for doc, want := range map[string]int64{
-		"":                                       32 << 20,
-		"memory:\n  gc_floor_bytes: 0\n":         0,
-		"memory:\n  gc_floor_bytes: 4194304\n":   4 << 20,
-		"memory:\n  gc_floor_bytes: 268435456\n": 256 << 20,
-	} {
-		cfg, err := ParseConfig([]byte(doc))
-		if err != nil {
-			t.Fatalf("%q: %v", doc, err)
-		}
-		if got := cfg.Memory.GCFloorBytes; got != want {
-			t.Errorf("%q: gc_floor_bytes %d, want %d", doc, got, want)
-		}
-	}
-	for _, v := range []string{"-1", "4194303", "1024"} {
-		_, err := ParseConfig([]byte("memory:\n  gc_floor_bytes: " + v + "\n"))
-		want := "memory.gc_floor_bytes: must be 0 (the runtime's goal) or at least 4194304 (the runtime's own minimum), got " + v
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("gc_floor_bytes %s: %v, want %q", v, err, want)
-		}
-	}
-}
-
 func sprint(c Config) string { return fmt.Sprintf("%+v", c) }
 
 func TestBridgeSwitch(t *testing.T) {

@@ -67,10 +67,6 @@ type controls struct {
 	configPath string
 	// heap, if set, stands in for memrelease.HeapStats (tests).
 	heap func() (held, live uint64)
-	// gcLive and gcPercent, if set, stand in for the live heap and
-	// debug.SetGCPercent under memory.gc_floor_bytes (tests).
-	gcLive    func() uint64
-	gcPercent func(int) int
 }
 
 // run parses args, then serves until a stop and the drain that follows it

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -77,63 +75,5 @@ func TestMemoryReleasedAfterBurst(t *testing.T) {
 				t.Fatalf("%s releases, %s a second before, with no request since", got, after)
 			}
 		})
-	}
-}
-
-// memory.gc_floor_bytes reaches the collector: at start, after a reload
-// that changes it, and back to the process's own percent at the end. The
-// live heap (2 MiB) and the percent are stand-ins: the test process's
-// collector is shared with every other test.
-func TestGCFloorApplied(t *testing.T) {
-	t.Parallel()
-	gw := startGW(t, fakegw.Config{Echo: true})
-	var mu sync.Mutex
-	percent, sets := 100, []int{}
-	last := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return percent
-	}
-	ctl := controls{
-		gcLive: func() uint64 { return 2 << 20 },
-		gcPercent: func(p int) int {
-			mu.Lock()
-			defer mu.Unlock()
-			old := percent
-			percent, sets = p, append(sets, p)
-			return old
-		},
-	}
-	path := filepath.Join(t.TempDir(), "holdfast.yaml")
-	base := "listen: 127.0.0.1:0\nmetrics:\n  listen: 127.0.0.1:0\nupstream:\n  url: " + gw.URL() + "\n"
-	write := func(doc string) {
-		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(base)
-	cfg, err := LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctl.configPath = path
-	r := startServeWith(t, cfg, ctl)
-	if got := last(); got != 800 {
-		t.Fatalf("default floor (32 MiB) over 2 MiB live: percent %d, want 800", got)
-	}
-	write(base + "memory:\n  gc_floor_bytes: 0\n")
-	r.reload <- struct{}{}
-	waitFor(t, 10*time.Second, "the floor removed by a reload", func() bool { return last() == 100 })
-	write(base + "memory:\n  gc_floor_bytes: 67108864\n")
-	r.reload <- struct{}{}
-	waitFor(t, 10*time.Second, "a 64 MiB floor applied by a reload", func() bool { return last() == 1600 })
-	r.stop <- struct{}{}
-	r.stop <- struct{}{}
-	if err := <-r.done; err != nil {
-		t.Fatal(err)
-	}
-	r.done <- nil // for the cleanup
-	if got := last(); got != 100 {
-		t.Fatalf("after the stop: percent %d, want the process's 100 back", got)
 	}
 }

@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/holdfast-proxy/holdfast/internal/gcfloor"
 	"github.com/holdfast-proxy/holdfast/internal/memrelease"
 	"github.com/holdfast-proxy/holdfast/metrics"
 	"github.com/holdfast-proxy/holdfast/proxy"
@@ -38,7 +37,6 @@ type server struct {
 	draining atomic.Bool                   // /readyz answers 503
 	begun    atomic.Uint64                 // requests served so far
 	release  *memrelease.Releaser          // memory.release_after
-	gcFloor  *gcfloor.Tuner                // memory.gc_floor_bytes
 
 	mu  sync.Mutex // serialises reloads
 	cfg Config     // in force
@@ -96,12 +94,6 @@ func serve(cfg Config, logOut io.Writer, ctl controls) error {
 	releaseDone := make(chan struct{})
 	go func() { s.release.Run(rctx); close(releaseDone) }()
 	defer func() { stopRelease(); <-releaseDone }()
-	s.gcFloor = gcfloor.New(uint64(cfg.Memory.GCFloorBytes))
-	if ctl.gcLive != nil {
-		s.gcFloor.Live, s.gcFloor.Set = ctl.gcLive, ctl.gcPercent
-	}
-	s.gcFloor.Start()
-	defer s.gcFloor.Stop()
 	if cfg.TLS.CertFile != "" {
 		if s.certs, err = newCertFiles(cfg.TLS.CertFile, cfg.TLS.KeyFile, logger); err != nil {
 			return fmt.Errorf("tls: %w", err)
@@ -292,7 +284,6 @@ func (s *server) reload(path string) {
 	lvl, _ := parseLevel(next.Log.Level)
 	s.level.Set(lvl)
 	s.release.SetQuiet(next.Memory.ReleaseAfter)
-	s.gcFloor.SetFloor(uint64(next.Memory.GCFloorBytes))
 	s.handler.Store(h)
 	changed := diffKeys(old, next)
 	s.cfg = next

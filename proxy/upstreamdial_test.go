@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/holdfast-proxy/holdfast/proxy/internal/forwarded"
+	"github.com/holdfast-proxy/holdfast/proxy/internal/wire"
 )
 
 // answerUpgrade serves one connection on a fresh listener: it reads the
@@ -209,19 +210,26 @@ func TestOpenUpstreamRequest(t *testing.T) {
 // connection's first.
 func TestOpenUpstreamKeepsTheFrameBehindThe101(t *testing.T) {
 	t.Parallel()
+	ws := openUpgraded(t, "\x81\x05hello")
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	mt, data, err := ws.ReadMessage(1<<20, nil)
+	if err != nil || mt != websocket.TextMessage || string(data) != "hello" {
+		t.Fatalf("first message %d %q, %v", mt, data, err)
+	}
+}
+
+// openUpgraded opens the upstream leg to a server that answers the upgrade
+// with a 101 followed by after, and closes it when the test ends.
+func openUpgraded(t *testing.T, after string) *wire.Conn {
+	t.Helper()
 	target := answerUpgrade(t, func(a string) string {
-		return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + a + "\r\n\r\n" +
-			"\x81\x05hello"
+		return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + a + "\r\n\r\n" + after
 	}, nil)
 	h := newTestHandler(t, target)
 	ws, _, err := h.openUpstream(context.Background(), target, http.Header{}, time.Now().Add(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ws.Close()
-	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	mt, data, err := ws.ReadMessage(1<<20, nil)
-	if err != nil || mt != websocket.TextMessage || string(data) != "hello" {
-		t.Fatalf("first message %d %q, %v", mt, data, err)
-	}
+	t.Cleanup(func() { ws.Close() })
+	return ws
 }

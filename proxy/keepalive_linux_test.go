@@ -19,7 +19,7 @@ func TestUpstreamSocketHasNoKeepalive(t *testing.T) {
 	if !ok {
 		t.Fatalf("upstream socket is a %T", ws.Conn)
 	}
-	if on := testkit.KeepaliveOn(t, tc); on {
+	if testkit.KeepaliveOn(t, tc) {
 		t.Error("SO_KEEPALIVE is set on the upstream socket")
 	}
 }

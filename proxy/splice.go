@@ -383,13 +383,13 @@ func relayed(t *tally, n int64, err, readErr error, count prometheus.Counter) (e
 	return nil, false
 }
 
-// drain discards what the peer still sends for up to d, so that closing the
-// socket with unread data does not reset the connection before the peer has
-// read the close frame sent to it.
+// drain ends the client's stream right after the close frame sent to it
+// (wire.Conn.EndWrites: browsers wait for that) and discards what it still
+// sends for up to d, lest closing reset the connection before it is read.
 func drain(ws *websocket.Conn, d time.Duration) {
-	nc := ws.NetConn()
-	_ = nc.SetReadDeadline(time.Now().Add(d))
-	_, _ = io.Copy(io.Discard, nc)
+	bc := wire.ConnOf(ws.NetConn())
+	bc.EndWrites()
+	bc.DiscardUntilEOF(time.Now().Add(d))
 }
 
 // recordingReader remembers the error of the reader it wraps, so that a

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"testing"
@@ -356,6 +357,49 @@ func TestMessageOverMaxPayload(t *testing.T) {
 	var ce *websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig || ce.Text != "" {
 		t.Fatalf("client saw %v; want 1009 with an empty reason", err)
+	}
+}
+
+// When holdfast closes a client first and reads the client to its end (here
+// 1009, for a message over policy.maxPayload), the client's stream ends
+// right after the close frame: a client that answers the close and then
+// waits for the server to end the connection (RFC 6455 §7.1.1; browsers
+// do) is not kept waiting for splice.close_grace, on ws and on wss.
+func TestClosedClientStreamEndsAfterTheClose(t *testing.T) {
+	t.Parallel()
+	const grace = 5 * time.Second
+	for _, wss := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ws", true: "wss"}[wss], func(t *testing.T) {
+			t.Parallel()
+			testkit.Prompt(t)
+			_, addr := startRecorder(t, false) // its hello-ok states 1 MiB
+			tweak := func(c *proxy.Config) { c.CloseGrace = grace }
+			var c *rawClient
+			if wss {
+				hs, roots := startTLSProxy(t, addr, tweak, nil)
+				c = dialTLS(t, hs.url, roots)
+			} else {
+				c = dialRaw(t, startProxy(t, addr, tweak, nil).url, nil)
+			}
+			c.handshake()
+			go func() { _ = c.ws.WriteMessage(websocket.BinaryMessage, make([]byte, 2<<20)) }()
+			_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+			// gorilla answers the close, as a browser does, and returns it.
+			_, _, err := c.ws.ReadMessage()
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig {
+				t.Fatalf("client saw %v; want 1009", err)
+			}
+			closed := time.Now()
+			_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(2 * grace))
+			n, err := io.Copy(io.Discard, c.ws.NetConn())
+			if err != nil || n != 0 {
+				t.Fatalf("after the close: %d bytes, %v; want the stream's end and nothing", n, err)
+			}
+			if waited := time.Since(closed); waited > grace/2 {
+				t.Fatalf("the stream ended %v after the close frame; want at once, not after close_grace (%v)", waited.Round(time.Millisecond), grace)
+			}
+		})
 	}
 }
 

@@ -913,6 +913,22 @@ func (c *Conn) CloseWrite() error {
 	return errors.ErrUnsupported
 }
 
+// EndWrites ends c's write side once its close frame is out: it flushes
+// what c holds and half-closes the socket beneath (its FIN, or TLS's
+// close_notify), so that the peer sees its stream end right after the
+// close frame while c may still read what the peer sends. It does nothing
+// and reports false when no close frame was written on c; it reports false
+// too when the flush fails or the socket cannot be half-closed.
+func (c *Conn) EndWrites() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.closed || c.flushLocked() != nil {
+		return false
+	}
+	cw, ok := c.Conn.(interface{ CloseWrite() error })
+	return ok && cw.CloseWrite() == nil
+}
+
 // DiscardUntilEOF reads and drops what the socket beneath c still
 // delivers, below what c may hold pending, until the peer ends the stream
 // or deadline passes. Call it from the goroutine that reads c, once

@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"math/rand/v2"
 	"net"
 	"testing"
@@ -369,5 +370,67 @@ func TestBatchConnSetDeadlineKeepsCap(t *testing.T) {
 	_ = bc.SetDeadline(time.Time{}) // none for reads, still the cap for writes
 	if bc.wdl.IsZero() {
 		t.Fatal("clearing the deadlines lifted the write cap")
+	}
+}
+
+// EndWrites ends the stream toward the peer right after the close frame,
+// what was batched ahead of it included, and only once a close frame is
+// out; the Conn still reads what the peer sends after it.
+func TestEndWrites(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	peer := <-accepted
+	if peer == nil {
+		t.Fatal("accept failed")
+	}
+	defer peer.Close()
+
+	bc := NewConn(raw, NewPool())
+	bc.FrameMode()
+	bc.SetBatching(true, time.Second)
+	if bc.EndWrites() {
+		t.Fatal("EndWrites half-closed a leg on which no close frame was written")
+	}
+	if err := bc.WriteFrame(2, true, []byte("batched")); err != nil {
+		t.Fatal(err)
+	}
+	closeFrame := []byte{0x88, 2, 0x03, 0xf1} // gorilla's 1009, through Write: batched
+	if _, err := bc.Write(closeFrame); err != nil {
+		t.Fatal(err)
+	}
+	if !bc.EndWrites() {
+		t.Fatal("EndWrites did not half-close the leg after its close frame")
+	}
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(peer)
+	if err != nil {
+		t.Fatalf("peer: %v; want the stream to end after the close frame", err)
+	}
+	want := append(append([]byte{0x82, 7}, "batched"...), closeFrame...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("peer read %x; want %x, then the end", got, want)
+	}
+	answer := []byte{0x88, 0x82, 0, 0, 0, 0, 0x03, 0xf1} // masked with a zero key
+	if _, err := peer.Write(answer); err != nil {
+		t.Fatal(err)
+	}
+	_ = raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, len(answer))
+	if _, err := io.ReadFull(raw, buf); err != nil || !bytes.Equal(buf, answer) {
+		t.Fatalf("after EndWrites the leg read %x, %v; want the peer's answer", buf, err)
 	}
 }

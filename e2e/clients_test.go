@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -253,6 +254,46 @@ func TestLongWindowCurrent(t *testing.T) {
 		expectMetric(t, m, "==", 0, mDelayed)
 		for _, r := range []string{"rejected", "error"} {
 			expectMetric(t, m, "==", 0, mHandshakes, "result", r)
+		}
+	})
+
+	// A browser that breaks one of holdfast's own rules (a frame over
+	// 64 KiB before hello-ok) gets 1009 and its close event at once:
+	// holdfast ends its side of the connection right after the close
+	// frame, where Chromium, having answered the close, waits up to 2 s
+	// for the server to end it (RFC 6455 §7.1.1), and holdfast's
+	// close_grace here is longer.
+	t.Run("browser_close_event_at_once", func(t *testing.T) {
+		hf := startHoldfast(t, gw, holdfastOptions{CloseGrace: 5 * time.Second})
+		if hf.Bypassed {
+			t.Skip("holdfast's own close: there is no holdfast to measure with HOLDFAST_E2E_BYPASS=1")
+		}
+		p, err := b.newPage(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res struct {
+			Code   int     `json:"code"`
+			Reason string  `json:"reason"`
+			Ms     float64 `json:"ms"`
+		}
+		js := `new Promise((resolve) => {
+			const ws = new WebSocket(` + strconv.Quote(hf.URL()) + `);
+			let sent = 0;
+			ws.onmessage = () => { if (!sent) { sent = performance.now(); ws.send("x".repeat(70 * 1024)); } };
+			ws.onclose = (e) => resolve({code: e.code, reason: e.reason, ms: performance.now() - sent});
+		})`
+		ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := p.Eval(ectx, js, &res); err != nil {
+			t.Fatal(err)
+		}
+		figure(t, "Chromium: close %d %q %.0f ms after its 70 KiB pre-auth frame (close_grace 5 s)", res.Code, res.Reason, res.Ms)
+		if res.Code != 1009 {
+			t.Errorf("close %d %q; want 1009", res.Code, res.Reason)
+		}
+		if res.Ms > 1000 {
+			t.Errorf("the close event came %.0f ms after the frame; want at once, not when Chromium gives up waiting for the server (2 s)", res.Ms)
 		}
 	})
 }

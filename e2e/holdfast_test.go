@@ -50,6 +50,8 @@ type holdfastOptions struct {
 	Port   int           // listen port; 0: a free one
 	// TrustedProxies is trusted_proxies (none by default).
 	TrustedProxies []string
+	// CloseGrace is splice.close_grace; default 1s (holdfast's).
+	CloseGrace time.Duration
 }
 
 // holdfast is one holdfast process in front of a gateway, or, with
@@ -101,6 +103,9 @@ func startHoldfast(t testing.TB, gw *gateway, opts holdfastOptions) *holdfast {
 	if opts.Budget == 0 {
 		opts.Budget = 13500 * time.Millisecond
 	}
+	if opts.CloseGrace == 0 {
+		opts.CloseGrace = time.Second
+	}
 	t.Cleanup(func() {
 		h.Stop()
 		if t.Failed() || os.Getenv("HOLDFAST_E2E_LOGS") == "1" {
@@ -139,13 +144,15 @@ metrics:
   listen: "127.0.0.1:%d"
 handshake:
   budget: %s
+splice:
+  close_grace: %s
 log:
   level: debug
 shutdown:
   drain_delay: 0s
   drain: 1s
 trusted_proxies: [%s]
-`, h.Port, gw.URL(), h.MPort, opts.Budget, strings.Join(opts.TrustedProxies, ", "))
+`, h.Port, gw.URL(), h.MPort, opts.Budget, opts.CloseGrace, strings.Join(opts.TrustedProxies, ", "))
 	cfgPath := filepath.Join(dir, "holdfast.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

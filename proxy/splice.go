@@ -387,9 +387,9 @@ func relayed(t *tally, n int64, err, readErr error, count prometheus.Counter) (e
 // (wire.Conn.EndWrites: browsers wait for that) and discards what it still
 // sends for up to d, lest closing reset the connection before it is read.
 func drain(ws *websocket.Conn, d time.Duration) {
-	bc := wire.ConnOf(ws.NetConn())
-	bc.EndWrites()
-	bc.DiscardUntilEOF(time.Now().Add(d))
+	bc, until := wire.ConnOf(ws.NetConn()), time.Now().Add(d)
+	bc.EndWrites() // after a flush under way, which the ending capped
+	bc.DiscardUntilEOF(until)
 }
 
 // recordingReader remembers the error of the reader it wraps, so that a

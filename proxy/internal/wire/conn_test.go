@@ -378,27 +378,7 @@ func TestBatchConnSetDeadlineKeepsCap(t *testing.T) {
 // out; the Conn still reads what the peer sends after it.
 func TestEndWrites(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	peer := <-accepted
-	if peer == nil {
-		t.Fatal("accept failed")
-	}
-	defer peer.Close()
-
+	raw, peer := tcpPair(t)
 	bc := NewConn(raw, NewPool())
 	bc.FrameMode()
 	bc.SetBatching(true, time.Second)

@@ -925,8 +925,7 @@ func (c *Conn) EndWrites() bool {
 	if !c.closed || c.flushLocked() != nil {
 		return false
 	}
-	cw, ok := c.Conn.(interface{ CloseWrite() error })
-	return ok && cw.CloseWrite() == nil
+	return c.CloseWrite() == nil
 }
 
 // DiscardUntilEOF reads and drops what the socket beneath c still

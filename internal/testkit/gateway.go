@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -240,39 +239,3 @@ func Listen(t testing.TB) net.Listener {
 	t.Cleanup(func() { ln.Close() })
 	return ln
 }
-
-// FreeAddr returns a 127.0.0.1 address nobody listens on, for a gateway a
-// test starts there later (or restarts there) and for dials that must be
-// refused. Its port lies below the kernel's ephemeral range (32768 and up
-// on Linux, 49152 and up on macOS), so no listener on port 0 and no
-// outgoing connection of a test running beside takes it while it is free,
-// and FreeAddr never hands out one port twice in a process. (A port of
-// the ephemeral range, freed and dialled later, was taken by a parallel
-// test's listener: its gateway then saw another test's holdfast.)
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	for range 200 {
-		port := 20000 + rand.IntN(12000)
-		freePorts.Lock()
-		used := freePorts.used[port]
-		freePorts.used[port] = true
-		freePorts.Unlock()
-		if used {
-			continue
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err != nil {
-			continue // someone else's
-		}
-		ln.Close()
-		return ln.Addr().String()
-	}
-	t.Fatal("testkit: no free port between 20000 and 32000")
-	return ""
-}
-
-// freePorts are the ports FreeAddr handed out in this process.
-var freePorts = struct {
-	sync.Mutex
-	used map[int]bool
-}{used: map[int]bool{}}

@@ -80,6 +80,8 @@ func TestAccessLogSession(t *testing.T) {
 		"level": "INFO", "path": "/ws", "connect": "nonce-bound", "result": "ok", "attempts": "1",
 		"held": "true", "client_close_got": "4001", "client_close_got_reason": "client done",
 		"gateway_close_sent": "4001", "gateway_close_sent_reason": "client done",
+		// The relay's echo of the client's close: its code, no reason.
+		"client_close_sent": "4001", "client_close_sent_reason": "",
 	} {
 		if got := field(line, key); got != want {
 			t.Errorf("%s=%q; want %q", key, got, want)

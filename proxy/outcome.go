@@ -533,9 +533,10 @@ func (c *conn) end(o outcome) {
 // record is what one client connection did, from its upgrade request to
 // the end of its session: what its access log line reports. The handshake
 // goroutine fills it until the splice; after it, each direction adds its
-// own tally, and the legs' closes and the session's end are noted under
-// conn.mu (a drain may close a session from its own goroutine, even after
-// it ended). conn.done reads it once everything has ended.
+// own tally, and the closes the peers sent and the session's end are
+// noted under conn.mu (a drain may end a session from its own goroutine).
+// The close frames holdfast sent are read from the legs themselves
+// (legRecord.sentOn). conn.done reads it once everything has ended.
 type record struct {
 	clientAddr string
 	path       string
@@ -582,15 +583,12 @@ func (r *record) connectWord() string {
 	return r.kind.String()
 }
 
-// noteSent records the close frame payload written on a leg.
-func (l *legRecord) noteSent(payload []byte) {
-	if l.sentCode != 0 {
-		return
-	}
-	l.sentCode, l.sentReason = websocket.CloseNoStatusReceived, ""
-	if len(payload) >= 2 {
-		l.sentCode = int(payload[0])<<8 | int(payload[1])
-		l.sentReason = string(payload[2:])
+// sentOn records the close frame written on leg, whoever wrote it:
+// closeLeg, the relay (its echo of the peer's close) or gorilla (its echo,
+// 1009, 1002).
+func (l *legRecord) sentOn(leg *wire.Conn) {
+	if leg != nil {
+		l.sentCode, l.sentReason = leg.SentClose()
 	}
 }
 
@@ -621,24 +619,13 @@ func (c *conn) noteGotBeforeSplice(e ending, err error) {
 // ahead of it: a peer that cannot take that much within it is not reading.
 const closeTimeout = time.Second
 
-// closeClient writes a close frame to the client (closeLeg) and notes it.
-func (c *conn) closeClient(payload []byte) {
-	if closeLeg(c.cw, payload, closeTimeout) {
-		c.mu.Lock()
-		c.rec.client.noteSent(payload)
-		c.mu.Unlock()
-	}
-}
+// closeClient writes a close frame to the client (closeLeg).
+func (c *conn) closeClient(payload []byte) { closeLeg(c.cw, payload, closeTimeout) }
 
-// closeUpstream writes a close frame to the gateway (closeLeg) and notes it.
+// closeUpstream writes a close frame to the gateway (closeLeg).
 func (c *conn) closeUpstream(payload []byte) {
-	if c.up == nil || c.up.ws == nil {
-		return
-	}
-	if closeLeg(c.up.ws, payload, closeTimeout) {
-		c.mu.Lock()
-		c.rec.gateway.noteSent(payload)
-		c.mu.Unlock()
+	if c.up != nil && c.up.ws != nil {
+		closeLeg(c.up.ws, payload, closeTimeout)
 	}
 }
 
@@ -651,10 +638,13 @@ func (c *conn) done() {
 	if c.h.access == nil || !c.h.access.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
-	// A drain's close may still come late: it writes under mu.
 	c.mu.Lock()
 	rec := c.rec
 	c.mu.Unlock()
+	rec.client.sentOn(c.cw)
+	if c.up != nil {
+		rec.gateway.sentOn(c.up.ws)
+	}
 	c.h.access.Info("access", rec.accessArgs()...)
 }
 

@@ -358,6 +358,11 @@ func TestMessageOverMaxPayload(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig || ce.Text != "" {
 		t.Fatalf("client saw %v; want 1009 with an empty reason", err)
 	}
+	// gorilla wrote that close, not closeLeg: the access line has it too.
+	line := waitAccess(t, hs, 1)[0]
+	if field(line, "client_close_sent") != "1009" || field(line, "session") != "client message over the gateway's maxPayload" {
+		t.Errorf("access line %s; want client_close_sent=1009 for the message over maxPayload", line)
+	}
 }
 
 // When holdfast closes a client first and reads the client to its end (here

@@ -126,8 +126,10 @@ type Conn struct {
 	wframes bool
 	wleft   uint64
 	// closed: a close frame was written; every later write is refused
-	// (RFC 6455 §5.5.1). Set under wmu.
+	// (RFC 6455 §5.5.1). sent is its unmasked payload once written
+	// whole (SentClose). Set under wmu.
 	closed bool
+	sent   []byte
 	// wcap, when not zero, is the latest write deadline (UnixNano) any
 	// write may get from now on: a closing leg's writes end by then.
 	wcap atomic.Int64
@@ -563,10 +565,13 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.closed && c.wleft == 0 {
 		return 0, websocket.ErrCloseSent
 	}
-	closing := c.wframes && c.trackWrite(p)
+	closing, payload := false, []byte(nil)
+	if c.wframes {
+		closing, payload = c.trackWrite(p)
+	}
 	n, err := c.writeLocked(p)
 	if closing && err == nil {
-		c.closed = true
+		c.closed, c.sent = true, payload
 	}
 	return n, err
 }
@@ -595,8 +600,10 @@ func (c *Conn) writeLocked(p []byte) (int, error) {
 
 // trackWrite follows the frames in p, written by gorilla (a frame header
 // is never split across its writes), and reports whether a close frame
-// starts in p. A write it cannot follow stops the tracking.
-func (c *Conn) trackWrite(p []byte) (closeFrame bool) {
+// starts in p, with a copy of its payload, unmasked, when p holds it
+// whole (gorilla writes a control frame in one write). A write it cannot
+// follow stops the tracking.
+func (c *Conn) trackWrite(p []byte) (closeFrame bool, payload []byte) {
 	for len(p) > 0 {
 		if c.wleft > 0 {
 			k := min(c.wleft, uint64(len(p)))
@@ -606,21 +613,27 @@ func (c *Conn) trackWrite(p []byte) (closeFrame bool) {
 		}
 		if len(p) < 2 {
 			c.wframes = false
-			return closeFrame
+			return closeFrame, payload
 		}
 		h := HeaderLen(p[1])
 		if len(p) < h {
 			c.wframes = false
-			return closeFrame
+			return closeFrame, payload
 		}
 		n := PayloadLen(p[:h])
-		if p[0]&opcodeBits == websocket.CloseMessage {
+		if p[0]&opcodeBits == websocket.CloseMessage && !closeFrame {
 			closeFrame = true
+			if n <= uint64(len(p)-h) {
+				payload = bytes.Clone(p[h : h+int(n)])
+				if p[1]&maskBit != 0 {
+					maskBytes([4]byte(p[h-4:h]), payload)
+				}
+			}
 		}
 		p = p[h:]
 		c.wleft = n
 	}
-	return closeFrame
+	return closeFrame, payload
 }
 
 // WriteClose writes a close frame with payload after what is batched and
@@ -664,7 +677,23 @@ func (c *Conn) WriteClose(payload []byte, deadline time.Time) error {
 	if _, err := c.writeLocked(frame[:n]); err != nil {
 		return err
 	}
+	c.sent = bytes.Clone(payload)
 	return c.flushLocked()
+}
+
+// SentClose returns the code and reason of the close frame written on c,
+// by WriteClose or by gorilla (its echo of the peer's close, 1002, 1009):
+// code 0 when none was, 1005 (no status) for an empty payload.
+func (c *Conn) SentClose() (code int, reason string) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	switch {
+	case !c.closed:
+		return 0, ""
+	case len(c.sent) < 2:
+		return websocket.CloseNoStatusReceived, ""
+	}
+	return int(c.sent[0])<<8 | int(c.sent[1]), string(c.sent[2:])
 }
 
 // CapWrites makes every write from now on end by deadline, one already

@@ -252,6 +252,57 @@ func TestBatchConnNothingAfterClose(t *testing.T) {
 	}
 }
 
+// SentClose reports the close frame written on a leg, whoever wrote it:
+// holdfast (WriteClose) or gorilla (through Write, masked or not, after a
+// data frame in the same write), and nothing before or for a refused one.
+func TestSentClose(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		write      func(*Conn) error
+		code       int
+		reason     string
+		wantClosed bool
+	}{
+		{"none", func(*Conn) error { return nil }, 0, "", false},
+		{"WriteClose", func(bc *Conn) error {
+			return bc.WriteClose([]byte{0x0f, 0xa1, 'd', 'o', 'n', 'e'}, time.Time{})
+		}, 4001, "done", true},
+		{"WriteClose, no payload", func(bc *Conn) error { return bc.WriteClose(nil, time.Time{}) }, 1005, "", true},
+		{"gorilla's 1009 after a data frame", func(bc *Conn) error {
+			_, err := bc.Write(append(frameBytes(2, 3, false), 0x88, 4, 0x03, 0xf1, 'b', 'i'))
+			return err
+		}, 1009, "bi", true},
+		{"masked", func(bc *Conn) error {
+			key := [4]byte{1, 2, 3, 4}
+			payload := []byte{0x03, 0xea, 'x'}
+			maskBytes(key, payload)
+			_, err := bc.Write(append([]byte{0x88, 0x83, 1, 2, 3, 4}, payload...))
+			return err
+		}, 1002, "x", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer a.Close()
+			go func() { _, _ = io.Copy(io.Discard, b) }()
+			bc := NewConn(a, NewPool())
+			bc.FrameMode()
+			if code, _ := bc.SentClose(); code != 0 {
+				t.Fatalf("SentClose = %d before any write", code)
+			}
+			if err := tc.write(bc); err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantClosed && bc.WriteClose([]byte{0x03, 0xe8}, time.Time{}) == nil {
+				t.Fatal("a second close frame was accepted")
+			}
+			if code, reason := bc.SentClose(); code != tc.code || reason != tc.reason {
+				t.Fatalf("SentClose = %d %q; want %d %q", code, reason, tc.code, tc.reason)
+			}
+		})
+	}
+}
+
 // A close on a leg whose peer does not read ends by its deadline, a flush
 // already blocked included, instead of waiting out the write timeout.
 func TestBatchConnCloseHonoursDeadline(t *testing.T) {

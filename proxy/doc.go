@@ -71,11 +71,14 @@
 //     legs, the record and the message limit.
 //   - The record (conn.rec) is written by the handshake goroutine until the
 //     splice, by each direction for its own tally, and under conn.mu for
-//     the legs' closes and the session's end; conn.done reads it under
-//     conn.mu once both directions have finished.
+//     the peers' closes and the session's end; conn.done reads it under
+//     conn.mu once both directions have finished, with the close frame
+//     each leg's wire.Conn says went out on it (SentClose).
 //
-// Per leg: every close frame holdfast sends goes through closeLeg, safe
-// from any goroutine (a drain closes sessions from its own). After a close
+// Per leg: every close frame holdfast sends of its own goes through
+// closeLeg, safe from any goroutine (a drain closes sessions from its
+// own); the relay's answer to a peer's close and gorilla's own closes
+// (1009, 1002, its answer) go through the same wire.Conn. After a close
 // frame has been written on a leg nothing more is written on it: the
 // leg's wire.Conn refuses every later write, relayed frames and gorilla's
 // own pongs and closes included. A close, and any write blocked under it,

@@ -26,7 +26,8 @@
 //   - throughput: 64 sessions echo 1 KiB text messages (4 in flight each) for
 //     a fixed time; completed echoes per second;
 //   - latency: 2000 messages/s in total over 64 sessions, one in flight per
-//     session; round-trip p50 and p99;
+//     session; round-trip p50 and p99 (-latency-sessions and -latency-rate
+//     change both: one session at 500/s is one client's sparse stream);
 //   - idle: resident memory (VmRSS) growth of the proxy process over N idle
 //     spliced sessions, divided by N. For direct there is no proxy, so the
 //     figure is the upstream process's growth: the server's own cost, shown
@@ -120,6 +121,7 @@ type settings struct {
 	paths       []string
 	rounds      int // each scenario runs over all paths this many times
 	sessions    int
+	latSessions int // sessions of the latency scenario
 	msgSize     int
 	inFlight    int
 	rate        float64
@@ -148,6 +150,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	holdfastBin := fs.String("holdfast-bin", "", "use this holdfast `binary` instead of building one from -src")
 	baselineBin := fs.String("baseline-bin", "", "also measure this holdfast `binary` as path baseline (or baseline_tls, serving wss://, when -paths names it), interleaved with the others, and in the window scenarios after holdfast (before/after comparisons in one run)")
 	idle := fs.Int("idle", 0, "idle sessions per path (default 5000, 500 with -quick)")
+	latSessions := fs.Int("latency-sessions", 64, "sessions of the latency scenario")
+	latRate := fs.Float64("latency-rate", 2000, "messages per second, over all its sessions, of the latency scenario")
 	rounds := fs.Int("rounds", 0, "rounds of each scenario over all paths (default 4, 2 with -quick)")
 	scenarios := fs.String("scenarios", "idle,throughput,latency,handshakes", "comma-separated scenarios to run besides the windows (empty: none)")
 	window := fs.Bool("window", true, "run the startup-window scenarios, loopback and attributed crowd (holdfast only)")
@@ -234,7 +238,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	s := settings{
 		quick: *quick, paths: strings.Split(*paths, ","),
-		rounds: 4, sessions: 64, msgSize: 1024, inFlight: 4, rate: 2000,
+		rounds: 4, sessions: 64, latSessions: *latSessions, msgSize: 1024, inFlight: 4, rate: *latRate,
 		throughDur: 2500 * time.Millisecond, latencyDur: 2500 * time.Millisecond,
 		handDur: 1500 * time.Millisecond, handWorkers: 32,
 		idleN: 5000, settle: 3 * time.Second,
@@ -250,6 +254,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *rounds > 0 {
 		s.rounds = *rounds
+	}
+	if s.latSessions < 1 || s.rate <= 0 {
+		fmt.Fprintf(stderr, "bench: -latency-sessions must be at least 1 and -latency-rate above 0 (got %d, %g)\n", s.latSessions, s.rate)
+		return 2
 	}
 	if *scenarios != "" {
 		s.scenarios = strings.Split(*scenarios, ",")

@@ -73,7 +73,7 @@ func (b *bench) runScenarios(ctx context.Context) {
 			if !b.s.runs("latency") {
 				break
 			}
-			d, err := measureLatency(ctx, t, b.s.sessions, b.s.msgSize, b.s.rate, b.s.latencyDur)
+			d, err := measureLatency(ctx, t, b.s.latSessions, b.s.msgSize, b.s.rate, b.s.latencyDur)
 			b.record("latency", t, err, func() {
 				rtts[t.name] = append(rtts[t.name], d...)
 				b.r.RTTP50[t.name] = float64(percentile(rtts[t.name], 50).Microseconds())

@@ -87,6 +87,11 @@ type Conn struct {
 	// when the socket has nothing to read, so that frames relayed from
 	// reads that follow each other at once leave in one write.
 	flushOnWait bool
+	// waited: the relay's last read found the socket empty and waited
+	// (set where it flushes the peer). woke: the bytes pending came after
+	// such a wait; alone: the read that followed the last such bytes
+	// found the socket empty. Only the relay's goroutine uses them.
+	waited, woke, alone bool
 	// spare (with flushOnWait) is the chunk the relay drained last, kept
 	// for the next read rather than given back to the pool and taken
 	// again at once; a read that would block gives it back.

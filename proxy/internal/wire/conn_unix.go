@@ -30,6 +30,7 @@ func (c *Conn) readRaw(fd uintptr) bool {
 			if c.flushOnWait {
 				// The read would block: what was relayed meanwhile
 				// leaves now, in one write.
+				c.waited = true
 				if peer := c.peer.Load(); peer != nil {
 					_ = peer.Flush()
 				}

@@ -538,8 +538,10 @@ func (c *Conn) consume(n int) {
 
 // readMore reads what the socket holds next, nothing being pending: it
 // waits for readability holding no buffer, flushing the peer leg before it
-// blocks, then takes everything into a pooled chunk (readBlock). Without a
-// RawConn it flushes the peer and reads into a chunk (fill).
+// blocks, then takes everything into a pooled chunk (readBlock). While
+// bursts come one per wait it flushes the peer before the read instead
+// (woke, alone). Without a RawConn it flushes the peer and reads into a
+// chunk (fill).
 func (c *Conn) readMore() error {
 	if c.eof {
 		return io.EOF
@@ -547,7 +549,22 @@ func (c *Conn) readMore() error {
 	if c.raw == nil {
 		return c.fill()
 	}
-	return c.readBlock()
+	// Traffic that comes one burst per wake-up (the last burst came after
+	// a wait, and the read after the one before found the socket empty)
+	// will most likely find it empty again: the peer leg is flushed before
+	// that read rather than after it, one system call sooner per hop.
+	if c.woke && c.alone {
+		if peer := c.peer.Load(); peer != nil {
+			_ = peer.Flush()
+		}
+	}
+	c.waited = false
+	err := c.readBlock()
+	if c.woke {
+		c.alone = c.waited
+	}
+	c.woke = c.waited
+	return err
 }
 
 // writeRelayed writes one frame whole into the batch, under the write

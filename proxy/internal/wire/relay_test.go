@@ -473,3 +473,75 @@ func FuzzFrameRelay(f *testing.F) {
 		}
 	})
 }
+
+// A relay whose bursts each come after a wait, the read after them finding
+// the socket empty, flushes the other leg before it reads again, not
+// after that read: one system call sooner per hop for sparse traffic. Once
+// a read after such a burst finds more at once, frames are batched across
+// reads again until the socket is empty.
+func TestRelayFlushesFirstWhenBurstsComeAlone(t *testing.T) {
+	t.Parallel()
+	peerSide, srcSock := tcpPair(t)
+	dstSock := &scriptConn{}
+	src, dst := NewConn(srcSock, NewPool()), NewConn(dstSock, NewPool())
+	spliced(src, dst)
+	src.relayMode()
+	writes := func() int {
+		dstSock.mu.Lock()
+		defer dstSock.mu.Unlock()
+		return dstSock.writes
+	}
+	// read runs one read of the relay's; with wait it makes sure the read
+	// waited for the byte sent (it retries until one did).
+	read := func(wait bool) {
+		t.Helper()
+		for range 50 {
+			done := make(chan error, 1)
+			if wait {
+				go func() { done <- src.readMore() }()
+				time.Sleep(10 * time.Millisecond)
+			}
+			if _, err := peerSide.Write([]byte{1}); err != nil {
+				t.Fatal(err)
+			}
+			if !wait {
+				time.Sleep(10 * time.Millisecond) // the byte is there
+				go func() { done <- src.readMore() }()
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			src.consume(len(src.pending))
+			if src.woke == wait {
+				return
+			}
+		}
+		t.Fatalf("no read that waited = %v in 50 tries", wait)
+	}
+	// Two bursts that came alone: each read waited, and the one after the
+	// first burst found nothing at once.
+	for i := 0; !(src.woke && src.alone); i++ {
+		if i == 50 {
+			t.Fatal("no two reads in a row that waited in 50 tries")
+		}
+		read(true)
+	}
+	if err := dst.WriteFrame(2, true, []byte("relayed")); err != nil {
+		t.Fatal(err)
+	}
+	read(false)
+	if n := writes(); n != 1 {
+		t.Fatalf("after a burst that came alone, the batched frame was written %d times before the next read; want once", n)
+	}
+	// That read found a byte at once: the next frame waits in the batch.
+	if err := dst.WriteFrame(2, true, []byte("batched")); err != nil {
+		t.Fatal(err)
+	}
+	read(false)
+	if n := writes(); n != 1 {
+		t.Fatalf("in a burst of reads, the batch was flushed before a read (%d writes); want it kept", n)
+	}
+	if !bytes.Contains(dstSock.wrote.Bytes(), []byte("relayed")) {
+		t.Fatalf("wrote %q; want the first frame", dstSock.wrote.Bytes())
+	}
+}

@@ -315,6 +315,7 @@ func (c *Conn) flushBeforeRecordRead() {
 func (c *Conn) recordWait() {
 	c.releaseSpare()
 	if c.flushOnWait {
+		c.waited = true
 		if peer := c.peer.Load(); peer != nil {
 			_ = peer.Flush()
 		}

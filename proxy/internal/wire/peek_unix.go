@@ -57,3 +57,33 @@ unwrap:
 	})
 	return spoke || err != nil
 }
+
+// resetOnClose makes the coming Close of c, a plain TCP socket, reset the
+// connection (SO_LINGER 0) when its peer has ended the stream: a read
+// would find its end now, with nothing unread before it. It changes
+// nothing otherwise, or when it cannot tell.
+func resetOnClose(c net.Conn) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return
+	}
+	ended := false
+	_ = raw.Control(func(fd uintptr) {
+		var b [1]byte
+		for {
+			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if err == syscall.EINTR {
+				continue
+			}
+			ended = n == 0 && err == nil
+			return
+		}
+	})
+	if ended {
+		_ = tc.SetLinger(0)
+	}
+}

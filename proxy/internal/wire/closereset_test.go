@@ -18,21 +18,7 @@ import (
 // gateway's end of it.
 func upstreamPair(t *testing.T) (*Conn, *net.TCPConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := ln.Accept()
-	if err != nil {
-		nc.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close(); gw.Close() })
+	nc, gw := tcpPair(t)
 	return NewUpstreamConn(nc, NewPool()), gw.(*net.TCPConn)
 }
 

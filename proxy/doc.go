@@ -84,9 +84,7 @@
 // own pongs and closes included. A close, and any write blocked under it,
 // ends by the close's deadline. Writes into a wire.Conn hold its write
 // lock per frame, so frames never interleave; one goroutine at a time
-// reads it. Closing a ws gateway leg whose close handshake is over, the
-// gateway's end of the stream arrived, resets it rather than sending a FIN
-// (wire.Conn.Close); every other socket ends with a FIN.
+// reads it.
 //
 // Shared by connections: the readiness watcher (retry.Watcher, its own
 // lock; it calls back outside it), the admission queues and limits (their

@@ -135,8 +135,6 @@ type Conn struct {
 	// whole (SentClose). Set under wmu.
 	closed bool
 	sent   []byte
-	// gotClose: a valid close frame was read (set under wmu).
-	gotClose bool
 	// wcap, when not zero, is the latest write deadline (UnixNano) any
 	// write may get from now on: a closing leg's writes end by then.
 	wcap atomic.Int64
@@ -810,24 +808,12 @@ func (c *Conn) SetBatching(on bool, writeTimeout time.Duration) {
 // Close closes the socket; what is still batched is dropped (closing paths
 // flush their close frame explicitly, and a peer that no longer reads must
 // not hold Close up). Buffers go back to the pool.
-//
-// On the upstream leg (holdfast is the WebSocket client) over plain TCP,
-// once a close frame was written and one read, and the gateway has ended
-// its side of the stream, the socket is reset rather than closed with a
-// FIN. The gateway closes its end only after it has both sent and
-// received a close frame (RFC 6455 §7.1.1), so its end means it holds
-// holdfast's close and will send nothing more: the reset loses nothing,
-// and spares the gateway's host the TIME_WAIT its first close would
-// otherwise keep for each session. Anything else closes with a FIN.
 func (c *Conn) Close() error {
 	// A parked relay leaves the epoll set before the socket is closed
 	// (its fd number may be reused at once), and resumes to end.
 	c.closing.Store(true)
 	if r := c.relay.Load(); r != nil {
 		r.srcClosing()
-	}
-	if c.masks && c.closeHandshakeOver() {
-		resetOnClose(c.Conn)
 	}
 	// The socket first: that releases a write blocked in a flush, which
 	// holds wmu, so that Close never waits for a peer that does not read.
@@ -840,21 +826,6 @@ func (c *Conn) Close() error {
 	c.werr = net.ErrClosed
 	c.wmu.Unlock()
 	return err
-}
-
-// noteCloseRead records that a valid close frame was read on c.
-func (c *Conn) noteCloseRead() {
-	c.wmu.Lock()
-	c.gotClose = true
-	c.wmu.Unlock()
-}
-
-// closeHandshakeOver reports whether a close frame was both written and
-// read on c.
-func (c *Conn) closeHandshakeOver() bool {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.closed && c.gotClose
 }
 
 // listener wraps accepted connections in Conns.

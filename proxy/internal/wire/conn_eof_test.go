@@ -14,7 +14,19 @@ import (
 // in WaitData and another in gorilla's reader.
 func TestBatchConnEOFIsSticky(t *testing.T) {
 	t.Parallel()
-	peer, c := tcpPair(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
 	bc := NewConn(c, NewPool())
 	defer bc.Close()
 	if bc.raw == nil {

@@ -7,9 +7,7 @@
 //     before the upgrade and at frame ends after it (so gorilla's reader on
 //     the client leg holds nothing between messages), and refuses every
 //     write after a close frame (WriteClose), bounding a closing leg's
-//     writes by the close's deadline. An upstream leg whose close
-//     handshake is over, the gateway's end of the stream arrived, is reset
-//     on Close rather than ended with a FIN. One goroutine reads a Conn; writes,
+//     writes by the close's deadline. One goroutine reads a Conn; writes,
 //     Flush and Close are safe from any goroutine, each frame under the
 //     write lock.
 //   - Header: one frame header parser (HeaderLen, PayloadLen) and encoder,

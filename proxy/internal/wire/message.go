@@ -183,7 +183,6 @@ func (c *Conn) nextFrame(inMessage bool) (opcode byte, fin bool, n uint64, err e
 			if problem != "" {
 				return 0, false, 0, c.fail(errors.New("websocket: "+problem), protocolClose(problem))
 			}
-			c.noteCloseRead()
 			return 0, false, 0, c.fail(ce, websocket.FormatCloseMessage(ce.Code, ""))
 		case websocket.PingMessage:
 			if c.msg.ctl == nil {

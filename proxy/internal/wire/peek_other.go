@@ -6,6 +6,3 @@ import "net"
 
 // PeerSpoke cannot look at the socket here: it reports false.
 func PeerSpoke(net.Conn) bool { return false }
-
-// resetOnClose cannot look at the socket here: Close keeps its FIN.
-func resetOnClose(net.Conn) {}

@@ -43,47 +43,17 @@ unwrap:
 	}
 	spoke := false
 	err = raw.Read(func(fd uintptr) bool {
-		// Data, the end of the stream (0 bytes, no error) or an error
-		// such as a reset: the peer spoke. EAGAIN: nothing.
-		_, err := peekByte(fd)
-		spoke = err != syscall.EAGAIN
-		return true
+		var b [1]byte
+		for {
+			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if err == syscall.EINTR {
+				continue
+			}
+			// Data, the end of the stream (0 bytes, no error) or an
+			// error such as a reset: the peer spoke. EAGAIN: nothing.
+			spoke = err != syscall.EAGAIN
+			return true
+		}
 	})
 	return spoke || err != nil
-}
-
-// resetOnClose makes the coming Close of c, a plain TCP socket, reset the
-// connection (SO_LINGER 0) when its peer has ended the stream: a read
-// would find its end now, with nothing unread before it. It changes
-// nothing otherwise, or when it cannot tell.
-func resetOnClose(c net.Conn) {
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return
-	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
-		return
-	}
-	ended := false
-	_ = raw.Control(func(fd uintptr) {
-		n, err := peekByte(fd)
-		ended = n == 0 && err == nil
-	})
-	if ended {
-		_ = tc.SetLinger(0)
-	}
-}
-
-// peekByte looks at the next byte of socket fd without consuming it and
-// without blocking: 1 when there is one, 0 with no error at the end of
-// the stream, EAGAIN when nothing has come.
-func peekByte(fd uintptr) (int, error) {
-	var b [1]byte
-	for {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if err != syscall.EINTR {
-			return n, err
-		}
-	}
 }

@@ -373,7 +373,6 @@ func (r *Relay) closeFrame(payload []byte, key [4]byte, masked bool) error {
 	if problem != "" {
 		return r.protocolError(problem)
 	}
-	r.src.noteCloseRead()
 	r.closeSource(websocket.FormatCloseMessage(ce.Code, ""))
 	return ce
 }
